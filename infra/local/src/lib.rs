@@ -1,0 +1,65 @@
+//! The local stack: the emulator, the resources of `template.yaml` created in it, and the gateway
+//! serving every route. `make dev` runs it; the integration tests start one per test.
+
+pub mod emulator;
+pub mod gateway;
+pub mod template;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use lambent::{Config, State};
+use tokio::net::TcpListener;
+
+pub use emulator::{Emulator, repo_root, sdk_config};
+pub use gateway::Gateway;
+pub use template::{LocalStack, Template};
+
+/// How to start the local stack.
+pub struct Options {
+    /// Prefix of every resource name, so several stacks share one emulator.
+    pub prefix: String,
+    /// Loopback port to serve on; 0 picks a free one.
+    pub port: u16,
+    /// Environment values that win over the template's (configuration for tests, or the shell's).
+    pub overrides: HashMap<String, String>,
+}
+
+/// A running gateway over a bootstrapped stack.
+pub struct Running {
+    pub base_url: String,
+    pub stack: LocalStack,
+    pub sdk: aws_config::SdkConfig,
+    pub gateway: Arc<Gateway>,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Creates the template's resources in the emulator at `endpoint` and serves the API.
+pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> {
+    let root = repo_root();
+    let template = Template::load(&root.join("template.yaml"))?;
+    let sdk = sdk_config(endpoint).await;
+    let stack = template::bootstrap(&template, &sdk, &options.prefix).await?;
+    let listener = TcpListener::bind(("127.0.0.1", options.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
+    let base_url = format!("http://{}", listener.local_addr()?);
+    let mut env = stack.env.clone();
+    env.insert("JWT_ISSUER".into(), base_url.clone());
+    env.extend(options.overrides);
+    let config = Config::from_lookup(|name| env.get(name).cloned())?;
+    let gateway = Arc::new(Gateway {
+        issuer: config.issuer()?.to_owned(),
+        audience: config.audience.clone(),
+        state: State::new(config, &sdk),
+    });
+    let server = tokio::spawn(gateway::serve(listener, gateway.clone()));
+    Ok(Running {
+        base_url,
+        stack,
+        sdk,
+        gateway,
+        server,
+    })
+}

@@ -1,0 +1,84 @@
+//! `lambent-dev`: the whole backend on http://127.0.0.1:3000 against a local AWS emulator.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use lambent_local::{Emulator, Options, repo_root};
+
+/// Configuration a developer may set in the shell to override the template's values.
+const OVERRIDABLE: &[&str] = &[
+    "STARTING_CREDITS",
+    "ACCESS_TOKEN_TTL_SECONDS",
+    "REFRESH_TOKEN_TTL_SECONDS",
+    "REGISTER_RATE_PER_MINUTE",
+    "LOGIN_RATE_PER_MINUTE",
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lambent::telemetry::init();
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .map(|p| p.parse())
+        .transpose()
+        .context("PORT")?
+        .unwrap_or(3000);
+    let emulator = Emulator::start(&repo_root()).await?;
+    let overrides: HashMap<String, String> = OVERRIDABLE
+        .iter()
+        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
+        .collect();
+    let running = lambent_local::start(
+        &emulator.endpoint,
+        Options {
+            prefix: "lambent-local".into(),
+            port,
+            overrides,
+        },
+    )
+    .await?;
+    walkthrough(&running.base_url, &emulator.endpoint);
+    tokio::select! {
+        result = running.server => result.context("the gateway stopped")??,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn walkthrough(base: &str, emulator: &str) {
+    println!(
+        r#"
+Lambent is serving on {base}   (AWS emulator: {emulator})
+
+Try it, in another terminal:
+
+  curl -s {base}/health
+
+  # register (201) and keep the tokens
+  curl -s -X POST {base}/v1/auth/register -H 'content-type: application/json' \
+    -d '{{"email":"ann@example.com","username":"ann","password":"correct horse"}}' | tee /tmp/lambent-tokens.json
+
+  # log in (200); TOKEN is the access token, REFRESH the refresh token
+  curl -s -X POST {base}/v1/auth/login -H 'content-type: application/json' \
+    -d '{{"email":"ann@example.com","password":"correct horse"}}' > /tmp/lambent-tokens.json
+  TOKEN=$(python3 -c 'import json;print(json.load(open("/tmp/lambent-tokens.json"))["access_token"])')
+  REFRESH=$(python3 -c 'import json;print(json.load(open("/tmp/lambent-tokens.json"))["refresh_token"])')
+
+  # your profile (200), then change it
+  curl -s {base}/v1/auth/me -H "authorization: Bearer $TOKEN"
+  curl -s -X PATCH {base}/v1/users/me -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"display_name":"Ann","birthday":"1990-04-01","gender":"female"}}'
+
+  # rotate the refresh token (200); using the old one again revokes the session (401)
+  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"
+  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"
+
+  # API description and docs
+  curl -s {base}/openapi.json | head -c 300; echo
+  open {base}/docs
+
+Stop with Ctrl-C.
+"#
+    );
+}

@@ -1,0 +1,271 @@
+//! Sessions: a short-lived access token and a rotating refresh token. Every refresh token belongs
+//! to a family (one login); using a refresh token twice revokes its whole family.
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::auth::keys::{AccessClaims, KeyRing};
+use crate::config::Config;
+use crate::db::{Db, failed_conditions, get_i64, get_s, n, s};
+use crate::error::ApiError;
+use crate::ratelimit::hex;
+use crate::users::{UserView, timestamp};
+
+/// What a successful login, registration or refresh returns.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::Unauthorized {
+        code: "invalid_refresh_token",
+        detail: "the refresh token is invalid or expired",
+    }
+}
+
+fn token_pk(token: &SecretString) -> String {
+    format!(
+        "REFRESH#{}",
+        hex(&Sha256::digest(token.expose_secret().as_bytes()))
+    )
+}
+
+fn family_pk(family_id: &str) -> String {
+    format!("FAMILY#{family_id}")
+}
+
+fn new_refresh_token() -> anyhow::Result<SecretString> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(SecretString::from(format!(
+        "rt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )))
+}
+
+fn put(
+    db: &Db,
+    items: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>,
+) -> anyhow::Result<TransactWriteItem> {
+    let mut builder = Put::builder()
+        .table_name(&db.table)
+        .condition_expression("attribute_not_exists(pk)");
+    for (name, value) in items {
+        builder = builder.item(name, value);
+    }
+    Ok(TransactWriteItem::builder()
+        .put(builder.build().context("put")?)
+        .build())
+}
+
+/// Who a token is for.
+pub struct Subject<'a> {
+    pub user_id: &'a str,
+    pub username: &'a str,
+    pub role: &'a str,
+}
+
+/// Signs an access token.
+pub fn access_token(
+    config: &Config,
+    keys: &KeyRing,
+    subject: &Subject<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    let iat = now.timestamp();
+    let ttl = i64::try_from(config.access_token_ttl.as_secs()).context("ttl")?;
+    keys.sign(&AccessClaims {
+        iss: config.issuer()?.to_owned(),
+        sub: subject.user_id.to_owned(),
+        aud: config.audience.clone(),
+        exp: iat + ttl,
+        nbf: iat,
+        iat,
+        jti: uuid::Uuid::new_v4().to_string(),
+        username: subject.username.to_owned(),
+        role: subject.role.to_owned(),
+        scope: subject.role.to_owned(),
+    })
+}
+
+/// Starts a new session (a new family) and returns its tokens.
+pub async fn start(
+    db: &Db,
+    config: &Config,
+    keys: &KeyRing,
+    subject: &Subject<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TokenResponse> {
+    let family_id = uuid::Uuid::new_v4().to_string();
+    let expires_at =
+        now.timestamp() + i64::try_from(config.refresh_token_ttl.as_secs()).context("ttl")?;
+    let refresh = new_refresh_token()?;
+    let actions = vec![
+        put(
+            db,
+            vec![
+                ("pk", s(family_pk(&family_id))),
+                ("sk", s("FAMILY")),
+                ("user_id", s(subject.user_id)),
+                ("created_at", s(timestamp(now))),
+                ("expires_at", n(expires_at)),
+            ],
+        )?,
+        put(
+            db,
+            vec![
+                ("pk", s(token_pk(&refresh))),
+                ("sk", s("TOKEN")),
+                ("user_id", s(subject.user_id)),
+                ("family_id", s(&family_id)),
+                ("expires_at", n(expires_at)),
+            ],
+        )?,
+    ];
+    db.client
+        .transact_write_items()
+        .set_transact_items(Some(actions))
+        .send()
+        .await
+        .context("starting a session")?;
+    Ok(TokenResponse {
+        access_token: access_token(config, keys, subject, now)?,
+        refresh_token: refresh.expose_secret().to_owned(),
+        token_type: "Bearer",
+        expires_in: config.access_token_ttl.as_secs(),
+        user: None,
+    })
+}
+
+/// A refresh token's family and owner, if the token exists and has not expired.
+async fn lookup(
+    db: &Db,
+    token: &SecretString,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<(String, String, i64)>> {
+    let Some(item) = db.get(&token_pk(token), "TOKEN").await? else {
+        return Ok(None);
+    };
+    let expires_at = get_i64(&item, "expires_at").unwrap_or(0);
+    if expires_at <= now.timestamp() {
+        return Ok(None);
+    }
+    let family = get_s(&item, "family_id")
+        .context("token lacks family")?
+        .to_owned();
+    let user = get_s(&item, "user_id")
+        .context("token lacks user")?
+        .to_owned();
+    Ok(Some((family, user, expires_at)))
+}
+
+/// Marks a family revoked; every token in it stops working.
+async fn revoke_family(db: &Db, family_id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(family_pk(family_id)))
+        .key("sk", s("FAMILY"))
+        .update_expression("SET revoked_at = if_not_exists(revoked_at, :now)")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        // The family expired and TTL removed it: nothing left to revoke.
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(()),
+        Err(err) => Err(anyhow::Error::new(err).context("revoking a session")),
+    }
+}
+
+/// Exchanges a refresh token for new tokens. In one transaction: the old token is marked used
+/// (only if unused), the family is checked unrevoked, and the new token is stored. A token that was
+/// already used means it leaked: the whole family is revoked.
+pub async fn rotate(
+    db: &Db,
+    token: &SecretString,
+    now: DateTime<Utc>,
+) -> Result<(String, SecretString), ApiError> {
+    let (family_id, user_id, expires_at) =
+        lookup(db, token, now).await?.ok_or_else(invalid_refresh)?;
+    let next = new_refresh_token()?;
+    let mark_used = Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(token_pk(token)))
+        .key("sk", s("TOKEN"))
+        .update_expression("SET used_at = :now")
+        .condition_expression("attribute_exists(pk) AND attribute_not_exists(used_at)")
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .build()
+        .context("update")?;
+    let family_live = ConditionCheck::builder()
+        .table_name(&db.table)
+        .key("pk", s(family_pk(&family_id)))
+        .key("sk", s("FAMILY"))
+        .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
+        .build()
+        .context("condition check")?;
+    let actions = vec![
+        TransactWriteItem::builder().update(mark_used).build(),
+        TransactWriteItem::builder()
+            .condition_check(family_live)
+            .build(),
+        put(
+            db,
+            vec![
+                ("pk", s(token_pk(&next))),
+                ("sk", s("TOKEN")),
+                ("user_id", s(&user_id)),
+                ("family_id", s(&family_id)),
+                ("expires_at", n(expires_at)),
+            ],
+        )?,
+    ];
+    match db
+        .client
+        .transact_write_items()
+        .set_transact_items(Some(actions))
+        .send()
+        .await
+    {
+        Ok(_) => Ok((user_id, next)),
+        Err(err) => match failed_conditions(&err) {
+            Some(failed) if failed.first() == Some(&true) => {
+                tracing::warn!(family_id = %family_id, "refresh token reused; revoking its family");
+                revoke_family(db, &family_id, now).await?;
+                Err(ApiError::Unauthorized {
+                    code: "refresh_token_reused",
+                    detail: "this refresh token was already used; the session is revoked",
+                })
+            }
+            Some(failed) if failed.get(1) == Some(&true) => Err(invalid_refresh()),
+            _ => Err(ApiError::Internal(
+                anyhow::Error::new(err).context("rotating a refresh token"),
+            )),
+        },
+    }
+}
+
+/// Revokes the session a refresh token belongs to. Unknown tokens are ignored.
+pub async fn revoke(db: &Db, token: &SecretString, now: DateTime<Utc>) -> anyhow::Result<()> {
+    if let Some((family_id, _, _)) = lookup(db, token, now).await? {
+        revoke_family(db, &family_id, now).await?;
+    }
+    Ok(())
+}

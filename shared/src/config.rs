@@ -1,0 +1,155 @@
+//! Typed configuration, read once per cold start from the environment.
+
+use std::time::Duration;
+
+/// What a function needs to know about its deployment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The single DynamoDB table (`TABLE_NAME`).
+    pub table_name: String,
+    /// Secrets Manager id of the JWT signing keys (`SIGNING_KEY_SECRET_ID`).
+    pub signing_key_secret_id: String,
+    /// `iss` of every access token (`JWT_ISSUER`); only the functions that sign tokens need it.
+    pub issuer: Option<String>,
+    /// `aud` of every access token (`JWT_AUDIENCE`).
+    pub audience: String,
+    /// Lifetime of an access token (`ACCESS_TOKEN_TTL_SECONDS`, default 900).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a refresh token family (`REFRESH_TOKEN_TTL_SECONDS`, default 30 days).
+    pub refresh_token_ttl: Duration,
+    /// Credits granted to every new account (`STARTING_CREDITS`, default 100).
+    pub starting_credits: i64,
+    /// Per-minute request budgets (`REGISTER_RATE_PER_MINUTE`, `LOGIN_RATE_PER_MINUTE`).
+    pub rate_limits: RateLimits,
+}
+
+/// Requests allowed per client IP and per account in one minute.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    pub register_per_minute: u32,
+    pub login_per_minute: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+impl Config {
+    /// The issuer, for the functions that sign tokens.
+    pub fn issuer(&self) -> anyhow::Result<&str> {
+        self.issuer
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("JWT_ISSUER is not set"))
+    }
+
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests can supply their own values.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let number =
+            |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+                match lookup(name).filter(|v| !v.trim().is_empty()) {
+                    None => Ok(default),
+                    Some(v) => v.trim().parse().map_err(|e: std::num::ParseIntError| {
+                        ConfigError::Invalid {
+                            name,
+                            reason: e.to_string(),
+                        }
+                    }),
+                }
+            };
+        let issuer = lookup("JWT_ISSUER")
+            .map(|v| v.trim().trim_end_matches('/').to_owned())
+            .filter(|v| !v.is_empty());
+        Ok(Self {
+            table_name: required("TABLE_NAME")?,
+            signing_key_secret_id: required("SIGNING_KEY_SECRET_ID")?,
+            audience: required("JWT_AUDIENCE")?,
+            issuer,
+            access_token_ttl: Duration::from_secs(number("ACCESS_TOKEN_TTL_SECONDS", 900)?),
+            refresh_token_ttl: Duration::from_secs(number(
+                "REFRESH_TOKEN_TTL_SECONDS",
+                30 * 86_400,
+            )?),
+            starting_credits: i64::try_from(number("STARTING_CREDITS", 100)?).map_err(|e| {
+                ConfigError::Invalid {
+                    name: "STARTING_CREDITS",
+                    reason: e.to_string(),
+                }
+            })?,
+            rate_limits: RateLimits {
+                register_per_minute: small(
+                    number("REGISTER_RATE_PER_MINUTE", 5)?,
+                    "REGISTER_RATE_PER_MINUTE",
+                )?,
+                login_per_minute: small(
+                    number("LOGIN_RATE_PER_MINUTE", 10)?,
+                    "LOGIN_RATE_PER_MINUTE",
+                )?,
+            },
+        })
+    }
+}
+
+fn small(value: u64, name: &'static str) -> Result<u32, ConfigError> {
+    u32::try_from(value).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, &'static str> {
+        HashMap::from([
+            ("TABLE_NAME", "t"),
+            ("SIGNING_KEY_SECRET_ID", "s"),
+            ("JWT_ISSUER", "https://issuer.example/"),
+            ("JWT_AUDIENCE", "lambent"),
+        ])
+    }
+
+    #[test]
+    fn defaults_apply_and_issuer_loses_its_trailing_slash() {
+        let env = base();
+        let config = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("valid");
+        assert_eq!(config.issuer.as_deref(), Some("https://issuer.example"));
+        assert_eq!(config.rate_limits.register_per_minute, 5);
+        assert_eq!(config.rate_limits.login_per_minute, 10);
+        assert_eq!(config.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let mut env = base();
+        env.remove("TABLE_NAME");
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "environment variable TABLE_NAME is not set"
+        );
+    }
+
+    #[test]
+    fn a_bad_number_is_named() {
+        let mut env = base();
+        env.insert("STARTING_CREDITS", "lots");
+        let err = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect_err("invalid");
+        assert!(err.to_string().contains("STARTING_CREDITS"));
+    }
+}

@@ -1,0 +1,87 @@
+//! The DynamoDB adapter: one table, items keyed by `pk` / `sk`, expired items removed by TTL on `expires_at`.
+
+use std::collections::HashMap;
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+/// An item as the SDK returns it.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// The table and a client for it.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub client: Client,
+    pub table: String,
+}
+
+impl Db {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// A strongly consistent read of one item.
+    pub async fn get(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Item>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .with_context(|| format!("reading item {sk}"))?;
+        Ok(out.item)
+    }
+}
+
+/// A string attribute.
+pub fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+/// A number attribute.
+pub fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A string attribute of an item, if present.
+pub fn get_s<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)?.as_s().ok().map(String::as_str)
+}
+
+/// A numeric attribute of an item, if present and integral.
+pub fn get_i64(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
+}
+
+/// Which actions of a cancelled transaction failed their condition, by index; `None` when the
+/// transaction failed for another reason (which the caller reports as an internal error).
+pub fn failed_conditions(err: &SdkError<TransactWriteItemsError>) -> Option<Vec<bool>> {
+    let TransactWriteItemsError::TransactionCanceledException(cancel) = err.as_service_error()?
+    else {
+        return None;
+    };
+    let reasons = cancel.cancellation_reasons();
+    Some(
+        reasons
+            .iter()
+            .map(|r| r.code() == Some("ConditionalCheckFailed"))
+            .collect(),
+    )
+}
+
+/// Whether an error is a failed condition of a single-item write.
+pub fn is_condition_failure<E>(err: &SdkError<E>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    err.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}

@@ -1,0 +1,202 @@
+//! What the API can say when a request does not succeed, mapped in one place to RFC 9457 problem+json.
+
+use lambda_http::{Body, Response, http::StatusCode};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// One invalid field of a request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The field, as named in the request (`body` when the body as a whole is wrong).
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error a handler returns. The `code` of each variant is stable: clients branch on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedBody(String),
+    #[error("the body must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{detail}")]
+    Unauthorized {
+        code: &'static str,
+        detail: &'static str,
+    },
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: Vec<&'static str> },
+    #[error("{detail}")]
+    Conflict { code: &'static str, detail: String },
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The HTTP status this error is sent with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedBody(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedBody(_) => "malformed_body",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Validation(_) => "validation_failed",
+            Self::Unauthorized { code, .. } | Self::Conflict { code, .. } => code,
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The problem+json response. Internal errors are logged here, once, with their cause chain;
+    /// their body names no internal detail.
+    pub fn into_response(self, request_id: &str) -> Response<Body> {
+        let status = self.status();
+        let code = self.code();
+        let detail = match &self {
+            Self::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                "the server could not complete the request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("urn:lambent:problem:{code}")));
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("detail".into(), json!(detail));
+        body.insert("code".into(), json!(code));
+        body.insert("request_id".into(), json!(request_id));
+        let mut builder = Response::builder()
+            .status(status)
+            .header("content-type", "application/problem+json");
+        match &self {
+            Self::Validation(errors) => {
+                body.insert("errors".into(), json!(errors));
+            }
+            Self::PayloadTooLarge { limit } => {
+                body.insert("limit".into(), json!(limit));
+            }
+            Self::MethodNotAllowed { allow } => {
+                builder = builder.header("allow", allow.join(", "));
+            }
+            Self::RateLimited { retry_after_secs } => {
+                body.insert("retry_after".into(), json!(retry_after_secs));
+                builder = builder.header("retry-after", retry_after_secs.to_string());
+            }
+            Self::Unauthorized { .. } => {
+                builder = builder.header("www-authenticate", "Bearer");
+            }
+            _ => {}
+        }
+        let text = Value::Object(body).to_string();
+        builder.body(Body::Text(text)).unwrap_or_else(|_| {
+            // Only reachable with an invalid header value, which the arms above never build.
+            let mut fallback = Response::new(Body::Empty);
+            *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            fallback
+        })
+    }
+}
+
+/// The problem+json schema, for the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `validation_failed`, `email_taken`, `rate_limited`.
+    pub code: String,
+    pub request_id: String,
+    /// Present on `validation_failed`.
+    pub errors: Option<Vec<FieldError>>,
+    /// Present on `rate_limited`: seconds to wait, as in the `Retry-After` header.
+    pub retry_after: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(response: &Response<Body>) -> Value {
+        serde_json::from_slice(response.body().as_ref()).expect("json body")
+    }
+
+    #[test]
+    fn validation_lists_the_fields() {
+        let response = ApiError::invalid("email", "not an email").into_response("req-1");
+        assert_eq!(response.status(), 422);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body = body_of(&response);
+        assert_eq!(body["code"], "validation_failed");
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["errors"][0]["field"], "email");
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let response =
+            ApiError::Internal(anyhow::anyhow!("table secret-table exploded")).into_response("r");
+        assert_eq!(response.status(), 500);
+        let text = String::from_utf8_lossy(response.body().as_ref()).to_string();
+        assert!(!text.contains("exploded"), "{text}");
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_after() {
+        let response = ApiError::RateLimited {
+            retry_after_secs: 17,
+        }
+        .into_response("r");
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "17");
+        assert_eq!(body_of(&response)["retry_after"], 17);
+    }
+}

@@ -1,0 +1,209 @@
+//! Reading requests and writing responses with API Gateway HTTP API (payload 2.0) semantics.
+
+use std::collections::HashMap;
+
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, FieldError};
+
+/// The largest request body any handler reads.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The request id API Gateway gave this request (the local gateway sets one too).
+pub fn request_id(req: &Request) -> String {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The caller's address as API Gateway saw it.
+pub fn source_ip(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.http.source_ip.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The claims the JWT authorizer verified, as API Gateway passes them (strings).
+pub fn jwt_claims(req: &Request) -> Option<&HashMap<String, String>> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => {
+            ctx.authorizer.as_ref()?.jwt.as_ref().map(|jwt| &jwt.claims)
+        }
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The authenticated caller: the `sub` of the verified access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+}
+
+impl Caller {
+    /// The caller of a route behind the JWT authorizer; 401 when the authorizer passed no subject.
+    pub fn from_request(req: &Request) -> Result<Self, ApiError> {
+        let sub = jwt_claims(req)
+            .and_then(|claims| claims.get("sub"))
+            .filter(|s| !s.is_empty());
+        match sub {
+            Some(sub) => Ok(Self {
+                user_id: sub.clone(),
+            }),
+            None => Err(ApiError::Unauthorized {
+                code: "unauthenticated",
+                detail: "a valid bearer access token is required",
+            }),
+        }
+    }
+}
+
+fn media_type(req: &Request) -> Option<String> {
+    let value = req.headers().get("content-type")?.to_str().ok()?;
+    Some(
+        value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
+    let bytes: &[u8] = req.body().as_ref();
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge {
+            limit: MAX_BODY_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Parses a JSON body strictly: 415 for another media type, 413 over [`MAX_BODY_BYTES`], 400 for
+/// malformed JSON, 422 for a well-formed body of the wrong shape (missing or unknown fields).
+pub fn json_body<T: DeserializeOwned>(
+    req: &Request,
+    media_types: &[&'static str],
+) -> Result<T, ApiError> {
+    let expected = media_types.first().copied().unwrap_or("application/json");
+    match media_type(req) {
+        Some(media) if media_types.contains(&media.as_str()) => {}
+        _ => return Err(ApiError::UnsupportedMediaType { expected }),
+    }
+    let bytes = body_bytes(req)?;
+    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
+        serde_json::error::Category::Data => ApiError::Validation(vec![field_error(&err)]),
+        _ => ApiError::MalformedBody(err.to_string()),
+    })
+}
+
+/// Parses an `application/x-www-form-urlencoded` body (OAuth2's token endpoint).
+pub fn form_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    if media_type(req).as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(ApiError::UnsupportedMediaType {
+            expected: "application/x-www-form-urlencoded",
+        });
+    }
+    let bytes = body_bytes(req)?;
+    serde_urlencoded::from_bytes(bytes).map_err(|err| ApiError::invalid("body", err.to_string()))
+}
+
+/// Names the field serde complained about (`missing field `x``, `unknown field `x``).
+fn field_error(err: &serde_json::Error) -> FieldError {
+    let message = err.to_string();
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"))
+        .unwrap_or("body")
+        .to_owned();
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(&message)
+        .to_owned();
+    FieldError::new(field, message)
+}
+
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
+    let text = serde_json::to_string(value).map_err(|e| ApiError::Internal(e.into()))?;
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("cache-control", "no-store")
+        .body(Body::Text(text))
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A response with a fixed content type and a cache lifetime, for public documents.
+pub fn document(
+    content_type: &str,
+    max_age_secs: u32,
+    text: String,
+) -> Result<Response<Body>, ApiError> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .header("cache-control", format!("public, max-age={max_age_secs}"))
+        .body(Body::Text(text))
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Login {
+        email: String,
+    }
+
+    fn request(content_type: &str, body: &str) -> Request {
+        let mut req = Request::new(Body::Text(body.to_owned()));
+        req.headers_mut()
+            .insert("content-type", content_type.parse().expect("header"));
+        req
+    }
+
+    #[test]
+    fn the_field_in_a_shape_error_is_named() {
+        let req = request("application/json", r#"{"email":"a@b.c","extra":1}"#);
+        let Err(ApiError::Validation(errors)) = json_body::<Login>(&req, &["application/json"])
+        else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(errors[0].field, "extra");
+        let req = request("application/json; charset=utf-8", "{}");
+        let Err(ApiError::Validation(errors)) = json_body::<Login>(&req, &["application/json"])
+        else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(errors[0].field, "email");
+    }
+
+    #[test]
+    fn syntax_errors_and_media_types_are_told_apart() {
+        let req = request("application/json", "{\"email\":");
+        assert!(matches!(
+            json_body::<Login>(&req, &["application/json"]),
+            Err(ApiError::MalformedBody(_))
+        ));
+        let req = request("text/plain", "{}");
+        assert!(matches!(
+            json_body::<Login>(&req, &["application/json"]),
+            Err(ApiError::UnsupportedMediaType { .. })
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! Lambent: the library every function runs. Handlers take `(&State, Request)` and are reachable
+//! from the Lambda binaries, the local gateway and the tests alike.
+
+pub mod auth {
+    pub mod handlers;
+    pub mod keys;
+    pub mod password;
+    pub mod sessions;
+}
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod lambda;
+pub mod meta;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+pub mod users;
+
+pub use config::Config;
+pub use routes::{Route, handle};
+pub use state::State;

@@ -1,0 +1,65 @@
+//! Fixed-window request budgets kept in DynamoDB, so they hold across every Lambda instance.
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::ReturnValue;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Db, get_i64, n, s};
+use crate::error::ApiError;
+
+const WINDOW_SECS: i64 = 60;
+
+/// One budget to spend: `limit` requests per minute for `key` within `scope`.
+#[derive(Clone, Debug)]
+pub struct Budget<'a> {
+    pub scope: &'static str,
+    pub key: &'a str,
+    pub limit: u32,
+}
+
+/// Spends one request from every budget; 429 with `Retry-After` when any is exhausted.
+/// Keys are hashed so no address or email is stored in the counter items.
+pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiError> {
+    let window = now.div_euclid(WINDOW_SECS);
+    let retry_after = u64::try_from(WINDOW_SECS - now.rem_euclid(WINDOW_SECS)).unwrap_or(1);
+    let mut exhausted = false;
+    for budget in budgets {
+        let digest = hex(&Sha256::digest(budget.key.as_bytes())[..16]);
+        let out = db
+            .client
+            .update_item()
+            .table_name(&db.table)
+            .key("pk", s(format!("RATE#{}#{digest}", budget.scope)))
+            .key("sk", s(window.to_string()))
+            .update_expression("ADD hits :one SET expires_at = :expires")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":expires", n((window + 2) * WINDOW_SECS))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .context("counting a request")?;
+        let hits = out
+            .attributes
+            .as_ref()
+            .and_then(|a| get_i64(a, "hits"))
+            .unwrap_or(0);
+        exhausted |= hits > i64::from(budget.limit);
+    }
+    if exhausted {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: retry_after,
+        });
+    }
+    Ok(())
+}
+
+/// Lower-case hex of some bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}

@@ -1,0 +1,76 @@
+//! What a function builds once per cold start and shares across invocations.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
+use secrecy::SecretString;
+use tokio::sync::OnceCell;
+
+use crate::auth::keys::KeyRing;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// Configuration and clients; the signing keys are fetched on first use, so functions that never
+/// sign or verify need no access to the secret.
+pub struct State {
+    pub config: Config,
+    pub db: Db,
+    secrets: aws_sdk_secretsmanager::Client,
+    keys: OnceCell<KeyRing>,
+}
+
+impl State {
+    /// Reads the configuration and the AWS SDK settings from the environment (including the
+    /// standard `AWS_ENDPOINT_URL*` variables).
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let config = Config::from_env()?;
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(15))
+                    .connect_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .load()
+            .await;
+        Ok(Self::new(config, &sdk))
+    }
+
+    /// Builds the state from a configuration and an SDK configuration.
+    pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+        let db = Db::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            config.table_name.clone(),
+        );
+        Self {
+            db,
+            secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            keys: OnceCell::new(),
+            config,
+        }
+    }
+
+    /// The signing keys, loaded from Secrets Manager once per process.
+    pub async fn keys(&self) -> Result<&KeyRing, ApiError> {
+        let ring = self
+            .keys
+            .get_or_try_init(|| async {
+                let out = self
+                    .secrets
+                    .get_secret_value()
+                    .secret_id(&self.config.signing_key_secret_id)
+                    .send()
+                    .await
+                    .context("reading the signing key secret")?;
+                let text = out
+                    .secret_string
+                    .context("the signing key secret has no string value")?;
+                KeyRing::from_secret(&SecretString::from(text))
+            })
+            .await?;
+        Ok(ring)
+    }
+}

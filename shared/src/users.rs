@@ -1,0 +1,521 @@
+//! Accounts: the profile item, its validation, and the uniqueness items that keep emails and
+//! usernames unique without a read-then-write.
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
+use chrono::{DateTime, Datelike as _, NaiveDate, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, s};
+use crate::error::{ApiError, FieldError};
+
+/// The partition key of a user's items.
+pub fn user_pk(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+const PROFILE: &str = "PROFILE";
+const UNIQUE: &str = "UNIQUE";
+
+/// A membership tier, as WEAV sells them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    Free,
+    Standard,
+    Premium,
+}
+
+/// Gender as SelfStar records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Gender {
+    Male,
+    Female,
+}
+
+/// A membership: the tier in force and when it lapses back to `free`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Membership {
+    pub tier: Tier,
+    pub expires_at: Option<String>,
+}
+
+/// A user's account as the API shows it to its owner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub photo_url: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub birthday: Option<String>,
+    pub gender: Option<Gender>,
+    pub membership: Membership,
+    /// Credit balance.
+    pub credits: i64,
+    pub role: String,
+    pub created_at: String,
+}
+
+/// A stored user, with what only the server may see.
+#[derive(Clone, Debug)]
+pub struct UserRecord {
+    pub view: UserView,
+    pub password_hash: String,
+}
+
+impl UserRecord {
+    fn from_item(item: &Item, now: DateTime<Utc>) -> anyhow::Result<Self> {
+        let text = |name: &str| get_s(item, name).map(str::to_owned);
+        let required = |name: &str| text(name).with_context(|| format!("user item lacks {name}"));
+        let stored_tier = match get_s(item, "tier") {
+            Some("standard") => Tier::Standard,
+            Some("premium") => Tier::Premium,
+            _ => Tier::Free,
+        };
+        let expires_at = text("tier_expires_at");
+        let lapsed = expires_at
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t <= now);
+        let membership = if lapsed || stored_tier == Tier::Free {
+            Membership {
+                tier: Tier::Free,
+                expires_at: None,
+            }
+        } else {
+            Membership {
+                tier: stored_tier,
+                expires_at,
+            }
+        };
+        let gender = match get_s(item, "gender") {
+            Some("male") => Some(Gender::Male),
+            Some("female") => Some(Gender::Female),
+            _ => None,
+        };
+        Ok(Self {
+            password_hash: required("password_hash")?,
+            view: UserView {
+                id: required("id")?,
+                email: required("email")?,
+                username: required("username")?,
+                display_name: text("display_name"),
+                photo_url: text("photo_url"),
+                birthday: text("birthday"),
+                gender,
+                membership,
+                credits: get_i64(item, "credits").unwrap_or(0),
+                role: text("role").unwrap_or_else(|| "user".to_owned()),
+                created_at: required("created_at")?,
+            },
+        })
+    }
+}
+
+/// An RFC 3339 timestamp in UTC with millisecond precision.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Normalises and checks an email address: one `@`, a dotted domain, nothing odd.
+pub fn validate_email(raw: &str) -> Result<String, FieldError> {
+    let email = raw.trim().to_lowercase();
+    let bad = || FieldError::new("email", "must be an email address such as name@example.com");
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(bad)?;
+    if local.is_empty() || local.len() > 64 || domain.contains('@') {
+        return Err(bad());
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let tld_ok = labels
+        .last()
+        .is_some_and(|t| t.len() >= 2 && t.chars().all(|c| c.is_ascii_alphabetic()));
+    if labels.len() < 2 || !labels.iter().all(label_ok) || !tld_ok {
+        return Err(bad());
+    }
+    Ok(email)
+}
+
+/// Checks a username: 3 to 30 letters, digits, `_` or `.`.
+pub fn validate_username(raw: &str) -> Result<String, FieldError> {
+    let ok = (3..=30).contains(&raw.chars().count())
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::new(
+            "username",
+            "must be 3 to 30 letters, digits, '_' or '.'",
+        ))
+    }
+}
+
+/// Checks a password's length: 8 to 128 characters.
+pub fn validate_password(raw: &str) -> Result<(), FieldError> {
+    if (8..=128).contains(&raw.chars().count()) {
+        Ok(())
+    } else {
+        Err(FieldError::new("password", "must be 8 to 128 characters"))
+    }
+}
+
+/// A new account to store.
+pub struct NewUser {
+    pub id: String,
+    pub email: String,
+    pub username: String,
+    pub password_hash: String,
+    pub starting_credits: i64,
+}
+
+/// Stores a new account in one transaction: the profile, the email and username uniqueness items
+/// (each `attribute_not_exists`), and the ledger entry of the starting grant. 409 on a duplicate.
+pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserView, ApiError> {
+    let created_at = timestamp(now);
+    let pk = user_pk(&user.id);
+    let put = |item: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>| -> anyhow::Result<TransactWriteItem> {
+        let mut builder = Put::builder().table_name(&db.table).condition_expression("attribute_not_exists(pk)");
+        for (name, value) in item {
+            builder = builder.item(name, value);
+        }
+        Ok(TransactWriteItem::builder().put(builder.build().context("put")?).build())
+    };
+    let mut actions = vec![
+        put(vec![
+            ("pk", s(&pk)),
+            ("sk", s(PROFILE)),
+            ("id", s(&user.id)),
+            ("email", s(&user.email)),
+            ("username", s(&user.username)),
+            ("password_hash", s(&user.password_hash)),
+            ("tier", s("free")),
+            ("credits", n(user.starting_credits)),
+            ("active_jobs", n(0)),
+            ("role", s("user")),
+            ("created_at", s(&created_at)),
+            ("updated_at", s(&created_at)),
+        ])?,
+        put(vec![
+            ("pk", s(format!("EMAIL#{}", user.email))),
+            ("sk", s(UNIQUE)),
+            ("user_id", s(&user.id)),
+        ])?,
+        put(vec![
+            (
+                "pk",
+                s(format!("USERNAME#{}", user.username.to_lowercase())),
+            ),
+            ("sk", s(UNIQUE)),
+            ("user_id", s(&user.id)),
+        ])?,
+    ];
+    if user.starting_credits > 0 {
+        actions.push(put(vec![
+            ("pk", s(&pk)),
+            ("sk", s(format!("LEDGER#{}", uuid::Uuid::now_v7()))),
+            ("amount", n(user.starting_credits)),
+            ("balance_after", n(user.starting_credits)),
+            ("reason", s("grant")),
+            ("note", s("starting grant")),
+            ("created_at", s(&created_at)),
+        ])?);
+    }
+    let result = db
+        .client
+        .transact_write_items()
+        .set_transact_items(Some(actions))
+        .send()
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(err) => {
+            return Err(match failed_conditions(&err) {
+                Some(failed) if failed.get(1) == Some(&true) => ApiError::Conflict {
+                    code: "email_taken",
+                    detail: "an account with this email exists".into(),
+                },
+                Some(failed) if failed.get(2) == Some(&true) => ApiError::Conflict {
+                    code: "username_taken",
+                    detail: "this username is taken".into(),
+                },
+                _ => ApiError::Internal(anyhow::Error::new(err).context("creating a user")),
+            });
+        }
+    }
+    Ok(UserView {
+        id: user.id,
+        email: user.email,
+        username: user.username,
+        display_name: None,
+        photo_url: None,
+        birthday: None,
+        gender: None,
+        membership: Membership {
+            tier: Tier::Free,
+            expires_at: None,
+        },
+        credits: user.starting_credits,
+        role: "user".into(),
+        created_at,
+    })
+}
+
+/// How a user names themself at login.
+pub enum LoginName<'a> {
+    Email(&'a str),
+    Username(&'a str),
+}
+
+/// Finds an account by email or username. Always makes the same two reads, found or not, so the
+/// time taken tells nothing about whether the account exists.
+pub async fn find_for_login(
+    db: &Db,
+    name: LoginName<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<UserRecord>> {
+    let unique_pk = match name {
+        LoginName::Email(email) => format!("EMAIL#{}", email.trim().to_lowercase()),
+        LoginName::Username(username) => format!("USERNAME#{}", username.trim().to_lowercase()),
+    };
+    let unique = db.get(&unique_pk, UNIQUE).await?;
+    let user_id = unique
+        .as_ref()
+        .and_then(|item| get_s(item, "user_id"))
+        .unwrap_or(NO_USER);
+    let item = db.get(&user_pk(user_id), PROFILE).await?;
+    item.map(|item| UserRecord::from_item(&item, now))
+        .transpose()
+}
+
+/// An id no account has (ids are UUIDs).
+const NO_USER: &str = "none";
+
+/// Reads an account by id.
+pub async fn get(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<Option<UserRecord>> {
+    let item = db.get(&user_pk(user_id), PROFILE).await?;
+    item.map(|item| UserRecord::from_item(&item, now))
+        .transpose()
+}
+
+/// `PATCH /v1/users/me`: JSON merge-patch semantics; a field set to `null` is cleared.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePatch {
+    /// 1 to 50 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub display_name: Option<Option<String>>,
+    /// An https URL of at most 2048 characters.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub photo_url: Option<Option<String>>,
+    /// `YYYY-MM-DD`, in 1900 or later, not in the future.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub birthday: Option<Option<String>>,
+    /// `male` or `female`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Gender>)]
+    pub gender: Option<Option<Gender>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from a field not sent (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl ProfilePatch {
+    /// Validates every field, reporting all failures at once; returns the attributes to set or clear.
+    pub fn validate(
+        &self,
+        today: NaiveDate,
+    ) -> Result<Vec<(&'static str, Option<String>)>, ApiError> {
+        let mut errors = Vec::new();
+        let mut changes = Vec::new();
+        if let Some(value) = &self.display_name {
+            let value = value.as_ref().map(|v| v.trim().to_owned());
+            match &value {
+                Some(v)
+                    if v.is_empty()
+                        || v.chars().count() > 50
+                        || v.chars().any(char::is_control) =>
+                {
+                    errors.push(FieldError::new(
+                        "display_name",
+                        "must be 1 to 50 printable characters",
+                    ));
+                }
+                _ => changes.push(("display_name", value)),
+            }
+        }
+        if let Some(value) = &self.photo_url {
+            match value {
+                Some(v)
+                    if !v.starts_with("https://")
+                        || v.len() <= "https://".len()
+                        || v.len() > 2048
+                        || v.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+                {
+                    errors.push(FieldError::new(
+                        "photo_url",
+                        "must be an https URL of at most 2048 characters",
+                    ));
+                }
+                _ => changes.push(("photo_url", value.clone())),
+            }
+        }
+        if let Some(value) = &self.birthday {
+            match value
+                .as_deref()
+                .map(|v| NaiveDate::parse_from_str(v, "%Y-%m-%d"))
+            {
+                None => changes.push(("birthday", None)),
+                Some(Err(_)) => {
+                    errors.push(FieldError::new("birthday", "must be a date as YYYY-MM-DD"))
+                }
+                Some(Ok(date)) if date.year() < 1900 => {
+                    errors.push(FieldError::new("birthday", "must be in 1900 or later"));
+                }
+                Some(Ok(date)) if date > today => {
+                    errors.push(FieldError::new("birthday", "must not be in the future"))
+                }
+                Some(Ok(date)) => {
+                    changes.push(("birthday", Some(date.format("%Y-%m-%d").to_string())))
+                }
+            }
+        }
+        if let Some(value) = &self.gender {
+            let text = value.map(|g| match g {
+                Gender::Male => "male".to_owned(),
+                Gender::Female => "female".to_owned(),
+            });
+            changes.push(("gender", text));
+        }
+        if errors.is_empty() {
+            Ok(changes)
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// Applies validated profile changes to an existing account and returns it as stored.
+pub async fn update_profile(
+    db: &Db,
+    user_id: &str,
+    changes: &[(&'static str, Option<String>)],
+    now: DateTime<Utc>,
+) -> Result<Option<UserView>, ApiError> {
+    let mut sets = vec!["updated_at = :updated_at".to_owned()];
+    let mut removes = Vec::new();
+    let mut request = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(user_pk(user_id)))
+        .key("sk", s(PROFILE))
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_values(":updated_at", s(timestamp(now)))
+        .return_values(ReturnValue::AllNew);
+    for (name, value) in changes {
+        match value {
+            Some(value) => {
+                sets.push(format!("{name} = :{name}"));
+                request = request.expression_attribute_values(format!(":{name}"), s(value));
+            }
+            None => removes.push(*name),
+        }
+    }
+    let mut expression = format!("SET {}", sets.join(", "));
+    if !removes.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+    }
+    match request.update_expression(expression).send().await {
+        Ok(out) => {
+            let item = out.attributes.context("the update returned no item")?;
+            Ok(Some(UserRecord::from_item(&item, now)?.view))
+        }
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(None),
+        Err(err) => Err(ApiError::Internal(
+            anyhow::Error::new(err).context("updating a profile"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(
+            validate_email("  Ann@Example.COM ").expect("valid"),
+            "ann@example.com"
+        );
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "ann@@example.com",
+            "a n@example.com",
+            "ann@-x.com",
+            "ann@example.c0m",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad} passed");
+        }
+    }
+
+    #[test]
+    fn usernames_and_passwords_have_bounds() {
+        assert!(validate_username("ann_1.b").is_ok());
+        assert!(validate_username("an").is_err());
+        assert!(validate_username("ann smith").is_err());
+        assert!(validate_password("1234567").is_err());
+        assert!(validate_password("12345678").is_ok());
+    }
+
+    #[test]
+    fn a_patch_reports_every_bad_field_and_clears_nulls() {
+        let today = NaiveDate::from_ymd_opt(2026, 11, 22).expect("date");
+        let patch: ProfilePatch = serde_json::from_str(
+            r#"{"display_name":"","photo_url":"http://x","birthday":"2027-01-01","gender":"female"}"#,
+        )
+        .expect("shape");
+        let Err(ApiError::Validation(errors)) = patch.validate(today) else {
+            panic!("expected errors")
+        };
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["display_name", "photo_url", "birthday"]);
+
+        let patch: ProfilePatch =
+            serde_json::from_str(r#"{"birthday":null,"display_name":" Ann "}"#).expect("shape");
+        let changes = patch.validate(today).expect("valid");
+        assert_eq!(
+            changes,
+            [("display_name", Some("Ann".to_owned())), ("birthday", None)]
+        );
+        let patch: ProfilePatch =
+            serde_json::from_str(r#"{"birthday":"1899-12-31"}"#).expect("shape");
+        assert!(patch.validate(today).is_err());
+    }
+}
