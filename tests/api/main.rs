@@ -1,1 +1,11 @@
+//! Integration tests over HTTP: each test starts its own gateway over its own resources in one
+//! shared emulator, and talks to it as a client would.
 
+mod app;
+mod auth;
+mod bad_input;
+mod docs;
+mod events;
+mod jwt;
+mod rate_limits;
+mod template;

@@ -51,8 +51,13 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) -> anyhow::Resu
     }
 }
 
+/// A refusal by the gateway itself (payload size, authorizer), with the request id as handlers send it.
 fn problem(err: ApiError, request_id: &str) -> hyper::Response<Full<Bytes>> {
-    into_hyper(err.into_response(request_id))
+    let mut response = err.into_response(request_id);
+    if let Ok(value) = request_id.parse() {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    into_hyper(response)
 }
 
 fn into_hyper(response: lambda_http::Response<Body>) -> hyper::Response<Full<Bytes>> {

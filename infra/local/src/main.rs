@@ -53,11 +53,11 @@ Lambent is serving on {base}   (AWS emulator: {emulator})
 
 Try it, in another terminal:
 
-  curl -s {base}/health
+  curl -s {base}/health; echo
 
   # register (201) and keep the tokens
   curl -s -X POST {base}/v1/auth/register -H 'content-type: application/json' \
-    -d '{{"email":"ann@example.com","username":"ann","password":"correct horse"}}' | tee /tmp/lambent-tokens.json
+    -d '{{"email":"ann@example.com","username":"ann","password":"correct horse"}}'; echo
 
   # log in (200); TOKEN is the access token, REFRESH the refresh token
   curl -s -X POST {base}/v1/auth/login -H 'content-type: application/json' \
@@ -66,17 +66,16 @@ Try it, in another terminal:
   REFRESH=$(python3 -c 'import json;print(json.load(open("/tmp/lambent-tokens.json"))["refresh_token"])')
 
   # your profile (200), then change it
-  curl -s {base}/v1/auth/me -H "authorization: Bearer $TOKEN"
+  curl -s {base}/v1/auth/me -H "authorization: Bearer $TOKEN"; echo
   curl -s -X PATCH {base}/v1/users/me -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -d '{{"display_name":"Ann","birthday":"1990-04-01","gender":"female"}}'
+    -d '{{"display_name":"Ann","birthday":"1990-04-01","gender":"female"}}'; echo
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
-  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"
-  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"
+  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
+  curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
 
-  # API description and docs
+  # the API description (or open {base}/docs in a browser)
   curl -s {base}/openapi.json | head -c 300; echo
-  open {base}/docs
 
 Stop with Ctrl-C.
 "#

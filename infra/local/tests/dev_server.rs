@@ -1,0 +1,104 @@
+//! `make dev`'s server: it starts on its own, its printed walkthrough works as printed, and its
+//! logs are JSON lines that carry the request id and never a password or a token.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+#[test]
+fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_lambent-dev"))
+        .env("PORT", "0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("lambent-dev starts");
+    let stdout = server.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The walkthrough: the commands between "Try it" and "Stop with".
+    let mut script = Vec::new();
+    let mut logs = Vec::new();
+    let mut in_walkthrough = false;
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the walkthrough is printed");
+        if line.starts_with("Try it") {
+            in_walkthrough = true;
+        } else if line.starts_with("Stop with") {
+            break;
+        } else if in_walkthrough {
+            script.push(line);
+        } else if line.starts_with('{') {
+            logs.push(line);
+        }
+    }
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script.join("\n")])
+        .output()
+        .expect("bash runs");
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "the walkthrough failed: {printed}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for expected in [
+        r#""status":"ok""#,
+        r#""display_name":"Ann""#,
+        r#""gender":"female""#,
+        "refresh_token_reused",
+        r#""openapi":"3.1.0""#,
+    ] {
+        assert!(
+            printed.contains(expected),
+            "the walkthrough did not show {expected}: {printed}"
+        );
+    }
+    let tokens: Value =
+        serde_json::from_str(&std::fs::read_to_string("/tmp/lambent-tokens.json").expect("tokens"))
+            .expect("json");
+
+    let _ = server.kill();
+    let _ = server.wait();
+    logs.extend(lines.try_iter().filter(|l| l.starts_with('{')));
+
+    let secrets = [
+        "correct horse",
+        tokens["access_token"].as_str().expect("access"),
+        tokens["refresh_token"].as_str().expect("refresh"),
+    ];
+    let mut handled = 0;
+    for line in &logs {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret reached the logs: {line}");
+        }
+        let entry: Value = serde_json::from_str(line).expect("every log line is JSON");
+        if entry["message"] == "handled" {
+            handled += 1;
+            assert!(
+                entry["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| !id.is_empty()),
+                "{line}"
+            );
+        }
+    }
+    let requests = script
+        .iter()
+        .filter(|l| l.trim_start().starts_with("curl"))
+        .count();
+    assert_eq!(handled, requests, "every request is logged once");
+}

@@ -1,0 +1,56 @@
+//! Each function's sample event (`events/<function>.json`, the file `cargo lambda invoke
+//! --data-file` takes) goes through the Lambda runtime's conversion to that function's handler.
+
+use lambent::routes::{NOT_FOUND, ROUTES};
+use lambent_local::repo_root;
+use serde_json::Value;
+
+use crate::app::TestApp;
+
+#[tokio::test]
+async fn every_sample_event_reaches_its_handler() {
+    let app = TestApp::spawn().await;
+    let state = &app.running.gateway.state;
+    // In this order the register event creates the account the login and token events use.
+    let expected = [
+        ("health", 200),
+        ("get-openapi", 200),
+        ("get-docs", 200),
+        ("get-jwks", 200),
+        ("get-openid-configuration", 200),
+        ("register", 201),
+        ("login", 200),
+        ("issue-token", 200),
+        ("refresh-token", 401),
+        ("logout", 204),
+        ("get-me", 404),
+        ("update-me", 404),
+        ("route-not-found", 404),
+    ];
+    let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();
+    assert_eq!(
+        expected.len(),
+        functions.len(),
+        "every function has an expectation"
+    );
+    for (function, status) in expected {
+        let spec = functions
+            .iter()
+            .find(|s| s.function == function)
+            .expect("known function");
+        let text = std::fs::read_to_string(repo_root().join(format!("events/{function}.json")))
+            .expect("event");
+        let event: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(
+            event["version"], "2.0",
+            "{function}: an HTTP API payload 2.0 event"
+        );
+        let request = lambda_http::request::from_str(&text).expect("a Lambda HTTP event");
+        let response = lambent::handle(state, spec.route, request).await;
+        assert_eq!(response.status(), status, "{function}");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{function}"
+        );
+    }
+}

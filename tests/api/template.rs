@@ -1,0 +1,79 @@
+//! `template.yaml`, the gateway and the local stack agree.
+
+use std::collections::BTreeSet;
+
+use lambent::routes::{NOT_FOUND, ROUTES};
+use lambent_local::template::TemplateRoute;
+use lambent_local::{Template, repo_root};
+
+use crate::app::TestApp;
+
+fn template() -> Template {
+    Template::load(&repo_root().join("template.yaml")).expect("template")
+}
+
+#[test]
+fn the_gateway_serves_exactly_the_routes_of_the_template() {
+    let gateway: BTreeSet<TemplateRoute> = ROUTES
+        .iter()
+        .chain([&NOT_FOUND])
+        .map(|spec| TemplateRoute {
+            method: spec.method.to_owned(),
+            path: spec.path.to_owned(),
+            binary: spec.function.to_owned(),
+            authorized: spec.authorized,
+        })
+        .collect();
+    assert_eq!(template().routes(), gateway);
+}
+
+#[test]
+fn every_function_of_the_template_has_its_binary_and_its_event() {
+    let root = repo_root();
+    for route in template().routes() {
+        let binary = root.join(format!("functions/src/bin/{}.rs", route.binary));
+        assert!(binary.exists(), "{} has no binary", route.binary);
+        let event = root.join(format!("events/{}.json", route.binary));
+        assert!(event.exists(), "{} has no sample event", route.binary);
+    }
+}
+
+#[tokio::test]
+async fn the_local_table_has_the_keys_indexes_and_ttl_of_the_template() {
+    let app = TestApp::spawn().await;
+    let client = aws_sdk_dynamodb::Client::new(&app.running.sdk);
+    let table = &app.running.stack.refs["Table"];
+    let described = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe");
+    let table_description = described.table.expect("table");
+    let keys: Vec<_> = table_description
+        .key_schema()
+        .iter()
+        .map(|k| k.attribute_name().to_owned())
+        .collect();
+    assert_eq!(keys, ["pk", "sk"]);
+    let indexes: Vec<_> = table_description
+        .global_secondary_indexes()
+        .iter()
+        .map(|i| i.index_name().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(indexes, ["gsi1"]);
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(table)
+        .send()
+        .await
+        .expect("ttl");
+    let ttl = ttl.time_to_live_description.expect("ttl description");
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+
+    // The template's environment reached the functions' configuration.
+    let config = &app.running.gateway.state.config;
+    assert_eq!(&config.table_name, table);
+    assert_eq!(config.audience, "lambent");
+    assert_eq!(config.starting_credits, 100);
+}
