@@ -16,3 +16,27 @@ pub async fn serve(route: Route) -> Result<(), Error> {
     }))
     .await
 }
+
+/// Serves the signing keys' Secrets Manager rotation.
+pub async fn serve_key_rotation() -> Result<(), Error> {
+    use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
+    use lambda_runtime::LambdaEvent;
+
+    crate::telemetry::init();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let secrets = &aws_sdk_secretsmanager::Client::new(&sdk);
+    lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<SecretsManagerSecretRotationEvent>| async move {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("rotation", request_id = %event.context.request_id, step = %event.payload.step);
+        crate::auth::rotation::step(secrets, &event.payload, chrono::Utc::now().timestamp())
+            .instrument(span)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = format!("{err:#}"), "rotation step failed");
+                Error::from(format!("{err:#}"))
+            })
+    }))
+    .await
+}

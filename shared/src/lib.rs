@@ -5,6 +5,7 @@ pub mod auth {
     pub mod handlers;
     pub mod keys;
     pub mod password;
+    pub mod rotation;
     pub mod sessions;
 }
 pub mod config;

@@ -65,7 +65,9 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 /// The public signing keys.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, description = "JWK set")))]
 pub async fn jwks(state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
-    let keys = state.keys().await?;
+    let keys = state
+        .keys_fresher_than(Some(std::time::Duration::from_secs(600)))
+        .await?;
     let text = serde_json::to_string(keys.jwks()).map_err(|e| ApiError::Internal(e.into()))?;
     // API Gateway caches keys for up to 2 hours; an hour here keeps rotation predictable.
     document("application/json", 3600, text)

@@ -1,11 +1,12 @@
 //! What a function builds once per cold start and shares across invocations.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
 use secrecy::SecretString;
-use tokio::sync::OnceCell;
+use tokio::sync::RwLock;
 
 use crate::auth::keys::KeyRing;
 use crate::config::Config;
@@ -18,7 +19,7 @@ pub struct State {
     pub config: Config,
     pub db: Db,
     secrets: aws_sdk_secretsmanager::Client,
-    keys: OnceCell<KeyRing>,
+    keys: RwLock<Option<(Instant, Arc<KeyRing>)>>,
 }
 
 impl State {
@@ -48,29 +49,47 @@ impl State {
         Self {
             db,
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
-            keys: OnceCell::new(),
+            keys: RwLock::new(None),
             config,
         }
     }
 
     /// The signing keys, loaded from Secrets Manager once per process.
-    pub async fn keys(&self) -> Result<&KeyRing, ApiError> {
-        let ring = self
-            .keys
-            .get_or_try_init(|| async {
-                let out = self
-                    .secrets
-                    .get_secret_value()
-                    .secret_id(&self.config.signing_key_secret_id)
-                    .send()
-                    .await
-                    .context("reading the signing key secret")?;
-                let text = out
-                    .secret_string
-                    .context("the signing key secret has no string value")?;
-                KeyRing::from_secret(&SecretString::from(text))
-            })
-            .await?;
+    pub async fn keys(&self) -> Result<Arc<KeyRing>, ApiError> {
+        self.keys_fresher_than(None).await
+    }
+
+    /// The signing keys, reloaded when older than `max_age`: the JWKS publisher uses this so a
+    /// rotated key is published within minutes even by a long-lived instance.
+    pub async fn keys_fresher_than(
+        &self,
+        max_age: Option<Duration>,
+    ) -> Result<Arc<KeyRing>, ApiError> {
+        let fresh = |entry: &Option<(Instant, Arc<KeyRing>)>| match entry {
+            Some((loaded, ring)) if max_age.is_none_or(|age| loaded.elapsed() < age) => {
+                Some(ring.clone())
+            }
+            _ => None,
+        };
+        if let Some(ring) = fresh(&*self.keys.read().await) {
+            return Ok(ring);
+        }
+        let mut entry = self.keys.write().await;
+        if let Some(ring) = fresh(&entry) {
+            return Ok(ring);
+        }
+        let out = self
+            .secrets
+            .get_secret_value()
+            .secret_id(&self.config.signing_key_secret_id)
+            .send()
+            .await
+            .context("reading the signing key secret")?;
+        let text = out
+            .secret_string
+            .context("the signing key secret has no string value")?;
+        let ring = Arc::new(KeyRing::from_secret(&SecretString::from(text))?);
+        *entry = Some((Instant::now(), ring.clone()));
         Ok(ring)
     }
 }

@@ -8,4 +8,5 @@ mod docs;
 mod events;
 mod jwt;
 mod rate_limits;
+mod rotation;
 mod template;

@@ -30,11 +30,28 @@ fn the_gateway_serves_exactly_the_routes_of_the_template() {
 #[test]
 fn every_function_of_the_template_has_its_binary_and_its_event() {
     let root = repo_root();
-    for route in template().routes() {
-        let binary = root.join(format!("functions/src/bin/{}.rs", route.binary));
-        assert!(binary.exists(), "{} has no binary", route.binary);
-        let event = root.join(format!("events/{}.json", route.binary));
-        assert!(event.exists(), "{} has no sample event", route.binary);
+    let binaries = template().binaries();
+    for binary in &binaries {
+        let main = root.join(format!("functions/src/bin/{binary}.rs"));
+        assert!(main.exists(), "{binary} has no main");
+        let event = root.join(format!("events/{binary}.json"));
+        assert!(event.exists(), "{binary} has no sample event");
+    }
+    // And no binary or event is left over without a function.
+    for dir in ["functions/src/bin", "events"] {
+        for entry in std::fs::read_dir(root.join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .expect("name")
+                .to_owned();
+            assert!(
+                binaries.contains(&stem),
+                "{} belongs to no function of the template",
+                path.display()
+            );
+        }
     }
 }
 

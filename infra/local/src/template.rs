@@ -61,6 +61,22 @@ impl Template {
             .collect()
     }
 
+    /// The binary of every function.
+    pub fn binaries(&self) -> BTreeSet<String> {
+        self.resources("AWS::Serverless::Function")
+            .into_iter()
+            .filter_map(|(_, f)| {
+                Some(
+                    f.get("Metadata")?
+                        .get("BuildProperties")?
+                        .get("Binary")?
+                        .as_str()?
+                        .to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Every HttpApi route of every function, `$default` included (method `ANY`).
     pub fn routes(&self) -> BTreeSet<TemplateRoute> {
         let default_auth = self

@@ -130,7 +130,7 @@ pub async fn register(state: &State, req: Request) -> Result<Response<Body>, Api
         username: &user.username,
         role: &user.role,
     };
-    let mut tokens = sessions::start(&state.db, &state.config, keys, &subject, now).await?;
+    let mut tokens = sessions::start(&state.db, &state.config, &keys, &subject, now).await?;
     tokens.user = Some(user);
     json(StatusCode::CREATED, &tokens)
 }
@@ -181,7 +181,7 @@ async fn sign_in(
         username: &user.username,
         role: &user.role,
     };
-    let mut tokens = sessions::start(&state.db, &state.config, keys, &subject, now).await?;
+    let mut tokens = sessions::start(&state.db, &state.config, &keys, &subject, now).await?;
     tokens.user = Some(user);
     Ok(tokens)
 }
@@ -264,7 +264,7 @@ async fn refresh_tokens(state: &State, refresh: &SecretString) -> Result<TokenRe
         role: &user.role,
     };
     Ok(TokenResponse {
-        access_token: sessions::access_token(&state.config, keys, &subject, now)?,
+        access_token: sessions::access_token(&state.config, &keys, &subject, now)?,
         refresh_token: secrecy::ExposeSecret::expose_secret(&next).to_owned(),
         token_type: "Bearer",
         expires_in: state.config.access_token_ttl.as_secs(),

@@ -1,8 +1,10 @@
 //! The RS256 keys that sign access tokens, loaded from Secrets Manager once per cold start.
 //!
-//! The secret holds `{"keys": [{"kid": "...", "private_key_pem": "-----BEGIN PRIVATE KEY-----..."}]}`.
-//! The first key signs; every key is published in the JWKS, so a rotation prepends a new key and
-//! drops the old one only after the longest token lifetime plus API Gateway's key cache (2 h).
+//! The secret holds `{"keys": [{"kid", "private_key_pem", "sign_after"}]}`, newest first. Every key
+//! is published in the JWKS at once; a key signs only from its `sign_after` (unix seconds), set
+//! [`PUBLISH_AHEAD`] after its rotation, so API Gateway (which caches keys for up to 2 h) knows a
+//! key before any token signed with it arrives. The previous key stays published until the next
+//! rotation, so the tokens it signed keep verifying until they expire.
 
 use std::collections::HashMap;
 
@@ -36,29 +38,45 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
 
-#[derive(Deserialize)]
+/// How long a new key is published before it signs: API Gateway's key cache (2 h) and a margin.
+pub const PUBLISH_AHEAD: i64 = 3 * 3600;
+
+#[derive(Deserialize, Serialize)]
 struct StoredKeys {
     keys: Vec<StoredKey>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Serialize)]
 struct StoredKey {
     kid: String,
+    #[serde(serialize_with = "expose")]
     private_key_pem: SecretString,
+    #[serde(default)]
+    sign_after: i64,
+}
+
+fn expose<S: serde::Serializer>(secret: &SecretString, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose_secret())
+}
+
+struct SigningKey {
+    kid: String,
+    key: EncodingKey,
+    sign_after: i64,
 }
 
 /// Signing and verification keys, and the JWKS that publishes the public halves.
 pub struct KeyRing {
-    signing_kid: String,
-    signing: EncodingKey,
+    signing: Vec<SigningKey>,
     verifying: HashMap<String, DecodingKey>,
     jwks: JwkSet,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<_> = self.signing.iter().map(|k| &k.kid).collect();
         f.debug_struct("KeyRing")
-            .field("signing_kid", &self.signing_kid)
+            .field("kids", &kids)
             .finish_non_exhaustive()
     }
 }
@@ -73,7 +91,7 @@ impl KeyRing {
         }
         let mut verifying = HashMap::new();
         let mut jwks = JwkSet { keys: Vec::new() };
-        let mut first = None;
+        let mut signing = Vec::new();
         for key in &stored.keys {
             let encoding =
                 EncodingKey::from_rsa_pem(key.private_key_pem.expose_secret().as_bytes())
@@ -88,17 +106,26 @@ impl KeyRing {
                 DecodingKey::from_jwk(&jwk).context("public key")?,
             );
             jwks.keys.push(jwk);
-            if first.is_none() {
-                first = Some((key.kid.clone(), encoding));
-            }
+            signing.push(SigningKey {
+                kid: key.kid.clone(),
+                key: encoding,
+                sign_after: key.sign_after,
+            });
         }
-        let (signing_kid, signing) = first.context("no signing key")?;
         Ok(Self {
-            signing_kid,
             signing,
             verifying,
             jwks,
         })
+    }
+
+    /// The key that signs at `now`: the newest whose `sign_after` has passed, else the oldest.
+    fn signer(&self, now: i64) -> anyhow::Result<&SigningKey> {
+        self.signing
+            .iter()
+            .find(|k| k.sign_after <= now)
+            .or_else(|| self.signing.last())
+            .context("no signing key")
     }
 
     /// The public keys, as served at `/.well-known/jwks.json`.
@@ -106,11 +133,12 @@ impl KeyRing {
         &self.jwks
     }
 
-    /// Signs an access token with the current key.
+    /// Signs an access token with the key in force at its `iat`.
     pub fn sign(&self, claims: &AccessClaims) -> anyhow::Result<String> {
+        let signer = self.signer(claims.iat)?;
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.signing_kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.signing).context("signing an access token")
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.key).context("signing an access token")
     }
 
     /// Verifies a token as API Gateway's JWT authorizer does: RS256 only, a known `kid`, the
@@ -137,8 +165,8 @@ impl KeyRing {
     }
 }
 
-/// A new secret value holding one fresh 2048-bit RSA key, for the local stack and for rotation.
-pub fn generate_secret(kid: &str) -> anyhow::Result<SecretString> {
+/// A fresh 2048-bit RSA private key as PKCS#8 PEM.
+fn new_private_key_pem() -> anyhow::Result<String> {
     use aws_lc_rs::encoding::AsDer;
     use base64::Engine as _;
 
@@ -154,8 +182,46 @@ pub fn generate_secret(kid: &str) -> anyhow::Result<SecretString> {
         pem.push('\n');
     }
     pem.push_str("-----END PRIVATE KEY-----\n");
-    let value = serde_json::json!({ "keys": [{ "kid": kid, "private_key_pem": pem }] });
-    Ok(SecretString::from(value.to_string()))
+    Ok(pem)
+}
+
+/// A new secret value holding one fresh key that signs at once (the local stack, a first deploy).
+pub fn generate_secret(kid: &str) -> anyhow::Result<SecretString> {
+    let keys = StoredKeys {
+        keys: vec![StoredKey {
+            kid: kid.to_owned(),
+            private_key_pem: SecretString::from(new_private_key_pem()?),
+            sign_after: 0,
+        }],
+    };
+    Ok(SecretString::from(serde_json::to_string(&keys)?))
+}
+
+/// The secret value after a rotation at `now`: a new key, published at once and signing from
+/// `now + PUBLISH_AHEAD`, then the key that signs now (kept so its tokens verify); older keys go.
+/// Without a current value (the first rotation) the new key signs at once.
+pub fn rotate(current: Option<&SecretString>, kid: &str, now: i64) -> anyhow::Result<SecretString> {
+    let mut keys = Vec::new();
+    let mut sign_after = now;
+    if let Some(current) = current {
+        let stored: StoredKeys = serde_json::from_str(current.expose_secret())
+            .context("the current signing key secret is not the expected JSON")?;
+        if let Some(in_force) = stored.keys.into_iter().find(|k| k.sign_after <= now) {
+            sign_after = now + PUBLISH_AHEAD;
+            keys.push(in_force);
+        }
+    }
+    keys.insert(
+        0,
+        StoredKey {
+            kid: kid.to_owned(),
+            private_key_pem: SecretString::from(new_private_key_pem()?),
+            sign_after,
+        },
+    );
+    Ok(SecretString::from(serde_json::to_string(&StoredKeys {
+        keys,
+    })?))
 }
 
 #[cfg(test)]
@@ -189,6 +255,44 @@ mod tests {
         assert_eq!(ring.jwks().keys[0].common.key_id.as_deref(), Some("k1"));
         assert!(ring.verify(&token, "https://other", "lambent").is_err());
         assert!(ring.verify(&token, "https://issuer", "other").is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_is_published_at_once_and_signs_later() {
+        let now = chrono::Utc::now().timestamp();
+        let first = rotate(None, "k1", now).expect("first");
+        let second = rotate(Some(&first), "k2", now).expect("second");
+        let ring = KeyRing::from_secret(&second).expect("ring");
+        let kids: Vec<_> = ring
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect();
+        assert_eq!(kids, ["k2", "k1"]);
+
+        let kid_at = |iat: i64| {
+            let token = ring
+                .sign(&AccessClaims { iat, ..claims(now) })
+                .expect("sign");
+            jsonwebtoken::decode_header(&token)
+                .expect("header")
+                .kid
+                .expect("kid")
+        };
+        assert_eq!(kid_at(now), "k1");
+        assert_eq!(kid_at(now + PUBLISH_AHEAD), "k2");
+
+        // The next rotation drops k1 and keeps the key in force.
+        let third = rotate(Some(&second), "k3", now + PUBLISH_AHEAD).expect("third");
+        let ring = KeyRing::from_secret(&third).expect("ring");
+        let kids: Vec<_> = ring
+            .jwks()
+            .keys
+            .iter()
+            .filter_map(|k| k.common.key_id.clone())
+            .collect();
+        assert_eq!(kids, ["k3", "k2"]);
     }
 
     #[test]
