@@ -35,7 +35,12 @@ unit: venv
 	cargo test --workspace --quiet
 
 ## Figures side by side with their peers (see README).
-bench: venv
+BENCH_STAMP := $(VENV)/.bench-peers-installed
+$(BENCH_STAMP): infra/bench/requirements.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/bench/requirements.txt
+	touch $@
+
+bench: lambda $(BENCH_STAMP)
 	$(VENV)/bin/python infra/bench/run.py
 
 ## Release builds of every function for Lambda (target/lambda/<name>/bootstrap).

@@ -12,6 +12,25 @@ use crate::auth::keys::{KeyRing, rotate};
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
 
+async fn pending_value(
+    secrets: &Client,
+    id: &str,
+    token: &str,
+) -> Result<
+    aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput,
+    aws_sdk_secretsmanager::error::SdkError<
+        aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError,
+    >,
+> {
+    secrets
+        .get_secret_value()
+        .secret_id(id)
+        .version_id(token)
+        .version_stage(PENDING)
+        .send()
+        .await
+}
+
 /// Runs one step of the rotation protocol (createSecret, setSecret, testSecret, finishSecret).
 pub async fn step(
     secrets: &Client,
@@ -39,13 +58,7 @@ pub async fn step(
     }
     match event.step.as_str() {
         "createSecret" => {
-            let pending = secrets
-                .get_secret_value()
-                .secret_id(id)
-                .version_id(token)
-                .version_stage(PENDING)
-                .send()
-                .await;
+            let pending = pending_value(secrets, id, token).await;
             if pending
                 .as_ref()
                 .is_ok_and(|out| out.secret_string.is_some())
@@ -95,13 +108,7 @@ pub async fn step(
         // Nothing outside Secrets Manager holds the keys.
         "setSecret" => {}
         "testSecret" => {
-            let pending = secrets
-                .get_secret_value()
-                .secret_id(id)
-                .version_id(token)
-                .version_stage(PENDING)
-                .send()
-                .await?;
+            let pending = pending_value(secrets, id, token).await?;
             KeyRing::from_secret(&SecretString::from(
                 pending.secret_string.context("no pending value")?,
             ))?;
