@@ -31,8 +31,10 @@ lint: venv
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 
+# The closing line sums every test binary's result (cargo ends on an empty harness otherwise).
 unit: venv
-	cargo test --workspace --quiet
+	cargo test --workspace --quiet 2>&1 | awk '{ print } /^test result:/ { passed += $$4; failed += $$6 } \
+		END { printf "\n%d passed, %d failed\n", passed, failed }'
 
 ## Figures side by side with their peers (see README).
 BENCH_STAMP := $(VENV)/.bench-peers-installed
