@@ -464,6 +464,49 @@ pub async fn update_profile(
 mod tests {
     use super::*;
 
+    fn item(tier: &str, expires_at: Option<&str>) -> Item {
+        let mut item = Item::new();
+        for (k, v) in [
+            ("id", "u1"),
+            ("email", "a@b.co"),
+            ("username", "ann"),
+            ("password_hash", "h"),
+            ("created_at", "t"),
+            ("tier", tier),
+        ] {
+            item.insert(k.to_owned(), s(v));
+        }
+        if let Some(at) = expires_at {
+            item.insert("tier_expires_at".to_owned(), s(at));
+        }
+        item
+    }
+
+    #[test]
+    fn a_membership_lapses_to_free_at_its_expiry() {
+        let now = DateTime::parse_from_rfc3339("2026-11-22T12:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let active = UserRecord::from_item(&item("premium", Some("2026-12-01T00:00:00Z")), now)
+            .expect("user");
+        assert_eq!(active.view.membership.tier, Tier::Premium);
+        assert_eq!(
+            active.view.membership.expires_at.as_deref(),
+            Some("2026-12-01T00:00:00Z")
+        );
+        let lapsed = UserRecord::from_item(&item("standard", Some("2026-11-01T00:00:00Z")), now)
+            .expect("user");
+        assert_eq!(
+            lapsed.view.membership,
+            Membership {
+                tier: Tier::Free,
+                expires_at: None
+            }
+        );
+        let open_ended = UserRecord::from_item(&item("standard", None), now).expect("user");
+        assert_eq!(open_ended.view.membership.tier, Tier::Standard);
+    }
+
     #[test]
     fn emails_are_normalised_and_checked() {
         assert_eq!(

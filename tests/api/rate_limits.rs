@@ -98,3 +98,22 @@ async fn login_allows_ten_per_minute_per_ip_and_per_account() {
         .expect("r");
     problem(eleventh, 429, "rate_limited").await;
 }
+
+#[tokio::test]
+async fn register_allows_five_per_minute_per_account_across_addresses() {
+    let app = TestApp::spawn().await;
+    start_of_a_window().await;
+    let body = json!({"email": "one@example.com", "username": "one_user", "password": PASSWORD});
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let response = app
+            .client_from(&format!("127.0.3.{}", i + 1))
+            .post(app.url("/v1/auth/register"))
+            .json(&body)
+            .send()
+            .await
+            .expect("r");
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 429]);
+}
