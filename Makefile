@@ -33,6 +33,7 @@ lint: venv
 
 # The closing line sums every test binary's result (cargo ends on an empty harness otherwise).
 unit: venv
+	cargo build --quiet -p lambent-functions --bin run-job
 	cargo test --workspace --quiet 2>&1 | awk '{ print } /^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "\n%d passed, %d failed\n", passed, failed }'
 

@@ -21,6 +21,26 @@ pub struct Config {
     pub starting_credits: i64,
     /// Per-minute request budgets (`REGISTER_RATE_PER_MINUTE`, `LOGIN_RATE_PER_MINUTE`).
     pub rate_limits: RateLimits,
+    /// Jobs running at once per user, by tier (`JOB_CAP_FREE`, `_STANDARD`, `_PREMIUM`, default 4).
+    pub job_caps: JobCaps,
+    /// The CPU worker's queue (`JOBS_QUEUE_URL`).
+    pub jobs_queue_url: Option<String>,
+    /// The GPU worker's queue (`GPU_JOBS_QUEUE_URL`).
+    pub gpu_jobs_queue_url: Option<String>,
+    /// Secrets Manager id of the key that signs pagination cursors (`CURSOR_KEY_SECRET_ID`).
+    pub cursor_key_secret_id: Option<String>,
+    /// Offer the test kinds such as `sleep` (`ENABLE_TEST_KINDS`; never in production).
+    pub test_kinds: bool,
+    /// Accept webhook URLs on loopback and private networks (`ALLOW_PRIVATE_WEBHOOKS`; local only).
+    pub allow_private_webhooks: bool,
+}
+
+/// Concurrent jobs allowed per user, by membership tier; never lower for a higher tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobCaps {
+    pub free: u32,
+    pub standard: u32,
+    pub premium: u32,
 }
 
 /// Requests allowed per client IP and per account in one minute.
@@ -70,6 +90,31 @@ impl Config {
                     }),
                 }
             };
+        let flag = |name: &'static str| -> Result<bool, ConfigError> {
+            match lookup(name)
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("") | Some("false") | Some("0") => Ok(false),
+                Some("true") | Some("1") => Ok(true),
+                Some(other) => Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("{other} is not true or false"),
+                }),
+            }
+        };
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let job_caps = JobCaps {
+            free: small(number("JOB_CAP_FREE", 4)?, "JOB_CAP_FREE")?,
+            standard: small(number("JOB_CAP_STANDARD", 4)?, "JOB_CAP_STANDARD")?,
+            premium: small(number("JOB_CAP_PREMIUM", 4)?, "JOB_CAP_PREMIUM")?,
+        };
+        if !(job_caps.free <= job_caps.standard && job_caps.standard <= job_caps.premium) {
+            return Err(ConfigError::Invalid {
+                name: "JOB_CAP_STANDARD",
+                reason: "caps must not fall as the tier rises".into(),
+            });
+        }
         let issuer = lookup("JWT_ISSUER")
             .map(|v| v.trim().trim_end_matches('/').to_owned())
             .filter(|v| !v.is_empty());
@@ -99,6 +144,12 @@ impl Config {
                     "LOGIN_RATE_PER_MINUTE",
                 )?,
             },
+            job_caps,
+            jobs_queue_url: optional("JOBS_QUEUE_URL"),
+            gpu_jobs_queue_url: optional("GPU_JOBS_QUEUE_URL"),
+            cursor_key_secret_id: optional("CURSOR_KEY_SECRET_ID"),
+            test_kinds: flag("ENABLE_TEST_KINDS")?,
+            allow_private_webhooks: flag("ALLOW_PRIVATE_WEBHOOKS")?,
         })
     }
 }

@@ -78,6 +78,22 @@ pub fn failed_conditions(err: &SdkError<TransactWriteItemsError>) -> Option<Vec<
     )
 }
 
+/// The cancellation reason code of every action of a cancelled transaction (`None` where the
+/// action was fine); `None` when the transaction failed for another reason.
+pub fn cancellation_codes(err: &SdkError<TransactWriteItemsError>) -> Option<Vec<String>> {
+    let TransactWriteItemsError::TransactionCanceledException(cancel) = err.as_service_error()?
+    else {
+        return None;
+    };
+    Some(
+        cancel
+            .cancellation_reasons()
+            .iter()
+            .map(|r| r.code().unwrap_or("None").to_owned())
+            .collect(),
+    )
+}
+
 /// Whether an error is a failed condition of a single-item write.
 pub fn is_condition_failure<E>(err: &SdkError<E>) -> bool
 where

@@ -46,6 +46,18 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("too many requests")]
     RateLimited { retry_after_secs: u64 },
+    #[error("{detail}")]
+    BadRequest { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
+    #[error("this needs the {role} role")]
+    Forbidden { role: &'static str },
+    #[error("the balance of {balance} credits does not cover the cost of {cost}")]
+    InsufficientCredits { balance: i64, cost: i64 },
+    #[error("at most {max_concurrent} jobs may run at once; wait for one to finish")]
+    TooManyJobs { max_concurrent: u32 },
+    #[error("{0}")]
+    Unavailable(&'static str),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -67,7 +79,12 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::TooManyJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,7 +96,14 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::Validation(_) => "validation_failed",
-            Self::Unauthorized { code, .. } | Self::Conflict { code, .. } => code,
+            Self::Unauthorized { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::BadRequest { code, .. }
+            | Self::Unprocessable { code, .. } => code,
+            Self::Forbidden { .. } => "forbidden",
+            Self::InsufficientCredits { .. } => "insufficient_credits",
+            Self::TooManyJobs { .. } => "max_concurrent_jobs",
+            Self::Unavailable(_) => "unavailable",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
@@ -126,6 +150,15 @@ impl ApiError {
                 body.insert("retry_after".into(), json!(retry_after_secs));
                 builder = builder.header("retry-after", retry_after_secs.to_string());
             }
+            Self::TooManyJobs { max_concurrent } => {
+                body.insert("max_concurrent".into(), json!(max_concurrent));
+                // A slot frees when a job ends; a few seconds is a sensible first wait.
+                builder = builder.header("retry-after", "5");
+            }
+            Self::InsufficientCredits { balance, cost } => {
+                body.insert("balance".into(), json!(balance));
+                body.insert("cost".into(), json!(cost));
+            }
             Self::Unauthorized { .. } => {
                 builder = builder.header("www-authenticate", "Bearer");
             }
@@ -156,6 +189,12 @@ pub struct Problem {
     pub errors: Option<Vec<FieldError>>,
     /// Present on `rate_limited`: seconds to wait, as in the `Retry-After` header.
     pub retry_after: Option<u64>,
+    /// Present on `max_concurrent_jobs`: how many jobs may run at once.
+    pub max_concurrent: Option<u32>,
+    /// Present on `insufficient_credits`.
+    pub balance: Option<i64>,
+    /// Present on `insufficient_credits`: the job's cost.
+    pub cost: Option<i64>,
 }
 
 #[cfg(test)]

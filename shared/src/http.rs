@@ -42,10 +42,11 @@ pub fn jwt_claims(req: &Request) -> Option<&HashMap<String, String>> {
     }
 }
 
-/// The authenticated caller: the `sub` of the verified access token.
+/// The authenticated caller: the `sub` and `role` of the verified access token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub user_id: String,
+    pub role: String,
 }
 
 impl Caller {
@@ -57,6 +58,10 @@ impl Caller {
         match sub {
             Some(sub) => Ok(Self {
                 user_id: sub.clone(),
+                role: jwt_claims(req)
+                    .and_then(|claims| claims.get("role"))
+                    .cloned()
+                    .unwrap_or_else(|| "user".to_owned()),
             }),
             None => Err(ApiError::Unauthorized {
                 code: "unauthenticated",
@@ -157,6 +162,34 @@ pub fn document(
         .header("cache-control", format!("public, max-age={max_age_secs}"))
         .body(Body::Text(text))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A path parameter API Gateway bound (`{id}` in the route).
+pub fn path_param(req: &Request, name: &str) -> Option<String> {
+    req.path_parameters_ref()
+        .and_then(|p| p.first(name))
+        .map(str::to_owned)
+}
+
+/// A query string parameter.
+pub fn query_param(req: &Request, name: &str) -> Option<String> {
+    req.query_string_parameters_ref()
+        .and_then(|q| q.first(name))
+        .map(str::to_owned)
+}
+
+/// `?limit=`: 1 to 100, default 20.
+pub fn page_limit(req: &Request) -> Result<usize, ApiError> {
+    match query_param(req, "limit") {
+        None => Ok(20),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(limit) if (1..=100).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::invalid(
+                "limit",
+                "must be an integer from 1 to 100",
+            )),
+        },
+    }
 }
 
 #[cfg(test)]

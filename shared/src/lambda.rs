@@ -40,3 +40,72 @@ pub async fn serve_key_rotation() -> Result<(), Error> {
     }))
     .await
 }
+
+/// The job worker: an SQS-triggered Lambda when the Lambda runtime starts it, otherwise a
+/// long-running poller of `WORKER_QUEUE_URL` (default: the GPU queue, else the CPU queue) with
+/// `WORKER_CONCURRENCY` jobs at once (default 4), as the GPU ECS task runs it.
+pub async fn serve_worker() -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambda_runtime::LambdaEvent;
+
+    use crate::jobs::worker::{self, Consumer};
+
+    crate::telemetry::init();
+    let state = std::sync::Arc::new(State::from_env().await?);
+    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+        let queue = std::env::var("WORKER_QUEUE_URL")
+            .ok()
+            .or_else(|| state.config.gpu_jobs_queue_url.clone())
+            .or_else(|| state.config.jobs_queue_url.clone())
+            .ok_or("no queue to poll: set WORKER_QUEUE_URL")?;
+        let concurrency = std::env::var("WORKER_CONCURRENCY")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(4);
+        tracing::info!(concurrency, "polling");
+        worker::poll(state, Consumer::Jobs, queue, concurrency).await;
+        return Ok(());
+    }
+    let state = &state;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| async move {
+            Ok::<_, Error>(worker::handle_batch(state, Consumer::Jobs, event.payload).await)
+        },
+    ))
+    .await
+}
+
+/// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.
+pub async fn serve_dead_letters() -> Result<(), Error> {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambda_runtime::LambdaEvent;
+
+    use crate::jobs::worker::{self, Consumer};
+
+    crate::telemetry::init();
+    let state = &State::from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<SqsEvent>| async move {
+            Ok::<_, Error>(worker::handle_batch(state, Consumer::DeadLetters, event.payload).await)
+        },
+    ))
+    .await
+}
+
+/// The reaper, run on a schedule: unfinished jobs past their deadline fail as `timed_out`.
+pub async fn serve_reaper() -> Result<(), Error> {
+    use lambda_runtime::LambdaEvent;
+
+    crate::telemetry::init();
+    let state = &State::from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: LambdaEvent<serde_json::Value>| async move {
+            let reaped = crate::jobs::worker::reap(state)
+                .await
+                .map_err(|err| Error::from(format!("{err:#}")))?;
+            tracing::info!(reaped, "reaper ran");
+            Ok::<_, Error>(serde_json::json!({ "reaped": reaped }))
+        },
+    ))
+    .await
+}

@@ -9,9 +9,12 @@ pub mod auth {
     pub mod sessions;
 }
 pub mod config;
+pub mod credits;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod lambda;
 pub mod meta;
 pub mod openapi;
@@ -20,6 +23,7 @@ pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod users;
+pub mod webhooks;
 
 pub use config::Config;
 pub use routes::{Route, handle};

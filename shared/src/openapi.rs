@@ -4,6 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::handlers as auth;
+use crate::credits;
+use crate::jobs::handlers as jobs;
 use crate::meta;
 
 /// The API description served at `/openapi.json`.
@@ -13,10 +15,12 @@ use crate::meta;
     paths(
         meta::health, meta::openapi, meta::docs, meta::jwks, meta::openid_configuration,
         auth::register, auth::login, auth::token, auth::refresh, auth::logout, auth::me, auth::update_me,
+        jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"), (name = "users", description = "Profiles"),
+        (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

@@ -8,7 +8,9 @@ use lambda_http::{Body, Request, Response, http::HeaderValue};
 use tracing::Instrument as _;
 
 use crate::auth::handlers as auth;
+use crate::credits;
 use crate::http::request_id;
+use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::state::State;
 
@@ -27,6 +29,13 @@ pub enum Route {
     Logout,
     Me,
     UpdateMe,
+    CreateJob,
+    ListJobs,
+    GetJob,
+    CancelJob,
+    GetCredits,
+    ListCreditTransactions,
+    GrantCredits,
     NotFound,
 }
 
@@ -95,6 +104,31 @@ pub const ROUTES: &[RouteSpec] = &[
     spec(Route::Logout, "POST", "/v1/auth/logout", "logout", false),
     spec(Route::Me, "GET", "/v1/auth/me", "get-me", true),
     spec(Route::UpdateMe, "PATCH", "/v1/users/me", "update-me", true),
+    spec(Route::CreateJob, "POST", "/v1/jobs", "create-job", true),
+    spec(Route::ListJobs, "GET", "/v1/jobs", "list-jobs", true),
+    spec(Route::GetJob, "GET", "/v1/jobs/{id}", "get-job", true),
+    spec(
+        Route::CancelJob,
+        "POST",
+        "/v1/jobs/{id}/cancel",
+        "cancel-job",
+        true,
+    ),
+    spec(Route::GetCredits, "GET", "/v1/credits", "get-credits", true),
+    spec(
+        Route::ListCreditTransactions,
+        "GET",
+        "/v1/credits/transactions",
+        "list-credit-transactions",
+        true,
+    ),
+    spec(
+        Route::GrantCredits,
+        "POST",
+        "/v1/admin/credits/grants",
+        "grant-credits",
+        true,
+    ),
 ];
 
 /// The `$default` route's function.
@@ -176,6 +210,13 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::Logout => auth::logout(state, req).await,
             Route::Me => auth::me(state, req).await,
             Route::UpdateMe => auth::update_me(state, req).await,
+            Route::CreateJob => jobs::create(state, req).await,
+            Route::ListJobs => jobs::list(state, req).await,
+            Route::GetJob => jobs::get(state, req).await,
+            Route::CancelJob => jobs::cancel(state, req).await,
+            Route::GetCredits => credits::balance(state, req).await,
+            Route::ListCreditTransactions => credits::transactions(state, req).await,
+            Route::GrantCredits => credits::grant(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

@@ -12,13 +12,17 @@ use crate::auth::keys::KeyRing;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::jobs::registry::Registry;
 
 /// Configuration and clients; the signing keys are fetched on first use, so functions that never
 /// sign or verify need no access to the secret.
 pub struct State {
     pub config: Config,
     pub db: Db,
+    pub sqs: aws_sdk_sqs::Client,
+    pub registry: Registry,
     secrets: aws_sdk_secretsmanager::Client,
+    cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     keys: RwLock<Option<(Instant, Arc<KeyRing>)>>,
 }
 
@@ -48,10 +52,39 @@ impl State {
         );
         Self {
             db,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            registry: Registry::new(config.test_kinds),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
+            cursor_key: tokio::sync::OnceCell::new(),
             keys: RwLock::new(None),
             config,
         }
+    }
+
+    /// The key that signs pagination cursors, loaded once per process.
+    pub async fn cursor_key(&self) -> Result<&[u8], ApiError> {
+        let key = self
+            .cursor_key
+            .get_or_try_init(|| async {
+                let id = self
+                    .config
+                    .cursor_key_secret_id
+                    .as_deref()
+                    .context("CURSOR_KEY_SECRET_ID is not set")?;
+                let out = self
+                    .secrets
+                    .get_secret_value()
+                    .secret_id(id)
+                    .send()
+                    .await
+                    .context("reading the cursor key")?;
+                let text = out
+                    .secret_string
+                    .context("the cursor key has no string value")?;
+                anyhow::Ok(text.into_bytes())
+            })
+            .await?;
+        Ok(key)
     }
 
     /// The signing keys, loaded from Secrets Manager once per process.

@@ -226,9 +226,8 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
     if user.starting_credits > 0 {
         actions.push(put(vec![
             ("pk", s(&pk)),
-            ("sk", s(format!("LEDGER#{}", uuid::Uuid::now_v7()))),
+            ("sk", s(format!("LEDGER#{}#grant", uuid::Uuid::now_v7()))),
             ("amount", n(user.starting_credits)),
-            ("balance_after", n(user.starting_credits)),
             ("reason", s("grant")),
             ("note", s("starting grant")),
             ("created_at", s(&created_at)),

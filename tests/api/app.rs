@@ -11,6 +11,8 @@ use tokio::sync::OnceCell;
 static EMULATOR: OnceCell<Emulator> = OnceCell::const_new();
 
 pub struct TestApp {
+    /// The emulator's endpoint.
+    pub endpoint: String,
     pub base: String,
     pub client: Client,
     pub running: Running,
@@ -23,8 +25,18 @@ impl TestApp {
         Self::spawn_with(&[]).await
     }
 
-    /// A gateway whose configuration has `overrides` on top of the template's.
+    /// A gateway whose configuration has `overrides` on top of the template's, with the worker,
+    /// the dead-letter consumer and the reaper running.
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> Self {
+        Self::start(overrides, true).await
+    }
+
+    /// A gateway and the reaper, but no in-process worker (a test runs its own).
+    pub async fn spawn_without_worker(overrides: &[(&str, &str)]) -> Self {
+        Self::start(overrides, false).await
+    }
+
+    async fn start(overrides: &[(&str, &str)], worker: bool) -> Self {
         let emulator = EMULATOR
             .get_or_try_init(|| async { Emulator::start(&repo_root()).await })
             .await
@@ -40,11 +52,14 @@ impl TestApp {
                 prefix,
                 port: 0,
                 overrides,
+                worker,
+                reaper_every: Some(std::time::Duration::from_millis(500)),
             },
         )
         .await
         .expect("the local stack starts");
         Self {
+            endpoint: emulator.endpoint.clone(),
             base: running.base_url.clone(),
             client: Client::new(),
             running,
@@ -151,4 +166,61 @@ pub async fn problem(response: Response, status: u16, code: &str) -> Value {
     assert!(body["type"].as_str().is_some_and(|t| t.ends_with(code)));
     assert!(body["title"].is_string() && body["detail"].is_string());
     body
+}
+
+impl TestApp {
+    /// Registers a user and returns `(access token, user id)`.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let body = self.register(&format!("{name}@example.com"), name).await;
+        (
+            body["access_token"].as_str().expect("token").to_owned(),
+            body["user"]["id"].as_str().expect("id").to_owned(),
+        )
+    }
+
+    pub async fn submit(&self, token: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url("/v1/jobs"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self.get_with_token(path, token).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    /// Polls a job until `done` holds for it (or 60 s pass, which fails the test).
+    pub async fn wait_for_job(
+        &self,
+        token: &str,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let job = self.get_json(&format!("/v1/jobs/{id}"), token).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} stuck: {job}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `(balance, active_jobs)`.
+    pub async fn credits(&self, token: &str) -> (i64, i64) {
+        let body = self.get_json("/v1/credits", token).await;
+        (
+            body["balance"].as_i64().expect("balance"),
+            body["active_jobs"].as_i64().expect("active"),
+        )
+    }
 }

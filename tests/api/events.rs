@@ -25,6 +25,13 @@ async fn every_sample_event_reaches_its_handler() {
         ("logout", 204),
         ("get-me", 404),
         ("update-me", 404),
+        ("create-job", 404),
+        ("list-jobs", 200),
+        ("get-job", 404),
+        ("cancel-job", 404),
+        ("get-credits", 404),
+        ("list-credit-transactions", 200),
+        ("grant-credits", 403),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();
@@ -53,4 +60,36 @@ async fn every_sample_event_reaches_its_handler() {
             "{function}"
         );
     }
+}
+
+#[tokio::test]
+async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambent::jobs::worker::{self, Consumer};
+
+    let app = TestApp::spawn().await;
+    let state = &app.running.gateway.state;
+    let read = |name: &str| {
+        std::fs::read_to_string(repo_root().join(format!("events/{name}.json"))).expect("event")
+    };
+
+    // A message for a job that does not exist is dropped, not retried.
+    let run: SqsEvent = serde_json::from_str(&read("run-job")).expect("an SQS event");
+    assert_eq!(run.records.len(), 1);
+    assert!(
+        worker::handle_batch(state, Consumer::Jobs, run)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let dead: SqsEvent = serde_json::from_str(&read("fail-dead-jobs")).expect("an SQS event");
+    assert!(
+        worker::handle_batch(state, Consumer::DeadLetters, dead)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    // The schedule's event carries nothing the reaper needs; with nothing overdue it reaps nothing.
+    let _: Value = serde_json::from_str(&read("reap-jobs")).expect("a scheduled event");
+    assert_eq!(worker::reap(state).await.expect("reap"), 0);
 }

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod docs;
 mod events;
+mod jobs;
 mod jwt;
 mod rate_limits;
 mod rotation;

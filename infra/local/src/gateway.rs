@@ -26,7 +26,7 @@ const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 /// What the gateway needs besides the handlers' state: the JWT authorizer's settings.
 pub struct Gateway {
-    pub state: State,
+    pub state: Arc<State>,
     pub issuer: String,
     pub audience: String,
 }

@@ -24,7 +24,18 @@ pub struct Options {
     pub port: u16,
     /// Environment values that win over the template's (configuration for tests, or the shell's).
     pub overrides: HashMap<String, String>,
+    /// Run the worker on every work queue and the dead-letter consumer on every DLQ, as AWS runs
+    /// them for the deployed stack.
+    pub worker: bool,
+    /// Run the reaper this often (AWS runs it every minute).
+    pub reaper_every: Option<std::time::Duration>,
 }
+
+/// Local settings a developer expects: the test job kinds, and webhooks to local receivers.
+pub const LOCAL_DEFAULTS: &[(&str, &str)] = &[
+    ("ENABLE_TEST_KINDS", "true"),
+    ("ALLOW_PRIVATE_WEBHOOKS", "true"),
+];
 
 /// A running gateway over a bootstrapped stack.
 pub struct Running {
@@ -47,14 +58,47 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     let base_url = format!("http://{}", listener.local_addr()?);
     let mut env = stack.env.clone();
     env.insert("JWT_ISSUER".into(), base_url.clone());
+    env.extend(
+        LOCAL_DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     env.extend(options.overrides);
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
+    let state = Arc::new(State::new(config, &sdk));
     let gateway = Arc::new(Gateway {
-        issuer: config.issuer()?.to_owned(),
-        audience: config.audience.clone(),
-        state: State::new(config, &sdk),
+        issuer: state.config.issuer()?.to_owned(),
+        audience: state.config.audience.clone(),
+        state: state.clone(),
     });
     let server = tokio::spawn(gateway::serve(listener, gateway.clone()));
+    if options.worker {
+        use lambent::jobs::worker::{self, Consumer};
+        for url in &stack.work_queues {
+            tokio::spawn(worker::poll(state.clone(), Consumer::Jobs, url.clone(), 16));
+        }
+        for url in &stack.dead_letter_queues {
+            tokio::spawn(worker::poll(
+                state.clone(),
+                Consumer::DeadLetters,
+                url.clone(),
+                4,
+            ));
+        }
+    }
+    if let Some(every) = options.reaper_every {
+        use lambent::jobs::worker;
+        let reaper_state = state.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = worker::reap(&reaper_state).await {
+                    tracing::warn!(error = format!("{err:#}"), "reaper failed");
+                }
+            }
+        });
+    }
     Ok(Running {
         base_url,
         stack,

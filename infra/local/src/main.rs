@@ -12,6 +12,9 @@ const OVERRIDABLE: &[&str] = &[
     "REFRESH_TOKEN_TTL_SECONDS",
     "REGISTER_RATE_PER_MINUTE",
     "LOGIN_RATE_PER_MINUTE",
+    "JOB_CAP_FREE",
+    "JOB_CAP_STANDARD",
+    "JOB_CAP_PREMIUM",
 ];
 
 #[tokio::main]
@@ -34,6 +37,8 @@ async fn main() -> anyhow::Result<()> {
             prefix: "lambent-local".into(),
             port,
             overrides,
+            worker: true,
+            reaper_every: Some(std::time::Duration::from_secs(5)),
         },
     )
     .await?;

@@ -31,6 +31,10 @@ pub struct LocalStack {
     pub refs: HashMap<String, String>,
     pub arns: HashMap<String, String>,
     pub env: HashMap<String, String>,
+    /// URLs of the queues that redrive to a dead-letter queue (the work queues).
+    pub work_queues: Vec<String>,
+    /// URLs of the dead-letter queues.
+    pub dead_letter_queues: Vec<String>,
 }
 
 fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
@@ -412,6 +416,11 @@ pub async fn bootstrap(
             .await
             .with_context(|| format!("creating queue {name}"))?;
         let url = out.queue_url.context("queue URL")?;
+        if props.and_then(|p| p.get("RedrivePolicy")).is_some() {
+            stack.work_queues.push(url.clone());
+        } else {
+            stack.dead_letter_queues.push(url.clone());
+        }
         stack.arns.insert(
             id.clone(),
             format!("arn:aws:sqs:us-east-1:123456789012:{name}"),

@@ -1,0 +1,326 @@
+//! `/v1/jobs`: submit, list, read and cancel jobs.
+
+use chrono::Utc;
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Digest as _;
+use utoipa::ToSchema;
+
+use crate::cursor;
+use crate::error::{ApiError, FieldError};
+use crate::http::{Caller, json, json_body, page_limit, path_param, query_param};
+use crate::jobs::model::{Job, Status};
+use crate::jobs::registry::Queue;
+use crate::jobs::store::{self, Admission, JobRef, ListFilter, NewJob, Outcome};
+use crate::state::State;
+
+/// `POST /v1/jobs`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// A registered kind, e.g. `sleep` where test kinds are enabled.
+    pub kind: String,
+    /// The kind's input.
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Where to send signed `job.*` events (https; no internal addresses).
+    pub webhook_url: Option<String>,
+}
+
+/// Links of a job.
+#[derive(Serialize, ToSchema)]
+pub struct JobUrls {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub cancel: String,
+}
+
+impl JobUrls {
+    fn of(id: &str) -> Self {
+        Self {
+            self_: format!("/v1/jobs/{id}"),
+            cancel: format!("/v1/jobs/{id}/cancel"),
+        }
+    }
+}
+
+/// The 202 of a submission.
+#[derive(Serialize, ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    pub status: Status,
+    pub urls: JobUrls,
+}
+
+/// A job with its links.
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    pub urls: JobUrls,
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        let urls = JobUrls::of(&job.id);
+        Self { job, urls }
+    }
+}
+
+/// A page of jobs.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such job")
+}
+
+fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.chars().all(|c| c.is_ascii_graphic()));
+    match key {
+        Some(key) => Ok(Some(key.to_owned())),
+        None => Err(ApiError::BadRequest {
+            code: "invalid_idempotency_key",
+            detail: "Idempotency-Key must be 1 to 255 printable ASCII characters".into(),
+        }),
+    }
+}
+
+fn accepted(id: &str, status: Status) -> Result<Response<Body>, ApiError> {
+    let mut response = json(
+        StatusCode::ACCEPTED,
+        &Submitted {
+            id: id.to_owned(),
+            status,
+            urls: JobUrls::of(id),
+        },
+    )?;
+    let location = format!("/v1/jobs/{id}")
+        .parse()
+        .map_err(|e: lambda_http::http::header::InvalidHeaderValue| ApiError::Internal(e.into()))?;
+    response.headers_mut().insert("location", location);
+    Ok(response)
+}
+
+/// Submits a job: validated, admitted in one transaction (cap and credits), then queued.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), request_body = CreateJob,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for 24 hours")),
+    responses((status = 202, body = Submitted), (status = 402, description = "insufficient_credits", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem), (status = 429, description = "max_concurrent_jobs", body = crate::error::Problem)))]
+pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let key = idempotency_key(&req)?;
+    let body: CreateJob = json_body(&req, &["application/json"])?;
+    let Some(kind) = state.registry.get(&body.kind) else {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "kind",
+            format!(
+                "unknown kind; this deployment offers: {}",
+                state.registry.names().join(", ")
+            ),
+        )]));
+    };
+    let mut errors = Vec::new();
+    if let Err(mut input_errors) = (kind.validate)(&body.input) {
+        errors.append(&mut input_errors);
+    }
+    let webhook_url = match &body.webhook_url {
+        Some(url) => {
+            crate::webhooks::validate_url(url, "webhook_url", state.config.allow_private_webhooks)
+                .map_err(|e| errors.push(e))
+                .ok()
+        }
+        None => None,
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let hash = key.as_ref().map(|_| {
+        let canonical = serde_json::json!({"kind": body.kind, "input": body.input, "webhook_url": body.webhook_url});
+        crate::ratelimit::hex(&sha2::Sha256::digest(canonical.to_string().as_bytes()))
+    });
+    let now = Utc::now();
+    let id = uuid::Uuid::now_v7().to_string();
+    let admission = store::admit(
+        &state.db,
+        NewJob {
+            id: &id,
+            user_id: &caller.user_id,
+            kind: kind.name,
+            input: &body.input,
+            cost: (kind.cost)(&body.input),
+            webhook_url: webhook_url.as_deref(),
+            idempotency: key.as_deref().zip(hash.as_deref()),
+        },
+        &state.config.job_caps,
+        now,
+    )
+    .await?;
+    let job = match admission {
+        Admission::Replayed(existing) => {
+            let job = store::get(&state.db, &existing)
+                .await?
+                .ok_or_else(not_found)?;
+            return accepted(&job.id, job.status);
+        }
+        Admission::Admitted(job) => job,
+    };
+    tracing::info!(job_id = %job.id, kind = %job.kind, "admitted");
+    if let Err(err) = enqueue(state, kind.queue, &job.id).await {
+        tracing::error!(job_id = %job.id, error = format!("{err:#}"), "enqueue failed; releasing");
+        store::release(
+            &state.db,
+            &JobRef::from(&*job),
+            &Outcome::failed("enqueue_failed", "the job could not be queued"),
+            Utc::now(),
+        )
+        .await?;
+        return Err(ApiError::Unavailable(
+            "the job could not be queued; it was not charged",
+        ));
+    }
+    accepted(&job.id, job.status)
+}
+
+/// Sends a job's message to its kind's queue.
+pub async fn enqueue(state: &State, queue: Queue, job_id: &str) -> anyhow::Result<()> {
+    let url = match queue {
+        Queue::Cpu => state.config.jobs_queue_url.as_deref(),
+        Queue::Gpu => state
+            .config
+            .gpu_jobs_queue_url
+            .as_deref()
+            .or(state.config.jobs_queue_url.as_deref()),
+    };
+    let url = url.ok_or_else(|| anyhow::anyhow!("JOBS_QUEUE_URL is not set"))?;
+    state
+        .sqs
+        .send_message()
+        .queue_url(url)
+        .message_body(serde_json::json!({ "job_id": job_id }).to_string())
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Reads one of the caller's jobs; another user's job is a 404.
+pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiError> {
+    let caller = Caller::from_request(req)?;
+    let id = path_param(req, "id")
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .ok_or_else(not_found)?;
+    let job = store::get(&state.db, &id)
+        .await?
+        .filter(|job| job.user_id == caller.user_id)
+        .ok_or_else(not_found)?;
+    Ok((caller, job))
+}
+
+/// One job: status, progress, error, timestamps and output.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
+pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let (_, job) = owned(state, &req).await?;
+    json(StatusCode::OK, &JobView::from(job))
+}
+
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = JobPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
+pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let limit = page_limit(&req)?;
+    let status = match query_param(&req, "status") {
+        None => None,
+        Some(raw) => Some(Status::parse(&raw.to_ascii_uppercase()).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "must be IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED or CANCELED",
+            )
+        })?),
+    };
+    let kind = query_param(&req, "kind");
+    let key = state.cursor_key().await?;
+    let scope = format!("jobs|{}", caller.user_id);
+    let after = query_param(&req, "cursor")
+        .map(|c| cursor::decode(key, &scope, &c))
+        .transpose()?;
+    let (jobs, next) = store::list(
+        &state.db,
+        &caller.user_id,
+        &ListFilter { status, kind },
+        limit,
+        after.as_deref(),
+    )
+    .await?;
+    let page = JobPage {
+        items: jobs.into_iter().map(JobView::from).collect(),
+        next_cursor: next.map(|position| cursor::encode(key, &scope, &position)),
+    };
+    json(StatusCode::OK, &page)
+}
+
+/// Cancels a job: a queued job at once (released, refunded); a running one at its next checkpoint.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "canceled", body = JobView), (status = 202, description = "cancellation requested", body = JobView),
+        (status = 404, body = crate::error::Problem), (status = 409, description = "job_finished", body = crate::error::Problem)))]
+pub async fn cancel(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let (_, mut job) = owned(state, &req).await?;
+    // A job may move while we act; each attempt re-reads it. Three always suffice: it only moves forward.
+    for _ in 0..3 {
+        let now = Utc::now();
+        match job.status {
+            Status::InQueue => {
+                let outcome = Outcome::Canceled {
+                    message: "canceled by its owner".into(),
+                };
+                if store::release(&state.db, &JobRef::from(&job), &outcome, now).await? {
+                    tracing::info!(job_id = %job.id, "canceled while queued");
+                    let job = store::get(&state.db, &job.id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    return json(StatusCode::OK, &JobView::from(job));
+                }
+            }
+            Status::InProgress => {
+                if store::request_cancel(&state.db, &job.id, now).await? {
+                    tracing::info!(job_id = %job.id, "cancellation requested");
+                    let job = store::get(&state.db, &job.id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    let status = if job.status.is_terminal() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::ACCEPTED
+                    };
+                    return json(status, &JobView::from(job));
+                }
+            }
+            _ => {
+                return Err(ApiError::Conflict {
+                    code: "job_finished",
+                    detail: format!("the job already ended {}", job.status.as_str()),
+                });
+            }
+        }
+        job = store::get(&state.db, &job.id)
+            .await?
+            .ok_or_else(not_found)?;
+    }
+    Err(ApiError::Internal(anyhow::anyhow!(
+        "job {} kept changing during cancel",
+        job.id
+    )))
+}

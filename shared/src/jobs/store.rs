@@ -1,0 +1,673 @@
+//! The job lifecycle in DynamoDB: admission and release are each one transaction; every other
+//! transition is one conditional write, so no interleaving of requests, workers, the reaper and
+//! the dead-letter consumer can over-admit, release twice or refund twice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::config::JobCaps;
+use crate::db::{Db, get_i64, get_s, n, s};
+use crate::error::ApiError;
+use crate::jobs::model::{Job, Status};
+use crate::users::{timestamp, user_pk};
+
+/// Partitions of the index of unfinished jobs (`gsi2`), so the reaper's reads spread out.
+const ACTIVE_SHARDS: u32 = 4;
+
+pub fn job_pk(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+const JOB: &str = "JOB";
+
+fn jobs_of(user_id: &str) -> String {
+    format!("USER#{user_id}#JOBS")
+}
+
+fn shard(job_id: &str) -> String {
+    let sum: u32 = job_id.bytes().map(u32::from).sum();
+    format!("ACTIVE#{}", sum % ACTIVE_SHARDS)
+}
+
+fn names(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// A job to admit.
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub user_id: &'a str,
+    pub kind: &'a str,
+    pub input: &'a Value,
+    pub cost: i64,
+    pub webhook_url: Option<&'a str>,
+    /// `(key, hash of the request)` when the client sent `Idempotency-Key`.
+    pub idempotency: Option<(&'a str, &'a str)>,
+}
+
+/// What admission decided.
+pub enum Admission {
+    Admitted(Box<Job>),
+    /// The same idempotency key and request were admitted before: that job.
+    Replayed(String),
+}
+
+fn idempotency_pk(user_id: &str, key: &str) -> String {
+    use sha2::Digest as _;
+    format!(
+        "IDEMP#{user_id}#{}",
+        crate::ratelimit::hex(&sha2::Sha256::digest(key.as_bytes()))
+    )
+}
+
+fn condition_failed(reason: &aws_sdk_dynamodb::types::CancellationReason) -> bool {
+    reason.code() == Some("ConditionalCheckFailed")
+}
+
+/// Admits a job in one transaction: the job item, the owner's `active_jobs < cap` with increment and
+/// `credits >= cost` with debit, the debit's ledger entry, and the idempotency record if any. The
+/// cancellation reasons tell the cap (429) from the balance (402). Conflicting concurrent
+/// transactions are retried.
+pub async fn admit(
+    db: &Db,
+    job: NewJob<'_>,
+    caps: &JobCaps,
+    now: DateTime<Utc>,
+) -> Result<Admission, ApiError> {
+    let created_at = timestamp(now);
+    let deadline = now.timestamp()
+        + i64::try_from(crate::jobs::registry::QUEUE_TIMEOUT.as_secs()).unwrap_or(1800);
+    let input = serde_json::to_string(job.input).map_err(|e| ApiError::Internal(e.into()))?;
+    let mut put = Put::builder()
+        .table_name(&db.table)
+        .condition_expression("attribute_not_exists(pk)")
+        .item("pk", s(job_pk(job.id)))
+        .item("sk", s(JOB))
+        .item("id", s(job.id))
+        .item("user_id", s(job.user_id))
+        .item("kind", s(job.kind))
+        .item("input", s(input))
+        .item("status", s(Status::InQueue.as_str()))
+        .item("progress", n(0))
+        .item("cost", n(job.cost))
+        .item("created_at", s(&created_at))
+        .item("updated_at", s(&created_at))
+        .item("deadline", n(deadline))
+        .item("gsi1pk", s(jobs_of(job.user_id)))
+        .item("gsi1sk", s(job.id))
+        .item("gsi2pk", s(shard(job.id)))
+        .item("gsi2sk", n(deadline));
+    if let Some(url) = job.webhook_url {
+        put = put.item("webhook_url", s(url));
+    }
+    let now_text = timestamp(now);
+    let charge = Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(user_pk(job.user_id)))
+        .key("sk", s("PROFILE"))
+        .update_expression("SET active_jobs = if_not_exists(active_jobs, :zero) + :one, credits = credits - :cost")
+        // Caps rise with the tier (Config checks it), so "under the free cap" admits any tier;
+        // a paid tier's higher cap applies while its membership has not lapsed.
+        .condition_expression(
+            "attribute_exists(pk) AND credits >= :cost AND ( \
+               attribute_not_exists(active_jobs) OR active_jobs < :cap_free \
+               OR (tier = :standard AND active_jobs < :cap_standard AND (attribute_not_exists(tier_expires_at) OR tier_expires_at > :now)) \
+               OR (tier = :premium AND active_jobs < :cap_premium AND (attribute_not_exists(tier_expires_at) OR tier_expires_at > :now)))",
+        )
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":cost", n(job.cost))
+        .expression_attribute_values(":cap_free", n(caps.free))
+        .expression_attribute_values(":cap_standard", n(caps.standard))
+        .expression_attribute_values(":cap_premium", n(caps.premium))
+        .expression_attribute_values(":standard", s("standard"))
+        .expression_attribute_values(":premium", s("premium"))
+        .expression_attribute_values(":now", s(&now_text))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .context("update")?;
+    let mut actions = vec![
+        TransactWriteItem::builder()
+            .put(put.build().context("put")?)
+            .build(),
+        TransactWriteItem::builder().update(charge).build(),
+    ];
+    if job.cost > 0 {
+        let ledger = Put::builder()
+            .table_name(&db.table)
+            .condition_expression("attribute_not_exists(pk)")
+            .item("pk", s(user_pk(job.user_id)))
+            .item("sk", s(format!("LEDGER#{}#debit", job.id)))
+            .item("amount", n(-job.cost))
+            .item("reason", s("job_debit"))
+            .item("job_id", s(job.id))
+            .item("created_at", s(&created_at))
+            .build()
+            .context("put")?;
+        actions.push(TransactWriteItem::builder().put(ledger).build());
+    }
+    let idempotency_index = actions.len();
+    if let Some((key, hash)) = job.idempotency {
+        let record = Put::builder()
+            .table_name(&db.table)
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now_epoch")
+            .expression_attribute_values(":now_epoch", n(now.timestamp()))
+            .item("pk", s(idempotency_pk(job.user_id, key)))
+            .item("sk", s("IDEMP"))
+            .item("request_hash", s(hash))
+            .item("job_id", s(job.id))
+            .item("expires_at", n(now.timestamp() + 86_400))
+            .build()
+            .context("put")?;
+        actions.push(TransactWriteItem::builder().put(record).build());
+    }
+
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result = db
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions.clone()))
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
+            cancel,
+        )) = err.as_service_error()
+        else {
+            return Err(ApiError::Internal(anyhow::Error::new(err).context("admitting a job")));
+        };
+        let reasons = cancel.cancellation_reasons();
+        if let Some((key, hash)) = job.idempotency
+            && reasons.get(idempotency_index).is_some_and(condition_failed)
+        {
+            return replay(db, job.user_id, key, hash).await;
+        }
+        if let Some(user) = reasons.get(1).filter(|r| condition_failed(r)) {
+            return Err(refusal(user.item(), job.cost, caps, &now_text));
+        }
+        let conflicted = reasons
+            .iter()
+            .any(|r| r.code() == Some("TransactionConflict"));
+        if conflicted && attempt < 8 {
+            // Real DynamoDB cancels transactions that race on one item; retry with jittered backoff.
+            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+            tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 10 + jitter)).await;
+            continue;
+        }
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "admission cancelled: {reasons:?}"
+        )));
+    }
+    let admitted = Job {
+        id: job.id.to_owned(),
+        user_id: job.user_id.to_owned(),
+        kind: job.kind.to_owned(),
+        input: job.input.clone(),
+        status: Status::InQueue,
+        progress: 0,
+        progress_message: None,
+        cancel_requested: false,
+        cost: job.cost,
+        error: None,
+        output: None,
+        webhook_url: job.webhook_url.map(str::to_owned),
+        created_at,
+        started_at: None,
+        finished_at: None,
+        deadline,
+    };
+    Ok(Admission::Admitted(Box::new(admitted)))
+}
+
+/// Tells from the owner's item (as it was) why admission was refused.
+fn refusal(
+    user: Option<&HashMap<String, AttributeValue>>,
+    cost: i64,
+    caps: &JobCaps,
+    now: &str,
+) -> ApiError {
+    let Some(user) = user else {
+        return ApiError::NotFound("the account no longer exists");
+    };
+    let balance = get_i64(user, "credits").unwrap_or(0);
+    if balance < cost {
+        return ApiError::InsufficientCredits { balance, cost };
+    }
+    let lapsed = get_s(user, "tier_expires_at").is_some_and(|t| t <= now);
+    let cap = match (get_s(user, "tier"), lapsed) {
+        (Some("premium"), false) => caps.premium,
+        (Some("standard"), false) => caps.standard,
+        _ => caps.free,
+    };
+    ApiError::TooManyJobs {
+        max_concurrent: cap,
+    }
+}
+
+async fn replay(db: &Db, user_id: &str, key: &str, hash: &str) -> Result<Admission, ApiError> {
+    let record = db
+        .get(&idempotency_pk(user_id, key), "IDEMP")
+        .await?
+        .context("the idempotency record vanished")?;
+    if get_s(&record, "request_hash") != Some(hash) {
+        return Err(ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            detail: "this Idempotency-Key was used with another request in the last 24 hours"
+                .into(),
+        });
+    }
+    let job_id = get_s(&record, "job_id").context("idempotency record lacks job_id")?;
+    Ok(Admission::Replayed(job_id.to_owned()))
+}
+
+/// Reads a job by id (strongly consistent).
+pub async fn get(db: &Db, job_id: &str) -> anyhow::Result<Option<Job>> {
+    db.get(&job_pk(job_id), JOB)
+        .await?
+        .map(|item| Job::from_item(&item))
+        .transpose()
+}
+
+/// Filters of a job listing.
+#[derive(Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub kind: Option<String>,
+}
+
+/// A page of the owner's jobs, newest first, after the job `after` (exclusive).
+pub async fn list(
+    db: &Db,
+    user_id: &str,
+    filter: &ListFilter,
+    limit: usize,
+    after: Option<&str>,
+) -> anyhow::Result<(Vec<Job>, Option<String>)> {
+    let mut jobs = Vec::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = after.map(|id| {
+        HashMap::from([
+            ("pk".to_owned(), s(job_pk(id))),
+            ("sk".to_owned(), s(JOB)),
+            ("gsi1pk".to_owned(), s(jobs_of(user_id))),
+            ("gsi1sk".to_owned(), s(id)),
+        ])
+    });
+    // A filtered page may take several reads; a bounded number keeps one request bounded.
+    for _ in 0..10 {
+        let mut query = db
+            .client
+            .query()
+            .table_name(&db.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :owner")
+            .expression_attribute_values(":owner", s(jobs_of(user_id)))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit - jobs.len()).unwrap_or(100))
+            .set_exclusive_start_key(start.take());
+        let mut filters = Vec::new();
+        if let Some(status) = filter.status {
+            filters.push("#status = :status");
+            query = query.expression_attribute_values(":status", s(status.as_str()));
+        }
+        if let Some(kind) = &filter.kind {
+            filters.push("#kind = :kind");
+            query = query.expression_attribute_values(":kind", s(kind));
+        }
+        if !filters.is_empty() {
+            query = query
+                .filter_expression(filters.join(" AND "))
+                .set_expression_attribute_names(
+                    names(&[("#status", "status"), ("#kind", "kind")]).map(|mut m| {
+                        if filter.status.is_none() {
+                            m.remove("#status");
+                        }
+                        if filter.kind.is_none() {
+                            m.remove("#kind");
+                        }
+                        m
+                    }),
+                );
+        }
+        let out = query.send().await.context("listing jobs")?;
+        for item in out.items() {
+            jobs.push(Job::from_item(item)?);
+        }
+        start = out.last_evaluated_key;
+        if start.is_none() || jobs.len() >= limit {
+            break;
+        }
+    }
+    let next = start.and_then(|key| get_s(&key, "gsi1sk").map(str::to_owned));
+    Ok((jobs, next))
+}
+
+/// Claims a queued job for a worker: `IN_QUEUE → IN_PROGRESS`, with its run deadline. `None` when
+/// the job is not queued (a duplicate or late delivery).
+pub async fn claim(
+    db: &Db,
+    job_id: &str,
+    run_for: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Job>> {
+    let deadline = now.timestamp() + i64::try_from(run_for.as_secs()).unwrap_or(i64::MAX / 2) + 1;
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .update_expression(
+            "SET #status = :running, started_at = :now, updated_at = :now, deadline = :deadline, gsi2sk = :deadline, \
+             attempts = if_not_exists(attempts, :zero) + :one",
+        )
+        .condition_expression("#status = :queued")
+        .set_expression_attribute_names(names(&[("#status", "status")]))
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .expression_attribute_values(":deadline", n(deadline))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1))
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await;
+    match result {
+        Ok(out) => Ok(Some(Job::from_item(
+            &out.attributes.context("claim returned nothing")?,
+        )?)),
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(None),
+        Err(err) => Err(anyhow::Error::new(err).context("claiming a job")),
+    }
+}
+
+/// Records progress of a running job. Returns whether the job should stop: cancel was requested,
+/// or the job is no longer running (the reaper failed it).
+pub async fn report_progress(
+    db: &Db,
+    job_id: &str,
+    percent: u8,
+    message: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let mut request = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .condition_expression("#status = :running")
+        .set_expression_attribute_names(names(&[("#status", "status")]))
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":progress", n(percent.min(100)))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .return_values(ReturnValue::AllNew);
+    request = match message {
+        Some(message) => request
+            .update_expression(
+                "SET progress = :progress, progress_message = :message, updated_at = :now",
+            )
+            .expression_attribute_values(
+                ":message",
+                s(message.chars().take(200).collect::<String>()),
+            ),
+        None => request.update_expression(
+            "SET progress = :progress, updated_at = :now REMOVE progress_message",
+        ),
+    };
+    match request.send().await {
+        Ok(out) => Ok(out
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get("cancel_requested"))
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false)),
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(true),
+        Err(err) => Err(anyhow::Error::new(err).context("recording progress")),
+    }
+}
+
+/// Puts a running job back in the queue after a retryable failure, so the redelivery can claim it.
+pub async fn requeue(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .update_expression(
+            "SET #status = :queued, updated_at = :now, progress = :zero REMOVE started_at",
+        )
+        .condition_expression("#status = :running")
+        .set_expression_attribute_names(names(&[("#status", "status")]))
+        .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(()),
+        Err(err) => Err(anyhow::Error::new(err).context("requeueing a job")),
+    }
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Completed(Value),
+    Failed { kind: String, message: String },
+    Canceled { message: String },
+}
+
+impl Outcome {
+    pub fn failed(kind: &str, message: impl Into<String>) -> Self {
+        Self::Failed {
+            kind: kind.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a release needs to know of a job.
+#[derive(Clone, Debug)]
+pub struct JobRef {
+    pub id: String,
+    pub user_id: String,
+    pub cost: i64,
+}
+
+impl From<&Job> for JobRef {
+    fn from(job: &Job) -> Self {
+        Self {
+            id: job.id.clone(),
+            user_id: job.user_id.clone(),
+            cost: job.cost,
+        }
+    }
+}
+
+/// Ends a job in one transaction: its status (only if not already final), the owner's slot
+/// (`active_jobs > 0`), and on failure or cancellation the refund with a ledger entry keyed by the
+/// job (`attribute_not_exists`). Returns `false` when the job had already ended: a second release
+/// changes nothing.
+pub async fn release(
+    db: &Db,
+    job: &JobRef,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let now_text = timestamp(now);
+    let (status, refund) = match outcome {
+        Outcome::Completed(_) => (Status::Completed, false),
+        Outcome::Failed { .. } => (Status::Failed, job.cost > 0),
+        Outcome::Canceled { .. } => (Status::Canceled, job.cost > 0),
+    };
+    let mut finish = Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(&job.id)))
+        .key("sk", s(JOB))
+        .condition_expression("#status IN (:queued, :running)")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":final", s(status.as_str()))
+        .expression_attribute_values(":now", s(&now_text));
+    let base = "SET #status = :final, finished_at = :now, updated_at = :now";
+    finish = match outcome {
+        Outcome::Completed(output) => finish
+            .update_expression(format!("{base}, progress = :hundred, #output = :output REMOVE gsi2pk, gsi2sk, progress_message"))
+            .expression_attribute_names("#output", "output")
+            .expression_attribute_values(":hundred", n(100))
+            .expression_attribute_values(":output", s(output.to_string())),
+        Outcome::Failed { kind, message } => finish
+            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk"))
+            .expression_attribute_values(":type", s(kind))
+            .expression_attribute_values(":message", s(message.chars().take(500).collect::<String>())),
+        Outcome::Canceled { message } => finish
+            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk"))
+            .expression_attribute_values(":type", s("canceled_by_user"))
+            .expression_attribute_values(":message", s(message)),
+    };
+    let mut slot = Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(user_pk(&job.user_id)))
+        .key("sk", s("PROFILE"))
+        .condition_expression("active_jobs > :zero")
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":one", n(1));
+    slot = if refund {
+        slot.update_expression("SET active_jobs = active_jobs - :one, credits = credits + :cost")
+            .expression_attribute_values(":cost", n(job.cost))
+    } else {
+        slot.update_expression("SET active_jobs = active_jobs - :one")
+    };
+    let mut actions = vec![
+        TransactWriteItem::builder()
+            .update(finish.build().context("update")?)
+            .build(),
+        TransactWriteItem::builder()
+            .update(slot.build().context("update")?)
+            .build(),
+    ];
+    if refund {
+        let ledger = Put::builder()
+            .table_name(&db.table)
+            .condition_expression("attribute_not_exists(pk)")
+            .item("pk", s(user_pk(&job.user_id)))
+            .item("sk", s(format!("LEDGER#{}#refund", job.id)))
+            .item("amount", n(job.cost))
+            .item("reason", s("refund"))
+            .item("job_id", s(&job.id))
+            .item("created_at", s(&now_text))
+            .build()
+            .context("put")?;
+        actions.push(TransactWriteItem::builder().put(ledger).build());
+    }
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match db
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions.clone()))
+            .send()
+            .await
+        {
+            Ok(_) => return Ok(true),
+            Err(err) => {
+                let reasons = crate::db::cancellation_codes(&err);
+                match reasons {
+                    Some(codes)
+                        if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") =>
+                    {
+                        return Ok(false);
+                    }
+                    Some(codes)
+                        if codes.iter().any(|c| c == "TransactionConflict") && attempt < 8 =>
+                    {
+                        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 10 + jitter))
+                            .await;
+                    }
+                    _ => {
+                        return Err(
+                            anyhow::Error::new(err).context(format!("releasing job {}", job.id))
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Asks a running job to stop at its next checkpoint. `false` if the job is not running.
+pub async fn request_cancel(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .update_expression("SET cancel_requested = :yes, updated_at = :now")
+        .condition_expression("#status = :running")
+        .set_expression_attribute_names(names(&[("#status", "status")]))
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) if crate::db::is_condition_failure(&err) => Ok(false),
+        Err(err) => Err(anyhow::Error::new(err).context("requesting cancellation")),
+    }
+}
+
+/// Unfinished jobs whose deadline has passed, from every shard of the active index.
+pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<JobRef>> {
+    let mut found = Vec::new();
+    for shard in 0..ACTIVE_SHARDS {
+        let out = db
+            .client
+            .query()
+            .table_name(&db.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :shard AND gsi2sk < :now")
+            .expression_attribute_values(":shard", s(format!("ACTIVE#{shard}")))
+            .expression_attribute_values(":now", n(now.timestamp()))
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .send()
+            .await
+            .context("querying overdue jobs")?;
+        for item in out.items() {
+            let (Some(id), Some(user_id)) = (get_s(item, "id"), get_s(item, "user_id")) else {
+                continue;
+            };
+            found.push(JobRef {
+                id: id.to_owned(),
+                user_id: user_id.to_owned(),
+                cost: get_i64(item, "cost").unwrap_or(0),
+            });
+        }
+    }
+    Ok(found)
+}

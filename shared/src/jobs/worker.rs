@@ -1,0 +1,292 @@
+//! The worker: claims a queued job, runs its kind's executor, and releases it. One code path, two
+//! entry modes: an SQS-triggered Lambda (batches, partial failures) and a long-running poller
+//! (the GPU ECS task, and the local gateway). Also the healers: the reaper and the dead-letter
+//! consumer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::Utc;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+use crate::jobs::executor::{JobError, Progress};
+use crate::jobs::model::Status;
+use crate::jobs::store::{self, JobRef, Outcome};
+use crate::state::State;
+
+/// What to do with a message after handling it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Handled (or nothing to do): delete it.
+    Done,
+    /// Worth another attempt: leave it to the queue's redelivery (and, in the end, its DLQ).
+    Retry,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    job_id: String,
+}
+
+struct StoreProgress<'a> {
+    state: &'a State,
+    job_id: &'a str,
+}
+
+impl Progress for StoreProgress<'_> {
+    async fn report(&self, percent: u8, message: Option<&str>) -> Result<(), JobError> {
+        if store::report_progress(&self.state.db, self.job_id, percent, message, Utc::now()).await?
+        {
+            return Err(JobError::Canceled);
+        }
+        Ok(())
+    }
+}
+
+/// Handles one job message: a duplicate or late delivery of a claimed or finished job does nothing.
+pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
+    let Ok(message) = serde_json::from_str::<Message>(body) else {
+        tracing::warn!("dropping a message that names no job");
+        return Ok(Disposition::Done);
+    };
+    let Some(job) = store::get(&state.db, &message.job_id).await? else {
+        tracing::warn!(job_id = %message.job_id, "dropping a message for an unknown job");
+        return Ok(Disposition::Done);
+    };
+    if job.status != Status::InQueue {
+        tracing::info!(job_id = %job.id, status = job.status.as_str(), "duplicate delivery ignored");
+        return Ok(Disposition::Done);
+    }
+    let Some(kind) = state.registry.get(&job.kind) else {
+        let outcome = Outcome::failed(
+            "invalid_input",
+            format!("this deployment no longer runs {}", job.kind),
+        );
+        store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+        return Ok(Disposition::Done);
+    };
+    let run_for = (kind.deadline)(&job.input);
+    let Some(job) = store::claim(&state.db, &job.id, run_for, Utc::now()).await? else {
+        tracing::info!(job_id = %job.id, "claimed elsewhere");
+        return Ok(Disposition::Done);
+    };
+    tracing::info!(job_id = %job.id, kind = %job.kind, "running");
+    let progress = StoreProgress {
+        state,
+        job_id: &job.id,
+    };
+    let outcome = match tokio::time::timeout(run_for, kind.executor.run(&job.input, &progress))
+        .await
+    {
+        Err(_) => Outcome::failed("timed_out", "the job ran past its deadline"),
+        Ok(Ok(output)) => Outcome::Completed(output),
+        Ok(Err(JobError::Permanent { kind, message })) => Outcome::failed(kind, message),
+        Ok(Err(JobError::Canceled)) => Outcome::Canceled {
+            message: "canceled by its owner".into(),
+        },
+        Ok(Err(err @ (JobError::Retryable(_) | JobError::Internal(_)))) => {
+            tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "retryable failure; requeueing");
+            store::requeue(&state.db, &job.id, Utc::now()).await?;
+            return Ok(Disposition::Retry);
+        }
+    };
+    let released = store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+    tracing::info!(job_id = %job.id, released, outcome = outcome_name(&outcome), "finished");
+    Ok(Disposition::Done)
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed(_) => "completed",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Canceled { .. } => "canceled",
+    }
+}
+
+/// Fails the job of a message that exhausted its deliveries (`worker_crashed`), refunding it.
+pub async fn dead_letter(state: &State, body: &str) -> anyhow::Result<Disposition> {
+    let Ok(message) = serde_json::from_str::<Message>(body) else {
+        return Ok(Disposition::Done);
+    };
+    if let Some(job) = store::get(&state.db, &message.job_id).await?
+        && !job.status.is_terminal()
+    {
+        {
+            let outcome = Outcome::failed(
+                "worker_crashed",
+                "the worker failed on every delivery of this job",
+            );
+            let released =
+                store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+            tracing::warn!(job_id = %job.id, released, "dead-lettered job failed");
+        }
+    }
+    Ok(Disposition::Done)
+}
+
+/// Fails every unfinished job past its deadline (`timed_out`), refunding it. Returns how many.
+pub async fn reap(state: &State) -> anyhow::Result<usize> {
+    let now = Utc::now();
+    let mut released = 0;
+    for job in store::overdue(&state.db, now, 100).await? {
+        let outcome = Outcome::failed("timed_out", "the job passed its deadline");
+        if store::release(&state.db, &job, &outcome, now).await? {
+            tracing::warn!(job_id = %job.id, "reaped");
+            released += 1;
+        }
+    }
+    Ok(released)
+}
+
+/// Which handler a queue's messages go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consumer {
+    Jobs,
+    DeadLetters,
+}
+
+async fn consume(state: &State, consumer: Consumer, body: &str) -> anyhow::Result<Disposition> {
+    match consumer {
+        Consumer::Jobs => process(state, body).await,
+        Consumer::DeadLetters => dead_letter(state, body).await,
+    }
+}
+
+/// The Lambda mode: every record of the batch concurrently; failures reported item by item.
+pub async fn handle_batch(state: &State, consumer: Consumer, event: SqsEvent) -> SqsBatchResponse {
+    let results = futures::future::join_all(event.records.iter().map(|record| async move {
+        let body = record.body.as_deref().unwrap_or_default();
+        let result = consume(state, consumer, body).await;
+        (record.message_id.clone().unwrap_or_default(), result)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (message_id, result) in results {
+        let failed = match result {
+            Ok(Disposition::Done) => false,
+            Ok(Disposition::Retry) => true,
+            Err(err) => {
+                tracing::error!(message_id = %message_id, error = format!("{err:#}"), "message failed");
+                true
+            }
+        };
+        if failed {
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = message_id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+/// How long a received message stays invisible; renewed while its job runs.
+const VISIBILITY: Duration = Duration::from_secs(60);
+
+/// The poller mode: long-polls `queue_url` for ever, running up to `concurrency` messages at once,
+/// keeping each invisible while it runs, deleting it when done.
+pub async fn poll(state: Arc<State>, consumer: Consumer, queue_url: String, concurrency: usize) {
+    let permits = Arc::new(Semaphore::new(concurrency.max(1)));
+    tracing::info!(queue_url = %queue_url, ?consumer, "polling");
+    loop {
+        let available = permits.available_permits().clamp(1, 10);
+        let Ok(permit_batch) = permits
+            .clone()
+            .acquire_many_owned(u32::try_from(available).unwrap_or(1))
+            .await
+        else {
+            return;
+        };
+        let received = state
+            .sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(i32::try_from(available).unwrap_or(1))
+            .wait_time_seconds(20)
+            .visibility_timeout(i32::try_from(VISIBILITY.as_secs()).unwrap_or(60))
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(err) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&err), "receive failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut batch = permit_batch;
+        for message in messages {
+            // Hand each message one permit; the rest go back when `batch` drops.
+            let permit = batch.split(1);
+            let (state, url) = (state.clone(), queue_url.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                handle_message(&state, consumer, &url, message).await;
+            });
+        }
+    }
+}
+
+async fn handle_message(
+    state: &State,
+    consumer: Consumer,
+    queue_url: &str,
+    message: aws_sdk_sqs::types::Message,
+) {
+    let Some(receipt) = message.receipt_handle.clone() else {
+        return;
+    };
+    let body = message.body.clone().unwrap_or_default();
+    let heartbeat = async {
+        loop {
+            tokio::time::sleep(VISIBILITY / 3).await;
+            let _ = state
+                .sqs
+                .change_message_visibility()
+                .queue_url(queue_url)
+                .receipt_handle(&receipt)
+                .visibility_timeout(i32::try_from(VISIBILITY.as_secs()).unwrap_or(60))
+                .send()
+                .await;
+        }
+    };
+    let result = tokio::select! {
+        result = consume(state, consumer, &body) => result,
+        () = heartbeat => unreachable!("the heartbeat never ends"),
+    };
+    let done = match result {
+        Ok(Disposition::Done) => true,
+        Ok(Disposition::Retry) => false,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "message failed");
+            false
+        }
+    };
+    let outcome = if done {
+        state
+            .sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(&receipt)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::new)
+    } else {
+        // Back off a little before the redelivery.
+        state
+            .sqs
+            .change_message_visibility()
+            .queue_url(queue_url)
+            .receipt_handle(&receipt)
+            .visibility_timeout(5)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::new)
+    };
+    if let Err(err) = outcome {
+        tracing::warn!(error = format!("{err:#}"), "could not settle a message");
+    }
+}
