@@ -44,6 +44,7 @@ $(BENCH_STAMP): infra/bench/requirements.txt $(STAMP)
 	touch $@
 
 bench: lambda $(BENCH_STAMP)
+	cargo build --release --quiet -p lambent-local --bin lambent-dev
 	$(VENV)/bin/python infra/bench/run.py
 
 ## Release builds of every function for Lambda (target/lambda/<name>/bootstrap).

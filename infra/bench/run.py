@@ -173,6 +173,10 @@ def main():
     print("|---|---:|---:|---:|---:|")
     for name, s in rows:
         print(f"| {name} | {s['median']:.1f} | {s['p90']:.1f} | {s['min']:.1f} | {s['median'] / base:.1f}x |")
+    print()
+    import jobs
+
+    jobs.main()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ With --port 0 a free port is chosen and written to --port-file once the server l
 """
 
 import argparse
+import json
 import os
 import threading
 import time
@@ -18,12 +19,24 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 
 class SerializedDynamoDB:
+    """Also counts requests by operation, served at GET /_lambent/stats (for make bench)."""
+
     def __init__(self, app):
         self.app = app
         self.lock = threading.Lock()
+        self.counts = {}
+        self.counts_lock = threading.Lock()
 
     def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/_lambent/stats":
+            with self.counts_lock:
+                body = json.dumps(self.counts).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target:
+            with self.counts_lock:
+                self.counts[target] = self.counts.get(target, 0) + 1
         if target.startswith("DynamoDB"):
             with self.lock:
                 # Consume the whole response inside the lock: moto may build it lazily.

@@ -75,6 +75,13 @@ Try it, in another terminal:
   curl -s -X PATCH {base}/v1/users/me -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d '{{"display_name":"Ann","birthday":"1990-04-01","gender":"female"}}'; echo
 
+  # submit a job (202): the worker runs it, IN_QUEUE -> IN_PROGRESS -> COMPLETED; then your credits
+  JOB=$(curl -s -X POST {base}/v1/jobs -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"kind":"sleep","input":{{"ms":500}}}}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/jobs/$JOB -H "authorization: Bearer $TOKEN" | grep -q '"COMPLETED"'; do sleep 0.2; done
+  curl -s {base}/v1/jobs/$JOB -H "authorization: Bearer $TOKEN"; echo
+  curl -s {base}/v1/credits/transactions -H "authorization: Bearer $TOKEN"; echo
+
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

@@ -45,8 +45,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
             logs.push(line);
         }
     }
-    let output = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script.join("\n")])
+    let output = Command::new("timeout")
+        .args(["120", "bash", "-euo", "pipefail", "-c", &script.join("\n")])
         .output()
         .expect("bash runs");
     let printed = String::from_utf8_lossy(&output.stdout).to_string();
@@ -61,6 +61,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         r#""gender":"female""#,
         "refresh_token_reused",
         r#""openapi":"3.1.0""#,
+        r#""output":{"slept_ms":500}"#,
+        r#""reason":"job_debit""#,
     ] {
         assert!(
             printed.contains(expected),
@@ -100,5 +102,9 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         .iter()
         .filter(|l| l.trim_start().starts_with("curl"))
         .count();
-    assert_eq!(handled, requests, "every request is logged once");
+    // Every request is logged once (the job's status is polled, so perhaps more than once).
+    assert!(
+        handled >= requests,
+        "{handled} of {requests} requests logged"
+    );
 }

@@ -1,0 +1,154 @@
+"""Jobs on the local stack (make bench): submit -> COMPLETED latency, admission throughput, and the
+DynamoDB requests one job costs, read from the emulator's own request counts."""
+
+import json
+import os
+import re
+import statistics
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def call(method, url, body=None, token=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
+class Stack:
+    def __init__(self):
+        env = dict(os.environ, PORT="0", RUST_LOG="warn", STARTING_CREDITS="1000000",
+                   REGISTER_RATE_PER_MINUTE="100000", LOGIN_RATE_PER_MINUTE="100000")
+        self.process = subprocess.Popen([str(ROOT / "target/release/lambent-dev")], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for line in self.process.stdout:
+            found = re.search(r"serving on (\S+)\s+\(AWS emulator: (\S+)\)", line)
+            if found:
+                self.base, self.emulator = found.group(1), found.group(2).rstrip(")")
+                break
+        threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
+
+    def user(self, name):
+        status, body = call("POST", f"{self.base}/v1/auth/register",
+                            {"email": f"{name}@example.com", "username": name, "password": "correct horse"})
+        assert status == 201, body
+        return body["access_token"]
+
+    def stats(self):
+        with urllib.request.urlopen(f"{self.emulator}/_lambent/stats") as response:
+            return json.loads(response.read())
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+
+
+def submit(stack, token):
+    return call("POST", f"{stack.base}/v1/jobs", {"kind": "sleep", "input": {"ms": 0}}, token)
+
+
+def wait_done(stack, token, job_id, poll=0.002):
+    while True:
+        status, job = call("GET", f"{stack.base}/v1/jobs/{job_id}", token=token)
+        if job["status"] in ("COMPLETED", "FAILED", "CANCELED"):
+            return job
+        time.sleep(poll)
+
+
+def parse_ms(text):
+    return time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) * 1000 + int(text[20:23])
+
+
+def latency(stack, jobs=200):
+    token = stack.user("latency")
+    client, server = [], []
+    for _ in range(jobs):
+        started = time.perf_counter()
+        status, body = submit(stack, token)
+        assert status == 202, body
+        job = wait_done(stack, token, body["id"])
+        client.append((time.perf_counter() - started) * 1000)
+        server.append(parse_ms(job["finished_at"]) - parse_ms(job["created_at"]))
+    return client, server
+
+
+def throughput(stack, users=4, slots=4, seconds=10.0):
+    tokens = [stack.user(f"loop{i}") for i in range(users)]
+    admitted = [0]
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def loop(token):
+        while time.perf_counter() < deadline:
+            status, body = submit(stack, token)
+            if status == 202:
+                with lock:
+                    admitted[0] += 1
+                wait_done(stack, token, body["id"], poll=0.005)
+
+    threads = [threading.Thread(target=loop, args=(t,)) for t in tokens for _ in range(slots)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return admitted[0] / (time.perf_counter() - started)
+
+
+def round_trips(stack):
+    token = stack.user("trips")
+    before = stack.stats()
+    status, body = submit(stack, token)
+    after_admission = stack.stats()
+    assert status == 202
+    # Wait without reading the job, so the client adds no requests to the count.
+    time.sleep(2)
+    after = stack.stats()
+    diff = lambda a, b: {k: b.get(k, 0) - a.get(k, 0) for k in b if b.get(k, 0) != a.get(k, 0)}
+    return diff(before, after_admission), diff(after_admission, after)
+
+
+def p(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main():
+    stack = Stack()
+    try:
+        client, server = latency(stack)
+        rate = throughput(stack)
+        admission, rest = round_trips(stack)
+    finally:
+        stack.close()
+    ddb = lambda d, op: d.get(f"DynamoDB_20120810.{op}", 0)
+    print("Jobs on the local stack (release build of the gateway and worker, moto serializing DynamoDB):")
+    print()
+    print("| figure | value |")
+    print("|---|---:|")
+    print(f"| submit -> COMPLETED, 0 ms sleep job, p50 (client, polling every 2 ms) | {statistics.median(client):.1f} ms |")
+    print(f"| submit -> COMPLETED, p95 (client) | {p(client, 0.95):.1f} ms |")
+    print(f"| created_at -> finished_at, p50 / p95 (server clocks) | {statistics.median(server):.0f} / {p(server, 0.95):.0f} ms |")
+    print(f"| admission throughput, 4 users x 4 slots in a loop | {rate:.1f} jobs/s |")
+    print(f"| DynamoDB requests per admission (target 1) | {sum(v for k, v in admission.items() if k.startswith('DynamoDB'))} ({ddb(admission, 'TransactWriteItems')} TransactWriteItems) |")
+    print(f"| DynamoDB transactions per release (target 1) | {ddb(rest, 'TransactWriteItems')} |")
+    worker = {k.split('.')[-1]: v for k, v in rest.items() if k.startswith("DynamoDB") and "Query" not in k}
+    print(f"| worker's DynamoDB requests per job | {sum(worker.values())} ({', '.join(f'{k} {v}' for k, v in sorted(worker.items()))}) |")
+
+
+if __name__ == "__main__":
+    main()
