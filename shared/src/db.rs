@@ -94,6 +94,34 @@ pub fn cancellation_codes(err: &SdkError<TransactWriteItemsError>) -> Option<Vec
     )
 }
 
+/// Runs a transaction. DynamoDB cancels transactions that race on one item (`TransactionConflict`);
+/// those are retried with jittered backoff, up to 8 attempts. A failed condition is returned as is.
+pub async fn transact(
+    db: &Db,
+    actions: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+) -> Result<(), SdkError<TransactWriteItemsError>> {
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let result = db
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions.clone()))
+            .send()
+            .await;
+        let Err(err) = result else { return Ok(()) };
+        let conflict_only = cancellation_codes(&err).is_some_and(|codes| {
+            codes.iter().any(|c| c == "TransactionConflict")
+                && !codes.iter().any(|c| c == "ConditionalCheckFailed")
+        });
+        if !conflict_only || attempt >= 8 {
+            return Err(err);
+        }
+        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+        tokio::time::sleep(std::time::Duration::from_millis(attempt * 10 + jitter)).await;
+    }
+}
+
 /// Whether an error is a failed condition of a single-item write.
 pub fn is_condition_failure<E>(err: &SdkError<E>) -> bool
 where

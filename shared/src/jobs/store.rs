@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
@@ -174,24 +175,13 @@ pub async fn admit(
         actions.push(TransactWriteItem::builder().put(record).build());
     }
 
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let result = db
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions.clone()))
-            .send()
-            .await;
-        let err = match result {
-            Ok(_) => break,
-            Err(err) => err,
-        };
-        let Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(
-            cancel,
-        )) = err.as_service_error()
+    if let Err(err) = crate::db::transact(db, actions).await {
+        let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) =
+            err.as_service_error()
         else {
-            return Err(ApiError::Internal(anyhow::Error::new(err).context("admitting a job")));
+            return Err(ApiError::Internal(
+                anyhow::Error::new(err).context("admitting a job"),
+            ));
         };
         let reasons = cancel.cancellation_reasons();
         if let Some((key, hash)) = job.idempotency
@@ -201,15 +191,6 @@ pub async fn admit(
         }
         if let Some(user) = reasons.get(1).filter(|r| condition_failed(r)) {
             return Err(refusal(user.item(), job.cost, caps, &now_text));
-        }
-        let conflicted = reasons
-            .iter()
-            .any(|r| r.code() == Some("TransactionConflict"));
-        if conflicted && attempt < 8 {
-            // Real DynamoDB cancels transactions that race on one item; retry with jittered backoff.
-            let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
-            tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 10 + jitter)).await;
-            continue;
         }
         return Err(ApiError::Internal(anyhow::anyhow!(
             "admission cancelled: {reasons:?}"
@@ -582,40 +563,16 @@ pub async fn release(
             .context("put")?;
         actions.push(TransactWriteItem::builder().put(ledger).build());
     }
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        match db
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions.clone()))
-            .send()
-            .await
+    match crate::db::transact(db, actions).await {
+        Ok(()) => Ok(true),
+        Err(err)
+            if crate::db::cancellation_codes(&err).is_some_and(|c| {
+                c.first().map(String::as_str) == Some("ConditionalCheckFailed")
+            }) =>
         {
-            Ok(_) => return Ok(true),
-            Err(err) => {
-                let reasons = crate::db::cancellation_codes(&err);
-                match reasons {
-                    Some(codes)
-                        if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") =>
-                    {
-                        return Ok(false);
-                    }
-                    Some(codes)
-                        if codes.iter().any(|c| c == "TransactionConflict") && attempt < 8 =>
-                    {
-                        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
-                        tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 10 + jitter))
-                            .await;
-                    }
-                    _ => {
-                        return Err(
-                            anyhow::Error::new(err).context(format!("releasing job {}", job.id))
-                        );
-                    }
-                }
-            }
+            Ok(false)
         }
+        Err(err) => Err(anyhow::Error::new(err).context(format!("releasing job {}", job.id))),
     }
 }
 
