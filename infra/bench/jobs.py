@@ -98,7 +98,7 @@ def throughput(stack, users=4, slots=4, seconds=10.0):
             if status == 202:
                 with lock:
                     admitted[0] += 1
-                wait_done(stack, token, body["id"], poll=0.005)
+                wait_done(stack, token, body["id"], poll=0.1)
 
     threads = [threading.Thread(target=loop, args=(t,)) for t in tokens for _ in range(slots)]
     started = time.perf_counter()
@@ -143,12 +143,14 @@ def main():
     print(f"| submit -> COMPLETED, 0 ms sleep job, p50 (client, polling every 2 ms) | {statistics.median(client):.1f} ms |")
     print(f"| submit -> COMPLETED, p95 (client) | {p(client, 0.95):.1f} ms |")
     print(f"| created_at -> finished_at, p50 / p95 (server clocks) | {statistics.median(server):.0f} / {p(server, 0.95):.0f} ms |")
-    print(f"| admission throughput, 4 users x 4 slots in a loop | {rate:.1f} jobs/s |")
-    print(f"| DynamoDB requests per admission (target 1) | {sum(v for k, v in admission.items() if k.startswith('DynamoDB'))} ({ddb(admission, 'TransactWriteItems')} TransactWriteItems) |")
-    print(f"| DynamoDB transactions per release (target 1) | {ddb(rest, 'TransactWriteItems')} |")
-    worker = {k.split('.')[-1]: v for k, v in rest.items() if k.startswith("DynamoDB") and "Query" not in k}
-    print(f"| worker's DynamoDB requests per job | {sum(worker.values())} ({', '.join(f'{k} {v}' for k, v in sorted(worker.items()))}) |")
-
+    print(f"| admission throughput, 4 users x 4 slots, each slot submitting again when its job ends (status polled every 100 ms) | {rate:.1f} jobs/s |")
+    # The worker's read may land while the admission is measured; transactions are only the
+    # admission's (first window) and the release's (second window).
+    whole = {k: admission.get(k, 0) + rest.get(k, 0) for k in set(admission) | set(rest)}
+    ops = {k.split(".")[-1]: v for k, v in whole.items() if k.startswith("DynamoDB") and not k.endswith("Query")}
+    print(f"| DynamoDB round trips per admission (target 1) | {ddb(admission, 'TransactWriteItems')} TransactWriteItems |")
+    print(f"| DynamoDB round trips per release (target 1) | {ddb(rest, 'TransactWriteItems')} TransactWriteItems |")
+    print(f"| DynamoDB requests per job, all told | {sum(ops.values())} ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) |")
 
 if __name__ == "__main__":
     main()
