@@ -76,6 +76,9 @@ pub struct JobPage {
     pub next_cursor: Option<String>,
 }
 
+/// The largest job input, as JSON.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
+
 fn not_found() -> ApiError {
     ApiError::NotFound("no such job")
 }
@@ -132,6 +135,13 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
         )]));
     };
     let mut errors = Vec::new();
+    // A job is one DynamoDB item (400 KB at most); inputs are parameters, files go through uploads.
+    if body.input.to_string().len() > MAX_INPUT_BYTES {
+        return Err(ApiError::invalid(
+            "input",
+            format!("must be at most {MAX_INPUT_BYTES} bytes of JSON"),
+        ));
+    }
     if let Err(mut input_errors) = (kind.validate)(&body.input) {
         errors.append(&mut input_errors);
     }
