@@ -33,6 +33,10 @@ pub struct Config {
     pub test_kinds: bool,
     /// Accept webhook URLs on loopback and private networks (`ALLOW_PRIVATE_WEBHOOKS`; local only).
     pub allow_private_webhooks: bool,
+    /// The bucket of uploads and artifacts (`MEDIA_BUCKET`).
+    pub media_bucket: Option<String>,
+    /// Path-style S3 addressing (`S3_FORCE_PATH_STYLE`; the local emulator needs it).
+    pub s3_force_path_style: bool,
 }
 
 /// Concurrent jobs allowed per user, by membership tier; never lower for a higher tier.
@@ -150,6 +154,8 @@ impl Config {
             cursor_key_secret_id: optional("CURSOR_KEY_SECRET_ID"),
             test_kinds: flag("ENABLE_TEST_KINDS")?,
             allow_private_webhooks: flag("ALLOW_PRIVATE_WEBHOOKS")?,
+            media_bucket: optional("MEDIA_BUCKET"),
+            s3_force_path_style: flag("S3_FORCE_PATH_STYLE")?,
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
+pub mod uploads;
 pub mod users;
 pub mod webhooks;
 

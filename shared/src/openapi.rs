@@ -15,12 +15,14 @@ use crate::meta;
     paths(
         meta::health, meta::openapi, meta::docs, meta::jwks, meta::openid_configuration,
         auth::register, auth::login, auth::token, auth::refresh, auth::logout, auth::me, auth::update_me,
-        jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant,
+        jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant, crate::uploads::create,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"), (name = "users", description = "Profiles"),
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
+        (name = "uploads", description = "Presigned uploads"),
+        (name = "uploads", description = "Presigned uploads"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

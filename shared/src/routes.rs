@@ -36,6 +36,7 @@ pub enum Route {
     GetCredits,
     ListCreditTransactions,
     GrantCredits,
+    CreateUpload,
     NotFound,
 }
 
@@ -129,6 +130,13 @@ pub const ROUTES: &[RouteSpec] = &[
         "grant-credits",
         true,
     ),
+    spec(
+        Route::CreateUpload,
+        "POST",
+        "/v1/uploads",
+        "create-upload",
+        true,
+    ),
 ];
 
 /// The `$default` route's function.
@@ -217,6 +225,7 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::GetCredits => credits::balance(state, req).await,
             Route::ListCreditTransactions => credits::transactions(state, req).await,
             Route::GrantCredits => credits::grant(state, req).await,
+            Route::CreateUpload => crate::uploads::create(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

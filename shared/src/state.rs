@@ -20,6 +20,7 @@ pub struct State {
     pub config: Config,
     pub db: Db,
     pub sqs: aws_sdk_sqs::Client,
+    pub s3: aws_sdk_s3::Client,
     pub registry: Registry,
     secrets: aws_sdk_secretsmanager::Client,
     cursor_key: tokio::sync::OnceCell<Vec<u8>>,
@@ -53,6 +54,11 @@ impl State {
         Self {
             db,
             sqs: aws_sdk_sqs::Client::new(sdk),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(sdk)
+                    .force_path_style(config.s3_force_path_style)
+                    .build(),
+            ),
             registry: Registry::new(config.test_kinds),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             cursor_key: tokio::sync::OnceCell::new(),

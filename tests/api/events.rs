@@ -32,6 +32,7 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-credits", 404),
         ("list-credit-transactions", 200),
         ("grant-credits", 403),
+        ("create-upload", 201),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();

@@ -11,3 +11,4 @@ mod jwt;
 mod rate_limits;
 mod rotation;
 mod template;
+mod uploads;

@@ -35,6 +35,7 @@ pub struct Options {
 pub const LOCAL_DEFAULTS: &[(&str, &str)] = &[
     ("ENABLE_TEST_KINDS", "true"),
     ("ALLOW_PRIVATE_WEBHOOKS", "true"),
+    ("S3_FORCE_PATH_STYLE", "true"),
 ];
 
 /// A running gateway over a bootstrapped stack.
