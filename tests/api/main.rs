@@ -4,6 +4,7 @@
 mod app;
 mod auth;
 mod bad_input;
+mod bestcut;
 mod docs;
 mod events;
 mod jobs;
