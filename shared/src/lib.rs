@@ -15,6 +15,7 @@ pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod images;
 pub mod jobs;
 pub mod lambda;
 pub mod meta;
