@@ -122,6 +122,34 @@ pub async fn transact(
     }
 }
 
+/// A transaction action that puts a new item (`attribute_not_exists(pk)`).
+pub fn put_new(
+    db: &Db,
+    attributes: Vec<(&str, AttributeValue)>,
+) -> anyhow::Result<aws_sdk_dynamodb::types::TransactWriteItem> {
+    let mut builder = aws_sdk_dynamodb::types::Put::builder()
+        .table_name(&db.table)
+        .condition_expression("attribute_not_exists(pk)");
+    for (name, value) in attributes {
+        builder = builder.item(name, value);
+    }
+    Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+        .put(builder.build().context("put")?)
+        .build())
+}
+
+/// The output of a conditional write, or `None` when its condition did not hold; other errors pass.
+pub fn unless_condition_failed<T, E>(result: Result<T, SdkError<E>>) -> anyhow::Result<Option<T>>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(err) if is_condition_failure(&err) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Whether an error is a failed condition of a single-item write.
 pub fn is_condition_failure<E>(err: &SdkError<E>) -> bool
 where

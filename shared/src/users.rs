@@ -2,12 +2,12 @@
 //! usernames unique without a read-then-write.
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::types::{Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::ReturnValue;
 use chrono::{DateTime, Datelike as _, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, s};
+use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, put_new, s};
 use crate::error::{ApiError, FieldError};
 
 /// The partition key of a user's items.
@@ -187,13 +187,7 @@ pub struct NewUser {
 pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserView, ApiError> {
     let created_at = timestamp(now);
     let pk = user_pk(&user.id);
-    let put = |item: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>| -> anyhow::Result<TransactWriteItem> {
-        let mut builder = Put::builder().table_name(&db.table).condition_expression("attribute_not_exists(pk)");
-        for (name, value) in item {
-            builder = builder.item(name, value);
-        }
-        Ok(TransactWriteItem::builder().put(builder.build().context("put")?).build())
-    };
+    let put = |attributes| put_new(db, attributes);
     let mut actions = vec![
         put(vec![
             ("pk", s(&pk)),
@@ -447,16 +441,12 @@ pub async fn update_profile(
     if !removes.is_empty() {
         expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
     }
-    match request.update_expression(expression).send().await {
-        Ok(out) => {
-            let item = out.attributes.context("the update returned no item")?;
-            Ok(Some(UserRecord::from_item(&item, now)?.view))
-        }
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(None),
-        Err(err) => Err(ApiError::Internal(
-            anyhow::Error::new(err).context("updating a profile"),
-        )),
-    }
+    let updated =
+        crate::db::unless_condition_failed(request.update_expression(expression).send().await)
+            .context("updating a profile")?;
+    let Some(out) = updated else { return Ok(None) };
+    let item = out.attributes.context("the update returned no item")?;
+    Ok(Some(UserRecord::from_item(&item, now)?.view))
 }
 
 #[cfg(test)]

@@ -188,6 +188,12 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Submits a job and returns its id.
+    pub async fn submit_id(&self, token: &str, body: &Value) -> String {
+        let submitted: Value = self.submit(token, body).await.json().await.expect("json");
+        submitted["id"].as_str().expect("id").to_owned()
+    }
+
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
         let response = self.get_with_token(path, token).await;
         assert_eq!(response.status(), 200, "GET {path}");

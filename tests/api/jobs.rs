@@ -119,13 +119,7 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
 async fn the_same_message_delivered_twice_runs_the_job_once() {
     let app = TestApp::spawn_without_worker(&[]).await;
     let (token, _) = app.user("twice").await;
-    let submitted: Value = app
-        .submit(&token, &sleep_job(200))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id");
+    let id = &app.submit_id(&token, &sleep_job(200)).await;
     let body = json!({ "job_id": id }).to_string();
     let state = &app.running.gateway.state;
 
@@ -192,13 +186,7 @@ async fn a_worker_killed_mid_job_is_healed_by_the_reaper() {
         .spawn()
         .expect("run-job starts");
 
-    let submitted: Value = app
-        .submit(&token, &sleep_job(4000))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id");
+    let id = &app.submit_id(&token, &sleep_job(4000)).await;
     app.wait_for_job(&token, id, |job| {
         job["status"] == "IN_PROGRESS" && job["progress"].as_u64() > Some(0)
     })
@@ -223,13 +211,7 @@ async fn a_worker_killed_mid_job_is_healed_by_the_reaper() {
 async fn a_dead_lettered_job_fails_as_worker_crashed_and_is_refunded() {
     let app = TestApp::spawn_without_worker(&[]).await;
     let (token, _) = app.user("dead").await;
-    let submitted: Value = app
-        .submit(&token, &sleep_job(10))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id");
+    let id = &app.submit_id(&token, &sleep_job(10)).await;
     let state = &app.running.gateway.state;
 
     let body = json!({ "job_id": id }).to_string();
@@ -337,13 +319,7 @@ async fn cancel_in_each_state_and_foreign_ids_are_404() {
 async fn a_queued_job_is_canceled_at_once_and_refunded() {
     let app = TestApp::spawn_without_worker(&[]).await;
     let (token, _) = app.user("queued").await;
-    let submitted: Value = app
-        .submit(&token, &sleep_job(10))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id");
+    let id = &app.submit_id(&token, &sleep_job(10)).await;
     assert_eq!(app.credits(&token).await, (99, 1));
     let response = app
         .client

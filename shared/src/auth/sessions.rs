@@ -2,7 +2,7 @@
 //! to a family (one login); using a refresh token twice revokes its whole family.
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::auth::keys::{AccessClaims, KeyRing};
 use crate::config::Config;
-use crate::db::{Db, failed_conditions, get_i64, get_s, n, s};
+use crate::db::{Db, failed_conditions, get_i64, get_s, n, put_new, s};
 use crate::error::ApiError;
 use crate::ratelimit::hex;
 use crate::users::{UserView, timestamp};
@@ -55,21 +55,6 @@ fn new_refresh_token() -> anyhow::Result<SecretString> {
         "rt_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     )))
-}
-
-fn put(
-    db: &Db,
-    items: Vec<(&str, aws_sdk_dynamodb::types::AttributeValue)>,
-) -> anyhow::Result<TransactWriteItem> {
-    let mut builder = Put::builder()
-        .table_name(&db.table)
-        .condition_expression("attribute_not_exists(pk)");
-    for (name, value) in items {
-        builder = builder.item(name, value);
-    }
-    Ok(TransactWriteItem::builder()
-        .put(builder.build().context("put")?)
-        .build())
 }
 
 /// Who a token is for.
@@ -115,7 +100,7 @@ pub async fn start(
         now.timestamp() + i64::try_from(config.refresh_token_ttl.as_secs()).context("ttl")?;
     let refresh = new_refresh_token()?;
     let actions = vec![
-        put(
+        put_new(
             db,
             vec![
                 ("pk", s(family_pk(&family_id))),
@@ -125,7 +110,7 @@ pub async fn start(
                 ("expires_at", n(expires_at)),
             ],
         )?,
-        put(
+        put_new(
             db,
             vec![
                 ("pk", s(token_pk(&refresh))),
@@ -186,12 +171,9 @@ async fn revoke_family(db: &Db, family_id: &str, now: DateTime<Utc>) -> anyhow::
         .expression_attribute_values(":now", s(timestamp(now)))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        // The family expired and TTL removed it: nothing left to revoke.
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(()),
-        Err(err) => Err(anyhow::Error::new(err).context("revoking a session")),
-    }
+    // `None`: the family expired and TTL removed it; nothing left to revoke.
+    crate::db::unless_condition_failed(result).context("revoking a session")?;
+    Ok(())
 }
 
 /// Exchanges a refresh token for new tokens. In one transaction: the old token is marked used
@@ -226,7 +208,7 @@ pub async fn rotate(
         TransactWriteItem::builder()
             .condition_check(family_live)
             .build(),
-        put(
+        put_new(
             db,
             vec![
                 ("pk", s(token_pk(&next))),

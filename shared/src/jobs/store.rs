@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::config::JobCaps;
-use crate::db::{Db, get_i64, get_s, n, s};
+use crate::db::{Db, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::ApiError;
 use crate::jobs::model::{Job, Status};
 use crate::users::{timestamp, user_pk};
@@ -35,15 +35,6 @@ fn jobs_of(user_id: &str) -> String {
 fn shard(job_id: &str) -> String {
     let sum: u32 = job_id.bytes().map(u32::from).sum();
     format!("ACTIVE#{}", sum % ACTIVE_SHARDS)
-}
-
-fn names(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
-    Some(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    )
 }
 
 /// A job to admit.
@@ -113,7 +104,6 @@ pub async fn admit(
     if let Some(url) = job.webhook_url {
         put = put.item("webhook_url", s(url));
     }
-    let now_text = timestamp(now);
     let charge = Update::builder()
         .table_name(&db.table)
         .key("pk", s(user_pk(job.user_id)))
@@ -135,7 +125,7 @@ pub async fn admit(
         .expression_attribute_values(":cap_premium", n(caps.premium))
         .expression_attribute_values(":standard", s("standard"))
         .expression_attribute_values(":premium", s("premium"))
-        .expression_attribute_values(":now", s(&now_text))
+        .expression_attribute_values(":now", s(&created_at))
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .build()
         .context("update")?;
@@ -190,7 +180,7 @@ pub async fn admit(
             return replay(db, job.user_id, key, hash).await;
         }
         if let Some(user) = reasons.get(1).filter(|r| condition_failed(r)) {
-            return Err(refusal(user.item(), job.cost, caps, &now_text));
+            return Err(refusal(user.item(), job.cost, caps, &created_at));
         }
         return Err(ApiError::Internal(anyhow::anyhow!(
             "admission cancelled: {reasons:?}"
@@ -305,26 +295,18 @@ pub async fn list(
         let mut filters = Vec::new();
         if let Some(status) = filter.status {
             filters.push("#status = :status");
-            query = query.expression_attribute_values(":status", s(status.as_str()));
+            query = query
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":status", s(status.as_str()));
         }
         if let Some(kind) = &filter.kind {
             filters.push("#kind = :kind");
-            query = query.expression_attribute_values(":kind", s(kind));
+            query = query
+                .expression_attribute_names("#kind", "kind")
+                .expression_attribute_values(":kind", s(kind));
         }
         if !filters.is_empty() {
-            query = query
-                .filter_expression(filters.join(" AND "))
-                .set_expression_attribute_names(
-                    names(&[("#status", "status"), ("#kind", "kind")]).map(|mut m| {
-                        if filter.status.is_none() {
-                            m.remove("#status");
-                        }
-                        if filter.kind.is_none() {
-                            m.remove("#kind");
-                        }
-                        m
-                    }),
-                );
+            query = query.filter_expression(filters.join(" AND "));
         }
         let out = query.send().await.context("listing jobs")?;
         for item in out.items() {
@@ -348,18 +330,12 @@ pub async fn claim(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<Job>> {
     let deadline = now.timestamp() + i64::try_from(run_for.as_secs()).unwrap_or(i64::MAX / 2) + 1;
-    let result = db
-        .client
-        .update_item()
-        .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+    let result = job_update(db, job_id)
         .update_expression(
             "SET #status = :running, started_at = :now, updated_at = :now, deadline = :deadline, gsi2sk = :deadline, \
              attempts = if_not_exists(attempts, :zero) + :one",
         )
         .condition_expression("#status = :queued")
-        .set_expression_attribute_names(names(&[("#status", "status")]))
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
         .expression_attribute_values(":now", s(timestamp(now)))
@@ -369,13 +345,25 @@ pub async fn claim(
         .return_values(ReturnValue::AllNew)
         .send()
         .await;
-    match result {
-        Ok(out) => Ok(Some(Job::from_item(
-            &out.attributes.context("claim returned nothing")?,
-        )?)),
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(None),
-        Err(err) => Err(anyhow::Error::new(err).context("claiming a job")),
-    }
+    let Some(out) = unless_condition_failed(result).context("claiming a job")? else {
+        return Ok(None);
+    };
+    Ok(Some(Job::from_item(
+        &out.attributes.context("claim returned nothing")?,
+    )?))
+}
+
+/// An update of one job, with `#status` naming its status attribute.
+fn job_update(
+    db: &Db,
+    job_id: &str,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    db.client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .expression_attribute_names("#status", "status")
 }
 
 /// Records progress of a running job. Returns whether the job should stop: cancel was requested,
@@ -387,14 +375,8 @@ pub async fn report_progress(
     message: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let mut request = db
-        .client
-        .update_item()
-        .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+    let mut request = job_update(db, job_id)
         .condition_expression("#status = :running")
-        .set_expression_attribute_names(names(&[("#status", "status")]))
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
@@ -412,43 +394,36 @@ pub async fn report_progress(
             "SET progress = :progress, updated_at = :now REMOVE progress_message",
         ),
     };
-    match request.send().await {
-        Ok(out) => Ok(out
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get("cancel_requested"))
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false)),
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(true),
-        Err(err) => Err(anyhow::Error::new(err).context("recording progress")),
-    }
+    // No longer running (the reaper failed it) reads as a request to stop.
+    let Some(out) = unless_condition_failed(request.send().await).context("recording progress")?
+    else {
+        return Ok(true);
+    };
+    Ok(out
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get("cancel_requested"))
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false))
 }
 
 /// Puts a running job back in the queue after a retryable failure, so the redelivery can claim it.
 pub async fn requeue(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let result = db
-        .client
-        .update_item()
-        .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+    let result = job_update(db, job_id)
         .update_expression(
             "SET #status = :queued, updated_at = :now, progress = :zero REMOVE started_at",
         )
         .condition_expression("#status = :running")
-        .set_expression_attribute_names(names(&[("#status", "status")]))
         .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":zero", n(0))
         .expression_attribute_values(":now", s(timestamp(now)))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(()),
-        Err(err) => Err(anyhow::Error::new(err).context("requeueing a job")),
-    }
+    // `None`: it was no longer running; nothing to put back.
+    unless_condition_failed(result).context("requeueing a job")?;
+    Ok(())
 }
 
 /// How a job ended.
@@ -578,25 +553,17 @@ pub async fn release(
 
 /// Asks a running job to stop at its next checkpoint. `false` if the job is not running.
 pub async fn request_cancel(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    let result = db
-        .client
-        .update_item()
-        .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+    let result = job_update(db, job_id)
         .update_expression("SET cancel_requested = :yes, updated_at = :now")
         .condition_expression("#status = :running")
-        .set_expression_attribute_names(names(&[("#status", "status")]))
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":yes", AttributeValue::Bool(true))
         .expression_attribute_values(":now", s(timestamp(now)))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) if crate::db::is_condition_failure(&err) => Ok(false),
-        Err(err) => Err(anyhow::Error::new(err).context("requesting cancellation")),
-    }
+    Ok(unless_condition_failed(result)
+        .context("requesting cancellation")?
+        .is_some())
 }
 
 /// Unfinished jobs whose deadline has passed, from every shard of the active index.
