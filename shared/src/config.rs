@@ -37,6 +37,27 @@ pub struct Config {
     pub media_bucket: Option<String>,
     /// Path-style S3 addressing (`S3_FORCE_PATH_STYLE`; the local emulator needs it).
     pub s3_force_path_style: bool,
+    /// Where the upscaler finds its runtime and models.
+    pub upscale: UpscaleConfig,
+}
+
+/// The upscaler's deployment.
+#[derive(Clone, Debug)]
+pub struct UpscaleConfig {
+    /// The ONNX Runtime library (`ORT_DYLIB_PATH`); else the system's search path.
+    pub library: Option<std::path::PathBuf>,
+    /// A directory of `<model>.onnx` files (`MODELS_DIR`): the local stack and the GPU image.
+    pub models_dir: Option<std::path::PathBuf>,
+    /// Or a bucket and prefix to copy them from to /tmp at cold start (`MODELS_BUCKET`,
+    /// `MODELS_PREFIX`, default `models/`): the Lambda worker.
+    pub models_bucket: Option<String>,
+    pub models_prefix: String,
+    /// `cpu` or `cuda` (`UPSCALE_PROVIDER`; cuda needs the `cuda` build).
+    pub provider: crate::upscale::Provider,
+    /// Which queue runs upscaling and best-cut (`UPSCALE_QUEUE`: `cpu` or `gpu`, default cpu).
+    pub queue: crate::jobs::registry::Queue,
+    /// Tile side when the request names none (`UPSCALE_TILE`, default 256).
+    pub tile: u32,
 }
 
 /// Concurrent jobs allowed per user, by membership tier; never lower for a higher tier.
@@ -156,6 +177,41 @@ impl Config {
             allow_private_webhooks: flag("ALLOW_PRIVATE_WEBHOOKS")?,
             media_bucket: optional("MEDIA_BUCKET"),
             s3_force_path_style: flag("S3_FORCE_PATH_STYLE")?,
+            upscale: UpscaleConfig {
+                library: optional("ORT_DYLIB_PATH").map(Into::into),
+                models_dir: optional("MODELS_DIR").map(Into::into),
+                models_bucket: optional("MODELS_BUCKET"),
+                models_prefix: optional("MODELS_PREFIX").unwrap_or_else(|| "models/".into()),
+                provider: match optional("UPSCALE_PROVIDER").as_deref().map(str::trim) {
+                    None | Some("cpu") => crate::upscale::Provider::Cpu,
+                    Some("cuda") => crate::upscale::Provider::Cuda,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "UPSCALE_PROVIDER",
+                            reason: format!("{other} is not cpu or cuda"),
+                        });
+                    }
+                },
+                queue: match optional("UPSCALE_QUEUE").as_deref().map(str::trim) {
+                    None | Some("cpu") => crate::jobs::registry::Queue::Cpu,
+                    Some("gpu") => crate::jobs::registry::Queue::Gpu,
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            name: "UPSCALE_QUEUE",
+                            reason: format!("{other} is not cpu or gpu"),
+                        });
+                    }
+                },
+                tile: match small(number("UPSCALE_TILE", 256)?, "UPSCALE_TILE")? {
+                    tile if (32..=crate::upscale::MAX_TILE).contains(&tile) => tile,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "UPSCALE_TILE",
+                            reason: format!("must be 32 to {}", crate::upscale::MAX_TILE),
+                        });
+                    }
+                },
+            },
         })
     }
 }

@@ -107,11 +107,42 @@ pub fn inspect(bytes: &[u8], limits: &Limits) -> Result<Inspected, ImageError> {
             ));
         }
     }
+    if format == ImageFormat::Jpeg && jpeg_components(bytes) == Some(4) {
+        return Err(ImageError::Invalid(
+            "CMYK JPEGs are not supported; save the photo as RGB".into(),
+        ));
+    }
     Ok(Inspected {
         format,
         width,
         height,
     })
+}
+
+/// The component count of a JPEG's frame header (1 gray, 3 YCbCr, 4 CMYK/YCCK), by walking the
+/// marker segments up to the first start of frame.
+fn jpeg_components(bytes: &[u8]) -> Option<u8> {
+    let mut at = 2;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let start_of_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if start_of_frame {
+            return bytes.get(at + 9).copied();
+        }
+        if marker == 0xDA {
+            return None;
+        }
+        at += 2 + length;
+    }
+    None
 }
 
 /// Inspects, then decodes with the decoder's own allocation capped to what the header promised.
@@ -125,12 +156,18 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Inspected, DynamicImage)
     decoder_limits.max_alloc =
         Some(u64::from(inspected.width) * u64::from(inspected.height) * 8 + 64 * 1024 * 1024);
     reader.limits(decoder_limits);
-    let image = reader.decode().map_err(|e| match e {
+    let refused = |e| match e {
         image::ImageError::Limits(_) => {
             ImageError::TooLarge("the image needs more memory than allowed".into())
         }
         other => ImageError::Invalid(format!("the image is truncated or corrupt: {other}")),
-    })?;
+    };
+    let mut decoder = reader.into_decoder().map_err(refused)?;
+    // A camera's EXIF orientation is applied, so the photo is upright before any work.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    image.apply_orientation(orientation);
     Ok((inspected, image))
 }
 
@@ -145,23 +182,6 @@ mod tests {
         let mut out = Cursor::new(Vec::new());
         image.write_to(&mut out, ImageFormat::Jpeg).expect("encode");
         out.into_inner()
-    }
-
-    fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend(width.to_be_bytes());
-        ihdr.extend(height.to_be_bytes());
-        ihdr.extend([8, 2, 0, 0, 0]); // 8-bit RGB
-        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-        png.extend(13u32.to_be_bytes());
-        png.extend(&ihdr);
-        png.extend(crc32fast::hash(&ihdr).to_be_bytes());
-        for chunk in [&b"IDAT"[..], &b"IEND"[..]] {
-            png.extend(0u32.to_be_bytes());
-            png.extend(chunk);
-            png.extend(crc32fast::hash(chunk).to_be_bytes());
-        }
-        png
     }
 
     #[test]
@@ -187,6 +207,14 @@ mod tests {
             ("text", b"hello, this is not an image".to_vec()),
             ("truncated jpeg", truncated),
             (
+                "cmyk jpeg",
+                include_bytes!("../../tests/fixtures/images/cmyk.jpg").to_vec(),
+            ),
+            (
+                "animated gif from a camera app",
+                include_bytes!("../../tests/fixtures/images/animated.gif").to_vec(),
+            ),
+            (
                 "animated gif",
                 b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
             ),
@@ -197,9 +225,26 @@ mod tests {
     }
 
     #[test]
+    fn exif_orientation_is_applied() {
+        // A 4x2 JPEG whose EXIF says "rotate 90° clockwise" decodes as 2x4.
+        let mut bytes = jpeg(4, 2);
+        let exif: &[u8] =
+            b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+        let mut segment = vec![0xFF, 0xE1];
+        segment.extend(u16::try_from(exif.len() + 2).expect("small").to_be_bytes());
+        segment.extend(exif);
+        bytes.splice(2..2, segment);
+        let (_, image) = decode(&bytes, &Limits::default()).expect("valid");
+        assert_eq!((image.width(), image.height()), (2, 4));
+    }
+
+    #[test]
     fn a_bomb_is_refused_from_its_header_before_decoding() {
-        let err =
-            inspect(&png_claiming(100_000, 100_000), &Limits::default()).expect_err("too large");
+        let err = inspect(
+            include_bytes!("../../tests/fixtures/images/bomb-100000.png"),
+            &Limits::default(),
+        )
+        .expect_err("too large");
         assert_eq!(err.kind(), "image_too_large");
         let small = Limits {
             max_bytes: 100,

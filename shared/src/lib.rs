@@ -20,11 +20,13 @@ pub mod jobs;
 pub mod lambda;
 pub mod meta;
 pub mod openapi;
+pub mod photos;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod telemetry;
 pub mod uploads;
+pub mod upscale;
 pub mod users;
 pub mod webhooks;
 

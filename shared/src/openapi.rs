@@ -7,6 +7,7 @@ use crate::auth::handlers as auth;
 use crate::credits;
 use crate::jobs::handlers as jobs;
 use crate::meta;
+use crate::photos::handlers as photos;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -16,13 +17,14 @@ use crate::meta;
         meta::health, meta::openapi, meta::docs, meta::jwks, meta::openid_configuration,
         auth::register, auth::login, auth::token, auth::refresh, auth::logout, auth::me, auth::update_me,
         jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant, crate::uploads::create,
+        photos::upscale, photos::best_cut, photos::list, photos::get, photos::file_redirect, photos::delete,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"), (name = "users", description = "Profiles"),
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
         (name = "uploads", description = "Presigned uploads"),
-        (name = "uploads", description = "Presigned uploads"),
+        (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

@@ -12,6 +12,7 @@ use crate::credits;
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
+use crate::photos::handlers as photos;
 use crate::state::State;
 
 /// Every route of the HTTP API, and API Gateway's `$default` catch-all.
@@ -37,6 +38,12 @@ pub enum Route {
     ListCreditTransactions,
     GrantCredits,
     CreateUpload,
+    UpscalePhoto,
+    BestCutPhotos,
+    ListPhotos,
+    GetPhoto,
+    GetPhotoFile,
+    DeletePhoto,
     NotFound,
 }
 
@@ -137,6 +144,36 @@ pub const ROUTES: &[RouteSpec] = &[
         "create-upload",
         true,
     ),
+    spec(
+        Route::UpscalePhoto,
+        "POST",
+        "/v1/photos/upscale",
+        "upscale-photo",
+        true,
+    ),
+    spec(
+        Route::BestCutPhotos,
+        "POST",
+        "/v1/photos/bestcut",
+        "best-cut-photos",
+        true,
+    ),
+    spec(Route::ListPhotos, "GET", "/v1/photos", "list-photos", true),
+    spec(Route::GetPhoto, "GET", "/v1/photos/{id}", "get-photo", true),
+    spec(
+        Route::GetPhotoFile,
+        "GET",
+        "/v1/photos/{id}/file",
+        "get-photo-file",
+        true,
+    ),
+    spec(
+        Route::DeletePhoto,
+        "DELETE",
+        "/v1/photos/{id}",
+        "delete-photo",
+        true,
+    ),
 ];
 
 /// The `$default` route's function.
@@ -226,6 +263,12 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::ListCreditTransactions => credits::transactions(state, req).await,
             Route::GrantCredits => credits::grant(state, req).await,
             Route::CreateUpload => crate::uploads::create(state, req).await,
+            Route::UpscalePhoto => photos::upscale(state, req).await,
+            Route::BestCutPhotos => photos::best_cut(state, req).await,
+            Route::ListPhotos => photos::list(state, req).await,
+            Route::GetPhoto => photos::get(state, req).await,
+            Route::GetPhotoFile => photos::file_redirect(state, req).await,
+            Route::DeletePhoto => photos::delete(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::jobs::registry::Registry;
+use crate::upscale::{MODELS, Upscaler};
 
 /// Configuration and clients; the signing keys are fetched on first use, so functions that never
 /// sign or verify need no access to the secret.
@@ -25,6 +26,7 @@ pub struct State {
     secrets: aws_sdk_secretsmanager::Client,
     cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     keys: RwLock<Option<(Instant, Arc<KeyRing>)>>,
+    upscaler: tokio::sync::OnceCell<Arc<Upscaler>>,
 }
 
 impl State {
@@ -59,10 +61,11 @@ impl State {
                     .force_path_style(config.s3_force_path_style)
                     .build(),
             ),
-            registry: Registry::new(config.test_kinds),
+            registry: Registry::new(config.test_kinds, config.upscale.queue),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             cursor_key: tokio::sync::OnceCell::new(),
             keys: RwLock::new(None),
+            upscaler: tokio::sync::OnceCell::new(),
             config,
         }
     }
@@ -130,5 +133,65 @@ impl State {
         let ring = Arc::new(KeyRing::from_secret(&SecretString::from(text))?);
         *entry = Some((Instant::now(), ring.clone()));
         Ok(ring)
+    }
+
+    /// The upscaler, one session per deployed model, built once per process (the worker builds it
+    /// at cold start). Models come from `MODELS_DIR`, or are copied from `MODELS_BUCKET` to /tmp.
+    pub async fn upscaler(&self) -> anyhow::Result<Arc<Upscaler>> {
+        let upscaler = self
+            .upscaler
+            .get_or_try_init(|| async {
+                let settings = &self.config.upscale;
+                let dir = match (&settings.models_dir, &settings.models_bucket) {
+                    (Some(dir), _) => dir.clone(),
+                    (None, Some(bucket)) => self.fetch_models(bucket, &settings.models_prefix).await?,
+                    (None, None) => anyhow::bail!("neither MODELS_DIR nor MODELS_BUCKET is set"),
+                };
+                let names: Vec<&'static str> = MODELS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .filter(|name| dir.join(format!("{name}.onnx")).is_file())
+                    .collect();
+                anyhow::ensure!(!names.is_empty(), "no models in {}", dir.display());
+                let (library, provider) = (settings.library.clone(), settings.provider);
+                let started = Instant::now();
+                let upscaler = tokio::task::spawn_blocking(move || {
+                    Upscaler::load(library.as_deref(), &dir, &names, provider)
+                })
+                .await??;
+                tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, models = ?upscaler, "upscaler loaded");
+                anyhow::Ok(Arc::new(upscaler))
+            })
+            .await?;
+        Ok(upscaler.clone())
+    }
+
+    /// Copies the models from S3 to /tmp (kept across warm invocations).
+    async fn fetch_models(&self, bucket: &str, prefix: &str) -> anyhow::Result<std::path::PathBuf> {
+        let dir = std::env::temp_dir().join("lambent-models");
+        tokio::fs::create_dir_all(&dir).await?;
+        for (name, _) in MODELS {
+            let path = dir.join(format!("{name}.onnx"));
+            if path.is_file() {
+                continue;
+            }
+            let key = format!("{prefix}{name}.onnx");
+            let object = match self.s3.get_object().bucket(bucket).key(&key).send().await {
+                Ok(object) => object,
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => continue,
+                Err(err) => {
+                    return Err(
+                        anyhow::Error::new(err).context(format!("reading s3://{bucket}/{key}"))
+                    );
+                }
+            };
+            let partial = dir.join(format!("{name}.onnx.partial"));
+            let mut file = tokio::fs::File::create(&partial).await?;
+            let mut body = object.body.into_async_read();
+            tokio::io::copy(&mut body, &mut file).await?;
+            file.sync_all().await?;
+            tokio::fs::rename(&partial, &path).await?;
+        }
+        Ok(dir)
     }
 }

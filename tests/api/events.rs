@@ -33,6 +33,12 @@ async fn every_sample_event_reaches_its_handler() {
         ("list-credit-transactions", 200),
         ("grant-credits", 403),
         ("create-upload", 201),
+        ("upscale-photo", 404),
+        ("best-cut-photos", 404),
+        ("list-photos", 200),
+        ("get-photo", 404),
+        ("get-photo-file", 404),
+        ("delete-photo", 404),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();

@@ -9,6 +9,7 @@ mod docs;
 mod events;
 mod jobs;
 mod jwt;
+mod photos;
 mod rate_limits;
 mod rotation;
 mod template;

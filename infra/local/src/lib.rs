@@ -3,6 +3,7 @@
 
 pub mod emulator;
 pub mod gateway;
+pub mod models;
 pub mod template;
 
 use std::collections::HashMap;
@@ -64,6 +65,14 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
+    // The upscaler's runtime and models, where setup put them (`make models`).
+    if let (Ok(library), Ok(models)) = (
+        models::onnxruntime_library(&root),
+        models::models_dir(&root),
+    ) {
+        env.insert("ORT_DYLIB_PATH".into(), library.display().to_string());
+        env.insert("MODELS_DIR".into(), models.display().to_string());
+    }
     env.extend(options.overrides);
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
     let state = Arc::new(State::new(config, &sdk));

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::jobs::model::Job;
+use crate::state::State;
+
 /// Why an executor stopped without completing.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -33,13 +36,24 @@ pub trait Progress {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Executor {
     Sleep,
+    /// Real-ESRGAN on one uploaded photo.
+    Upscale,
+    /// The sharpest of several uploaded photos, optionally upscaled.
+    BestCut,
 }
 
 impl Executor {
-    /// Runs the job to completion and returns its output document.
-    pub async fn run(self, input: &Value, progress: &impl Progress) -> Result<Value, JobError> {
+    /// Runs the claimed `job` to completion and returns its output document.
+    pub async fn run(
+        self,
+        state: &State,
+        job: &Job,
+        progress: &impl Progress,
+    ) -> Result<Value, JobError> {
         match self {
-            Self::Sleep => sleep(input, progress).await,
+            Self::Sleep => sleep(&job.input, progress).await,
+            Self::Upscale => crate::photos::work::upscale(state, job, progress).await,
+            Self::BestCut => crate::photos::work::best_cut(state, job, progress).await,
         }
     }
 }

@@ -83,7 +83,7 @@ fn not_found() -> ApiError {
     ApiError::NotFound("no such job")
 }
 
-fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
+pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     let Some(value) = req.headers().get("idempotency-key") else {
         return Ok(None);
     };
@@ -125,6 +125,19 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
     let caller = Caller::from_request(&req)?;
     let key = idempotency_key(&req)?;
     let body: CreateJob = json_body(&req, &["application/json"])?;
+    let (id, status) = submit(state, &caller, key.as_deref(), &body).await?;
+    accepted(&id, status)
+}
+
+/// Validates, admits and queues a job (`POST /v1/jobs`, and the feature routes that make jobs such
+/// as `POST /v1/photos/upscale`). Returns its id and status; a replayed idempotent submission
+/// returns the first job's.
+pub async fn submit(
+    state: &State,
+    caller: &Caller,
+    key: Option<&str>,
+    body: &CreateJob,
+) -> Result<(String, Status), ApiError> {
     let Some(kind) = state.registry.get(&body.kind) else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "kind",
@@ -156,7 +169,7 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let hash = key.as_ref().map(|_| {
+    let hash = key.map(|_| {
         let canonical = serde_json::json!({"kind": body.kind, "input": body.input, "webhook_url": body.webhook_url});
         crate::ratelimit::hex(&sha2::Sha256::digest(canonical.to_string().as_bytes()))
     });
@@ -171,7 +184,7 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
             input: &body.input,
             cost: (kind.cost)(&body.input),
             webhook_url: webhook_url.as_deref(),
-            idempotency: key.as_deref().zip(hash.as_deref()),
+            idempotency: key.zip(hash.as_deref()),
         },
         &state.config.job_caps,
         now,
@@ -182,7 +195,7 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
             let job = store::get(&state.db, &existing)
                 .await?
                 .ok_or_else(not_found)?;
-            return accepted(&job.id, job.status);
+            return Ok((job.id, job.status));
         }
         Admission::Admitted(job) => job,
     };
@@ -200,7 +213,7 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
             "the job could not be queued; it was not charged",
         ));
     }
-    accepted(&job.id, job.status)
+    Ok((job.id.clone(), job.status))
 }
 
 /// Sends a job's message to its kind's queue.
@@ -270,7 +283,10 @@ pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiErro
     let (jobs, next) = store::list(
         &state.db,
         &caller.user_id,
-        &ListFilter { status, kind },
+        &ListFilter {
+            status,
+            kinds: kind.into_iter().collect(),
+        },
         limit,
         after.as_deref(),
     )

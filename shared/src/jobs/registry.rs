@@ -49,8 +49,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(test_kinds: bool) -> Self {
-        let mut kinds = Vec::new();
+    pub fn new(test_kinds: bool, photo_queue: Queue) -> Self {
+        let mut kinds = vec![
+            crate::photos::kinds::upscale_kind(photo_queue),
+            crate::photos::kinds::best_cut_kind(photo_queue),
+        ];
         if test_kinds {
             kinds.push(SLEEP);
         }
@@ -124,8 +127,8 @@ mod tests {
 
     #[test]
     fn test_kinds_exist_only_when_enabled() {
-        assert!(Registry::new(false).get("sleep").is_none());
-        assert!(Registry::new(true).get("sleep").is_some());
+        assert!(Registry::new(false, Queue::Cpu).get("sleep").is_none());
+        assert!(Registry::new(true, Queue::Cpu).get("sleep").is_some());
     }
 
     #[test]

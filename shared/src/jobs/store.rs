@@ -256,11 +256,30 @@ pub async fn get(db: &Db, job_id: &str) -> anyhow::Result<Option<Job>> {
         .transpose()
 }
 
+/// Deletes a finished job's record (a deleted photo). `false` when the job is not finished.
+pub async fn delete_finished(db: &Db, job_id: &str) -> anyhow::Result<bool> {
+    let result = db
+        .client
+        .delete_item()
+        .table_name(&db.table)
+        .key("pk", s(job_pk(job_id)))
+        .key("sk", s(JOB))
+        .condition_expression("#status IN (:completed, :failed, :canceled)")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":completed", s(Status::Completed.as_str()))
+        .expression_attribute_values(":failed", s(Status::Failed.as_str()))
+        .expression_attribute_values(":canceled", s(Status::Canceled.as_str()))
+        .send()
+        .await;
+    Ok(crate::db::unless_condition_failed(result)?.is_some())
+}
+
 /// Filters of a job listing.
 #[derive(Default)]
 pub struct ListFilter {
     pub status: Option<Status>,
-    pub kind: Option<String>,
+    /// Any of these kinds; empty for all.
+    pub kinds: Vec<String>,
 }
 
 /// A page of the owner's jobs, newest first, after the job `after` (exclusive).
@@ -294,16 +313,20 @@ pub async fn list(
             .set_exclusive_start_key(start.take());
         let mut filters = Vec::new();
         if let Some(status) = filter.status {
-            filters.push("#status = :status");
+            filters.push("#status = :status".to_owned());
             query = query
                 .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":status", s(status.as_str()));
         }
-        if let Some(kind) = &filter.kind {
-            filters.push("#kind = :kind");
-            query = query
-                .expression_attribute_names("#kind", "kind")
-                .expression_attribute_values(":kind", s(kind));
+        if !filter.kinds.is_empty() {
+            let names: Vec<String> = (0..filter.kinds.len())
+                .map(|i| format!(":kind{i}"))
+                .collect();
+            filters.push(format!("#kind IN ({})", names.join(", ")));
+            query = query.expression_attribute_names("#kind", "kind");
+            for (name, kind) in names.iter().zip(&filter.kinds) {
+                query = query.expression_attribute_values(name, s(kind));
+            }
         }
         if !filters.is_empty() {
             query = query.filter_expression(filters.join(" AND "));

@@ -77,7 +77,7 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
         state,
         job_id: &job.id,
     };
-    let outcome = match tokio::time::timeout(run_for, kind.executor.run(&job.input, &progress))
+    let outcome = match tokio::time::timeout(run_for, kind.executor.run(state, &job, &progress))
         .await
     {
         Err(_) => Outcome::failed("timed_out", "the job ran past its deadline"),

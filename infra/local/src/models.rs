@@ -1,0 +1,35 @@
+//! Where setup put the ONNX Runtime library and the converted models (see the Makefile).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// The ONNX Runtime library of the `onnxruntime` wheel in the project venv.
+pub fn onnxruntime_library(root: &Path) -> anyhow::Result<PathBuf> {
+    let lib = root.join(".venv/lib");
+    let found = std::fs::read_dir(&lib)
+        .with_context(|| format!("{} is missing: run `make venv`", lib.display()))?
+        .flatten()
+        .map(|python| python.path().join("site-packages/onnxruntime/capi"))
+        .filter_map(|capi| std::fs::read_dir(capi).ok())
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so."))
+        });
+    found.context("the onnxruntime wheel is not in .venv: run `make models`")
+}
+
+/// The converted models (`make models`).
+pub fn models_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("infra/models/out");
+    anyhow::ensure!(
+        dir.join("manifest.json").is_file(),
+        "{} has no converted models: run `make models`",
+        dir.display()
+    );
+    Ok(dir)
+}

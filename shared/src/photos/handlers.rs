@@ -1,0 +1,377 @@
+//! The photo routes. Every photo is its owner's: anyone else's id, or upload key, is a 404.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use chrono::Utc;
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::cursor;
+use crate::error::ApiError;
+use crate::http::{Caller, json, json_body, page_limit, query_param};
+use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
+use crate::jobs::model::{Job, JobFailure, Status};
+use crate::jobs::store::{self, ListFilter};
+use crate::photos::kinds::{BestCutInput, UpscaleInput};
+use crate::photos::media::{self, Artifact};
+use crate::state::State;
+use crate::users::timestamp;
+
+/// How long a photo's presigned URLs work.
+pub const URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+const KINDS: [&str; 2] = ["upscale", "bestcut"];
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such photo")
+}
+
+/// A photo file: its artifact record and a presigned GET URL.
+#[derive(Serialize, ToSchema)]
+pub struct PhotoFile {
+    pub content_type: String,
+    pub bytes: u64,
+    pub width: u32,
+    pub height: u32,
+    pub sha256: String,
+    /// Presigned GET, valid for 15 minutes.
+    pub url: String,
+    pub url_expires_at: String,
+}
+
+/// A photo: the job that made it, and its files once it completed.
+#[derive(Serialize, ToSchema)]
+pub struct Photo {
+    /// The photo's id, which is its job's.
+    pub id: String,
+    /// `upscale` or `bestcut`.
+    pub kind: String,
+    pub status: Status,
+    pub progress: u8,
+    pub error: Option<JobFailure>,
+    pub lat: Option<f64>,
+    pub lng: Option<f64>,
+    pub model: Option<String>,
+    pub original: Option<PhotoFile>,
+    pub upscaled: Option<PhotoFile>,
+    /// Best-cut: every upload's sharpness, in the order given, and the winner's key.
+    #[schema(value_type = Option<Object>)]
+    pub scores: Option<Value>,
+    pub winner: Option<String>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub urls: PhotoUrls,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PhotoUrls {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub job: String,
+}
+
+/// A page of photos.
+#[derive(Serialize, ToSchema)]
+pub struct PhotoPage {
+    pub items: Vec<Photo>,
+    pub next_cursor: Option<String>,
+}
+
+/// The 202 of a photo submission.
+#[derive(Serialize, ToSchema)]
+pub struct PhotoSubmitted {
+    pub id: String,
+    pub status: Status,
+    pub urls: PhotoUrls,
+}
+
+fn urls(id: &str) -> PhotoUrls {
+    PhotoUrls {
+        self_: format!("/v1/photos/{id}"),
+        job: format!("/v1/jobs/{id}"),
+    }
+}
+
+async fn presign(state: &State, key: &str) -> Result<String, ApiError> {
+    let bucket = media::bucket(state).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let presigned = state
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .presigned(PresigningConfig::expires_in(URL_LIFETIME).context("presigning config")?)
+        .await
+        .context("presigning a photo")?;
+    Ok(presigned.uri().to_owned())
+}
+
+fn artifact(output: Option<&Value>, variant: &str) -> Option<Artifact> {
+    output
+        .and_then(|o| o.get(variant))
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+}
+
+async fn file(state: &State, artifact: Option<Artifact>) -> Result<Option<PhotoFile>, ApiError> {
+    let Some(a) = artifact else {
+        return Ok(None);
+    };
+    let expires = Utc::now() + chrono::Duration::from_std(URL_LIFETIME).context("lifetime")?;
+    Ok(Some(PhotoFile {
+        url: presign(state, &a.key).await?,
+        url_expires_at: timestamp(expires),
+        content_type: a.content_type,
+        bytes: a.bytes,
+        width: a.width,
+        height: a.height,
+        sha256: a.sha256,
+    }))
+}
+
+async fn view(state: &State, job: Job) -> Result<Photo, ApiError> {
+    let output = job.output.as_ref();
+    let text = |name: &str| {
+        output
+            .and_then(|o| o.get(name))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let number = |name: &str| job.input.get(name).and_then(Value::as_f64);
+    let model = text("model").or_else(|| {
+        let upscales =
+            job.kind == "upscale" || job.input.get("upscale") == Some(&Value::Bool(true));
+        upscales.then(|| {
+            job.input
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(crate::upscale::DEFAULT_MODEL)
+                .to_owned()
+        })
+    });
+    Ok(Photo {
+        original: file(state, artifact(output, "original")).await?,
+        upscaled: file(state, artifact(output, "upscaled")).await?,
+        scores: output.and_then(|o| o.get("scores")).cloned(),
+        winner: text("winner"),
+        model,
+        lat: number("lat"),
+        lng: number("lng"),
+        urls: urls(&job.id),
+        id: job.id,
+        kind: job.kind,
+        status: job.status,
+        progress: job.progress,
+        error: job.error,
+        created_at: job.created_at,
+        finished_at: job.finished_at,
+    })
+}
+
+/// Refuses, before admission, an upload key that does not exist or is not the caller's.
+async fn check_uploads(state: &State, caller: &Caller, keys: &[&str]) -> Result<(), ApiError> {
+    for key in keys {
+        if media::upload_size(state, &caller.user_id, key)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::NotFound("no such upload"));
+        }
+    }
+    Ok(())
+}
+
+async fn submit_photo(
+    state: &State,
+    req: &Request,
+    caller: &Caller,
+    kind: &str,
+    input: Value,
+) -> Result<Response<Body>, ApiError> {
+    let key = idempotency_key(req)?;
+    let body = CreateJob {
+        kind: kind.to_owned(),
+        input,
+        webhook_url: None,
+    };
+    let (id, status) = submit(state, caller, key.as_deref(), &body).await?;
+    let mut response = json(
+        StatusCode::ACCEPTED,
+        &PhotoSubmitted {
+            urls: urls(&id),
+            id: id.clone(),
+            status,
+        },
+    )?;
+    let location = format!("/v1/photos/{id}")
+        .parse()
+        .context("location header")?;
+    response.headers_mut().insert("location", location);
+    Ok(response)
+}
+
+/// Upscales an uploaded photo with Real-ESRGAN (a job; the photo's id is the job's).
+#[utoipa::path(post, path = "/v1/photos/upscale", tag = "photos", security(("bearer" = [])), request_body = UpscaleInput,
+    responses((status = 202, body = PhotoSubmitted), (status = 402, body = crate::error::Problem),
+        (status = 404, description = "no such upload", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 429, body = crate::error::Problem)))]
+pub async fn upscale(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let input: Value = json_body(&req, &["application/json"])?;
+    let parsed = crate::photos::kinds::parse_upscale(&input).map_err(ApiError::Validation)?;
+    crate::photos::kinds::validate_upscale(&input).map_err(ApiError::Validation)?;
+    check_uploads(state, &caller, &[parsed.upload_key.as_str()]).await?;
+    submit_photo(state, &req, &caller, "upscale", input).await
+}
+
+/// Picks the sharpest of 2–20 uploaded photos, optionally upscaling it (a job).
+#[utoipa::path(post, path = "/v1/photos/bestcut", tag = "photos", security(("bearer" = [])), request_body = BestCutInput,
+    responses((status = 202, body = PhotoSubmitted), (status = 402, body = crate::error::Problem),
+        (status = 404, description = "no such upload", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 429, body = crate::error::Problem)))]
+pub async fn best_cut(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let input: Value = json_body(&req, &["application/json"])?;
+    let parsed = crate::photos::kinds::parse_best_cut(&input).map_err(ApiError::Validation)?;
+    crate::photos::kinds::validate_best_cut(&input).map_err(ApiError::Validation)?;
+    let keys: Vec<&str> = parsed.upload_keys.iter().map(String::as_str).collect();
+    check_uploads(state, &caller, &keys).await?;
+    submit_photo(state, &req, &caller, "bestcut", input).await
+}
+
+/// The caller's photos, newest first.
+#[utoipa::path(get, path = "/v1/photos", tag = "photos", security(("bearer" = [])),
+    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PhotoPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
+pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let limit = page_limit(&req)?;
+    let key = state.cursor_key().await?;
+    let scope = format!("photos|{}", caller.user_id);
+    let after = query_param(&req, "cursor")
+        .map(|c| cursor::decode(key, &scope, &c))
+        .transpose()?;
+    let filter = ListFilter {
+        status: None,
+        kinds: KINDS.iter().map(|k| (*k).to_owned()).collect(),
+    };
+    let (jobs, next) =
+        store::list(&state.db, &caller.user_id, &filter, limit, after.as_deref()).await?;
+    let mut items = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        items.push(view(state, job).await?);
+    }
+    let page = PhotoPage {
+        items,
+        next_cursor: next.map(|position| cursor::encode(key, &scope, &position)),
+    };
+    json(StatusCode::OK, &page)
+}
+
+/// One of the caller's photos (a photo job), or a 404.
+async fn owned_photo(state: &State, req: &Request) -> Result<Job, ApiError> {
+    let (_, job) = owned(state, req).await.map_err(|e| match e {
+        ApiError::NotFound(_) => not_found(),
+        other => other,
+    })?;
+    if !KINDS.contains(&job.kind.as_str()) {
+        return Err(not_found());
+    }
+    Ok(job)
+}
+
+/// A photo: status, place, files with presigned URLs, best-cut scores.
+#[utoipa::path(get, path = "/v1/photos/{id}", tag = "photos", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Photo), (status = 404, body = crate::error::Problem)))]
+pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let job = owned_photo(state, &req).await?;
+    json(StatusCode::OK, &view(state, job).await?)
+}
+
+/// Redirects to a presigned URL of the photo's `original` or `upscaled` (default) file.
+#[utoipa::path(get, path = "/v1/photos/{id}/file", tag = "photos", security(("bearer" = [])),
+    params(("id" = String, Path), ("variant" = Option<String>, Query, description = "original or upscaled (default)")),
+    responses((status = 302, description = "Location: a presigned URL"), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "photo_not_ready", body = crate::error::Problem)))]
+pub async fn file_redirect(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let variant = query_param(&req, "variant").unwrap_or_else(|| "upscaled".into());
+    if !matches!(variant.as_str(), "original" | "upscaled") {
+        return Err(ApiError::invalid("variant", "must be original or upscaled"));
+    }
+    let job = owned_photo(state, &req).await?;
+    if job.status != Status::Completed {
+        return Err(ApiError::Conflict {
+            code: "photo_not_ready",
+            detail: format!("the photo is {}", job.status.as_str()),
+        });
+    }
+    let artifact = artifact(job.output.as_ref(), &variant)
+        .ok_or(ApiError::NotFound("this photo has no such file"))?;
+    let url = presign(state, &artifact.key).await?;
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", url)
+        .header("cache-control", "no-store")
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Deletes a finished photo: its files, then its record. A photo still processing is a 409.
+#[utoipa::path(delete, path = "/v1/photos/{id}", tag = "photos", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::Problem),
+        (status = 409, description = "photo_processing", body = crate::error::Problem)))]
+pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let job = owned_photo(state, &req).await?;
+    let processing = || ApiError::Conflict {
+        code: "photo_processing",
+        detail: format!(
+            "the photo is still processing; cancel it first (POST /v1/jobs/{}/cancel)",
+            job.id
+        ),
+    };
+    if !job.status.is_terminal() {
+        return Err(processing());
+    }
+    let bucket = media::bucket(state).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    // Files first: a failure leaves the record, so the delete can be retried.
+    let listed = state
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(media::photo_prefix(&job.user_id, &job.id))
+        .send()
+        .await
+        .context("listing a photo's files")?;
+    let objects: Vec<ObjectIdentifier> = listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key())
+        .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
+        .collect();
+    if !objects.is_empty() {
+        state
+            .s3
+            .delete_objects()
+            .bucket(bucket)
+            .delete(
+                Delete::builder()
+                    .set_objects(Some(objects))
+                    .build()
+                    .context("delete request")?,
+            )
+            .send()
+            .await
+            .context("deleting a photo's files")?;
+    }
+    if !store::delete_finished(&state.db, &job.id).await? {
+        return Err(processing());
+    }
+    tracing::info!(photo_id = %job.id, "photo deleted");
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}

@@ -1,0 +1,228 @@
+//! The photo executors: `upscale` and `bestcut`, run by the worker on a claimed job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use image::{DynamicImage, ImageFormat};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::jobs::executor::{JobError, Progress};
+use crate::jobs::model::Job;
+use crate::photos::kinds::{self, UpscaleSettings};
+use crate::photos::media::{self, Artifact};
+use crate::state::State;
+use crate::upscale::Options;
+
+/// The most pixels the x4plus models upscale in one job on the CPU worker (about 1920×1080: some
+/// minutes of CPU); the compact models take four times more. Larger photos need `pre_shrink`.
+const HEAVY_MODEL_PIXELS: u64 = 2_100_000;
+const LIGHT_MODEL_PIXELS: u64 = 8_400_000;
+/// The most pixels an output may have (8192 × 8192), whatever the scale.
+const MAX_OUTPUT_PIXELS: u64 = 8192 * 8192;
+/// Real-ESRGAN's default `--tile_pad`.
+const DEFAULT_TILE_PAD: u32 = 10;
+const DEFAULT_QUALITY: u8 = 92;
+
+fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
+    JobError::Permanent {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn invalid_input(errors: Vec<crate::error::FieldError>) -> JobError {
+    let fields: Vec<_> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    permanent("invalid_input", fields.join("; "))
+}
+
+/// `upscale`: one upload → `original` and `upscaled` artifacts.
+pub async fn upscale(
+    state: &State,
+    job: &Job,
+    progress: &impl Progress,
+) -> Result<Value, JobError> {
+    let input = kinds::parse_upscale(&job.input).map_err(invalid_input)?;
+    progress.report(1, Some("reading the photo")).await?;
+    let loaded = media::load(state, &job.user_id, &input.upload_key).await?;
+    let upscaled = upscale_image(
+        state,
+        job,
+        loaded.image.clone(),
+        loaded.inspected.format,
+        &input.settings,
+        progress,
+    )
+    .await?;
+    let original = media::keep_original(state, &job.user_id, &job.id, loaded).await?;
+    Ok(json!({
+        "photo_id": job.id,
+        "model": input.settings.model(),
+        "original": original,
+        "upscaled": upscaled,
+    }))
+}
+
+/// One image's best-cut score.
+#[derive(Serialize)]
+struct Score {
+    upload_key: String,
+    score: f64,
+}
+
+/// `bestcut`: the sharpest of 2–20 uploads (every score listed), kept as `original` and optionally
+/// upscaled. Only the best so far stays in memory.
+pub async fn best_cut(
+    state: &State,
+    job: &Job,
+    progress: &impl Progress,
+) -> Result<Value, JobError> {
+    let input = kinds::parse_best_cut(&job.input).map_err(invalid_input)?;
+    let total = input.upload_keys.len();
+    let mut scores = Vec::with_capacity(total);
+    let mut best: Option<(f64, media::Loaded)> = None;
+    for (i, key) in input.upload_keys.iter().enumerate() {
+        let loaded = media::load(state, &job.user_id, key).await?;
+        let (score, loaded) =
+            tokio::task::spawn_blocking(move || (crate::bestcut::sharpness(&loaded.image), loaded))
+                .await
+                .context("scoring")?;
+        scores.push(Score {
+            upload_key: key.clone(),
+            score,
+        });
+        // Ties go to the first, as `bestcut::best_cut` decides.
+        if best.as_ref().is_none_or(|(b, _)| score > *b) {
+            best = Some((score, loaded));
+        }
+        let share = if input.upscale { 30 } else { 90 };
+        let percent = u8::try_from((i + 1) * share / total).unwrap_or(100);
+        progress.report(percent, Some("scoring")).await?;
+    }
+    let (score, winner) = best.context("no images")?;
+    let winner_key = winner.key.clone();
+    let upscaled = if input.upscale {
+        Some(
+            upscale_image(
+                state,
+                job,
+                winner.image.clone(),
+                winner.inspected.format,
+                &input.settings,
+                progress,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    let original = media::keep_original(state, &job.user_id, &job.id, winner).await?;
+    Ok(json!({
+        "photo_id": job.id,
+        "winner": winner_key,
+        "score": score,
+        "scores": scores,
+        "model": input.upscale.then(|| input.settings.model()),
+        "original": original,
+        "upscaled": upscaled,
+    }))
+}
+
+/// Runs the upscaler off the async threads, reporting its progress every second and stopping at
+/// the next tile when the owner cancels; encodes and stores the result.
+async fn upscale_image(
+    state: &State,
+    job: &Job,
+    image: DynamicImage,
+    source: ImageFormat,
+    settings: &UpscaleSettings,
+    progress: &impl Progress,
+) -> Result<Artifact, JobError> {
+    let upscaler = state.upscaler().await?;
+    let model = settings.model().to_owned();
+    let scale = upscaler
+        .scale(&model)
+        .ok_or_else(|| permanent("invalid_input", format!("{model} is not deployed here")))?;
+    let (mut width, mut height) = (u64::from(image.width()), u64::from(image.height()));
+    if let Some(side) = settings.pre_shrink
+        && width.max(height) > u64::from(side)
+    {
+        let factor = side as f64 / width.max(height) as f64;
+        width = ((width as f64 * factor).round() as u64).max(1);
+        height = ((height as f64 * factor).round() as u64).max(1);
+    }
+    let budget = if model.starts_with("realesrgan-") {
+        HEAVY_MODEL_PIXELS
+    } else {
+        LIGHT_MODEL_PIXELS
+    };
+    let out_scale = f64::from(settings.outscale.unwrap_or(scale as f32)).max(f64::from(scale));
+    if width * height > budget
+        || (width * height) as f64 * out_scale * out_scale > MAX_OUTPUT_PIXELS as f64
+    {
+        return Err(permanent(
+            "image_too_large",
+            format!(
+                "{width}x{height} is too large to upscale with {model} (at most {budget} pixels in, \
+                 {MAX_OUTPUT_PIXELS} out); set pre_shrink"
+            ),
+        ));
+    }
+    let options = Options {
+        tile: settings.tile.unwrap_or(state.config.upscale.tile),
+        tile_pad: settings.tile_pad.unwrap_or(DEFAULT_TILE_PAD),
+        outscale: settings.outscale,
+        pre_shrink: settings.pre_shrink,
+    };
+    let format = settings.format.unwrap_or_default();
+    let quality = settings.quality.unwrap_or(DEFAULT_QUALITY);
+    let percent = Arc::new(AtomicU32::new(0));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tile_percent, tile_cancel) = (percent.clone(), cancel.clone());
+    let mut work = tokio::task::spawn_blocking(move || {
+        let mut tick = |done: usize, total: usize| {
+            let share = u32::try_from(done * 100 / total.max(1)).unwrap_or(100);
+            tile_percent.store(share, Ordering::Relaxed);
+            !tile_cancel.load(Ordering::Relaxed)
+        };
+        let Some(out) = upscaler.upscale(&model, image, &options, &mut tick)? else {
+            return anyhow::Ok(None);
+        };
+        let (format, bytes) = media::encode(&out, source, format, quality)?;
+        anyhow::Ok(Some((format, bytes, (out.width(), out.height()))))
+    });
+    let (start, span) = progress_span(job);
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    let finished = loop {
+        tokio::select! {
+            done = &mut work => break done.context("the upscaler stopped")?,
+            _ = ticks.tick() => {
+                let share = percent.load(Ordering::Relaxed);
+                let at = u8::try_from(u32::from(start) + share * u32::from(span) / 100).unwrap_or(99);
+                if let Err(JobError::Canceled) = progress.report(at, Some("upscaling")).await {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    let Some((format, bytes, size)) = finished.context("upscaling")? else {
+        return Err(JobError::Canceled);
+    };
+    progress.report(98, Some("storing")).await?;
+    let key = media::photo_key(&job.user_id, &job.id, "upscaled", format);
+    media::store(state, key, format, bytes, size).await
+}
+
+/// The progress range upscaling covers: most of an upscale, the rest of a best-cut after scoring.
+fn progress_span(job: &Job) -> (u8, u8) {
+    if job.kind == "bestcut" {
+        (30, 65)
+    } else {
+        (5, 90)
+    }
+}

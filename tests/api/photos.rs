@@ -1,0 +1,502 @@
+//! Photos over HTTP: upload → upscale or best-cut job → photo with its files → delete; every photo
+//! and upload owner-scoped; every bad image a precise, refunded failure.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::app::{TestApp, problem};
+
+fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(path),
+    )
+    .expect("fixture")
+}
+
+fn s3(app: &TestApp) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&app.running.sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+impl TestApp {
+    /// Uploads `bytes` through a presigned PUT and returns the key. `declared` is the size asked
+    /// for, which a lying client may exceed.
+    async fn upload_declared(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        declared: usize,
+    ) -> String {
+        let response = self
+            .client
+            .post(self.url("/v1/uploads"))
+            .bearer_auth(token)
+            .json(&json!({"content_type": content_type, "size": declared}))
+            .send()
+            .await
+            .expect("r");
+        assert_eq!(response.status(), 201);
+        let upload: Value = response.json().await.expect("json");
+        // moto checks no signature or length: the worker's own checks are what is tested.
+        let stored = self
+            .client
+            .put(upload["url"].as_str().expect("url"))
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("put");
+        assert!(stored.status().is_success(), "{}", stored.status());
+        upload["key"].as_str().expect("key").to_owned()
+    }
+
+    async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
+        let size = bytes.len().max(1);
+        self.upload_declared(token, bytes, content_type, size).await
+    }
+
+    async fn post_photo(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("r")
+    }
+
+    async fn photo_job(&self, path: &str, token: &str, body: &Value) -> String {
+        let response = self.post_photo(path, token, body).await;
+        assert_eq!(response.status(), 202);
+        let id = response.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        let job = self
+            .wait_for_job(token, &id, |j| {
+                matches!(
+                    j["status"].as_str(),
+                    Some("COMPLETED" | "FAILED" | "CANCELED")
+                )
+            })
+            .await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        id
+    }
+
+    async fn download(&self, url: &str) -> Vec<u8> {
+        let response = self.client.get(url).send().await.expect("get");
+        assert_eq!(response.status(), 200, "{url}");
+        response.bytes().await.expect("bytes").to_vec()
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use aws_lc_rs::digest::{SHA256, digest};
+    digest(&SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
+    let app = TestApp::spawn().await;
+    let (token, user_id) = app.user("petcam").await;
+    let scene = fixture("images/scene.png");
+    let key = app.upload(&token, scene.clone(), "image/png").await;
+    let (before, _) = app.credits(&token).await;
+
+    let response = app
+        .post_photo(
+            "/v1/photos/upscale",
+            &token,
+            &json!({"upload_key": key, "model": "realesr-animevideov3-x2", "lat": 37.5665, "lng": 126.978}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(location, format!("/v1/photos/{id}"));
+    app.wait_for_job(&token, &id, |j| {
+        j["status"] == "COMPLETED" || j["status"] == "FAILED"
+    })
+    .await;
+
+    let photo = app.get_json(&location, &token).await;
+    assert_eq!(photo["status"], "COMPLETED", "{photo}");
+    assert_eq!(
+        (photo["lat"].as_f64(), photo["lng"].as_f64()),
+        (Some(37.5665), Some(126.978))
+    );
+    assert_eq!(photo["model"], "realesr-animevideov3-x2");
+    let upscaled = &photo["upscaled"];
+    assert_eq!(
+        (upscaled["width"].as_u64(), upscaled["height"].as_u64()),
+        (Some(128), Some(96))
+    );
+    assert_eq!(upscaled["content_type"], "image/png");
+    let bytes = app.download(upscaled["url"].as_str().expect("url")).await;
+    assert_eq!(
+        bytes.len() as u64,
+        upscaled["bytes"].as_u64().expect("bytes")
+    );
+    assert_eq!(sha256(&bytes), upscaled["sha256"].as_str().expect("sha"));
+    let image = image::load_from_memory(&bytes).expect("a PNG");
+    assert_eq!((image.width(), image.height()), (128, 96));
+    assert_eq!(
+        photo["original"]["sha256"].as_str(),
+        Some(sha256(&scene).as_str())
+    );
+    // The photo's files live under the owner's photos/ prefix, never under uploads/ (which expire).
+    assert!(photo["upscaled"].get("key").is_none());
+
+    // The file route redirects to a presigned URL of the asked-for variant.
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = no_redirects
+        .get(app.url(&format!("/v1/photos/{id}/file?variant=original")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(redirect.status(), 302);
+    let to = redirect.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        to.contains(&format!("photos/{user_id}/{id}/original.png")),
+        "{to}"
+    );
+    assert_eq!(app.download(&to).await, scene);
+
+    let page = app.get_json("/v1/photos", &token).await;
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    // Admission debited the model's price; nothing was refunded.
+    assert_eq!(app.credits(&token).await, (before - 1, 0));
+
+    let deleted = app
+        .client
+        .delete(app.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(deleted.status(), 204);
+    problem(
+        app.get_with_token(&location, &token).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let left = s3(&app)
+        .list_objects_v2()
+        .bucket(&app.running.stack.refs["MediaBucket"])
+        .prefix(format!("photos/{user_id}/{id}/"))
+        .send()
+        .await
+        .expect("list");
+    assert!(
+        left.contents().is_empty(),
+        "files left: {:?}",
+        left.contents()
+    );
+}
+
+#[tokio::test]
+async fn photos_and_uploads_are_their_owners_alone() {
+    let app = TestApp::spawn().await;
+    let (owner, _) = app.user("owner").await;
+    let (other, _) = app.user("other").await;
+    let key = app
+        .upload(&owner, fixture("images/scene.png"), "image/png")
+        .await;
+    let id = app
+        .photo_job(
+            "/v1/photos/upscale",
+            &owner,
+            &json!({"upload_key": key, "model": "realesr-animevideov3-x2"}),
+        )
+        .await;
+
+    let path = format!("/v1/photos/{id}");
+    problem(app.get_with_token(&path, &other).await, 404, "not_found").await;
+    problem(
+        app.get_with_token(&format!("{path}/file"), &other).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let delete = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("r");
+    problem(delete, 404, "not_found").await;
+    assert!(
+        app.get_json("/v1/photos", &other).await["items"]
+            .as_array()
+            .expect("items")
+            .is_empty()
+    );
+    // The owner's photo is untouched.
+    assert_eq!(app.get_json(&path, &owner).await["status"], "COMPLETED");
+
+    // Someone else's upload key: refused before admission, nothing charged.
+    let (balance, _) = app.credits(&other).await;
+    let response = app
+        .post_photo("/v1/photos/upscale", &other, &json!({"upload_key": key}))
+        .await;
+    problem(response, 404, "not_found").await;
+    let response = app
+        .post_photo(
+            "/v1/photos/bestcut",
+            &other,
+            &json!({"upload_keys": [key, key.replace(".png", "-x.png")]}),
+        )
+        .await;
+    problem(response, 404, "not_found").await;
+    // Through the generic jobs route the worker refuses it: failed `not_found`, refunded.
+    let job = app
+        .submit_id(
+            &other,
+            &json!({"kind": "upscale", "input": {"upload_key": key}}),
+        )
+        .await;
+    let job = app
+        .wait_for_job(&other, &job, |j| {
+            j["status"] == "FAILED" || j["status"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["error"]["type"], "not_found", "{job}");
+    assert_eq!(app.credits(&other).await, (balance, 0));
+}
+
+#[tokio::test]
+async fn bad_images_fail_with_a_precise_type_and_are_refunded() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.user("careless").await;
+    let (balance, _) = app.credits(&token).await;
+    let jpeg = {
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::load_from_memory(&fixture("images/scene.png"))
+            .expect("fixture")
+            .write_to(&mut out, image::ImageFormat::Jpeg)
+            .expect("encode");
+        out.into_inner()
+    };
+    let bomb = fixture("images/bomb-100000.png");
+    let cases: Vec<(&str, Vec<u8>, &str, usize, &str)> = vec![
+        (
+            "text",
+            b"this is not an image".to_vec(),
+            "image/jpeg",
+            0,
+            "invalid_image",
+        ),
+        ("empty", Vec::new(), "image/jpeg", 0, "invalid_image"),
+        (
+            "truncated jpeg",
+            jpeg[..jpeg.len() / 2].to_vec(),
+            "image/jpeg",
+            0,
+            "invalid_image",
+        ),
+        (
+            "cmyk jpeg",
+            fixture("images/cmyk.jpg"),
+            "image/jpeg",
+            0,
+            "invalid_image",
+        ),
+        (
+            "animated gif",
+            fixture("images/animated.gif"),
+            "image/png",
+            0,
+            "invalid_image",
+        ),
+        ("100000x100000 png", bomb, "image/png", 0, "image_too_large"),
+        (
+            "over the size limit",
+            vec![0xFF; 20 * 1024 * 1024 + 1],
+            "image/jpeg",
+            1000,
+            "image_too_large",
+        ),
+    ];
+    let mut jobs = Vec::new();
+    for (name, bytes, content_type, declared, expected) in cases {
+        let declared = if declared == 0 {
+            bytes.len().max(1)
+        } else {
+            declared
+        };
+        let key = app
+            .upload_declared(&token, bytes, content_type, declared)
+            .await;
+        let response = app
+            .post_photo(
+                "/v1/photos/upscale",
+                &token,
+                &json!({"upload_key": key, "model": "realesr-animevideov3-x2"}),
+            )
+            .await;
+        assert_eq!(response.status(), 202, "{name}");
+        let id = response.json::<Value>().await.expect("json")["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+        jobs.push((name, id, expected));
+        // Four at a time: the cap.
+        if jobs.len() % 4 == 0 {
+            for (name, id, expected) in jobs.drain(..) {
+                check_failed(&app, &token, name, &id, expected).await;
+            }
+        }
+    }
+    for (name, id, expected) in jobs {
+        check_failed(&app, &token, name, &id, expected).await;
+    }
+    assert_eq!(
+        app.credits(&token).await,
+        (balance, 0),
+        "every failure refunded"
+    );
+}
+
+async fn check_failed(app: &TestApp, token: &str, name: &str, id: &str, expected: &str) {
+    let job = app
+        .wait_for_job(token, id, |j| {
+            j["status"] == "FAILED" || j["status"] == "COMPLETED"
+        })
+        .await;
+    assert_eq!(job["status"], "FAILED", "{name}: {job}");
+    assert_eq!(job["error"]["type"], expected, "{name}: {job}");
+    let photo = app.get_json(&format!("/v1/photos/{id}"), token).await;
+    assert!(
+        photo["upscaled"].is_null() && photo["original"].is_null(),
+        "{name}"
+    );
+}
+
+#[tokio::test]
+async fn best_cut_picks_the_sharpest_lists_every_score_and_can_upscale_the_winner() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.user("burst").await;
+    let expected: Value =
+        serde_json::from_slice(&fixture("bestcut/expected.json")).expect("expected scores");
+    let names = ["noise-blurred.png", "noise.png", "noise-very-blurred.png"];
+    let mut keys = Vec::new();
+    for name in names {
+        keys.push(
+            app.upload(&token, fixture(&format!("bestcut/{name}")), "image/png")
+                .await,
+        );
+    }
+    let id = app
+        .photo_job("/v1/photos/bestcut", &token, &json!({"upload_keys": keys}))
+        .await;
+    let photo = app.get_json(&format!("/v1/photos/{id}"), &token).await;
+    assert_eq!(photo["winner"], keys[1].as_str(), "{photo}");
+    let scores = photo["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), 3);
+    for (score, name) in scores.iter().zip(names) {
+        let got = score["score"].as_f64().expect("score");
+        let want = expected["sharpness"][name].as_f64().expect("expected");
+        assert!(
+            ((got - want) / want).abs() < 1e-6,
+            "{name}: {got} vs OpenCV {want}"
+        );
+    }
+    assert_eq!(
+        photo["original"]["sha256"].as_str(),
+        Some(sha256(&fixture("bestcut/noise.png")).as_str())
+    );
+    assert!(photo["upscaled"].is_null());
+
+    let id = app
+        .photo_job(
+            "/v1/photos/bestcut",
+            &token,
+            &json!({"upload_keys": keys, "upscale": true, "model": "realesr-animevideov3-x2", "format": "jpeg", "quality": 80}),
+        )
+        .await;
+    let photo = app.get_json(&format!("/v1/photos/{id}"), &token).await;
+    assert_eq!(photo["upscaled"]["content_type"], "image/jpeg");
+    assert_eq!(photo["upscaled"]["width"], 166);
+}
+
+#[tokio::test]
+async fn photo_requests_are_validated_before_admission() {
+    let app = TestApp::spawn().await;
+    let (token, user_id) = app.user("sloppy").await;
+    let key = format!("uploads/{user_id}/nothing.png");
+    for (path, body, field) in [
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": key, "model": "esrgan-9000"}),
+            "model",
+        ),
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": key, "outscale": 0.5}),
+            "outscale",
+        ),
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": key, "tile": 4096}),
+            "tile",
+        ),
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": "photos/x.png"}),
+            "upload_key",
+        ),
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": key, "colour": "red"}),
+            "colour",
+        ),
+        (
+            "/v1/photos/bestcut",
+            json!({"upload_keys": [key]}),
+            "upload_keys",
+        ),
+    ] {
+        let response = app.post_photo(path, &token, &body).await;
+        let problem = problem(response, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}");
+    }
+    // A well-formed request for an upload that does not exist.
+    let response = app
+        .post_photo("/v1/photos/upscale", &token, &json!({"upload_key": key}))
+        .await;
+    problem(response, 404, "not_found").await;
+    assert_eq!(app.credits(&token).await.1, 0);
+    assert!(
+        app.get_json("/v1/photos", &token).await["items"]
+            .as_array()
+            .expect("items")
+            .is_empty()
+    );
+}

