@@ -50,6 +50,7 @@ fmt:
 
 lint: venv
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo clippy -p lambent --features cuda --quiet -- -D warnings
 	$(VENV)/bin/cfn-lint template.yaml
 
 # The closing line sums every test binary's result (cargo ends on an empty harness otherwise).
