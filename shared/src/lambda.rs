@@ -52,6 +52,14 @@ pub async fn serve_worker() -> Result<(), Error> {
 
     crate::telemetry::init();
     let state = std::sync::Arc::new(State::from_env().await?);
+    // The models load at cold start, not on the first photo; a failure is logged and retried
+    // by the first job that needs them.
+    let upscale = &state.config.upscale;
+    if (upscale.models_dir.is_some() || upscale.models_bucket.is_some())
+        && let Err(err) = state.upscaler().await
+    {
+        tracing::error!(error = format!("{err:#}"), "the upscaler did not load");
+    }
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let queue = std::env::var("WORKER_QUEUE_URL")
             .ok()

@@ -42,7 +42,12 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
-    walkthrough(&running.base_url, &emulator.endpoint);
+    let photo = repo_root().join("tests/fixtures/images/scene.png");
+    walkthrough(
+        &running.base_url,
+        &emulator.endpoint,
+        &photo.display().to_string(),
+    );
     tokio::select! {
         result = running.server => result.context("the gateway stopped")??,
         _ = tokio::signal::ctrl_c() => {}
@@ -51,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn walkthrough(base: &str, emulator: &str) {
+fn walkthrough(base: &str, emulator: &str, photo: &str) {
     println!(
         r#"
 Lambent is serving on {base}   (AWS emulator: {emulator})
@@ -81,6 +86,18 @@ Try it, in another terminal:
   until curl -s {base}/v1/jobs/$JOB -H "authorization: Bearer $TOKEN" | grep -q '"COMPLETED"'; do sleep 0.2; done
   curl -s {base}/v1/jobs/$JOB -H "authorization: Bearer $TOKEN"; echo
   curl -s {base}/v1/credits/transactions -H "authorization: Bearer $TOKEN"; echo
+
+  # upscale a photo: an upload URL (201), PUT the file there, the job (202), the photo with its files
+  PHOTO_FILE={photo}
+  curl -s -X POST {base}/v1/uploads -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"content_type\":\"image/png\",\"size\":$(stat -c %s $PHOTO_FILE)}}" > /tmp/lambent-upload.json
+  KEY=$(python3 -c 'import json;print(json.load(open("/tmp/lambent-upload.json"))["key"])')
+  curl -s -X PUT "$(python3 -c 'import json;print(json.load(open("/tmp/lambent-upload.json"))["url"])')" \
+    -H 'content-type: image/png' --data-binary @$PHOTO_FILE
+  PHOTO=$(curl -s -X POST {base}/v1/photos/upscale -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"upload_key\":\"$KEY\",\"model\":\"realesr-animevideov3-x2\"}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
+  curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN"; echo
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

@@ -63,6 +63,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         r#""openapi":"3.1.0""#,
         r#""output":{"slept_ms":500}"#,
         r#""reason":"job_debit""#,
+        r#""model":"realesr-animevideov3-x2""#,
+        r#""width":128,"height":96"#,
     ] {
         assert!(
             printed.contains(expected),
