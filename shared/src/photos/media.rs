@@ -231,17 +231,17 @@ pub async fn store(
     })
 }
 
-/// Keeps the original upload as the photo's `original` (uploads expire after 7 days).
+/// Keeps the original upload's bytes as the photo's `original` (uploads expire after 7 days).
 pub async fn keep_original(
     state: &State,
     user_id: &str,
     photo_id: &str,
-    loaded: Loaded,
+    format: ImageFormat,
+    bytes: Vec<u8>,
+    size: (u32, u32),
 ) -> Result<Artifact, JobError> {
-    let format = loaded.inspected.format;
     let key = photo_key(user_id, photo_id, "original", format);
-    let size = (loaded.image.width(), loaded.image.height());
-    store(state, key, format, loaded.bytes, size).await
+    store(state, key, format, bytes, size).await
 }
 
 #[cfg(test)]

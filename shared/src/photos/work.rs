@@ -50,16 +50,12 @@ pub async fn upscale(
     let input = kinds::parse_upscale(&job.input).map_err(invalid_input)?;
     progress.report(1, Some("reading the photo")).await?;
     let loaded = media::load(state, &job.user_id, &input.upload_key).await?;
-    let upscaled = upscale_image(
-        state,
-        job,
-        loaded.image.clone(),
-        loaded.inspected.format,
-        &input.settings,
-        progress,
-    )
-    .await?;
-    let original = media::keep_original(state, &job.user_id, &job.id, loaded).await?;
+    let format = loaded.inspected.format;
+    let size = (loaded.image.width(), loaded.image.height());
+    let upscaled =
+        upscale_image(state, job, loaded.image, format, &input.settings, progress).await?;
+    let original =
+        media::keep_original(state, &job.user_id, &job.id, format, loaded.bytes, size).await?;
     Ok(json!({
         "photo_id": job.id,
         "model": input.settings.model(),
@@ -105,26 +101,18 @@ pub async fn best_cut(
         progress.report(percent, Some("scoring")).await?;
     }
     let (score, winner) = best.context("no images")?;
-    let winner_key = winner.key.clone();
+    let format = winner.inspected.format;
+    let size = (winner.image.width(), winner.image.height());
     let upscaled = if input.upscale {
-        Some(
-            upscale_image(
-                state,
-                job,
-                winner.image.clone(),
-                winner.inspected.format,
-                &input.settings,
-                progress,
-            )
-            .await?,
-        )
+        Some(upscale_image(state, job, winner.image, format, &input.settings, progress).await?)
     } else {
         None
     };
-    let original = media::keep_original(state, &job.user_id, &job.id, winner).await?;
+    let original =
+        media::keep_original(state, &job.user_id, &job.id, format, winner.bytes, size).await?;
     Ok(json!({
         "photo_id": job.id,
-        "winner": winner_key,
+        "winner": winner.key,
         "score": score,
         "scores": scores,
         "model": input.upscale.then(|| input.settings.model()),
