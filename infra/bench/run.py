@@ -175,8 +175,10 @@ def main():
         print(f"| {name} | {s['median']:.1f} | {s['p90']:.1f} | {s['min']:.1f} | {s['median'] / base:.1f}x |")
     print()
     import jobs
+    import photos
 
     jobs.main()
+    photos.main()
 
 
 if __name__ == "__main__":

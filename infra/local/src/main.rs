@@ -8,6 +8,9 @@ use lambent_local::{Emulator, Options, repo_root};
 /// Configuration a developer may set in the shell to override the template's values.
 const OVERRIDABLE: &[&str] = &[
     "STARTING_CREDITS",
+    "UPSCALE_PROVIDER",
+    "UPSCALE_PRECISION",
+    "UPSCALE_TILE",
     "ACCESS_TOKEN_TTL_SECONDS",
     "REFRESH_TOKEN_TTL_SECONDS",
     "REGISTER_RATE_PER_MINUTE",

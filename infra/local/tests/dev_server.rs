@@ -2,22 +2,35 @@
 //! logs are JSON lines that carry the request id and never a password or a token.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
+/// The server, killed however the test ends: left running, it would hold cargo's output pipe open
+/// and hang `make test`.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_lambent-dev"))
-        .env("PORT", "0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("lambent-dev starts");
-    let stdout = server.stdout.take().expect("stdout");
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_lambent-dev"))
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("lambent-dev starts"),
+    );
+    let stdout = server.0.stdout.take().expect("stdout");
     let (lines_tx, lines) = mpsc::channel::<String>();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -75,8 +88,7 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         serde_json::from_str(&std::fs::read_to_string("/tmp/lambent-tokens.json").expect("tokens"))
             .expect("json");
 
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     logs.extend(lines.try_iter().filter(|l| l.starts_with('{')));
 
     let secrets = [

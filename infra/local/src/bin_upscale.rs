@@ -1,0 +1,76 @@
+//! `lambent-upscale`: the worker's upscaling path on one file, for `make bench` and for trying
+//! models and settings by hand. Prints one JSON line: load and run seconds.
+//!
+//!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32]
+//!                   [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]
+//!
+//! With `--repeat N` the image is upscaled N times and the last run is timed (the first pays for
+//! kernel selection and, with OpenVINO, compiling the tile's shape, as a worker's first job does).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use lambent::upscale::{Options, Provider, Upscaler};
+use lambent_local::{models, repo_root};
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32] [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]";
+    let model = args.next().context(usage)?;
+    let input = PathBuf::from(args.next().context(usage)?);
+    let output = PathBuf::from(args.next().context(usage)?);
+    let root = repo_root();
+    let (mut provider, mut library, mut dir) = (Provider::Cpu, None, None);
+    let mut options = Options::default();
+    let mut repeat = 1;
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--provider" => {
+                provider = match value.as_str() {
+                    "cpu" => Provider::Cpu,
+                    "openvino" => Provider::OpenVino { bf16: true },
+                    "openvino-fp32" => Provider::OpenVino { bf16: false },
+                    other => anyhow::bail!("unknown provider {other}"),
+                }
+            }
+            "--tile" => options.tile = value.parse()?,
+            "--tile-pad" => options.tile_pad = value.parse()?,
+            "--repeat" => repeat = value.parse::<usize>()?.max(1),
+            "--library" => library = Some(PathBuf::from(value)),
+            "--models" => dir = Some(PathBuf::from(value)),
+            other => anyhow::bail!("unknown flag {other}\n{usage}"),
+        }
+    }
+    let library = match (library, provider) {
+        (Some(path), _) => path,
+        (None, Provider::OpenVino { .. }) => models::openvino_library(&root)?,
+        (None, _) => models::onnxruntime_library(&root)?,
+    };
+    let dir = match dir {
+        Some(dir) => dir,
+        None => models::models_dir(&root)?,
+    };
+    let started = Instant::now();
+    let upscaler = Upscaler::load(Some(&library), &dir, &[&model], provider)?;
+    let load = started.elapsed().as_secs_f64();
+    let image = image::open(&input).with_context(|| format!("reading {}", input.display()))?;
+    let (mut out, mut run) = (None, 0.0);
+    for _ in 0..repeat {
+        let started = Instant::now();
+        out = upscaler.upscale(&model, image.clone(), &options, &mut |_, _| true)?;
+        run = started.elapsed().as_secs_f64();
+    }
+    let out = out.context("stopped")?;
+    out.save(&output)
+        .with_context(|| format!("writing {}", output.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({"load_seconds": load, "run_seconds": run, "width": out.width(), "height": out.height()})
+    );
+    Ok(())
+}
