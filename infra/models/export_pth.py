@@ -8,6 +8,10 @@ not part of `make test`:
     .venv/bin/python infra/models/export_pth.py RealESRGAN_x4plus.pth \
         --name realesrgan-x4plus --out infra/models/out
 
+Checked here on checkpoints saved from spandrel's own modules (the bench's weights): the exported
+graph gives the same pixels as the converted one. Uses torch's TorchScript exporter (`dynamo=False`),
+which needs no onnxscript.
+
 The graph has the same input and output names ("input", "output": N x 3 x H x W, RGB in [0, 1]),
 dynamic spatial axes and the `scale` property, so it replaces the converted file one for one.
 """
@@ -43,6 +47,7 @@ def main() -> int:
             output_names=["output"],
             dynamic_axes={"input": {2: "height", 3: "width"}, "output": {2: "out_height", 3: "out_width"}},
             opset_version=17,
+            dynamo=False,
         )
     exported = onnx.load(str(path))
     helper.set_model_props(exported, {"scale": str(scale), "source": f"{args.checkpoint.name} (PyTorch)"})
