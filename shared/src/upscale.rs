@@ -263,7 +263,7 @@ fn scaled(value: u32, factor: f32) -> u32 {
 }
 
 /// The largest size with the same aspect whose long side is `side`.
-fn fit(width: u32, height: u32, side: u32) -> (u32, u32) {
+pub fn fit(width: u32, height: u32, side: u32) -> (u32, u32) {
     let long = width.max(height) as f32;
     let factor = side as f32 / long;
     (scaled(width, factor), scaled(height, factor))

@@ -98,7 +98,7 @@ fn urls(id: &str) -> PhotoUrls {
 }
 
 async fn presign(state: &State, key: &str) -> Result<String, ApiError> {
-    let bucket = media::bucket(state).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let bucket = media::bucket(state)?;
     let presigned = state
         .s3
         .get_object()
@@ -221,8 +221,7 @@ async fn submit_photo(
 pub async fn upscale(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let input: Value = json_body(&req, &["application/json"])?;
-    let parsed = crate::photos::kinds::parse_upscale(&input).map_err(ApiError::Validation)?;
-    crate::photos::kinds::validate_upscale(&input).map_err(ApiError::Validation)?;
+    let parsed = crate::photos::kinds::check_upscale(&input).map_err(ApiError::Validation)?;
     check_uploads(state, &caller, &[parsed.upload_key.as_str()]).await?;
     submit_photo(state, &req, &caller, "upscale", input).await
 }
@@ -235,8 +234,7 @@ pub async fn upscale(state: &State, req: Request) -> Result<Response<Body>, ApiE
 pub async fn best_cut(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let input: Value = json_body(&req, &["application/json"])?;
-    let parsed = crate::photos::kinds::parse_best_cut(&input).map_err(ApiError::Validation)?;
-    crate::photos::kinds::validate_best_cut(&input).map_err(ApiError::Validation)?;
+    let parsed = crate::photos::kinds::check_best_cut(&input).map_err(ApiError::Validation)?;
     let keys: Vec<&str> = parsed.upload_keys.iter().map(String::as_str).collect();
     check_uploads(state, &caller, &keys).await?;
     submit_photo(state, &req, &caller, "bestcut", input).await
@@ -335,7 +333,7 @@ pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiEr
     if !job.status.is_terminal() {
         return Err(processing());
     }
-    let bucket = media::bucket(state).map_err(|e| ApiError::Internal(anyhow::anyhow!("{e}")))?;
+    let bucket = media::bucket(state)?;
     // Files first: a failure leaves the record, so the delete can be retried.
     let listed = state
         .s3

@@ -205,7 +205,8 @@ fn finish(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {
     }
 }
 
-pub fn validate_upscale(input: &Value) -> Result<(), Vec<FieldError>> {
+/// Parses and checks `upscale`'s input, naming every problem.
+pub fn check_upscale(input: &Value) -> Result<UpscaleInput, Vec<FieldError>> {
     let input = parse_upscale(input)?;
     let mut errors = Vec::new();
     if !key_ok(&input.upload_key) {
@@ -216,10 +217,11 @@ pub fn validate_upscale(input: &Value) -> Result<(), Vec<FieldError>> {
     }
     input.settings.check("", &mut errors);
     input.place.check(&mut errors);
-    finish(errors)
+    finish(errors).map(|()| input)
 }
 
-pub fn validate_best_cut(input: &Value) -> Result<(), Vec<FieldError>> {
+/// Parses and checks `bestcut`'s input, naming every problem.
+pub fn check_best_cut(input: &Value) -> Result<BestCutInput, Vec<FieldError>> {
     let input = parse_best_cut(input)?;
     let mut errors = Vec::new();
     if !(2..=BEST_CUT_MAX).contains(&input.upload_keys.len()) {
@@ -242,7 +244,15 @@ pub fn validate_best_cut(input: &Value) -> Result<(), Vec<FieldError>> {
     }
     input.settings.check("", &mut errors);
     input.place.check(&mut errors);
-    finish(errors)
+    finish(errors).map(|()| input)
+}
+
+pub fn validate_upscale(input: &Value) -> Result<(), Vec<FieldError>> {
+    check_upscale(input).map(drop)
+}
+
+pub fn validate_best_cut(input: &Value) -> Result<(), Vec<FieldError>> {
+    check_best_cut(input).map(drop)
 }
 
 /// A Lambda worker runs at most 15 minutes; a job gets 14.

@@ -46,12 +46,12 @@ fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
     }
 }
 
-pub fn bucket(state: &State) -> Result<&str, JobError> {
-    Ok(state
+pub fn bucket(state: &State) -> anyhow::Result<&str> {
+    state
         .config
         .media_bucket
         .as_deref()
-        .context("MEDIA_BUCKET is not set")?)
+        .context("MEDIA_BUCKET is not set")
 }
 
 /// Whether `key` is one of `user_id`'s uploads. Anyone else's key reads as missing.
@@ -65,12 +65,14 @@ pub async fn upload_size(state: &State, user_id: &str, key: &str) -> anyhow::Res
     if !owns(user_id, key) {
         return Ok(None);
     }
-    let bucket = state
-        .config
-        .media_bucket
-        .as_deref()
-        .context("MEDIA_BUCKET is not set")?;
-    match state.s3.head_object().bucket(bucket).key(key).send().await {
+    match state
+        .s3
+        .head_object()
+        .bucket(bucket(state)?)
+        .key(key)
+        .send()
+        .await
+    {
         Ok(head) => Ok(Some(
             head.content_length()
                 .and_then(|n| u64::try_from(n).ok())

@@ -136,14 +136,14 @@ async fn upscale_image(
     let scale = upscaler
         .scale(&model)
         .ok_or_else(|| permanent("invalid_input", format!("{model} is not deployed here")))?;
-    let (mut width, mut height) = (u64::from(image.width()), u64::from(image.height()));
-    if let Some(side) = settings.pre_shrink
-        && width.max(height) > u64::from(side)
-    {
-        let factor = side as f64 / width.max(height) as f64;
-        width = ((width as f64 * factor).round() as u64).max(1);
-        height = ((height as f64 * factor).round() as u64).max(1);
-    }
+    // The size the model will see, after `pre_shrink` (as the upscaler computes it).
+    let (width, height) = match settings.pre_shrink {
+        Some(side) if image.width().max(image.height()) > side => {
+            crate::upscale::fit(image.width(), image.height(), side)
+        }
+        _ => (image.width(), image.height()),
+    };
+    let (width, height) = (u64::from(width), u64::from(height));
     let budget = if model.starts_with("realesrgan-") {
         HEAVY_MODEL_PIXELS
     } else {
