@@ -39,6 +39,31 @@ pub struct Config {
     pub s3_force_path_style: bool,
     /// Where the upscaler finds its runtime and models.
     pub upscale: UpscaleConfig,
+    /// The outside providers and their webhooks.
+    pub generation: GenerationConfig,
+}
+
+/// The generation providers: where they are, where their keys are, where they call back.
+#[derive(Clone, Debug)]
+pub struct GenerationConfig {
+    /// The public base URL providers send webhooks to (`WEBHOOK_BASE_URL`: the webhooks API).
+    pub webhook_base_url: Option<String>,
+    /// Secrets Manager id of `{"fal_key", "replicate_api_token", "replicate_webhook_secret"?}`
+    /// (`PROVIDER_KEYS_SECRET_ID`).
+    pub provider_keys_secret_id: Option<String>,
+    /// Secrets Manager id of the secret our AI servers and we sign with (`AI_WEBHOOK_SECRET_ID`).
+    pub ai_webhook_secret_id: Option<String>,
+    /// fal's queue (`FAL_QUEUE_URL`, default `https://queue.fal.run`).
+    pub fal_queue_url: String,
+    /// fal's webhook keys (`FAL_JWKS_URL`, default `https://rest.alpha.fal.ai/.well-known/jwks.json`).
+    pub fal_jwks_url: String,
+    /// Replicate's API (`REPLICATE_API_URL`, default `https://api.replicate.com`).
+    pub replicate_api_url: String,
+    /// Our own AI servers (`AI_SERVER_URL`); unset, the `ai` provider is not offered.
+    pub ai_server_url: Option<String>,
+    /// How long a job at a provider may go without news before the reconciler polls it
+    /// (`RECONCILE_QUIET_SECONDS`, default 300).
+    pub quiet: Duration,
 }
 
 /// The upscaler's deployment.
@@ -225,7 +250,40 @@ impl Config {
                     }
                 },
             },
+            generation: GenerationConfig {
+                webhook_base_url: base_url(&lookup, "WEBHOOK_BASE_URL")?,
+                provider_keys_secret_id: optional("PROVIDER_KEYS_SECRET_ID"),
+                ai_webhook_secret_id: optional("AI_WEBHOOK_SECRET_ID"),
+                fal_queue_url: base_url(&lookup, "FAL_QUEUE_URL")?
+                    .unwrap_or_else(|| "https://queue.fal.run".into()),
+                fal_jwks_url: base_url(&lookup, "FAL_JWKS_URL")?
+                    .unwrap_or_else(|| "https://rest.alpha.fal.ai/.well-known/jwks.json".into()),
+                replicate_api_url: base_url(&lookup, "REPLICATE_API_URL")?
+                    .unwrap_or_else(|| "https://api.replicate.com".into()),
+                ai_server_url: base_url(&lookup, "AI_SERVER_URL")?,
+                quiet: Duration::from_secs(number("RECONCILE_QUIET_SECONDS", 300)?.max(1)),
+            },
         })
+    }
+}
+
+/// An optional absolute http(s) URL without its trailing slash.
+fn base_url(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = lookup(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let raw = raw.trim().trim_end_matches('/').to_owned();
+    match url::Url::parse(&raw) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            Ok(Some(raw))
+        }
+        _ => Err(ConfigError::Invalid {
+            name,
+            reason: "must be an absolute http(s) URL".into(),
+        }),
     }
 }
 

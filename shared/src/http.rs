@@ -83,7 +83,7 @@ fn media_type(req: &Request) -> Option<String> {
     )
 }
 
-fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
+pub fn body_bytes(req: &Request) -> Result<&[u8], ApiError> {
     let bytes: &[u8] = req.body().as_ref();
     if bytes.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge {

@@ -117,3 +117,21 @@ pub async fn serve_reaper() -> Result<(), Error> {
     ))
     .await
 }
+
+/// The reconciler, run on a schedule: jobs at a provider with no news for a while are polled there.
+pub async fn serve_reconciler() -> Result<(), Error> {
+    use lambda_runtime::LambdaEvent;
+
+    crate::telemetry::init();
+    let state = &State::from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: LambdaEvent<serde_json::Value>| async move {
+            let report = crate::generation::reconcile::run(state)
+                .await
+                .map_err(|err| Error::from(format!("{err:#}")))?;
+            tracing::info!(?report, "reconciler ran");
+            Ok::<_, Error>(serde_json::to_value(report)?)
+        },
+    ))
+    .await
+}

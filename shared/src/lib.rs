@@ -14,6 +14,7 @@ pub mod credits;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod generation;
 pub mod http;
 pub mod images;
 pub mod jobs;

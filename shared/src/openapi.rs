@@ -5,6 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::handlers as auth;
 use crate::credits;
+use crate::generation::inbound;
 use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::photos::handlers as photos;
@@ -18,6 +19,7 @@ use crate::photos::handlers as photos;
         auth::register, auth::login, auth::token, auth::refresh, auth::logout, auth::me, auth::update_me,
         jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant, crate::uploads::create,
         photos::upscale, photos::best_cut, photos::list, photos::get, photos::file_redirect, photos::delete,
+        inbound::fal, inbound::replicate, inbound::ai_progress, inbound::ai_complete, inbound::ai_failed,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
@@ -25,6 +27,7 @@ use crate::photos::handlers as photos;
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
+        (name = "webhooks", description = "Signed webhooks from providers and AI servers (no bearer token)"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

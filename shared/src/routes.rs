@@ -9,6 +9,7 @@ use tracing::Instrument as _;
 
 use crate::auth::handlers as auth;
 use crate::credits;
+use crate::generation::inbound;
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
@@ -44,6 +45,11 @@ pub enum Route {
     GetPhoto,
     GetPhotoFile,
     DeletePhoto,
+    FalWebhook,
+    ReplicateWebhook,
+    AiProgressWebhook,
+    AiCompleteWebhook,
+    AiFailedWebhook,
     NotFound,
 }
 
@@ -174,6 +180,41 @@ pub const ROUTES: &[RouteSpec] = &[
         "delete-photo",
         true,
     ),
+    spec(
+        Route::FalWebhook,
+        "POST",
+        "/v1/webhooks/fal",
+        "receive-fal-webhook",
+        false,
+    ),
+    spec(
+        Route::ReplicateWebhook,
+        "POST",
+        "/v1/webhooks/replicate",
+        "receive-replicate-webhook",
+        false,
+    ),
+    spec(
+        Route::AiProgressWebhook,
+        "PATCH",
+        "/v1/webhooks/ai/{id}/progress",
+        "receive-ai-progress",
+        false,
+    ),
+    spec(
+        Route::AiCompleteWebhook,
+        "POST",
+        "/v1/webhooks/ai/{id}/complete",
+        "receive-ai-completion",
+        false,
+    ),
+    spec(
+        Route::AiFailedWebhook,
+        "POST",
+        "/v1/webhooks/ai/{id}/failed",
+        "receive-ai-failure",
+        false,
+    ),
 ];
 
 /// The `$default` route's function.
@@ -269,6 +310,11 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::GetPhoto => photos::get(state, req).await,
             Route::GetPhotoFile => photos::file_redirect(state, req).await,
             Route::DeletePhoto => photos::delete(state, req).await,
+            Route::FalWebhook => inbound::fal(state, req).await,
+            Route::ReplicateWebhook => inbound::replicate(state, req).await,
+            Route::AiProgressWebhook => inbound::ai_progress(state, req).await,
+            Route::AiCompleteWebhook => inbound::ai_complete(state, req).await,
+            Route::AiFailedWebhook => inbound::ai_failed(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

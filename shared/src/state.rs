@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aws_config::{BehaviorVersion, SdkConfig, timeout::TimeoutConfig};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio::sync::RwLock;
 
 use crate::auth::keys::KeyRing;
@@ -23,6 +23,8 @@ pub struct State {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub registry: Registry,
+    /// HTTP clients and cached keys of the generation providers.
+    pub generation: crate::generation::Runtime,
     secrets: aws_sdk_secretsmanager::Client,
     cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     keys: RwLock<Option<(Instant, Arc<KeyRing>)>>,
@@ -61,7 +63,8 @@ impl State {
                     .force_path_style(config.s3_force_path_style)
                     .build(),
             ),
-            registry: Registry::new(config.test_kinds, config.upscale.queue),
+            registry: Registry::new(&config),
+            generation: crate::generation::Runtime::new(config.allow_private_webhooks),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             cursor_key: tokio::sync::OnceCell::new(),
             keys: RwLock::new(None),
@@ -80,20 +83,29 @@ impl State {
                     .cursor_key_secret_id
                     .as_deref()
                     .context("CURSOR_KEY_SECRET_ID is not set")?;
-                let out = self
-                    .secrets
-                    .get_secret_value()
-                    .secret_id(id)
-                    .send()
+                let text = self
+                    .secret_string(id)
                     .await
                     .context("reading the cursor key")?;
-                let text = out
-                    .secret_string
-                    .context("the cursor key has no string value")?;
-                anyhow::Ok(text.into_bytes())
+                anyhow::Ok(text.expose_secret().as_bytes().to_vec())
             })
             .await?;
         Ok(key)
+    }
+
+    /// A secret's string value.
+    pub async fn secret_string(&self, id: &str) -> anyhow::Result<SecretString> {
+        let out = self
+            .secrets
+            .get_secret_value()
+            .secret_id(id)
+            .send()
+            .await
+            .with_context(|| format!("reading the secret {id}"))?;
+        let text = out
+            .secret_string
+            .context("the secret has no string value")?;
+        Ok(SecretString::from(text))
     }
 
     /// The signing keys, loaded from Secrets Manager once per process.
@@ -120,17 +132,11 @@ impl State {
         if let Some(ring) = fresh(&entry) {
             return Ok(ring);
         }
-        let out = self
-            .secrets
-            .get_secret_value()
-            .secret_id(&self.config.signing_key_secret_id)
-            .send()
+        let text = self
+            .secret_string(&self.config.signing_key_secret_id)
             .await
             .context("reading the signing key secret")?;
-        let text = out
-            .secret_string
-            .context("the signing key secret has no string value")?;
-        let ring = Arc::new(KeyRing::from_secret(&SecretString::from(text))?);
+        let ring = Arc::new(KeyRing::from_secret(&text)?);
         *entry = Some((Instant::now(), ring.clone()));
         Ok(ring)
     }

@@ -39,6 +39,12 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-photo", 404),
         ("get-photo-file", 404),
         ("delete-photo", 404),
+        // Signed long ago: refused before any key or secret is fetched.
+        ("receive-fal-webhook", 401),
+        ("receive-replicate-webhook", 401),
+        ("receive-ai-progress", 401),
+        ("receive-ai-completion", 401),
+        ("receive-ai-failure", 401),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();
@@ -99,4 +105,10 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     // The schedule's event carries nothing the reaper needs; with nothing overdue it reaps nothing.
     let _: Value = serde_json::from_str(&read("reap-jobs")).expect("a scheduled event");
     assert_eq!(worker::reap(state).await.expect("reap"), 0);
+    // Likewise the reconciler: nothing waits on a provider.
+    let _: Value = serde_json::from_str(&read("reconcile-jobs")).expect("a scheduled event");
+    let report = lambent::generation::reconcile::run(state)
+        .await
+        .expect("reconcile");
+    assert_eq!(report.polled, 0);
 }

@@ -82,6 +82,7 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
         id: submitted["id"].as_str().expect("id").to_owned(),
         user_id,
         cost: 1,
+        provider: None,
     };
     let db = &app.running.gateway.state.db;
     let outcome = Outcome::failed("provider_error", "the provider gave up");

@@ -7,6 +7,7 @@ mod bad_input;
 mod bestcut;
 mod docs;
 mod events;
+mod generation;
 mod jobs;
 mod jwt;
 mod photos;

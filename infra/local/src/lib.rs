@@ -2,6 +2,7 @@
 //! serving every route. `make dev` runs it; the integration tests start one per test.
 
 pub mod emulator;
+pub mod fakes;
 pub mod gateway;
 pub mod models;
 pub mod template;
@@ -28,7 +29,7 @@ pub struct Options {
     /// Run the worker on every work queue and the dead-letter consumer on every DLQ, as AWS runs
     /// them for the deployed stack.
     pub worker: bool,
-    /// Run the reaper this often (AWS runs it every minute).
+    /// Run the reaper and the reconciler this often (AWS runs them every minute).
     pub reaper_every: Option<std::time::Duration>,
 }
 
@@ -60,6 +61,8 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     let base_url = format!("http://{}", listener.local_addr()?);
     let mut env = stack.env.clone();
     env.insert("JWT_ISSUER".into(), base_url.clone());
+    // One local gateway serves the webhooks API too.
+    env.insert("WEBHOOK_BASE_URL".into(), base_url.clone());
     env.extend(
         LOCAL_DEFAULTS
             .iter()
@@ -114,6 +117,9 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 ticks.tick().await;
                 if let Err(err) = worker::reap(&reaper_state).await {
                     tracing::warn!(error = format!("{err:#}"), "reaper failed");
+                }
+                if let Err(err) = lambent::generation::reconcile::run(&reaper_state).await {
+                    tracing::warn!(error = format!("{err:#}"), "reconciler failed");
                 }
             }
         });

@@ -18,6 +18,11 @@ const OVERRIDABLE: &[&str] = &[
     "JOB_CAP_FREE",
     "JOB_CAP_STANDARD",
     "JOB_CAP_PREMIUM",
+    "FAL_QUEUE_URL",
+    "FAL_JWKS_URL",
+    "REPLICATE_API_URL",
+    "AI_SERVER_URL",
+    "RECONCILE_QUIET_SECONDS",
 ];
 
 #[tokio::main]
@@ -30,10 +35,15 @@ async fn main() -> anyhow::Result<()> {
         .context("PORT")?
         .unwrap_or(3000);
     let emulator = Emulator::start(&repo_root()).await?;
-    let overrides: HashMap<String, String> = OVERRIDABLE
-        .iter()
-        .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?)))
-        .collect();
+    // Local stand-ins for fal, Replicate and an AI server (no internet needed), unless the shell
+    // points at real ones.
+    let fakes = lambent_local::fakes::FakeProviders::start().await?;
+    let mut overrides: HashMap<String, String> = fakes.overrides().into_iter().collect();
+    overrides.extend(
+        OVERRIDABLE
+            .iter()
+            .filter_map(|name| Some((name.to_string(), std::env::var(name).ok()?))),
+    );
     let running = lambent_local::start(
         &emulator.endpoint,
         Options {
@@ -45,6 +55,20 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    let state = &running.gateway.state;
+    let refs = &running.stack.refs;
+    let keys: serde_json::Value = serde_json::from_str(secrecy::ExposeSecret::expose_secret(
+        &state.secret_string(&refs["ProviderKeys"]).await?,
+    ))?;
+    let ai_secret = state.secret_string(&refs["AiWebhookSecret"]).await?;
+    fakes.configure(|b| {
+        b.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
+        b.replicate_token = keys["replicate_api_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        b.ai_secret = secrecy::ExposeSecret::expose_secret(&ai_secret).to_owned();
+    });
     let photo = repo_root().join("tests/fixtures/images/scene.png");
     walkthrough(
         &running.base_url,
@@ -62,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
 fn walkthrough(base: &str, emulator: &str, photo: &str) {
     println!(
         r#"
-Lambent is serving on {base}   (AWS emulator: {emulator})
+Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate and an AI server are local fakes)
 
 Try it, in another terminal:
 
@@ -101,6 +125,13 @@ Try it, in another terminal:
     -d "{{\"upload_key\":\"$KEY\",\"model\":\"realesr-animevideov3-x2\"}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
   until curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
   curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN"; echo
+
+  # generate an image at fal (the local fake): submitted, finalized by fal's signed webhook, copied to S3
+  GEN=$(curl -s -X POST {base}/v1/jobs -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"kind":"generate","input":{{"provider":"fal","model":"fal-ai/flux/dev","task":"text_to_image","prompt":"a lighthouse at dusk"}}}}' \
+    | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/jobs/$GEN -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
+  curl -s {base}/v1/jobs/$GEN -H "authorization: Bearer $TOKEN"; echo
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

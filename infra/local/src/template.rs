@@ -109,18 +109,19 @@ impl Template {
                 let field =
                     |name: &str| props.and_then(|p| p.get(name)?.as_str()).map(str::to_owned);
                 let authorizer = props.and_then(|p| p.get("Auth")?.get("Authorizer")?.as_str());
-                let on_identity_api = props
+                // Only the main API has the JWT authorizer; the identity and webhooks APIs are public.
+                let on_main_api = props
                     .and_then(|p| p.get("ApiId"))
                     .and_then(|v| tagged(v, "!Ref"))
                     .and_then(Value::as_str)
-                    == Some("IdentityApi");
+                    .is_none_or(|api| api == "HttpApi");
                 routes.insert(TemplateRoute {
                     method: field("Method")
                         .map(|m| m.to_uppercase())
                         .unwrap_or_else(|| "ANY".to_owned()),
                     path: field("Path").unwrap_or_else(|| "$default".to_owned()),
                     binary: binary.clone(),
-                    authorized: default_auth && !on_identity_api && authorizer != Some("NONE"),
+                    authorized: default_auth && on_main_api && authorizer != Some("NONE"),
                 });
             }
         }
@@ -199,6 +200,23 @@ impl Template {
         }
         env
     }
+}
+
+fn random_alphanumeric(length: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; length];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+    // 248 = 4 * 62: values above it would bias the choice; redraw them.
+    let mut out = String::with_capacity(length);
+    let mut extra = [0u8; 1];
+    for mut byte in bytes {
+        while byte >= 248 {
+            aws_lc_rs::rand::fill(&mut extra).map_err(|_| anyhow::anyhow!("no randomness"))?;
+            byte = extra[0];
+        }
+        out.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
+    }
+    Ok(out)
 }
 
 fn strings(value: Option<&Value>) -> impl Iterator<Item = &Value> {
@@ -335,7 +353,26 @@ pub async fn bootstrap(
                 let secret = lambent::auth::keys::generate_secret("local-1")?;
                 secrecy::ExposeSecret::expose_secret(&secret).to_owned()
             }
-            _ => uuid::Uuid::new_v4().to_string(),
+            // Keys the local fake providers accept (infra/local's fakes read them from here).
+            Some("provider-keys") => serde_json::json!({
+                "fal_key": format!("local-fal-{}", uuid::Uuid::new_v4().simple()),
+                "replicate_api_token": format!("local-replicate-{}", uuid::Uuid::new_v4().simple()),
+            })
+            .to_string(),
+            _ => match resource
+                .get("Properties")
+                .and_then(|p| p.get("GenerateSecretString"))
+            {
+                // As Secrets Manager generates it: letters and digits when punctuation is excluded.
+                Some(generate) => {
+                    let length = generate
+                        .get("PasswordLength")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(32);
+                    random_alphanumeric(usize::try_from(length).unwrap_or(32))?
+                }
+                None => uuid::Uuid::new_v4().to_string(),
+            },
         };
         let out = secrets
             .create_secret()

@@ -78,6 +78,9 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         r#""reason":"job_debit""#,
         r#""model":"realesr-animevideov3-x2""#,
         r#""width":128,"height":96"#,
+        // The generated image, copied from the fake fal into the bucket.
+        r#""content_type":"image/png","height":16"#,
+        r#""model":"fal-ai/flux/dev","provider":"fal""#,
     ] {
         assert!(
             printed.contains(expected),

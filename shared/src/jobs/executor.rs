@@ -40,20 +40,37 @@ pub enum Executor {
     Upscale,
     /// The sharpest of several uploaded photos, optionally upscaled.
     BestCut,
+    /// Handed to an outside provider (fal.ai, Replicate, an AI server); a webhook or the
+    /// reconciler finishes it.
+    Provider,
+}
+
+/// How an executor left a job.
+#[derive(Debug)]
+pub enum Finished {
+    /// Done here: this is its output.
+    Output(Value),
+    /// Handed to a provider: it stays IN_PROGRESS until the provider's webhook or the reconciler.
+    HandedOff,
 }
 
 impl Executor {
-    /// Runs the claimed `job` to completion and returns its output document.
+    /// Runs the claimed `job`: to completion here, or until a provider has it.
     pub async fn run(
         self,
         state: &State,
         job: &Job,
         progress: &impl Progress,
-    ) -> Result<Value, JobError> {
+    ) -> Result<Finished, JobError> {
         match self {
-            Self::Sleep => sleep(&job.input, progress).await,
-            Self::Upscale => crate::photos::work::upscale(state, job, progress).await,
-            Self::BestCut => crate::photos::work::best_cut(state, job, progress).await,
+            Self::Sleep => sleep(&job.input, progress).await.map(Finished::Output),
+            Self::Upscale => crate::photos::work::upscale(state, job, progress)
+                .await
+                .map(Finished::Output),
+            Self::BestCut => crate::photos::work::best_cut(state, job, progress)
+                .await
+                .map(Finished::Output),
+            Self::Provider => crate::generation::work::submit(state, job).await,
         }
     }
 }

@@ -157,6 +157,8 @@ pub async fn submit(
     }
     if let Err(mut input_errors) = (kind.validate)(&body.input) {
         errors.append(&mut input_errors);
+    } else if let Err(error) = crate::generation::kinds::check_offered(state, kind, &body.input) {
+        errors.push(error);
     }
     let webhook_url = match &body.webhook_url {
         Some(url) => {
@@ -254,7 +256,8 @@ pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiErr
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
 pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let (_, job) = owned(state, &req).await?;
+    let (_, mut job) = owned(state, &req).await?;
+    crate::generation::outputs::add_urls(state, &mut job).await?;
     json(StatusCode::OK, &JobView::from(job))
 }
 
@@ -314,6 +317,21 @@ pub async fn cancel(state: &State, req: Request) -> Result<Response<Body>, ApiEr
                 };
                 if store::release(&state.db, &JobRef::from(&job), &outcome, now).await? {
                     tracing::info!(job_id = %job.id, "canceled while queued");
+                    let job = store::get(&state.db, &job.id)
+                        .await?
+                        .ok_or_else(not_found)?;
+                    return json(StatusCode::OK, &JobView::from(job));
+                }
+            }
+            Status::InProgress if job.provider.is_some() => {
+                // At a provider there is no checkpoint of ours: stop it there and end it here.
+                let outcome = Outcome::Canceled {
+                    message: "canceled by its owner".into(),
+                };
+                if store::release(&state.db, &JobRef::from(&job), &outcome, now).await? {
+                    if let Some(provider) = &job.provider {
+                        crate::generation::work::cancel_at_provider(state, &job.id, provider).await;
+                    }
                     let job = store::get(&state.db, &job.id)
                         .await?
                         .ok_or_else(not_found)?;

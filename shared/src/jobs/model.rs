@@ -5,6 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::db::{Item, get_i64, get_s};
+use crate::generation::providers::ProviderName;
 
 /// `IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELED`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -55,6 +56,25 @@ pub struct JobFailure {
     pub message: String,
 }
 
+/// A job handed to an outside provider: which, the model, and the provider's request id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ProviderJob {
+    pub name: ProviderName,
+    pub model: String,
+    pub request_id: String,
+}
+
+impl ProviderJob {
+    /// The provider fields of a job item, when it has them.
+    pub fn from_item(item: &Item) -> Option<Self> {
+        Some(Self {
+            name: ProviderName::parse(get_s(item, "provider")?)?,
+            model: get_s(item, "provider_model")?.to_owned(),
+            request_id: get_s(item, "provider_request_id")?.to_owned(),
+        })
+    }
+}
+
 /// A job.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Job {
@@ -76,6 +96,8 @@ pub struct Job {
     #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub webhook_url: Option<String>,
+    /// Where the job runs when an outside provider runs it.
+    pub provider: Option<ProviderJob>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -115,6 +137,7 @@ impl Job {
                 .map(|o| serde_json::from_str(&o))
                 .transpose()?,
             webhook_url: text("webhook_url"),
+            provider: ProviderJob::from_item(item),
             created_at: required("created_at")?,
             started_at: text("started_at"),
             finished_at: text("finished_at"),

@@ -49,12 +49,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(test_kinds: bool, photo_queue: Queue) -> Self {
+    pub fn new(config: &crate::config::Config) -> Self {
         let mut kinds = vec![
-            crate::photos::kinds::upscale_kind(photo_queue),
-            crate::photos::kinds::best_cut_kind(photo_queue),
+            crate::photos::kinds::upscale_kind(config.upscale.queue),
+            crate::photos::kinds::best_cut_kind(config.upscale.queue),
         ];
-        if test_kinds {
+        kinds.extend(crate::generation::kinds::kinds());
+        if config.test_kinds {
             kinds.push(SLEEP);
         }
         Self { kinds }
@@ -127,8 +128,18 @@ mod tests {
 
     #[test]
     fn test_kinds_exist_only_when_enabled() {
-        assert!(Registry::new(false, Queue::Cpu).get("sleep").is_none());
-        assert!(Registry::new(true, Queue::Cpu).get("sleep").is_some());
+        let config = |test_kinds: &str| {
+            let env = std::collections::HashMap::from([
+                ("TABLE_NAME", "t"),
+                ("SIGNING_KEY_SECRET_ID", "s"),
+                ("JWT_AUDIENCE", "a"),
+                ("ENABLE_TEST_KINDS", test_kinds),
+            ]);
+            crate::config::Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+                .expect("config")
+        };
+        assert!(Registry::new(&config("false")).get("sleep").is_none());
+        assert!(Registry::new(&config("true")).get("sleep").is_some());
     }
 
     #[test]

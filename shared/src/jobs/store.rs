@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::config::JobCaps;
 use crate::db::{Db, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::ApiError;
-use crate::jobs::model::{Job, Status};
+use crate::jobs::model::{Job, ProviderJob, Status};
 use crate::users::{timestamp, user_pk};
 
 /// Partitions of the index of unfinished jobs (`gsi2`), so the reaper's reads spread out.
@@ -199,6 +199,7 @@ pub async fn admit(
         error: None,
         output: None,
         webhook_url: job.webhook_url.map(str::to_owned),
+        provider: None,
         created_at,
         started_at: None,
         finished_at: None,
@@ -389,6 +390,27 @@ fn job_update(
         .expression_attribute_names("#status", "status")
 }
 
+/// Sets `:progress` and `:now`, plus `extra` assignments, and the message (or removes it).
+fn with_progress(
+    request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    message: Option<&str>,
+    extra: &str,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    match message {
+        Some(message) => request
+            .update_expression(format!(
+                "SET progress = :progress, progress_message = :message, updated_at = :now{extra}"
+            ))
+            .expression_attribute_values(
+                ":message",
+                s(message.chars().take(200).collect::<String>()),
+            ),
+        None => request.update_expression(format!(
+            "SET progress = :progress, updated_at = :now{extra} REMOVE progress_message"
+        )),
+    }
+}
+
 /// Records progress of a running job. Returns whether the job should stop: cancel was requested,
 /// or the job is no longer running (the reaper failed it).
 pub async fn report_progress(
@@ -404,19 +426,7 @@ pub async fn report_progress(
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
         .return_values(ReturnValue::AllNew);
-    request = match message {
-        Some(message) => request
-            .update_expression(
-                "SET progress = :progress, progress_message = :message, updated_at = :now",
-            )
-            .expression_attribute_values(
-                ":message",
-                s(message.chars().take(200).collect::<String>()),
-            ),
-        None => request.update_expression(
-            "SET progress = :progress, updated_at = :now REMOVE progress_message",
-        ),
-    };
+    request = with_progress(request, message, "");
     // No longer running (the reaper failed it) reads as a request to stop.
     let Some(out) = unless_condition_failed(request.send().await).context("recording progress")?
     else {
@@ -472,6 +482,8 @@ pub struct JobRef {
     pub id: String,
     pub user_id: String,
     pub cost: i64,
+    /// The outside provider running it, if any (to cancel there when the job is reaped).
+    pub provider: Option<ProviderJob>,
 }
 
 impl From<&Job> for JobRef {
@@ -480,6 +492,7 @@ impl From<&Job> for JobRef {
             id: job.id.clone(),
             user_id: job.user_id.clone(),
             cost: job.cost,
+            provider: job.provider.clone(),
         }
     }
 }
@@ -513,16 +526,16 @@ pub async fn release(
     let base = "SET #status = :final, finished_at = :now, updated_at = :now";
     finish = match outcome {
         Outcome::Completed(output) => finish
-            .update_expression(format!("{base}, progress = :hundred, #output = :output REMOVE gsi2pk, gsi2sk, progress_message"))
+            .update_expression(format!("{base}, progress = :hundred, #output = :output REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk, progress_message"))
             .expression_attribute_names("#output", "output")
             .expression_attribute_values(":hundred", n(100))
             .expression_attribute_values(":output", s(output.to_string())),
         Outcome::Failed { kind, message } => finish
-            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk"))
+            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk"))
             .expression_attribute_values(":type", s(kind))
             .expression_attribute_values(":message", s(message.chars().take(500).collect::<String>())),
         Outcome::Canceled { message } => finish
-            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk"))
+            .update_expression(format!("{base}, error_type = :type, error_message = :message REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk"))
             .expression_attribute_values(":type", s("canceled_by_user"))
             .expression_attribute_values(":message", s(message)),
     };
@@ -589,32 +602,141 @@ pub async fn request_cancel(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow
         .is_some())
 }
 
-/// Unfinished jobs whose deadline has passed, from every shard of the active index.
-pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<JobRef>> {
+/// Items of a sharded sparse index (`{prefix}#0..shards`) whose number sort key is below `upper`.
+async fn below_in_shards(
+    db: &Db,
+    index: &str,
+    prefix: &str,
+    shards: u32,
+    upper: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<HashMap<String, AttributeValue>>> {
     let mut found = Vec::new();
-    for shard in 0..ACTIVE_SHARDS {
+    for shard in 0..shards {
         let out = db
             .client
             .query()
             .table_name(&db.table)
-            .index_name("gsi2")
-            .key_condition_expression("gsi2pk = :shard AND gsi2sk < :now")
-            .expression_attribute_values(":shard", s(format!("ACTIVE#{shard}")))
-            .expression_attribute_values(":now", n(now.timestamp()))
+            .index_name(index)
+            .key_condition_expression(format!("{index}pk = :shard AND {index}sk < :upper"))
+            .expression_attribute_values(":shard", s(format!("{prefix}#{shard}")))
+            .expression_attribute_values(":upper", n(upper))
             .limit(i32::try_from(limit).unwrap_or(100))
             .send()
             .await
-            .context("querying overdue jobs")?;
-        for item in out.items() {
-            let (Some(id), Some(user_id)) = (get_s(item, "id"), get_s(item, "user_id")) else {
-                continue;
-            };
-            found.push(JobRef {
-                id: id.to_owned(),
-                user_id: user_id.to_owned(),
-                cost: get_i64(item, "cost").unwrap_or(0),
-            });
-        }
+            .with_context(|| format!("querying {index}"))?;
+        found.extend(out.items.unwrap_or_default());
     }
     Ok(found)
+}
+
+/// Unfinished jobs whose deadline has passed, from every shard of the active index.
+pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<JobRef>> {
+    let items =
+        below_in_shards(db, "gsi2", "ACTIVE", ACTIVE_SHARDS, now.timestamp(), limit).await?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            Some(JobRef {
+                id: get_s(item, "id")?.to_owned(),
+                user_id: get_s(item, "user_id")?.to_owned(),
+                cost: get_i64(item, "cost").unwrap_or(0),
+                provider: ProviderJob::from_item(item),
+            })
+        })
+        .collect())
+}
+
+/// Partitions of the index of jobs waiting on a provider (`gsi3`, by when we last heard of them).
+const POLL_SHARDS: u32 = 4;
+
+fn poll_shard(job_id: &str) -> String {
+    let sum: u32 = job_id.bytes().map(u32::from).sum();
+    format!("POLL#{}", sum % POLL_SHARDS)
+}
+
+/// Records that a running job was handed to a provider, before anything else happens to it: the
+/// provider's request id, the run deadline, and now as the last news of it (the reconciler polls
+/// jobs whose last news is old). `false` when the job is no longer running or already has a
+/// request (then the caller cancels the new request at the provider).
+pub async fn record_submission(
+    db: &Db,
+    job_id: &str,
+    provider: &ProviderJob,
+    run_for: Duration,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let deadline = now.timestamp() + i64::try_from(run_for.as_secs()).unwrap_or(i64::MAX / 2) + 1;
+    let result = job_update(db, job_id)
+        .update_expression(
+            "SET provider = :provider, provider_model = :model, provider_request_id = :request, \
+             submitted_at = :now, updated_at = :now, deadline = :deadline, gsi2sk = :deadline, \
+             gsi3pk = :shard, gsi3sk = :heard",
+        )
+        .condition_expression("#status = :running AND attribute_not_exists(provider_request_id)")
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":provider", s(provider.name.as_str()))
+        .expression_attribute_values(":model", s(&provider.model))
+        .expression_attribute_values(":request", s(&provider.request_id))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .expression_attribute_values(":deadline", n(deadline))
+        .expression_attribute_values(":shard", s(poll_shard(job_id)))
+        .expression_attribute_values(":heard", n(now.timestamp()))
+        .send()
+        .await;
+    Ok(unless_condition_failed(result)
+        .context("recording a submission")?
+        .is_some())
+}
+
+/// Records progress a provider reported for a running job (news of it: polling is put off).
+/// Progress only rises: a replayed or late report changes nothing. `false` when nothing changed.
+pub async fn record_provider_progress(
+    db: &Db,
+    job_id: &str,
+    percent: u8,
+    message: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let mut request = job_update(db, job_id)
+        .condition_expression(
+            "#status = :running AND attribute_exists(provider_request_id) \
+             AND (attribute_not_exists(progress) OR progress < :progress)",
+        )
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":progress", n(percent.min(100)))
+        .expression_attribute_values(":now", s(timestamp(now)))
+        .expression_attribute_values(":heard", n(now.timestamp()));
+    request = with_progress(request, message, ", gsi3sk = :heard");
+    Ok(unless_condition_failed(request.send().await)
+        .context("recording provider progress")?
+        .is_some())
+}
+
+/// Records that a job still running at its provider was just polled.
+pub async fn postpone_poll(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let result = job_update(db, job_id)
+        .update_expression("SET gsi3sk = :heard")
+        .condition_expression("#status = :running AND attribute_exists(gsi3pk)")
+        .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":heard", n(now.timestamp()))
+        .send()
+        .await;
+    unless_condition_failed(result).context("postponing a poll")?;
+    Ok(())
+}
+
+/// Jobs at a provider with no news for `quiet` (no webhook came), from every shard.
+pub async fn due_for_poll(
+    db: &Db,
+    quiet: Duration,
+    now: DateTime<Utc>,
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    let before = now.timestamp() - i64::try_from(quiet.as_secs()).unwrap_or(300);
+    let items = below_in_shards(db, "gsi3", "POLL", POLL_SHARDS, before, limit).await?;
+    Ok(items
+        .iter()
+        .filter_map(|item| get_s(item, "id").map(str::to_owned))
+        .collect())
 }

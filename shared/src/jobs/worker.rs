@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::jobs::executor::{JobError, Progress};
+use crate::jobs::executor::{Finished, JobError, Progress};
 use crate::jobs::model::Status;
 use crate::jobs::store::{self, JobRef, Outcome};
 use crate::state::State;
@@ -81,7 +81,11 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
         .await
     {
         Err(_) => Outcome::failed("timed_out", "the job ran past its deadline"),
-        Ok(Ok(output)) => Outcome::Completed(output),
+        Ok(Ok(Finished::Output(output))) => Outcome::Completed(output),
+        Ok(Ok(Finished::HandedOff)) => {
+            tracing::info!(job_id = %job.id, "handed to its provider");
+            return Ok(Disposition::Done);
+        }
         Ok(Err(JobError::Permanent { kind, message })) => Outcome::failed(kind, message),
         Ok(Err(JobError::Canceled)) => Outcome::Canceled {
             message: "canceled by its owner".into(),
@@ -126,7 +130,8 @@ pub async fn dead_letter(state: &State, body: &str) -> anyhow::Result<Dispositio
     Ok(Disposition::Done)
 }
 
-/// Fails every unfinished job past its deadline (`timed_out`), refunding it. Returns how many.
+/// Fails every unfinished job past its deadline (`timed_out`), refunding it, and cancels it at its
+/// provider if one runs it. Returns how many.
 pub async fn reap(state: &State) -> anyhow::Result<usize> {
     let now = Utc::now();
     let mut released = 0;
@@ -135,6 +140,10 @@ pub async fn reap(state: &State) -> anyhow::Result<usize> {
         if store::release(&state.db, &job, &outcome, now).await? {
             tracing::warn!(job_id = %job.id, "reaped");
             released += 1;
+            // Stop paying for it at its provider.
+            if let Some(provider) = &job.provider {
+                crate::generation::work::cancel_at_provider(state, &job.id, provider).await;
+            }
         }
     }
     Ok(released)

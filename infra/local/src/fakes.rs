@@ -1,0 +1,692 @@
+//! Local stand-ins for the outside providers, speaking their documented protocols and signing for
+//! real: fal.ai's queue (webhooks signed with an Ed25519 key served as a JWKS), Replicate's
+//! predictions (Standard Webhooks with the account's secret) and an AI server (Standard Webhooks
+//! with the shared secret, which it also checks on our submissions). Tests steer them (refuse
+//! submissions, hold webhooks back, fail jobs) and read what they saw; `make dev` runs them so
+//! the walkthrough can generate without the internet.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+use tokio::net::TcpListener;
+
+/// What the fakes do; tests change it between steps.
+#[derive(Clone, Debug, Default)]
+pub struct Behaviour {
+    /// Keys our adapters must present (from the stack's ProviderKeys secret).
+    pub fal_key: String,
+    pub replicate_token: String,
+    /// The secret shared with the AI server (the stack's AiWebhookSecret).
+    pub ai_secret: String,
+    /// Statuses to answer the next submissions with, one each (429 carries `Retry-After: 1`).
+    pub submit_failures: VecDeque<u16>,
+    /// Hold webhooks back (a lost webhook; the reconciler must poll).
+    pub hold_webhooks: bool,
+    /// Fail every request with this message.
+    pub fail_with: Option<String>,
+    /// Leave requests running (until canceled).
+    pub stall: bool,
+}
+
+/// A webhook a fake sent (or would have sent), to replay or tamper with.
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Our answer's status; `None` when held back.
+    pub answered: Option<u16>,
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    provider: &'static str,
+    webhook: String,
+    state: &'static str,
+    input: Value,
+}
+
+struct Inner {
+    base_url: String,
+    behaviour: Mutex<Behaviour>,
+    requests: Mutex<HashMap<String, Request>>,
+    submissions: Mutex<Vec<(String, u16)>>,
+    webhooks: Mutex<Vec<Webhook>>,
+    fal_pair: Ed25519KeyPair,
+    replicate_secret: String,
+    client: reqwest::Client,
+}
+
+/// The fake providers on one loopback port: `/fal`, `/replicate`, `/ai`, and `/files`.
+#[derive(Clone)]
+pub struct FakeProviders {
+    inner: Arc<Inner>,
+}
+
+/// The PNG every fake job produces.
+pub fn output_png() -> Vec<u8> {
+    let image = image::RgbImage::from_fn(24, 16, |x, y| {
+        image::Rgb([
+            u8::try_from(x * 10).unwrap_or(0),
+            u8::try_from(y * 15).unwrap_or(0),
+            128,
+        ])
+    });
+    let mut bytes = Vec::new();
+    // Writing to memory cannot fail for a valid image.
+    let _ = image::DynamicImage::ImageRgb8(image).write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    );
+    bytes
+}
+
+/// A fresh Ed25519 key pair.
+pub fn ed25519_pair() -> anyhow::Result<Ed25519KeyPair> {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("keygen"))?;
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("key"))
+}
+
+/// fal's webhook headers: Ed25519 over `"{request_id}\n{user_id}\n{timestamp}\n{hex(sha256(body))}"`.
+pub fn fal_headers(
+    pair: &Ed25519KeyPair,
+    request_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let user_id = "local-fal-user";
+    let message = format!(
+        "{request_id}\n{user_id}\n{timestamp}\n{}",
+        hex::encode(sha2::Sha256::digest(body))
+    );
+    vec![
+        ("x-fal-webhook-request-id".into(), request_id.into()),
+        ("x-fal-webhook-user-id".into(), user_id.into()),
+        ("x-fal-webhook-timestamp".into(), timestamp.to_string()),
+        (
+            "x-fal-webhook-signature".into(),
+            hex::encode(pair.sign(message.as_bytes()).as_ref()),
+        ),
+    ]
+}
+
+/// Standard Webhooks headers over `body` with `secret`.
+pub fn standard_headers(
+    secret: &str,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let signer = standardwebhooks::Webhook::new(secret)
+        .map_err(|_| anyhow::anyhow!("the secret is not base64"))?;
+    let signature = signer
+        .sign(id, timestamp, body)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(vec![
+        ("webhook-id".into(), id.into()),
+        ("webhook-timestamp".into(), timestamp.to_string()),
+        ("webhook-signature".into(), signature),
+    ])
+}
+
+/// A webhook signed per Standard Webhooks with a fresh message id.
+pub fn standard_webhook(
+    method: &str,
+    url: String,
+    secret: &str,
+    body: String,
+) -> anyhow::Result<Webhook> {
+    let message = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    Ok(Webhook {
+        method: method.into(),
+        headers: standard_headers(
+            secret,
+            &message,
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        )?,
+        url,
+        body,
+        answered: None,
+    })
+}
+
+fn response(status: u16, body: &Value) -> hyper::Response<Full<Bytes>> {
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap_or_default()
+}
+
+impl FakeProviders {
+    /// Starts the fakes on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        let inner = Arc::new(Inner {
+            base_url,
+            behaviour: Mutex::new(Behaviour::default()),
+            requests: Mutex::new(HashMap::new()),
+            submissions: Mutex::new(Vec::new()),
+            webhooks: Mutex::new(Vec::new()),
+            fal_pair: ed25519_pair()?,
+            replicate_secret: format!(
+                "whsec_{}",
+                base64::engine::general_purpose::STANDARD.encode(secret)
+            ),
+            client: reqwest::Client::new(),
+        });
+        let fakes = Self { inner };
+        let server = fakes.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let server = server.clone();
+                        async move { Ok::<_, Infallible>(server.dispatch(req).await) }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(fakes)
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The configuration that points Lambent's adapters at these fakes.
+    pub fn overrides(&self) -> Vec<(String, String)> {
+        let base = &self.inner.base_url;
+        vec![
+            ("FAL_QUEUE_URL".into(), format!("{base}/fal")),
+            (
+                "FAL_JWKS_URL".into(),
+                format!("{base}/fal/.well-known/jwks.json"),
+            ),
+            ("REPLICATE_API_URL".into(), format!("{base}/replicate")),
+            ("AI_SERVER_URL".into(), format!("{base}/ai")),
+        ]
+    }
+
+    /// Changes the behaviour.
+    pub fn configure(&self, change: impl FnOnce(&mut Behaviour)) {
+        if let Ok(mut behaviour) = self.inner.behaviour.lock() {
+            change(&mut behaviour);
+        }
+    }
+
+    fn behaviour(&self) -> Behaviour {
+        self.inner
+            .behaviour
+            .lock()
+            .map(|b| b.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every submission: `(provider, status answered)`.
+    pub fn submissions(&self) -> Vec<(String, u16)> {
+        self.inner
+            .submissions
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every webhook sent or held back, oldest first.
+    pub fn webhooks(&self) -> Vec<Webhook> {
+        self.inner
+            .webhooks
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default()
+    }
+
+    /// The secret the fake Replicate signs webhooks with.
+    pub fn replicate_secret(&self) -> &str {
+        &self.inner.replicate_secret
+    }
+
+    /// Where a request stands at its fake provider: `running`, `succeeded`, `failed`, `canceled`.
+    pub fn request_state(&self, id: &str) -> Option<&'static str> {
+        self.request(id).map(|r| r.state)
+    }
+
+    /// The fal signing key (tests sign forgeries with another).
+    pub fn fal_pair(&self) -> &Ed25519KeyPair {
+        &self.inner.fal_pair
+    }
+
+    /// Sends a webhook (again) as the fake would, returning our status.
+    pub async fn send(&self, webhook: &Webhook) -> anyhow::Result<u16> {
+        let method = reqwest::Method::from_bytes(webhook.method.as_bytes())?;
+        let mut request = self
+            .inner
+            .client
+            .request(method, &webhook.url)
+            .header("content-type", "application/json")
+            .body(webhook.body.clone());
+        for (name, value) in &webhook.headers {
+            request = request.header(name, value);
+        }
+        Ok(request.send().await?.status().as_u16())
+    }
+
+    async fn dispatch(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let path = parts.uri.path().to_owned();
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let behaviour = self.behaviour();
+        let method = parts.method.as_str();
+        if path.starts_with("/files/") {
+            return hyper::Response::builder()
+                .header("content-type", "image/png")
+                .body(Full::new(Bytes::from(output_png())))
+                .unwrap_or_default();
+        }
+        if path == "/fal/.well-known/jwks.json" {
+            let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(self.inner.fal_pair.public_key().as_ref());
+            return response(
+                200,
+                &json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "local-fal", "x": x}]}),
+            );
+        }
+        if let Some(rest) = path.strip_prefix("/fal/") {
+            if header("authorization") != format!("Key {}", behaviour.fal_key) {
+                return response(401, &json!({"detail": "bad key"}));
+            }
+            return self.fal(method, rest, &query, &body).await;
+        }
+        if let Some(rest) = path.strip_prefix("/replicate/v1/") {
+            if header("authorization") != format!("Bearer {}", behaviour.replicate_token) {
+                return response(401, &json!({"detail": "bad token"}));
+            }
+            return self.replicate(method, rest, &body).await;
+        }
+        if let Some(rest) = path.strip_prefix("/ai/v1/jobs") {
+            let verified = standardwebhooks::Webhook::new(&behaviour.ai_secret)
+                .ok()
+                .is_some_and(|s| s.verify(&body, &parts.headers).is_ok());
+            if !verified {
+                return response(401, &json!({"error": "bad signature"}));
+            }
+            return self.ai(method, rest, &body).await;
+        }
+        response(404, &json!({"detail": "no such route"}))
+    }
+
+    /// Takes the next scripted submission failure, if any, as its answer.
+    fn scripted_failure(&self, provider: &str) -> Option<hyper::Response<Full<Bytes>>> {
+        let status = self
+            .inner
+            .behaviour
+            .lock()
+            .ok()
+            .and_then(|mut b| b.submit_failures.pop_front())?;
+        if let Ok(mut submissions) = self.inner.submissions.lock() {
+            submissions.push((provider.to_owned(), status));
+        }
+        let mut answer = response(status, &json!({"detail": "scripted failure"}));
+        if status == 429
+            && let Ok(value) = "1".parse()
+        {
+            answer.headers_mut().insert("retry-after", value);
+        }
+        Some(answer)
+    }
+
+    fn accept(&self, provider: &'static str, id: &str, webhook: String, input: Value) {
+        if let Ok(mut submissions) = self.inner.submissions.lock() {
+            submissions.push((provider.to_owned(), 200));
+        }
+        if let Ok(mut requests) = self.inner.requests.lock() {
+            requests.insert(
+                id.to_owned(),
+                Request {
+                    provider,
+                    webhook,
+                    state: "running",
+                    input,
+                },
+            );
+        }
+        let fakes = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move { fakes.finish(&id).await });
+    }
+
+    fn request(&self, id: &str) -> Option<Request> {
+        self.inner.requests.lock().ok()?.get(id).cloned()
+    }
+
+    fn file_url(&self, id: &str) -> String {
+        format!("{}/files/{id}.png", self.inner.base_url)
+    }
+
+    /// Runs a request to its end and sends its webhooks.
+    async fn finish(&self, id: &str) {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let behaviour = self.behaviour();
+        let Some(request) = self.request(id) else {
+            return;
+        };
+        if behaviour.stall {
+            return;
+        }
+        if request.provider == "ai"
+            && let Ok(progress) = self.ai_webhook(
+                &request,
+                "progress",
+                &json!({"progress": 50, "message": "halfway"}),
+            )
+        {
+            self.deliver(progress, behaviour.hold_webhooks).await;
+        }
+        let failed = behaviour.fail_with.clone();
+        let state = if failed.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        if let Ok(mut requests) = self.inner.requests.lock()
+            && let Some(r) = requests.get_mut(id)
+        {
+            if r.state != "running" {
+                return;
+            }
+            r.state = state;
+        }
+        let webhook = match request.provider {
+            "fal" => Ok(self.fal_webhook(id, &request, failed.as_deref())),
+            "replicate" => self.replicate_webhook(id, &request, failed.as_deref()),
+            _ => match &failed {
+                Some(message) => self.ai_webhook(&request, "failed", &json!({"error": message})),
+                None => self.ai_webhook(
+                    &request,
+                    "complete",
+                    &json!({"outputs": [{"url": self.file_url(id), "content_type": "image/png"}]}),
+                ),
+            },
+        };
+        if let Ok(webhook) = webhook {
+            self.deliver(webhook, behaviour.hold_webhooks).await;
+        }
+    }
+
+    /// Sends a webhook, retrying non-2xx answers a few times as the providers do.
+    async fn deliver(&self, mut webhook: Webhook, hold: bool) {
+        if !hold {
+            for _ in 0..20 {
+                webhook.answered = self.send(&webhook).await.ok();
+                if webhook.answered.is_some_and(|s| (200..300).contains(&s)) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        if let Ok(mut webhooks) = self.inner.webhooks.lock() {
+            webhooks.push(webhook);
+        }
+    }
+
+    fn fal_payload(&self, id: &str) -> Value {
+        json!({"images": [{"url": self.file_url(id), "content_type": "image/png", "width": 24, "height": 16}], "seed": 7})
+    }
+
+    fn fal_webhook(&self, id: &str, request: &Request, failed: Option<&str>) -> Webhook {
+        let body = match failed {
+            Some(message) => json!({"request_id": id, "gateway_request_id": id, "status": "ERROR",
+                "error": message, "payload": {"detail": message}}),
+            None => json!({"request_id": id, "gateway_request_id": id, "status": "OK",
+                "payload": self.fal_payload(id)}),
+        }
+        .to_string();
+        Webhook {
+            method: "POST".into(),
+            url: request.webhook.clone(),
+            headers: fal_headers(
+                &self.inner.fal_pair,
+                id,
+                chrono::Utc::now().timestamp(),
+                body.as_bytes(),
+            ),
+            body,
+            answered: None,
+        }
+    }
+
+    fn prediction(&self, id: &str, request: &Request) -> Value {
+        let mut prediction = json!({"id": id, "status": request.state, "input": request.input,
+            "urls": {"get": format!("{}/replicate/v1/predictions/{id}", self.inner.base_url),
+                     "cancel": format!("{}/replicate/v1/predictions/{id}/cancel", self.inner.base_url)}});
+        match request.state {
+            "succeeded" => prediction["output"] = json!([self.file_url(id)]),
+            "failed" => prediction["error"] = json!(self.behaviour().fail_with),
+            "running" => prediction["status"] = json!("processing"),
+            _ => {}
+        }
+        prediction
+    }
+
+    fn replicate_webhook(
+        &self,
+        id: &str,
+        request: &Request,
+        failed: Option<&str>,
+    ) -> anyhow::Result<Webhook> {
+        let mut request = request.clone();
+        request.state = if failed.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        };
+        let body = self.prediction(id, &request).to_string();
+        standard_webhook(
+            "POST",
+            request.webhook.clone(),
+            &self.inner.replicate_secret,
+            body,
+        )
+    }
+
+    fn ai_webhook(&self, request: &Request, report: &str, body: &Value) -> anyhow::Result<Webhook> {
+        let method = if report == "progress" {
+            "PATCH"
+        } else {
+            "POST"
+        };
+        let url = format!("{}/{report}", request.webhook);
+        standard_webhook(method, url, &self.behaviour().ai_secret, body.to_string())
+    }
+
+    fn set_state(&self, id: &str, state: &'static str) -> Option<&'static str> {
+        let mut requests = self.inner.requests.lock().ok()?;
+        let request = requests.get_mut(id)?;
+        let before = request.state;
+        if before == "running" {
+            request.state = state;
+        }
+        Some(before)
+    }
+
+    async fn fal(
+        &self,
+        method: &str,
+        rest: &str,
+        query: &str,
+        body: &[u8],
+    ) -> hyper::Response<Full<Bytes>> {
+        if let Some((_, tail)) = rest.split_once("/requests/") {
+            let (id, action) = tail.split_once('/').unwrap_or((tail, ""));
+            let Some(request) = self.request(id) else {
+                return response(404, &json!({"detail": "no such request"}));
+            };
+            return match (method, action) {
+                ("GET", "status") => response(
+                    200,
+                    &json!({"status": if request.state == "running" { "IN_PROGRESS" } else { "COMPLETED" }}),
+                ),
+                ("GET", "") if request.state == "succeeded" => response(200, &self.fal_payload(id)),
+                ("GET", "") if request.state == "running" => {
+                    response(400, &json!({"detail": "still running"}))
+                }
+                ("GET", "") => response(
+                    422,
+                    &json!({"detail": self.behaviour().fail_with.unwrap_or_else(|| "canceled".into())}),
+                ),
+                ("PUT", "cancel") => match self.set_state(id, "canceled") {
+                    Some("running") => response(202, &json!({"status": "CANCELLATION_REQUESTED"})),
+                    _ => response(400, &json!({"status": "ALREADY_COMPLETED"})),
+                },
+                _ => response(405, &json!({"detail": "method not allowed"})),
+            };
+        }
+        if method != "POST" {
+            return response(405, &json!({"detail": "method not allowed"}));
+        }
+        if let Some(failure) = self.scripted_failure("fal") {
+            return failure;
+        }
+        let webhook = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "fal_webhook")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let id = uuid::Uuid::new_v4().to_string();
+        let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        self.accept("fal", &id, webhook, input);
+        let base = format!("{}/fal/{rest}/requests/{id}", self.inner.base_url);
+        response(
+            200,
+            &json!({"request_id": id, "status_url": format!("{base}/status"), "response_url": base,
+                "cancel_url": format!("{base}/cancel")}),
+        )
+    }
+
+    async fn replicate(
+        &self,
+        method: &str,
+        rest: &str,
+        body: &[u8],
+    ) -> hyper::Response<Full<Bytes>> {
+        if rest == "webhooks/default/secret" && method == "GET" {
+            return response(200, &json!({"key": self.inner.replicate_secret}));
+        }
+        if let Some(tail) = rest.strip_prefix("predictions/") {
+            let (id, action) = tail.split_once('/').unwrap_or((tail, ""));
+            let Some(request) = self.request(id) else {
+                return response(404, &json!({"detail": "Not found."}));
+            };
+            return match (method, action) {
+                ("GET", "") => response(200, &self.prediction(id, &request)),
+                ("POST", "cancel") => {
+                    self.set_state(id, "canceled");
+                    let request = self.request(id).unwrap_or(request);
+                    response(200, &self.prediction(id, &request))
+                }
+                _ => response(405, &json!({"detail": "method not allowed"})),
+            };
+        }
+        let creates = rest == "predictions"
+            || (rest.starts_with("models/") && rest.ends_with("/predictions"));
+        if !creates || method != "POST" {
+            return response(404, &json!({"detail": "Not found."}));
+        }
+        if let Some(failure) = self.scripted_failure("replicate") {
+            return failure;
+        }
+        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        if body["webhook_events_filter"] != json!(["completed"]) {
+            return response(
+                422,
+                &json!({"detail": "expected webhook_events_filter [completed]"}),
+            );
+        }
+        let id = format!("rp{}", &uuid::Uuid::new_v4().simple().to_string()[..18]);
+        let webhook = body["webhook"].as_str().unwrap_or_default().to_owned();
+        self.accept("replicate", &id, webhook, body["input"].clone());
+        let request = self.request(&id);
+        match request {
+            Some(request) => {
+                let mut prediction = self.prediction(&id, &request);
+                prediction["status"] = json!("starting");
+                response(201, &prediction)
+            }
+            None => response(500, &json!({"detail": "lost"})),
+        }
+    }
+
+    async fn ai(&self, method: &str, rest: &str, body: &[u8]) -> hyper::Response<Full<Bytes>> {
+        let rest = rest.trim_start_matches('/');
+        if rest.is_empty() && method == "POST" {
+            if let Some(failure) = self.scripted_failure("ai") {
+                return failure;
+            }
+            let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let Some(id) = body["job_id"].as_str() else {
+                return response(422, &json!({"error": "job_id is required"}));
+            };
+            // Our webhooks' base: the progress URL without its last segment.
+            let base = body["webhooks"]["progress"]
+                .as_str()
+                .and_then(|p| p.strip_suffix("/progress"))
+                .unwrap_or_default()
+                .to_owned();
+            self.accept("ai", id, base, body["input"].clone());
+            return response(202, &json!({"id": id}));
+        }
+        let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(request) = self.request(id) else {
+            return response(404, &json!({"error": "no such job"}));
+        };
+        match (method, action) {
+            ("GET", "") => {
+                let mut job = json!({"id": id, "status": request.state});
+                if request.state == "succeeded" {
+                    job["outputs"] =
+                        json!([{"url": self.file_url(id), "content_type": "image/png"}]);
+                }
+                response(200, &job)
+            }
+            ("POST", "cancel") => {
+                self.set_state(id, "canceled");
+                response(200, &json!({"id": id, "status": "canceled"}))
+            }
+            _ => response(405, &json!({"error": "method not allowed"})),
+        }
+    }
+}

@@ -1,0 +1,605 @@
+//! The generation kinds: `generate` (a provider, a model and a task with its arguments), and the
+//! LOKIZ operations as named presets with their costs. Inputs are checked here before admission;
+//! the provider's own input document is built from them when the worker submits.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::error::FieldError;
+use crate::generation::providers::ProviderName;
+use crate::jobs::executor::Executor;
+use crate::jobs::registry::{Kind, Queue};
+
+/// What a generation produces, each with its own arguments and defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    TextToImage,
+    ImageToImage,
+    ImageToVideo,
+    Music,
+}
+
+impl Task {
+    const ALL: [Self; 4] = [
+        Self::TextToImage,
+        Self::ImageToImage,
+        Self::ImageToVideo,
+        Self::Music,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TextToImage => "text_to_image",
+            Self::ImageToImage => "image_to_image",
+            Self::ImageToVideo => "image_to_video",
+            Self::Music => "music",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// How long the provider may take once it has the job.
+    pub fn run_for(self) -> Duration {
+        match self {
+            Self::TextToImage | Self::ImageToImage => Duration::from_secs(15 * 60),
+            Self::ImageToVideo => Duration::from_secs(30 * 60),
+            Self::Music => Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// A LOKIZ operation: its kind name, cost, task, and the provider and model it runs on unless
+/// `PRESET_MODELS` says otherwise.
+pub struct Preset {
+    pub name: &'static str,
+    pub cost: i64,
+    pub task: Task,
+    pub provider: ProviderName,
+    pub model: &'static str,
+}
+
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "template",
+        cost: 20,
+        task: Task::ImageToVideo,
+        provider: ProviderName::Fal,
+        model: "fal-ai/kling-video/v1.6/standard/image-to-video",
+    },
+    Preset {
+        name: "glitch_animate",
+        cost: 30,
+        task: Task::ImageToVideo,
+        provider: ProviderName::Replicate,
+        model: "wan-video/wan-2.1-i2v-480p",
+    },
+    Preset {
+        name: "glitch_replace",
+        cost: 30,
+        task: Task::ImageToVideo,
+        provider: ProviderName::Replicate,
+        model: "wan-video/wan-2.1-i2v-720p",
+    },
+    Preset {
+        name: "music",
+        cost: 5,
+        task: Task::Music,
+        provider: ProviderName::Replicate,
+        model: "meta/musicgen",
+    },
+];
+
+/// How long a claimed generation job may take to reach its provider; after submission the task's
+/// own run time applies.
+const SUBMIT_WINDOW: Duration = Duration::from_secs(300);
+
+/// The generation kinds.
+pub fn kinds() -> Vec<Kind> {
+    vec![
+        Kind {
+            name: "generate",
+            cost: generate_cost,
+            deadline: |_| SUBMIT_WINDOW,
+            queue: Queue::Cpu,
+            validate: |input| parse(input, None).map(|_| ()),
+            executor: Executor::Provider,
+        },
+        preset_kind::<0>(),
+        preset_kind::<1>(),
+        preset_kind::<2>(),
+        preset_kind::<3>(),
+    ]
+}
+
+/// The kind of `PRESETS[I]` (kinds hold plain functions, so the preset is a constant).
+fn preset_kind<const I: usize>() -> Kind {
+    Kind {
+        name: PRESETS[I].name,
+        cost: |_| PRESETS[I].cost,
+        deadline: |_| SUBMIT_WINDOW,
+        queue: Queue::Cpu,
+        validate: |input| parse(input, Some(&PRESETS[I])).map(|_| ()),
+        executor: Executor::Provider,
+    }
+}
+
+/// Refuses, before admission, a generation job whose provider this deployment does not offer.
+pub fn check_offered(
+    state: &crate::state::State,
+    kind: &Kind,
+    input: &Value,
+) -> Result<(), FieldError> {
+    if kind.executor != Executor::Provider {
+        return Ok(());
+    }
+    match spec_of(kind.name, input) {
+        Ok(spec) if !crate::generation::offered(state, spec.provider) => Err(FieldError::new(
+            if kind.name == "generate" {
+                "input.provider"
+            } else {
+                "kind"
+            },
+            format!(
+                "{} is not configured in this deployment",
+                spec.provider.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A preset by name.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+fn generate_cost(input: &Value) -> i64 {
+    let images = input["num_images"].as_i64().unwrap_or(1).clamp(1, 4);
+    match input["task"].as_str().and_then(Task::parse) {
+        Some(Task::TextToImage | Task::ImageToImage) | None => 4 * images,
+        Some(Task::ImageToVideo) => 20,
+        Some(Task::Music) => 5,
+    }
+}
+
+/// A checked generation request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub provider: ProviderName,
+    pub model: String,
+    pub task: Task,
+    pub prompt: Option<String>,
+    pub negative_prompt: Option<String>,
+    /// The uploads it reads, by role (`image`, `subject_image`).
+    pub uploads: Vec<(&'static str, String)>,
+    pub width: u32,
+    pub height: u32,
+    pub num_images: u32,
+    pub seed: Option<u64>,
+    pub strength: f64,
+    pub duration_seconds: u32,
+    pub template: Option<String>,
+    /// Provider-specific extras, passed through under our own fields.
+    pub arguments: Map<String, Value>,
+}
+
+const MAX_PROMPT_CHARS: usize = 2000;
+const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
+
+/// A model id: `owner/name` (Replicate, optionally `:version`), `owner/app/path…` (fal).
+fn valid_model(model: &str) -> bool {
+    let (path, version) = match model.split_once(':') {
+        Some((path, version)) => (path, Some(version)),
+        None => (model, None),
+    };
+    let segments: Vec<&str> = path.split('/').collect();
+    (1..=200).contains(&model.len())
+        && (2..=6).contains(&segments.len())
+        && segments.iter().all(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && *s != ".."
+        })
+        && version
+            .is_none_or(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Checks a generation input (of `generate`, or of `preset` when given) and returns every problem.
+pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldError>> {
+    let Some(object) = input.as_object() else {
+        return Err(vec![FieldError::new("input", "must be an object")]);
+    };
+    let mut errors = Vec::new();
+    macro_rules! bad {
+        ($field:expr, $message:expr $(,)?) => {
+            errors.push(FieldError::new(format!("input.{}", $field), $message))
+        };
+    }
+    let allowed: &[&str] = match preset.map(|p| p.name) {
+        None => &[
+            "provider",
+            "model",
+            "task",
+            "prompt",
+            "negative_prompt",
+            "upload_key",
+            "width",
+            "height",
+            "num_images",
+            "seed",
+            "strength",
+            "duration_seconds",
+            "arguments",
+        ],
+        Some("template") => &["upload_key", "template", "prompt"],
+        Some("glitch_animate") => &["upload_key", "prompt"],
+        Some("glitch_replace") => &["upload_key", "subject_upload_key", "prompt"],
+        Some(_) => &["prompt", "duration_seconds"],
+    };
+    for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
+        bad!(key, "is not a field of this kind");
+    }
+    let text = |name: &str| object.get(name).and_then(Value::as_str);
+    let (provider, model, task) = match preset {
+        Some(p) => (Some(p.provider), Some(p.model.to_owned()), Some(p.task)),
+        None => {
+            let provider = text("provider").and_then(ProviderName::parse);
+            if provider.is_none() {
+                bad!("provider", "must be fal, replicate or ai");
+            }
+            let model = text("model").filter(|m| valid_model(m)).map(str::to_owned);
+            if model.is_none() {
+                bad!(
+                    "model",
+                    "must be a model id such as fal-ai/flux/dev or owner/name[:version]",
+                );
+            }
+            let task = text("task").and_then(Task::parse);
+            if task.is_none() {
+                bad!(
+                    "task",
+                    "must be text_to_image, image_to_image, image_to_video or music",
+                );
+            }
+            (provider, model, task)
+        }
+    };
+    let prompt_required = matches!(
+        task,
+        Some(Task::TextToImage | Task::ImageToImage | Task::Music)
+    );
+    let prompt = match object.get("prompt") {
+        None if prompt_required => {
+            bad!("prompt", "is required");
+            None
+        }
+        None => None,
+        Some(Value::String(p)) if !p.trim().is_empty() && p.chars().count() <= MAX_PROMPT_CHARS => {
+            Some(p.clone())
+        }
+        Some(_) => {
+            bad!(
+                "prompt",
+                &format!("must be 1 to {MAX_PROMPT_CHARS} characters"),
+            );
+            None
+        }
+    };
+    let negative_prompt = match object.get("negative_prompt") {
+        None => None,
+        Some(Value::String(p)) if p.chars().count() <= MAX_PROMPT_CHARS => Some(p.clone()),
+        Some(_) => {
+            bad!(
+                "negative_prompt",
+                &format!("must be at most {MAX_PROMPT_CHARS} characters"),
+            );
+            None
+        }
+    };
+    let needs_image = matches!(task, Some(Task::ImageToImage | Task::ImageToVideo));
+    let mut uploads = Vec::new();
+    for (field, role, required) in [
+        ("upload_key", "image", needs_image),
+        (
+            "subject_upload_key",
+            "subject_image",
+            preset.is_some_and(|p| p.name == "glitch_replace"),
+        ),
+    ] {
+        match object.get(field) {
+            None if required => bad!(field, "is required: an upload key from POST /v1/uploads"),
+            None => {}
+            Some(Value::String(key)) if needs_image && (1..=512).contains(&key.len()) => {
+                uploads.push((role, key.clone()));
+            }
+            Some(_) if !needs_image => bad!(field, "is not used by this task"),
+            Some(_) => bad!(field, "must be an upload key"),
+        }
+    }
+    let mut integer = |name: &str, range: std::ops::RangeInclusive<u64>, default: u64| -> u64 {
+        match object.get(name) {
+            None => default,
+            Some(v) => match v.as_u64() {
+                Some(n) if range.contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        format!("input.{name}"),
+                        format!(
+                            "must be an integer from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    ));
+                    default
+                }
+            },
+        }
+    };
+    let width = integer("width", 256..=2048, 1024);
+    let height = integer("height", 256..=2048, 1024);
+    let num_images = integer("num_images", 1..=4, 1);
+    let seed = object
+        .get("seed")
+        .map(|_| integer("seed", 0..=u64::from(u32::MAX), 0));
+    let duration_range = if task == Some(Task::Music) {
+        1..=120
+    } else {
+        1..=10
+    };
+    let duration_default = if task == Some(Task::Music) { 30 } else { 5 };
+    let duration_seconds = integer("duration_seconds", duration_range, duration_default);
+    if (object.contains_key("width") || object.contains_key("height"))
+        && (width % 8 != 0 || height % 8 != 0)
+    {
+        bad!("width", "width and height must be multiples of 8");
+    }
+    let strength = match object.get("strength") {
+        None => 0.75,
+        Some(v) => match v.as_f64() {
+            Some(s) if (0.0..=1.0).contains(&s) => s,
+            _ => {
+                bad!("strength", "must be a number from 0 to 1");
+                0.75
+            }
+        },
+    };
+    let template = match (preset.map(|p| p.name), object.get("template")) {
+        (Some("template"), Some(Value::String(t)))
+            if (1..=64).contains(&t.len())
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+        {
+            Some(t.clone())
+        }
+        (Some("template"), _) => {
+            bad!(
+                "template",
+                "is required: a template name of letters, digits, - and _",
+            );
+            None
+        }
+        _ => None,
+    };
+    let arguments = match object.get("arguments") {
+        None => Map::new(),
+        Some(Value::Object(map))
+            if map.len() <= 32
+                && Value::Object(map.clone()).to_string().len() <= MAX_ARGUMENTS_BYTES =>
+        {
+            map.clone()
+        }
+        Some(_) => {
+            bad!(
+                "arguments",
+                "must be an object of at most 32 fields and 16 KiB",
+            );
+            Map::new()
+        }
+    };
+    match (provider, model, task) {
+        (Some(provider), Some(model), Some(task)) if errors.is_empty() => Ok(Spec {
+            provider,
+            model,
+            task,
+            prompt,
+            negative_prompt,
+            uploads,
+            width: u32::try_from(width).unwrap_or(1024),
+            height: u32::try_from(height).unwrap_or(1024),
+            num_images: u32::try_from(num_images).unwrap_or(1),
+            seed,
+            strength,
+            duration_seconds: u32::try_from(duration_seconds).unwrap_or(5),
+            template,
+            arguments,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The spec of an admitted job of `kind`.
+pub fn spec_of(kind: &str, input: &Value) -> Result<Spec, Vec<FieldError>> {
+    match kind {
+        "generate" => parse(input, None),
+        name => parse(
+            input,
+            Some(
+                preset(name)
+                    .ok_or_else(|| vec![FieldError::new("kind", "not a generation kind")])?,
+            ),
+        ),
+    }
+}
+
+/// The provider's own input document. `images` are URLs the provider can read, by role.
+pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
+    let mut input = Map::new();
+    let image = |role: &str| {
+        images
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, url)| url.clone())
+    };
+    let mut set = |key: &str, value: Value| {
+        input.insert(key.to_owned(), value);
+    };
+    if let Some(prompt) = &spec.prompt {
+        set("prompt", json!(prompt));
+    }
+    if let Some(negative) = &spec.negative_prompt {
+        set("negative_prompt", json!(negative));
+    }
+    if let Some(seed) = spec.seed {
+        set("seed", json!(seed));
+    }
+    if let Some(template) = &spec.template {
+        set("template", json!(template));
+    }
+    let images_wanted = matches!(spec.task, Task::TextToImage | Task::ImageToImage);
+    match spec.provider {
+        ProviderName::Fal => {
+            if spec.task == Task::TextToImage {
+                set(
+                    "image_size",
+                    json!({"width": spec.width, "height": spec.height}),
+                );
+            }
+            if images_wanted {
+                set("num_images", json!(spec.num_images));
+            }
+            if let Some(url) = image("image") {
+                set("image_url", json!(url));
+            }
+            if let Some(url) = image("subject_image") {
+                set("subject_image_url", json!(url));
+            }
+            match spec.task {
+                Task::ImageToImage => set("strength", json!(spec.strength)),
+                Task::ImageToVideo => set("duration", json!(spec.duration_seconds.to_string())),
+                Task::Music => set("seconds_total", json!(spec.duration_seconds)),
+                Task::TextToImage => {}
+            }
+        }
+        ProviderName::Replicate => {
+            if spec.task == Task::TextToImage {
+                set("width", json!(spec.width));
+                set("height", json!(spec.height));
+            }
+            if images_wanted {
+                set("num_outputs", json!(spec.num_images));
+            }
+            if let Some(url) = image("image") {
+                set("image", json!(url));
+            }
+            if let Some(url) = image("subject_image") {
+                set("subject_image", json!(url));
+            }
+            match spec.task {
+                Task::ImageToImage => set("prompt_strength", json!(spec.strength)),
+                Task::ImageToVideo | Task::Music => set("duration", json!(spec.duration_seconds)),
+                Task::TextToImage => {}
+            }
+        }
+        ProviderName::Ai => {
+            set("task", json!(spec.task.as_str()));
+            set("width", json!(spec.width));
+            set("height", json!(spec.height));
+            set("num_images", json!(spec.num_images));
+            set("strength", json!(spec.strength));
+            set("duration_seconds", json!(spec.duration_seconds));
+            for (role, url) in images {
+                set(&format!("{role}_url"), json!(url));
+            }
+        }
+    }
+    // Extras first, so they cannot override what was checked.
+    let mut merged = spec.arguments.clone();
+    merged.extend(input);
+    Value::Object(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_text_to_image_request_gets_its_defaults() {
+        let spec = parse(
+            &json!({"provider": "fal", "model": "fal-ai/flux/dev", "task": "text_to_image", "prompt": "a fox"}),
+            None,
+        )
+        .expect("valid");
+        assert_eq!((spec.width, spec.height, spec.num_images), (1024, 1024, 1));
+        let input = provider_input(&spec, &[]);
+        assert_eq!(
+            input,
+            json!({"prompt": "a fox", "image_size": {"width": 1024, "height": 1024}, "num_images": 1})
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let errors = parse(
+            &json!({"provider": "x", "model": "../etc", "task": "image_to_image", "width": 100, "strength": 2, "extra": 1}),
+            None,
+        )
+        .expect_err("invalid");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        for field in [
+            "input.extra",
+            "input.provider",
+            "input.model",
+            "input.prompt",
+            "input.upload_key",
+            "input.width",
+            "input.strength",
+        ] {
+            assert!(fields.contains(&field), "{field} in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn presets_cost_what_lokiz_charged_and_checked_fields_win() {
+        let costs: Vec<_> = PRESETS.iter().map(|p| (p.name, p.cost)).collect();
+        assert_eq!(
+            costs,
+            [
+                ("template", 20),
+                ("glitch_animate", 30),
+                ("glitch_replace", 30),
+                ("music", 5)
+            ]
+        );
+        let kinds = kinds();
+        assert_eq!((kinds[3].cost)(&json!({})), 30);
+        assert_eq!(kinds[3].name, "glitch_replace");
+        let spec = parse(
+            &json!({"provider": "replicate", "model": "a/b", "task": "text_to_image", "prompt": "p", "num_images": 2,
+                    "arguments": {"num_outputs": 9, "guidance": 3}}),
+            None,
+        )
+        .expect("valid");
+        let input = provider_input(&spec, &[]);
+        assert_eq!(input["num_outputs"], 2);
+        assert_eq!(input["guidance"], 3);
+        assert_eq!(
+            generate_cost(&json!({"task": "text_to_image", "num_images": 2})),
+            8
+        );
+    }
+
+    #[test]
+    fn model_ids_are_checked() {
+        assert!(valid_model("fal-ai/flux/dev"));
+        assert!(valid_model("meta/musicgen"));
+        assert!(valid_model("a/b:0123abcd"));
+        assert!(!valid_model("flux"));
+        assert!(!valid_model("a/../b"));
+        assert!(!valid_model("a/b?x=1"));
+        assert!(!valid_model("a/b:nothex"));
+    }
+}

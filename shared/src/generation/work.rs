@@ -1,0 +1,204 @@
+//! The worker's part of a generation job: check its uploads, submit it to its provider (retrying
+//! 429 and 5xx with backoff), and record the provider's request id before anything else, so a
+//! crash afterwards cannot lose the paid-for result.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use aws_sdk_s3::presigning::PresigningConfig;
+use chrono::Utc;
+
+use crate::generation::kinds;
+use crate::generation::providers::{Provider as _, ProviderError, Submission};
+use crate::generation::{self, Unavailable};
+use crate::jobs::executor::{Finished, JobError};
+use crate::jobs::model::{Job, ProviderJob};
+use crate::jobs::store;
+use crate::photos::media;
+use crate::state::State;
+use crate::uploads::MAX_UPLOAD_BYTES;
+
+/// Submission attempts before the job fails as `provider_error`.
+pub const SUBMIT_ATTEMPTS: u32 = 4;
+/// The first backoff; each next one doubles, with jitter.
+const BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait a provider's `Retry-After` may impose within one attempt.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(20);
+
+fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
+    JobError::Permanent {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// A backoff of `BACKOFF * 2^attempt`, ±25 %.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF * 2u32.pow(attempt.min(6));
+    let mut byte = [0u8; 1];
+    let jitter = if getrandom::fill(&mut byte).is_ok() {
+        f64::from(byte[0]) / 255.0 * 0.5 - 0.25
+    } else {
+        0.0
+    };
+    base.mul_f64(1.0 + jitter)
+}
+
+/// Submits a claimed generation job and hands it to its provider.
+pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
+    let spec = kinds::spec_of(&job.kind, &job.input).map_err(|errors| {
+        let message = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        permanent("invalid_input", message)
+    })?;
+    let adapter = match generation::adapter(state, spec.provider).await {
+        Ok(adapter) => adapter,
+        Err(Unavailable::NotConfigured(name)) => {
+            return Err(permanent(
+                "provider_error",
+                format!("{name} is not configured in this deployment"),
+            ));
+        }
+        Err(Unavailable::Keys(err)) => return Err(JobError::Internal(err)),
+    };
+    let run_for = spec.task.run_for();
+    let mut images = Vec::with_capacity(spec.uploads.len());
+    for (role, key) in &spec.uploads {
+        images.push((*role, readable_upload(state, job, key, run_for).await?));
+    }
+    let input = kinds::provider_input(&spec, &images);
+    let webhook_url = generation::webhook_url(state, spec.provider, &job.id)
+        .ok_or_else(|| permanent("provider_error", "WEBHOOK_BASE_URL is not set"))?;
+    let submission = Submission {
+        job_id: &job.id,
+        model: &spec.model,
+        input: &input,
+        webhook_url: &webhook_url,
+        run_for,
+    };
+    let request_id = submit_with_retries(&adapter, &submission).await?;
+    let provider = ProviderJob {
+        name: spec.provider,
+        model: spec.model.clone(),
+        request_id,
+    };
+    tracing::info!(job_id = %job.id, provider = provider.name.as_str(), request_id = %provider.request_id, "submitted");
+    let mut recorded = Err(anyhow::anyhow!("not attempted"));
+    for attempt in 0..3 {
+        recorded =
+            store::record_submission(&state.db, &job.id, &provider, run_for, Utc::now()).await;
+        if recorded.is_ok() {
+            break;
+        }
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    match recorded {
+        Ok(true) => Ok(Finished::HandedOff),
+        Ok(false) => {
+            // The job ended meanwhile (canceled, reaped): stop the request we just paid for.
+            tracing::warn!(job_id = %job.id, "the job ended during submission; canceling at the provider");
+            cancel_at_provider(state, &job.id, &provider).await;
+            Ok(Finished::HandedOff)
+        }
+        Err(err) => {
+            // Without the request id on record nobody could finish the job: cancel the request
+            // and let the queue try again.
+            cancel_at_provider(state, &job.id, &provider).await;
+            Err(JobError::Internal(err.context("recording the submission")))
+        }
+    }
+}
+
+/// Submits, retrying rate limits and provider outages with backoff; a refusal fails at once.
+async fn submit_with_retries(
+    adapter: &impl crate::generation::providers::Provider,
+    submission: &Submission<'_>,
+) -> Result<String, JobError> {
+    let mut last = String::new();
+    for attempt in 0..SUBMIT_ATTEMPTS {
+        match adapter.submit(submission).await {
+            Ok(request_id) => return Ok(request_id),
+            Err(ProviderError::Rejected(message)) => {
+                return Err(permanent(
+                    "provider_error",
+                    format!("the provider refused the job: {message}"),
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(job_id = %submission.job_id, attempt, error = %err, "submission failed; backing off");
+                let wait = match &err {
+                    ProviderError::RateLimited {
+                        retry_after: Some(after),
+                    } => (*after).min(MAX_RETRY_AFTER),
+                    _ => backoff(attempt),
+                };
+                last = err.to_string();
+                if attempt + 1 < SUBMIT_ATTEMPTS {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Err(permanent(
+        "provider_error",
+        format!("the provider did not accept the job after {SUBMIT_ATTEMPTS} attempts: {last}"),
+    ))
+}
+
+/// A URL the provider can read one of the owner's uploads at, for as long as the job may run.
+async fn readable_upload(
+    state: &State,
+    job: &Job,
+    key: &str,
+    run_for: Duration,
+) -> Result<String, JobError> {
+    let size = media::upload_size(state, &job.user_id, key)
+        .await?
+        .ok_or_else(|| permanent("not_found", format!("no upload {key}")))?;
+    if size > MAX_UPLOAD_BYTES {
+        return Err(permanent(
+            "image_too_large",
+            format!("{key} is over {MAX_UPLOAD_BYTES} bytes"),
+        ));
+    }
+    let lifetime = (run_for + Duration::from_secs(3600)).min(Duration::from_secs(7 * 86_400));
+    let url = state
+        .s3
+        .get_object()
+        .bucket(media::bucket(state)?)
+        .key(key)
+        .presigned(PresigningConfig::expires_in(lifetime).context("presigning")?)
+        .await
+        .context("presigning an upload")?;
+    Ok(url.uri().to_owned())
+}
+
+/// Asks a job's provider to stop its request; failures are logged (the provider's own run-time
+/// bound, `Cancel-After` or `X-Fal-Request-Timeout`, still ends it).
+pub async fn cancel_at_provider(state: &State, job_id: &str, provider: &ProviderJob) {
+    let result = match generation::adapter(state, provider.name).await {
+        Ok(adapter) => adapter
+            .cancel(&provider.model, &provider.request_id)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    match result {
+        Ok(()) => tracing::info!(
+            job_id,
+            provider = provider.name.as_str(),
+            "canceled at the provider"
+        ),
+        Err(error) => {
+            tracing::warn!(
+                job_id,
+                provider = provider.name.as_str(),
+                error,
+                "cancel at the provider failed"
+            );
+        }
+    }
+}

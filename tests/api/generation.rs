@@ -1,0 +1,581 @@
+//! Generation at providers, end to end: submit → provider → signed webhook → COMPLETED with the
+//! outputs in S3, against local fakes that speak fal's, Replicate's and an AI server's protocols
+//! and sign for real. Forged, stale, foreign, duplicate and late webhooks change nothing.
+
+use std::process::{Command, Stdio};
+
+use lambent_local::fakes::{
+    FakeProviders, Webhook, ed25519_pair, fal_headers, output_png, standard_headers,
+};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::app::{TestApp, problem};
+
+/// A stack whose providers are the fakes, with the fakes holding the stack's keys.
+async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, FakeProviders) {
+    let fakes = FakeProviders::start().await.expect("fakes start");
+    let mut overrides = fakes.overrides();
+    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let overrides: Vec<(&str, &str)> = overrides
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let app = if worker {
+        TestApp::spawn_with(&overrides).await
+    } else {
+        TestApp::spawn_without_worker(&overrides).await
+    };
+    let state = &app.running.gateway.state;
+    let keys: Value = serde_json::from_str(
+        state
+            .secret_string(&app.running.stack.refs["ProviderKeys"])
+            .await
+            .expect("provider keys")
+            .expose_secret(),
+    )
+    .expect("json");
+    let ai_secret = state
+        .secret_string(&app.running.stack.refs["AiWebhookSecret"])
+        .await
+        .expect("ai secret");
+    fakes.configure(|b| {
+        b.fal_key = keys["fal_key"].as_str().expect("fal key").to_owned();
+        b.replicate_token = keys["replicate_api_token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        b.ai_secret = ai_secret.expose_secret().to_owned();
+    });
+    (app, fakes)
+}
+
+fn text_to_image(provider: &str, model: &str) -> Value {
+    json!({"kind": "generate", "input": {"provider": provider, "model": model, "task": "text_to_image",
+        "prompt": "a lighthouse at dusk", "width": 512, "height": 512}})
+}
+
+/// Asserts the job's one output is the fake's PNG, stored in our bucket and served by its URL.
+async fn assert_output_stored(app: &TestApp, job: &Value) {
+    let files = job["output"]["files"].as_array().expect("files");
+    assert_eq!(files.len(), 1, "{job}");
+    let file = &files[0];
+    let png = output_png();
+    assert_eq!(file["content_type"], "image/png");
+    assert_eq!(file["bytes"], png.len());
+    assert_eq!(file["sha256"], hex::encode(sha2::Sha256::digest(&png)));
+    assert_eq!(
+        (file["width"].as_u64(), file["height"].as_u64()),
+        (Some(24), Some(16))
+    );
+    let key = file["key"].as_str().expect("key");
+    assert!(key.starts_with("generations/") && key.contains(job["id"].as_str().expect("id")));
+    let url = file["url"].as_str().expect("a presigned url");
+    let fetched = app.client.get(url).send().await.expect("download");
+    assert_eq!(
+        fetched.bytes().await.expect("bytes").to_vec(),
+        png,
+        "our copy, not the provider's"
+    );
+}
+
+/// Waits until the job has ended.
+async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    app.wait_for_job(token, id, |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("COMPLETED" | "FAILED" | "CANCELED")
+        )
+    })
+    .await
+}
+
+/// Waits until the job is at its provider and returns the provider's request id.
+async fn at_provider(app: &TestApp, token: &str, id: &str) -> String {
+    let job = app
+        .wait_for_job(token, id, |job| job["provider"]["request_id"].is_string())
+        .await;
+    assert_eq!(job["status"], "IN_PROGRESS");
+    job["provider"]["request_id"]
+        .as_str()
+        .expect("request")
+        .to_owned()
+}
+
+/// Waits for the fakes to have produced `count` webhooks.
+async fn webhooks(fakes: &FakeProviders, count: usize) -> Vec<Webhook> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let webhooks = fakes.webhooks();
+        if webhooks.len() >= count {
+            return webhooks;
+        }
+        assert!(std::time::Instant::now() < deadline, "no webhook came");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How many refunds the owner's ledger holds.
+async fn refunds(app: &TestApp, token: &str) -> usize {
+    let ledger = app.get_json("/v1/credits/transactions", token).await;
+    ledger["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["reason"] == "refund")
+        .count()
+}
+
+#[tokio::test]
+async fn a_fal_job_goes_submit_webhook_completed_with_its_output_in_s3() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("falcon").await;
+
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let job = app
+        .wait_for_job(&token, &id, |j| {
+            j["status"] != "IN_QUEUE" && j["status"] != "IN_PROGRESS"
+        })
+        .await;
+
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(job["output"]["provider"], "fal");
+    assert_eq!(job["output"]["model"], "fal-ai/flux/dev");
+    assert_output_stored(&app, &job).await;
+    assert_eq!(
+        app.credits(&token).await,
+        (96, 0),
+        "4 credits, slot released"
+    );
+    assert_eq!(fakes.submissions(), [("fal".to_owned(), 200)]);
+    let sent = fakes.webhooks();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].answered, Some(200));
+}
+
+#[tokio::test]
+async fn a_replicate_job_and_a_lokiz_preset_complete_by_webhook() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("replicant").await;
+
+    let id = app
+        .submit_id(
+            &token,
+            &text_to_image("replicate", "black-forest-labs/flux-schnell"),
+        )
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_output_stored(&app, &job).await;
+
+    // LOKIZ's music operation: 5 credits, on Replicate.
+    let music = app
+        .submit_id(
+            &token,
+            &json!({"kind": "music", "input": {"prompt": "lo-fi beat", "duration_seconds": 20}}),
+        )
+        .await;
+    let job = finished(&app, &token, &music).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["output"]["model"], "meta/musicgen");
+    assert_eq!(app.credits(&token).await, (100 - 4 - 5, 0));
+    assert_eq!(fakes.submissions().len(), 2);
+}
+
+#[tokio::test]
+async fn an_ai_server_job_reports_progress_and_completes() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("aiserver").await;
+
+    let id = app
+        .submit_id(&token, &text_to_image("ai", "studio/portrait-v2"))
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_output_stored(&app, &job).await;
+    let sent = fakes.webhooks();
+    let methods: Vec<_> = sent
+        .iter()
+        .map(|w| (w.method.as_str(), w.answered))
+        .collect();
+    assert_eq!(
+        methods,
+        [("PATCH", Some(200)), ("POST", Some(200))],
+        "progress, then completion"
+    );
+
+    // The progress report replayed after the end changes nothing.
+    assert_eq!(fakes.send(&sent[0]).await.expect("replay"), 200);
+    let after = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(
+        (after["status"].as_str(), after["progress"].as_u64()),
+        (Some("COMPLETED"), Some(100))
+    );
+}
+
+#[tokio::test]
+async fn forged_stale_foreign_and_unknown_fal_webhooks_change_nothing_then_duplicates_finalize_once()
+ {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.hold_webhooks = true);
+    let (token, _) = app.user("target").await;
+    let (other_token, _) = app.user("bystander").await;
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let request_id = at_provider(&app, &token, &id).await;
+    let other = app
+        .submit_id(&other_token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    at_provider(&app, &other_token, &other).await;
+    let held = webhooks(&fakes, 2).await;
+    let genuine = held
+        .iter()
+        .find(|w| w.url.contains(&id))
+        .expect("the target's webhook")
+        .clone();
+    assert_eq!(genuine.answered, None, "held back");
+
+    let now = chrono::Utc::now().timestamp();
+    let with_headers = |headers: Vec<(String, String)>| Webhook {
+        headers,
+        ..genuine.clone()
+    };
+    let mut forged = genuine.clone();
+    for (name, value) in &mut forged.headers {
+        if name == "x-fal-webhook-signature" {
+            *value = "ab".repeat(64);
+        }
+    }
+    let stranger = ed25519_pair().expect("key");
+    let mut tampered = genuine.clone();
+    tampered.body = tampered.body.replace("\"OK\"", "\"ERROR\"");
+    let attempts = [
+        ("forged signature", forged, 401),
+        (
+            "another key",
+            with_headers(fal_headers(
+                &stranger,
+                &request_id,
+                now,
+                genuine.body.as_bytes(),
+            )),
+            401,
+        ),
+        (
+            "stale",
+            with_headers(fal_headers(
+                fakes.fal_pair(),
+                &request_id,
+                now - 400,
+                genuine.body.as_bytes(),
+            )),
+            401,
+        ),
+        ("tampered body", tampered, 401),
+        ("no signature", with_headers(Vec::new()), 401),
+        (
+            "another user's job",
+            Webhook {
+                url: genuine.url.replace(&id, &other),
+                ..genuine.clone()
+            },
+            200,
+        ),
+        (
+            "unknown job",
+            Webhook {
+                url: genuine.url.replace(&id, &uuid::Uuid::new_v4().to_string()),
+                ..genuine.clone()
+            },
+            200,
+        ),
+    ];
+    for (what, webhook, status) in attempts {
+        assert_eq!(fakes.send(&webhook).await.expect("send"), status, "{what}");
+        for (job, owner) in [(&id, &token), (&other, &other_token)] {
+            let job = app.get_json(&format!("/v1/jobs/{job}"), owner).await;
+            assert_eq!(job["status"], "IN_PROGRESS", "{what} changed nothing");
+        }
+    }
+    assert_eq!(app.credits(&token).await, (96, 1));
+
+    // The genuine webhook, five times, then a failure signed by fal after the completion.
+    for attempt in 0..5 {
+        assert_eq!(
+            fakes.send(&genuine).await.expect("send"),
+            200,
+            "delivery {attempt}"
+        );
+    }
+    let failed_body =
+        json!({"request_id": request_id, "gateway_request_id": request_id, "status": "ERROR",
+        "error": "late failure", "payload": {"detail": "late failure"}})
+        .to_string();
+    let late_failure = Webhook {
+        headers: fal_headers(fakes.fal_pair(), &request_id, now, failed_body.as_bytes()),
+        body: failed_body,
+        ..genuine.clone()
+    };
+    assert_eq!(fakes.send(&late_failure).await.expect("send"), 200);
+
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "COMPLETED");
+    assert_output_stored(&app, &job).await;
+    assert_eq!(
+        app.credits(&token).await,
+        (96, 0),
+        "charged once, never refunded"
+    );
+    assert_eq!(refunds(&app, &token).await, 0);
+}
+
+#[tokio::test]
+async fn a_provider_failure_refunds_once_however_often_and_late_it_is_told() {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.fail_with = Some("the model refused the prompt".into()));
+    let (token, _) = app.user("refused").await;
+
+    let id = app
+        .submit_id(
+            &token,
+            &text_to_image("replicate", "black-forest-labs/flux-schnell"),
+        )
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(job["error"]["type"], "provider_error");
+    assert_eq!(job["error"]["message"], "the model refused the prompt");
+    assert_eq!(app.credits(&token).await, (100, 0));
+
+    // The failure again and again, then a success signed by Replicate: one refund, still FAILED.
+    let failure = webhooks(&fakes, 1).await.remove(0);
+    for _ in 0..4 {
+        assert_eq!(fakes.send(&failure).await.expect("send"), 200);
+    }
+    let mut prediction: Value = serde_json::from_str(&failure.body).expect("json");
+    prediction["status"] = json!("succeeded");
+    prediction["output"] = json!([format!("{}/files/late.png", fakes.base_url())]);
+    let body = prediction.to_string();
+    let success = Webhook {
+        headers: standard_headers(
+            fakes.replicate_secret(),
+            "msg_late",
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        )
+        .expect("sign"),
+        body,
+        ..failure.clone()
+    };
+    assert_eq!(fakes.send(&success).await.expect("send"), 200);
+    // And one signed with another secret is refused.
+    let forged = Webhook {
+        headers: standard_headers(
+            "whsec_c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMh",
+            "msg_x",
+            chrono::Utc::now().timestamp(),
+            success.body.as_bytes(),
+        )
+        .expect("sign"),
+        ..success.clone()
+    };
+    assert_eq!(fakes.send(&forged).await.expect("send"), 401);
+
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(app.credits(&token).await, (100, 0));
+    assert_eq!(refunds(&app, &token).await, 1);
+}
+
+#[tokio::test]
+async fn submission_is_retried_through_429_and_500_then_fails_cleanly_and_is_refunded() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("throttled").await;
+
+    // 429 then success: retried after Retry-After.
+    fakes.configure(|b| b.submit_failures = [429].into());
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+
+    // 429, then 500 on every attempt: the job fails as provider_error and is refunded.
+    fakes.configure(|b| b.submit_failures = [429, 500, 500, 500].into());
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert_eq!(job["error"]["type"], "provider_error");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("4 attempts"),
+        "{job}"
+    );
+    assert_eq!(app.credits(&token).await, (96, 0));
+    let statuses: Vec<u16> = fakes.submissions().iter().map(|(_, s)| *s).collect();
+    assert_eq!(statuses, [429, 200, 429, 500, 500, 500]);
+}
+
+/// `target/debug/run-job`, built by `make test` before the tests run.
+fn run_job_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("run-job")
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_after_submitting_is_finalized_by_the_reconciler() {
+    let (app, fakes) = start(&[("RECONCILE_QUIET_SECONDS", "1")], false).await;
+    fakes.configure(|b| b.hold_webhooks = true);
+    let (token, _) = app.user("orphan").await;
+    let stack = &app.running.stack;
+
+    // The worker in its own process, as Lambda or the GPU task runs it.
+    let mut worker = Command::new(run_job_binary())
+        .envs(&stack.env)
+        .envs(fakes.overrides())
+        .envs([
+            ("JWT_ISSUER", app.base.as_str()),
+            ("WEBHOOK_BASE_URL", app.base.as_str()),
+            ("S3_FORCE_PATH_STYLE", "true"),
+            ("ALLOW_PRIVATE_WEBHOOKS", "true"),
+        ])
+        .env("AWS_ENDPOINT_URL", &app.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "local")
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env("WORKER_QUEUE_URL", &stack.refs["JobsQueue"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run-job starts (make test builds it)");
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let request_id = at_provider(&app, &token, &id).await;
+    worker.kill().expect("kill");
+    worker.wait().expect("wait");
+
+    // No webhook comes; the reconciler polls fal's status and result.
+    let job = app
+        .wait_for_job(&token, &id, |j| j["status"] != "IN_PROGRESS")
+        .await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_output_stored(&app, &job).await;
+    assert_eq!(app.credits(&token).await, (96, 0));
+    assert_eq!(fakes.request_state(&request_id), Some("succeeded"));
+    assert!(
+        fakes.webhooks().iter().all(|w| w.answered.is_none()),
+        "no webhook reached us"
+    );
+}
+
+#[tokio::test]
+async fn canceling_a_job_at_a_provider_cancels_it_there_and_refunds() {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.stall = true);
+    let (token, _) = app.user("changedmind").await;
+    let id = app
+        .submit_id(
+            &token,
+            &text_to_image("replicate", "black-forest-labs/flux-schnell"),
+        )
+        .await;
+    let request_id = at_provider(&app, &token, &id).await;
+
+    let canceled = app
+        .client
+        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(canceled.status(), 200);
+    let job: Value = canceled.json().await.expect("json");
+    assert_eq!(job["status"], "CANCELED");
+    assert_eq!(job["error"]["type"], "canceled_by_user");
+    assert_eq!(app.credits(&token).await, (100, 0));
+    assert_eq!(
+        fakes.request_state(&request_id),
+        Some("canceled"),
+        "stopped at Replicate too"
+    );
+
+    // A completion signed by Replicate arriving after the cancel changes nothing.
+    let body = json!({"id": request_id, "status": "succeeded", "output": [format!("{}/files/x.png", fakes.base_url())]}).to_string();
+    let late = Webhook {
+        method: "POST".into(),
+        url: app.url(&format!("/v1/webhooks/replicate?job_id={id}")),
+        headers: standard_headers(
+            fakes.replicate_secret(),
+            "msg_after_cancel",
+            chrono::Utc::now().timestamp(),
+            body.as_bytes(),
+        )
+        .expect("sign"),
+        body,
+        answered: None,
+    };
+    assert_eq!(fakes.send(&late).await.expect("send"), 200);
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "CANCELED");
+    assert_eq!(app.credits(&token).await, (100, 0));
+}
+
+#[tokio::test]
+async fn bad_generation_requests_are_refused_before_anything_is_charged() {
+    let (app, _fakes) = start(&[], true).await;
+    let (token, _) = app.user("sloppy").await;
+    let cases = [
+        json!({"kind": "generate", "input": {"provider": "midjourney", "model": "a/b", "task": "text_to_image", "prompt": "x"}}),
+        json!({"kind": "generate", "input": {"provider": "fal", "model": "fal-ai/flux/dev", "task": "text_to_image"}}),
+        json!({"kind": "generate", "input": {"provider": "fal", "model": "../../admin", "task": "text_to_image", "prompt": "x"}}),
+        json!({"kind": "generate", "input": {"provider": "fal", "model": "fal-ai/flux/dev", "task": "image_to_video"}}),
+        json!({"kind": "generate", "input": {"provider": "fal", "model": "fal-ai/flux/dev", "task": "text_to_image", "prompt": "x", "num_images": 50}}),
+        json!({"kind": "template", "input": {"upload_key": "uploads/x/y.png"}}),
+        json!({"kind": "music", "input": {"prompt": "x", "duration_seconds": 9999}}),
+    ];
+    for body in cases {
+        problem(app.submit(&token, &body).await, 422, "validation_failed").await;
+    }
+    assert_eq!(app.credits(&token).await, (100, 0));
+
+    // A provider this deployment does not offer is refused up front too.
+    let plain = TestApp::spawn().await;
+    let (token, _) = plain.user("noai").await;
+    let body = problem(
+        plain
+            .submit(&token, &text_to_image("ai", "studio/portrait-v2"))
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "input.provider", "{body}");
+}
+
+#[tokio::test]
+async fn a_job_with_someone_elses_upload_fails_as_not_found_and_is_refunded() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("borrower").await;
+    let body = json!({"kind": "template", "input": {"upload_key": "uploads/00000000-0000-4000-8000-000000000000/x.png", "template": "dolly-zoom"}});
+    let id = app.submit_id(&token, &body).await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["error"]["type"], "not_found", "{job}");
+    assert_eq!(app.credits(&token).await, (100, 0));
+    assert!(
+        fakes.submissions().is_empty(),
+        "nothing reached the provider"
+    );
+}
