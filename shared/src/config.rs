@@ -41,6 +41,10 @@ pub struct Config {
     pub upscale: UpscaleConfig,
     /// The outside providers and their webhooks.
     pub generation: GenerationConfig,
+    /// The queue of outbound webhook deliveries (`DELIVERIES_QUEUE_URL`); unset, no events are sent.
+    pub deliveries_queue_url: Option<String>,
+    /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
+    pub delivery_retry_scale: f64,
 }
 
 /// The generation providers: where they are, where their keys are, where they call back.
@@ -246,6 +250,19 @@ impl Config {
                         return Err(ConfigError::Invalid {
                             name: "UPSCALE_TILE",
                             reason: format!("must be 32 to {}", crate::upscale::MAX_TILE),
+                        });
+                    }
+                },
+            },
+            deliveries_queue_url: optional("DELIVERIES_QUEUE_URL"),
+            delivery_retry_scale: match optional("WEBHOOK_RETRY_SCALE") {
+                None => 1.0,
+                Some(raw) => match raw.trim().parse::<f64>() {
+                    Ok(scale) if (0.0..=1.0).contains(&scale) => scale,
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "WEBHOOK_RETRY_SCALE",
+                            reason: "must be a number from 0 to 1".into(),
                         });
                     }
                 },

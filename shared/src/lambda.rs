@@ -85,16 +85,19 @@ pub async fn serve_worker() -> Result<(), Error> {
 
 /// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.
 pub async fn serve_dead_letters() -> Result<(), Error> {
+    serve_queue(crate::jobs::worker::Consumer::DeadLetters).await
+}
+
+/// An SQS-triggered function: each batch to `consumer`, failures reported item by item.
+async fn serve_queue(consumer: crate::jobs::worker::Consumer) -> Result<(), Error> {
     use aws_lambda_events::event::sqs::SqsEvent;
     use lambda_runtime::LambdaEvent;
-
-    use crate::jobs::worker::{self, Consumer};
 
     crate::telemetry::init();
     let state = &State::from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
-            Ok::<_, Error>(worker::handle_batch(state, Consumer::DeadLetters, event.payload).await)
+            Ok::<_, Error>(crate::jobs::worker::handle_batch(state, consumer, event.payload).await)
         },
     ))
     .await
@@ -134,4 +137,9 @@ pub async fn serve_reconciler() -> Result<(), Error> {
         },
     ))
     .await
+}
+
+/// The webhook deliverer: events and retries from the deliveries queue, signed and sent.
+pub async fn serve_deliveries() -> Result<(), Error> {
+    serve_queue(crate::jobs::worker::Consumer::Deliveries).await
 }

@@ -9,6 +9,7 @@ use crate::generation::inbound;
 use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::photos::handlers as photos;
+use crate::webhooks::endpoints;
 
 /// The API description served at `/openapi.json`.
 #[derive(OpenApi)]
@@ -20,6 +21,7 @@ use crate::photos::handlers as photos;
         jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant, crate::uploads::create,
         photos::upscale, photos::best_cut, photos::list, photos::get, photos::file_redirect, photos::delete,
         inbound::fal, inbound::replicate, inbound::ai_progress, inbound::ai_complete, inbound::ai_failed,
+        endpoints::create, endpoints::list, endpoints::delete, endpoints::deliveries,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
@@ -27,7 +29,7 @@ use crate::photos::handlers as photos;
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
-        (name = "webhooks", description = "Signed webhooks from providers and AI servers (no bearer token)"),
+        (name = "webhooks", description = "Webhook endpoints and deliveries to you; signed webhooks from providers and AI servers (no bearer token)"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

@@ -15,6 +15,7 @@ use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::photos::handlers as photos;
 use crate::state::State;
+use crate::webhooks::endpoints;
 
 /// Every route of the HTTP API, and API Gateway's `$default` catch-all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,6 +51,10 @@ pub enum Route {
     AiProgressWebhook,
     AiCompleteWebhook,
     AiFailedWebhook,
+    CreateWebhookEndpoint,
+    ListWebhookEndpoints,
+    DeleteWebhookEndpoint,
+    ListWebhookDeliveries,
     NotFound,
 }
 
@@ -215,6 +220,34 @@ pub const ROUTES: &[RouteSpec] = &[
         "receive-ai-failure",
         false,
     ),
+    spec(
+        Route::CreateWebhookEndpoint,
+        "POST",
+        "/v1/webhook-endpoints",
+        "create-webhook-endpoint",
+        true,
+    ),
+    spec(
+        Route::ListWebhookEndpoints,
+        "GET",
+        "/v1/webhook-endpoints",
+        "list-webhook-endpoints",
+        true,
+    ),
+    spec(
+        Route::DeleteWebhookEndpoint,
+        "DELETE",
+        "/v1/webhook-endpoints/{id}",
+        "delete-webhook-endpoint",
+        true,
+    ),
+    spec(
+        Route::ListWebhookDeliveries,
+        "GET",
+        "/v1/webhook-endpoints/{id}/deliveries",
+        "list-webhook-deliveries",
+        true,
+    ),
 ];
 
 /// The `$default` route's function.
@@ -315,6 +348,10 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::AiProgressWebhook => inbound::ai_progress(state, req).await,
             Route::AiCompleteWebhook => inbound::ai_complete(state, req).await,
             Route::AiFailedWebhook => inbound::ai_failed(state, req).await,
+            Route::CreateWebhookEndpoint => endpoints::create(state, req).await,
+            Route::ListWebhookEndpoints => endpoints::list(state, req).await,
+            Route::DeleteWebhookEndpoint => endpoints::delete(state, req).await,
+            Route::ListWebhookDeliveries => endpoints::deliveries(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

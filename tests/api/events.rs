@@ -45,6 +45,10 @@ async fn every_sample_event_reaches_its_handler() {
         ("receive-ai-progress", 401),
         ("receive-ai-completion", 401),
         ("receive-ai-failure", 401),
+        ("create-webhook-endpoint", 201),
+        ("list-webhook-endpoints", 200),
+        ("delete-webhook-endpoint", 404),
+        ("list-webhook-deliveries", 404),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();
@@ -98,6 +102,14 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     let dead: SqsEvent = serde_json::from_str(&read("fail-dead-jobs")).expect("an SQS event");
     assert!(
         worker::handle_batch(state, Consumer::DeadLetters, dead)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    // An event for a job with no webhook URL and an owner with no endpoint goes nowhere.
+    let deliver: SqsEvent = serde_json::from_str(&read("deliver-webhooks")).expect("an SQS event");
+    assert!(
+        worker::handle_batch(state, Consumer::Deliveries, deliver)
             .await
             .batch_item_failures
             .is_empty()

@@ -5,6 +5,7 @@ mod app;
 mod auth;
 mod bad_input;
 mod bestcut;
+mod deliveries;
 mod docs;
 mod events;
 mod generation;

@@ -91,6 +91,29 @@ pub fn output_png() -> Vec<u8> {
     bytes
 }
 
+/// Serves HTTP/1 on `listener` with `handle`, each connection on its own task, until the listener
+/// fails.
+pub fn spawn_server<H, F>(listener: TcpListener, handle: H)
+where
+    H: Fn(hyper::Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = handle(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
 /// A fresh Ed25519 key pair.
 pub fn ed25519_pair() -> anyhow::Result<Ed25519KeyPair> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
@@ -192,22 +215,9 @@ impl FakeProviders {
         });
         let fakes = Self { inner };
         let server = fakes.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let server = server.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let server = server.clone();
-                        async move { Ok::<_, Infallible>(server.dispatch(req).await) }
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+        spawn_server(listener, move |req| {
+            let server = server.clone();
+            async move { server.dispatch(req).await }
         });
         Ok(fakes)
     }

@@ -26,8 +26,8 @@ pub struct Options {
     pub port: u16,
     /// Environment values that win over the template's (configuration for tests, or the shell's).
     pub overrides: HashMap<String, String>,
-    /// Run the worker on every work queue and the dead-letter consumer on every DLQ, as AWS runs
-    /// them for the deployed stack.
+    /// Run the queue consumers (the worker, the dead-letter consumer, the webhook deliverer), as
+    /// AWS runs them for the deployed stack.
     pub worker: bool,
     /// Run the reaper and the reconciler this often (AWS runs them every minute).
     pub reaper_every: Option<std::time::Duration>,
@@ -96,16 +96,21 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     let server = tokio::spawn(gateway::serve(listener, gateway.clone()));
     if options.worker {
         use lambent::jobs::worker::{self, Consumer};
-        for url in &stack.work_queues {
-            tokio::spawn(worker::poll(state.clone(), Consumer::Jobs, url.clone(), 16));
+        // As AWS runs them: each queue polled by the function the template gives it. The GPU
+        // queue has no function in the template (the ECS task polls it); the local stack runs the
+        // worker on it too.
+        let mut consumers = stack.consumers.clone();
+        if let Some(gpu) = stack.refs.get("GpuJobsQueue") {
+            consumers.push((gpu.clone(), "run-job".into()));
         }
-        for url in &stack.dead_letter_queues {
-            tokio::spawn(worker::poll(
-                state.clone(),
-                Consumer::DeadLetters,
-                url.clone(),
-                4,
-            ));
+        for (url, binary) in consumers {
+            let (consumer, concurrency) = match binary.as_str() {
+                "run-job" => (Consumer::Jobs, 16),
+                "fail-dead-jobs" => (Consumer::DeadLetters, 4),
+                "deliver-webhooks" => (Consumer::Deliveries, 16),
+                other => anyhow::bail!("no local consumer for {other}"),
+            };
+            tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));
         }
     }
     if let Some(every) = options.reaper_every {

@@ -31,10 +31,8 @@ pub struct LocalStack {
     pub refs: HashMap<String, String>,
     pub arns: HashMap<String, String>,
     pub env: HashMap<String, String>,
-    /// URLs of the queues that redrive to a dead-letter queue (the work queues).
-    pub work_queues: Vec<String>,
-    /// URLs of the dead-letter queues.
-    pub dead_letter_queues: Vec<String>,
+    /// `(queue URL, binary)`: which function the template has consume each queue.
+    pub consumers: Vec<(String, String)>,
 }
 
 fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
@@ -174,6 +172,40 @@ impl Template {
             }
             _ => None,
         }
+    }
+
+    /// `(queue URL, binary)` of every SQS event source in the template.
+    fn queue_consumers(&self, stack: &LocalStack) -> Vec<(String, String)> {
+        let mut consumers = Vec::new();
+        for (_, function) in self.resources("AWS::Serverless::Function") {
+            let Some(binary) = function
+                .get("Metadata")
+                .and_then(|m| m.get("BuildProperties")?.get("Binary")?.as_str())
+            else {
+                continue;
+            };
+            let Some(Value::Mapping(events)) =
+                function.get("Properties").and_then(|p| p.get("Events"))
+            else {
+                continue;
+            };
+            for event in events.values() {
+                if event.get("Type").and_then(Value::as_str) != Some("SQS") {
+                    continue;
+                }
+                let queue = event
+                    .get("Properties")
+                    .and_then(|p| p.get("Queue"))
+                    .and_then(|q| tagged(q, "!GetAtt"))
+                    .and_then(Value::as_str)
+                    .and_then(|target| target.strip_suffix(".Arn"))
+                    .and_then(|id| stack.refs.get(id));
+                if let Some(url) = queue {
+                    consumers.push((url.clone(), binary.to_owned()));
+                }
+            }
+        }
+        consumers
     }
 
     /// The environment every function sees (Globals, then each function's own variables), as far
@@ -453,11 +485,6 @@ pub async fn bootstrap(
             .await
             .with_context(|| format!("creating queue {name}"))?;
         let url = out.queue_url.context("queue URL")?;
-        if props.and_then(|p| p.get("RedrivePolicy")).is_some() {
-            stack.work_queues.push(url.clone());
-        } else {
-            stack.dead_letter_queues.push(url.clone());
-        }
         stack.arns.insert(
             id.clone(),
             format!("arn:aws:sqs:us-east-1:123456789012:{name}"),
@@ -465,6 +492,7 @@ pub async fn bootstrap(
         stack.refs.insert(id, url);
     }
 
+    stack.consumers = template.queue_consumers(&stack);
     stack.env = template.environment(&stack);
     Ok(stack)
 }

@@ -42,9 +42,8 @@ pub async fn apply(state: &State, job: &Job, remote: Remote) -> anyhow::Result<A
     if job.status.is_terminal() {
         return Ok(Applied::Unchanged);
     }
-    let now = Utc::now();
     let release = |outcome: Outcome, applied: Applied| async move {
-        let released = store::release(&state.db, &JobRef::from(job), &outcome, Utc::now()).await?;
+        let released = crate::jobs::finish(state, &JobRef::from(job), &outcome, Utc::now()).await?;
         anyhow::Ok(if released {
             applied
         } else {
@@ -55,15 +54,7 @@ pub async fn apply(state: &State, job: &Job, remote: Remote) -> anyhow::Result<A
         Remote::Running { progress: None } => Ok(Applied::Unchanged),
         Remote::Running {
             progress: Some(percent),
-        } => {
-            let recorded =
-                store::record_provider_progress(&state.db, &job.id, percent, None, now).await?;
-            Ok(if recorded {
-                Applied::Progress
-            } else {
-                Applied::Unchanged
-            })
-        }
+        } => progress(state, job, percent, None).await,
         Remote::Succeeded { files, result } => match outputs::copy(state, job, &files).await {
             Ok(files) => {
                 let result = if result.to_string().len() <= MAX_RESULT_BYTES {
@@ -117,11 +108,12 @@ pub async fn progress(
     if job.status.is_terminal() {
         return Ok(Applied::Unchanged);
     }
-    let recorded =
+    let before =
         store::record_provider_progress(&state.db, &job.id, percent, message, Utc::now()).await?;
-    Ok(if recorded {
-        Applied::Progress
-    } else {
-        Applied::Unchanged
-    })
+    let Some(before) = before else {
+        return Ok(Applied::Unchanged);
+    };
+    crate::webhooks::events::progressed(state, &job.id, &job.user_id, before, percent, message)
+        .await;
+    Ok(Applied::Progress)
 }

@@ -47,6 +47,8 @@ pub struct Runtime {
     api: reqwest::Client,
     /// Provider output files (hosts the provider named): no internal addresses in production.
     files: reqwest::Client,
+    /// Our clients' webhook endpoints: 15 s, no redirects, no internal addresses in production.
+    deliveries: reqwest::Client,
     keys: OnceCell<ProviderKeys>,
     replicate_secret: OnceCell<SecretString>,
     ai_secret: OnceCell<SecretString>,
@@ -98,9 +100,18 @@ impl Runtime {
                 }),
             );
         }
+        let mut deliveries = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Lambent-Webhooks/1");
+        if !allow_private {
+            deliveries = deliveries.dns_resolver(Arc::new(PublicOnly));
+        }
         Self {
             api,
             files: files.build().unwrap_or_default(),
+            deliveries: deliveries.build().unwrap_or_default(),
             keys: OnceCell::new(),
             replicate_secret: OnceCell::new(),
             ai_secret: OnceCell::new(),
@@ -111,6 +122,11 @@ impl Runtime {
     /// The client for provider output files.
     pub fn files(&self) -> &reqwest::Client {
         &self.files
+    }
+
+    /// The client for deliveries to our clients' webhook endpoints.
+    pub fn deliveries(&self) -> &reqwest::Client {
+        &self.deliveries
     }
 }
 

@@ -51,6 +51,10 @@ pub struct Submitted {
     pub id: String,
     pub status: Status,
     pub urls: JobUrls,
+    /// With `webhook_url`: the `whsec_…` secret this job's webhooks are signed with (Standard
+    /// Webhooks). Shown only in this answer (and its idempotent replays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 /// A job with its links.
@@ -100,15 +104,9 @@ pub fn idempotency_key(req: &Request) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn accepted(id: &str, status: Status) -> Result<Response<Body>, ApiError> {
-    let mut response = json(
-        StatusCode::ACCEPTED,
-        &Submitted {
-            id: id.to_owned(),
-            status,
-            urls: JobUrls::of(id),
-        },
-    )?;
+fn accepted(submitted: Submitted) -> Result<Response<Body>, ApiError> {
+    let id = submitted.id.clone();
+    let mut response = json(StatusCode::ACCEPTED, &submitted)?;
     let location = format!("/v1/jobs/{id}")
         .parse()
         .map_err(|e: lambda_http::http::header::InvalidHeaderValue| ApiError::Internal(e.into()))?;
@@ -125,19 +123,19 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
     let caller = Caller::from_request(&req)?;
     let key = idempotency_key(&req)?;
     let body: CreateJob = json_body(&req, &["application/json"])?;
-    let (id, status) = submit(state, &caller, key.as_deref(), &body).await?;
-    accepted(&id, status)
+    let submitted = submit(state, &caller, key.as_deref(), &body).await?;
+    accepted(submitted)
 }
 
 /// Validates, admits and queues a job (`POST /v1/jobs`, and the feature routes that make jobs such
-/// as `POST /v1/photos/upscale`). Returns its id and status; a replayed idempotent submission
+/// as `POST /v1/photos/upscale`). Returns what the 202 says; a replayed idempotent submission
 /// returns the first job's.
 pub async fn submit(
     state: &State,
     caller: &Caller,
     key: Option<&str>,
     body: &CreateJob,
-) -> Result<(String, Status), ApiError> {
+) -> Result<Submitted, ApiError> {
     let Some(kind) = state.registry.get(&body.kind) else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "kind",
@@ -177,6 +175,10 @@ pub async fn submit(
     });
     let now = Utc::now();
     let id = uuid::Uuid::now_v7().to_string();
+    let webhook_secret = webhook_url
+        .as_ref()
+        .map(|_| crate::webhooks::endpoints::new_secret())
+        .transpose()?;
     let admission = store::admit(
         &state.db,
         NewJob {
@@ -186,6 +188,7 @@ pub async fn submit(
             input: &body.input,
             cost: (kind.cost)(&body.input),
             webhook_url: webhook_url.as_deref(),
+            webhook_secret: webhook_secret.as_deref(),
             idempotency: key.zip(hash.as_deref()),
         },
         &state.config.job_caps,
@@ -197,15 +200,20 @@ pub async fn submit(
             let job = store::get(&state.db, &existing)
                 .await?
                 .ok_or_else(not_found)?;
-            return Ok((job.id, job.status));
+            return Ok(Submitted {
+                urls: JobUrls::of(&job.id),
+                id: job.id,
+                status: job.status,
+                webhook_secret: job.webhook_secret,
+            });
         }
         Admission::Admitted(job) => job,
     };
     tracing::info!(job_id = %job.id, kind = %job.kind, "admitted");
     if let Err(err) = enqueue(state, kind.queue, &job.id).await {
         tracing::error!(job_id = %job.id, error = format!("{err:#}"), "enqueue failed; releasing");
-        store::release(
-            &state.db,
+        crate::jobs::finish(
+            state,
             &JobRef::from(&*job),
             &Outcome::failed("enqueue_failed", "the job could not be queued"),
             Utc::now(),
@@ -215,7 +223,12 @@ pub async fn submit(
             "the job could not be queued; it was not charged",
         ));
     }
-    Ok((job.id.clone(), job.status))
+    Ok(Submitted {
+        urls: JobUrls::of(&job.id),
+        id: job.id.clone(),
+        status: job.status,
+        webhook_secret,
+    })
 }
 
 /// Sends a job's message to its kind's queue.
@@ -315,7 +328,7 @@ pub async fn cancel(state: &State, req: Request) -> Result<Response<Body>, ApiEr
                 let outcome = Outcome::Canceled {
                     message: "canceled by its owner".into(),
                 };
-                if store::release(&state.db, &JobRef::from(&job), &outcome, now).await? {
+                if crate::jobs::finish(state, &JobRef::from(&job), &outcome, now).await? {
                     tracing::info!(job_id = %job.id, "canceled while queued");
                     let job = store::get(&state.db, &job.id)
                         .await?
@@ -328,7 +341,7 @@ pub async fn cancel(state: &State, req: Request) -> Result<Response<Body>, ApiEr
                 let outcome = Outcome::Canceled {
                     message: "canceled by its owner".into(),
                 };
-                if store::release(&state.db, &JobRef::from(&job), &outcome, now).await? {
+                if crate::jobs::finish(state, &JobRef::from(&job), &outcome, now).await? {
                     if let Some(provider) = &job.provider {
                         crate::generation::work::cancel_at_provider(state, &job.id, provider).await;
                     }

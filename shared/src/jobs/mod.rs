@@ -6,3 +6,23 @@ pub mod model;
 pub mod registry;
 pub mod store;
 pub mod worker;
+
+use chrono::{DateTime, Utc};
+
+use crate::jobs::store::{JobRef, Outcome};
+use crate::state::State;
+
+/// Ends a job through the release transaction and, when this call is the one that ended it,
+/// emits its `job.completed` / `job.failed` / `job.canceled` event. `false`: it had already ended.
+pub async fn finish(
+    state: &State,
+    job: &JobRef,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let released = store::release(&state.db, job, outcome, now).await?;
+    if released {
+        crate::webhooks::events::ended(state, job, outcome).await;
+    }
+    Ok(released)
+}

@@ -96,6 +96,9 @@ pub struct Job {
     #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub webhook_url: Option<String>,
+    /// Signs the job's webhooks; shown only when the job is submitted.
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
     /// Where the job runs when an outside provider runs it.
     pub provider: Option<ProviderJob>,
     pub created_at: String,
@@ -137,6 +140,7 @@ impl Job {
                 .map(|o| serde_json::from_str(&o))
                 .transpose()?,
             webhook_url: text("webhook_url"),
+            webhook_secret: text("webhook_secret"),
             provider: ProviderJob::from_item(item),
             created_at: required("created_at")?,
             started_at: text("started_at"),

@@ -45,6 +45,8 @@ pub struct NewJob<'a> {
     pub input: &'a Value,
     pub cost: i64,
     pub webhook_url: Option<&'a str>,
+    /// The secret that signs this job's webhooks.
+    pub webhook_secret: Option<&'a str>,
     /// `(key, hash of the request)` when the client sent `Idempotency-Key`.
     pub idempotency: Option<(&'a str, &'a str)>,
 }
@@ -103,6 +105,9 @@ pub async fn admit(
         .item("gsi2sk", n(deadline));
     if let Some(url) = job.webhook_url {
         put = put.item("webhook_url", s(url));
+    }
+    if let Some(secret) = job.webhook_secret {
+        put = put.item("webhook_secret", s(secret));
     }
     let charge = Update::builder()
         .table_name(&db.table)
@@ -199,6 +204,7 @@ pub async fn admit(
         error: None,
         output: None,
         webhook_url: job.webhook_url.map(str::to_owned),
+        webhook_secret: job.webhook_secret.map(str::to_owned),
         provider: None,
         created_at,
         started_at: None,
@@ -411,34 +417,54 @@ fn with_progress(
     }
 }
 
-/// Records progress of a running job. Returns whether the job should stop: cancel was requested,
-/// or the job is no longer running (the reaper failed it).
+/// What recording progress found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    /// Recorded; the progress before it.
+    Recorded { before: u8 },
+    /// The job should stop: cancel was requested, or it is no longer running (the reaper failed it).
+    Stop,
+}
+
+fn progress_of(item: Option<&HashMap<String, AttributeValue>>) -> u8 {
+    item.and_then(|i| get_i64(i, "progress"))
+        .and_then(|p| u8::try_from(p.clamp(0, 100)).ok())
+        .unwrap_or(0)
+}
+
+/// Records progress of a running job, or says that it should stop.
 pub async fn report_progress(
     db: &Db,
     job_id: &str,
     percent: u8,
     message: Option<&str>,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Reported> {
     let mut request = job_update(db, job_id)
         .condition_expression("#status = :running")
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
-        .return_values(ReturnValue::AllNew);
+        .return_values(ReturnValue::AllOld);
     request = with_progress(request, message, "");
     // No longer running (the reaper failed it) reads as a request to stop.
     let Some(out) = unless_condition_failed(request.send().await).context("recording progress")?
     else {
-        return Ok(true);
+        return Ok(Reported::Stop);
     };
-    Ok(out
-        .attributes
-        .as_ref()
+    let old = out.attributes.as_ref();
+    let canceled = old
         .and_then(|a| a.get("cancel_requested"))
         .and_then(|v| v.as_bool().ok())
         .copied()
-        .unwrap_or(false))
+        .unwrap_or(false);
+    Ok(if canceled {
+        Reported::Stop
+    } else {
+        Reported::Recorded {
+            before: progress_of(old),
+        }
+    })
 }
 
 /// Puts a running job back in the queue after a retryable failure, so the redelivery can claim it.
@@ -690,14 +716,15 @@ pub async fn record_submission(
 }
 
 /// Records progress a provider reported for a running job (news of it: polling is put off).
-/// Progress only rises: a replayed or late report changes nothing. `false` when nothing changed.
+/// Progress only rises: a replayed or late report changes nothing. Returns the progress before,
+/// or `None` when nothing changed.
 pub async fn record_provider_progress(
     db: &Db,
     job_id: &str,
     percent: u8,
     message: Option<&str>,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Option<u8>> {
     let mut request = job_update(db, job_id)
         .condition_expression(
             "#status = :running AND attribute_exists(provider_request_id) \
@@ -706,11 +733,12 @@ pub async fn record_provider_progress(
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
-        .expression_attribute_values(":heard", n(now.timestamp()));
+        .expression_attribute_values(":heard", n(now.timestamp()))
+        .return_values(ReturnValue::AllOld);
     request = with_progress(request, message, ", gsi3sk = :heard");
     Ok(unless_condition_failed(request.send().await)
         .context("recording provider progress")?
-        .is_some())
+        .map(|out| progress_of(out.attributes.as_ref())))
 }
 
 /// Records that a job still running at its provider was just polled.

@@ -13,8 +13,9 @@ use tokio::sync::Semaphore;
 
 use crate::jobs::executor::{Finished, JobError, Progress};
 use crate::jobs::model::Status;
-use crate::jobs::store::{self, JobRef, Outcome};
+use crate::jobs::store::{self, JobRef, Outcome, Reported};
 use crate::state::State;
+use crate::webhooks::events;
 
 /// What to do with a message after handling it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,15 +34,28 @@ struct Message {
 struct StoreProgress<'a> {
     state: &'a State,
     job_id: &'a str,
+    user_id: &'a str,
 }
 
 impl Progress for StoreProgress<'_> {
     async fn report(&self, percent: u8, message: Option<&str>) -> Result<(), JobError> {
-        if store::report_progress(&self.state.db, self.job_id, percent, message, Utc::now()).await?
+        match store::report_progress(&self.state.db, self.job_id, percent, message, Utc::now())
+            .await?
         {
-            return Err(JobError::Canceled);
+            Reported::Stop => Err(JobError::Canceled),
+            Reported::Recorded { before } => {
+                events::progressed(
+                    self.state,
+                    self.job_id,
+                    self.user_id,
+                    before,
+                    percent,
+                    message,
+                )
+                .await;
+                Ok(())
+            }
         }
-        Ok(())
     }
 }
 
@@ -64,7 +78,7 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
             "invalid_input",
             format!("this deployment no longer runs {}", job.kind),
         );
-        store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+        crate::jobs::finish(state, &JobRef::from(&job), &outcome, Utc::now()).await?;
         return Ok(Disposition::Done);
     };
     let run_for = (kind.deadline)(&job.input);
@@ -73,9 +87,11 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
         return Ok(Disposition::Done);
     };
     tracing::info!(job_id = %job.id, kind = %job.kind, "running");
+    events::started(state, &job).await;
     let progress = StoreProgress {
         state,
         job_id: &job.id,
+        user_id: &job.user_id,
     };
     let outcome = match tokio::time::timeout(run_for, kind.executor.run(state, &job, &progress))
         .await
@@ -96,7 +112,7 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
             return Ok(Disposition::Retry);
         }
     };
-    let released = store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+    let released = crate::jobs::finish(state, &JobRef::from(&job), &outcome, Utc::now()).await?;
     tracing::info!(job_id = %job.id, released, outcome = outcome_name(&outcome), "finished");
     Ok(Disposition::Done)
 }
@@ -123,7 +139,7 @@ pub async fn dead_letter(state: &State, body: &str) -> anyhow::Result<Dispositio
                 "the worker failed on every delivery of this job",
             );
             let released =
-                store::release(&state.db, &JobRef::from(&job), &outcome, Utc::now()).await?;
+                crate::jobs::finish(state, &JobRef::from(&job), &outcome, Utc::now()).await?;
             tracing::warn!(job_id = %job.id, released, "dead-lettered job failed");
         }
     }
@@ -137,7 +153,7 @@ pub async fn reap(state: &State) -> anyhow::Result<usize> {
     let mut released = 0;
     for job in store::overdue(&state.db, now, 100).await? {
         let outcome = Outcome::failed("timed_out", "the job passed its deadline");
-        if store::release(&state.db, &job, &outcome, now).await? {
+        if crate::jobs::finish(state, &job, &outcome, now).await? {
             tracing::warn!(job_id = %job.id, "reaped");
             released += 1;
             // Stop paying for it at its provider.
@@ -154,12 +170,15 @@ pub async fn reap(state: &State) -> anyhow::Result<usize> {
 pub enum Consumer {
     Jobs,
     DeadLetters,
+    /// Outbound webhook deliveries.
+    Deliveries,
 }
 
 async fn consume(state: &State, consumer: Consumer, body: &str) -> anyhow::Result<Disposition> {
     match consumer {
         Consumer::Jobs => process(state, body).await,
         Consumer::DeadLetters => dead_letter(state, body).await,
+        Consumer::Deliveries => crate::webhooks::deliver::process(state, body).await,
     }
 }
 

@@ -197,7 +197,8 @@ async fn submit_photo(
         input,
         webhook_url: None,
     };
-    let (id, status) = submit(state, caller, key.as_deref(), &body).await?;
+    let crate::jobs::handlers::Submitted { id, status, .. } =
+        submit(state, caller, key.as_deref(), &body).await?;
     let mut response = json(
         StatusCode::ACCEPTED,
         &PhotoSubmitted {

@@ -1,5 +1,10 @@
-//! Checks of client-supplied webhook URLs (SSRF): https only, no credentials, and in production
-//! no loopback, private, link-local or otherwise internal address.
+//! Outbound webhooks to our clients (Standard Webhooks): job events, account endpoints, signed
+//! deliveries with retries; and the checks of client-supplied webhook URLs (SSRF): https only, no
+//! credentials, and in production no loopback, private, link-local or otherwise internal address.
+
+pub mod deliver;
+pub mod endpoints;
+pub mod events;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

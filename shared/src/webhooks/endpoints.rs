@@ -1,0 +1,366 @@
+//! Account webhook endpoints (`/v1/webhook-endpoints`): a URL, the events it wants and its signing
+//! secret (shown once, at creation), and the record of every delivery attempt to it.
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::AttributeValue;
+use base64::Engine as _;
+use chrono::Utc;
+use lambda_http::{Body, Request, Response, http::StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::db::{Db, Item, get_i64, get_s, n, s, unless_condition_failed};
+use crate::error::{ApiError, FieldError};
+use crate::http::{Caller, json, json_body, page_limit, path_param};
+use crate::state::State;
+use crate::users::{timestamp, user_pk};
+use crate::webhooks::events::TYPES;
+
+/// The most endpoints one account may have.
+pub const MAX_ENDPOINTS: usize = 10;
+/// How long delivery attempts are kept.
+const DELIVERY_RETENTION_SECS: i64 = 30 * 86_400;
+
+/// `POST /v1/webhook-endpoints`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// https; no internal addresses.
+    pub url: String,
+    /// Event types to send (default: all of `job.started`, `job.progress`, `job.completed`,
+    /// `job.failed`, `job.canceled`).
+    pub events: Option<Vec<String>>,
+    pub description: Option<String>,
+}
+
+/// An endpoint. `secret` appears once, in the answer that created it.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+    /// Set when a delivery got `410 Gone`: nothing more is sent.
+    pub disabled_at: Option<String>,
+    pub created_at: String,
+    /// `whsec_…`: verify deliveries with it (Standard Webhooks). Shown only at creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A page of endpoints.
+#[derive(Serialize, ToSchema)]
+pub struct EndpointList {
+    pub items: Vec<Endpoint>,
+}
+
+/// One delivery attempt.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub job_id: String,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// The endpoint's answer; absent when it could not be reached.
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub succeeded: bool,
+    pub at: String,
+}
+
+/// Recent delivery attempts, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub items: Vec<Delivery>,
+}
+
+fn endpoint_sk(id: &str) -> String {
+    format!("WHEP#{id}")
+}
+
+/// Where an endpoint's (or a job's) delivery attempts are kept.
+pub fn deliveries_pk(target: &str) -> String {
+    format!("DELIVERIES#{target}")
+}
+
+/// A fresh Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
+fn from_item(item: &Item) -> Option<(Endpoint, String)> {
+    let endpoint = Endpoint {
+        id: get_s(item, "id")?.to_owned(),
+        url: get_s(item, "url")?.to_owned(),
+        events: item
+            .get("events")
+            .and_then(|v| v.as_ss().ok())
+            .cloned()
+            .unwrap_or_default(),
+        description: get_s(item, "description").map(str::to_owned),
+        disabled_at: get_s(item, "disabled_at").map(str::to_owned),
+        created_at: get_s(item, "created_at")?.to_owned(),
+        secret: None,
+    };
+    Some((endpoint, get_s(item, "secret")?.to_owned()))
+}
+
+/// The owner's endpoints with their secrets.
+pub async fn of_user(db: &Db, user_id: &str) -> anyhow::Result<Vec<(Endpoint, String)>> {
+    let out = db
+        .client
+        .query()
+        .table_name(&db.table)
+        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+        .expression_attribute_values(":pk", s(user_pk(user_id)))
+        .expression_attribute_values(":prefix", s("WHEP#"))
+        .consistent_read(true)
+        .send()
+        .await
+        .context("listing webhook endpoints")?;
+    Ok(out.items().iter().filter_map(from_item).collect())
+}
+
+/// One of the owner's endpoints with its secret.
+pub async fn get(db: &Db, user_id: &str, id: &str) -> anyhow::Result<Option<(Endpoint, String)>> {
+    Ok(db
+        .get(&user_pk(user_id), &endpoint_sk(id))
+        .await?
+        .as_ref()
+        .and_then(from_item))
+}
+
+/// Stops deliveries to an endpoint (it answered 410).
+pub async fn disable(db: &Db, user_id: &str, id: &str) -> anyhow::Result<()> {
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(user_pk(user_id)))
+        .key("sk", s(endpoint_sk(id)))
+        .update_expression("SET disabled_at = :now")
+        .condition_expression("attribute_exists(pk) AND attribute_not_exists(disabled_at)")
+        .expression_attribute_values(":now", s(timestamp(Utc::now())))
+        .send()
+        .await;
+    unless_condition_failed(result).context("disabling an endpoint")?;
+    Ok(())
+}
+
+/// Records one delivery attempt under `target` (an endpoint id, or `job-{id}`).
+pub async fn record(db: &Db, target: &str, delivery: &Delivery) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let mut put = db
+        .client
+        .put_item()
+        .table_name(&db.table)
+        .item("pk", s(deliveries_pk(target)))
+        .item(
+            "sk",
+            s(format!(
+                "{:013}#{}#{}",
+                now.timestamp_millis(),
+                delivery.event_id,
+                delivery.attempt
+            )),
+        )
+        .item("event_id", s(&delivery.event_id))
+        .item("type", s(&delivery.kind))
+        .item("job_id", s(&delivery.job_id))
+        .item("attempt", n(delivery.attempt))
+        .item("duration_ms", n(delivery.duration_ms))
+        .item("succeeded", AttributeValue::Bool(delivery.succeeded))
+        .item("at", s(&delivery.at))
+        .item("expires_at", n(now.timestamp() + DELIVERY_RETENTION_SECS));
+    if let Some(code) = delivery.status_code {
+        put = put.item("status_code", n(code));
+    }
+    if let Some(error) = &delivery.error {
+        put = put.item("error", s(error.chars().take(300).collect::<String>()));
+    }
+    put.send().await.context("recording a delivery")?;
+    Ok(())
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such webhook endpoint")
+}
+
+fn endpoint_id(req: &Request) -> Result<String, ApiError> {
+    path_param(req, "id")
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .ok_or_else(not_found)
+}
+
+/// Creates an endpoint; the answer carries its secret, this once.
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])), request_body = CreateEndpoint,
+    responses((status = 201, body = Endpoint), (status = 409, description = "too_many_endpoints", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let body: CreateEndpoint = json_body(&req, &["application/json"])?;
+    let mut errors = Vec::new();
+    let url = crate::webhooks::validate_url(&body.url, "url", state.config.allow_private_webhooks)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let events = body
+        .events
+        .unwrap_or_else(|| TYPES.iter().map(|t| (*t).to_owned()).collect());
+    if events.is_empty() || events.iter().any(|e| !TYPES.contains(&e.as_str())) {
+        errors.push(FieldError::new(
+            "events",
+            format!("must be a non-empty list of: {}", TYPES.join(", ")),
+        ));
+    }
+    if body
+        .description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 200)
+    {
+        errors.push(FieldError::new(
+            "description",
+            "must be at most 200 characters",
+        ));
+    }
+    let Some(url) = url.filter(|_| errors.is_empty()) else {
+        return Err(ApiError::Validation(errors));
+    };
+    // A bound, not a quota: two racing creations may both pass it.
+    if of_user(&state.db, &caller.user_id).await?.len() >= MAX_ENDPOINTS {
+        return Err(ApiError::Conflict {
+            code: "too_many_endpoints",
+            detail: format!("an account may have at most {MAX_ENDPOINTS} webhook endpoints"),
+        });
+    }
+    let mut events = events;
+    events.sort();
+    events.dedup();
+    let secret = new_secret()?;
+    let endpoint = Endpoint {
+        id: uuid::Uuid::now_v7().to_string(),
+        url,
+        events,
+        description: body.description,
+        disabled_at: None,
+        created_at: timestamp(Utc::now()),
+        secret: Some(secret.clone()),
+    };
+    let mut put = state
+        .db
+        .client
+        .put_item()
+        .table_name(&state.db.table)
+        .condition_expression("attribute_not_exists(pk)")
+        .item("pk", s(user_pk(&caller.user_id)))
+        .item("sk", s(endpoint_sk(&endpoint.id)))
+        .item("id", s(&endpoint.id))
+        .item("url", s(&endpoint.url))
+        .item("events", AttributeValue::Ss(endpoint.events.clone()))
+        .item("secret", s(&secret))
+        .item("created_at", s(&endpoint.created_at));
+    if let Some(description) = &endpoint.description {
+        put = put.item("description", s(description));
+    }
+    put.send().await.context("creating a webhook endpoint")?;
+    tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
+    json(StatusCode::CREATED, &endpoint)
+}
+
+/// The caller's endpoints (without their secrets).
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])),
+    responses((status = 200, body = EndpointList)))]
+pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let items = of_user(&state.db, &caller.user_id)
+        .await?
+        .into_iter()
+        .map(|(endpoint, _)| endpoint)
+        .collect();
+    json(StatusCode::OK, &EndpointList { items })
+}
+
+/// Deletes one of the caller's endpoints; deliveries to it stop.
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = crate::error::Problem)))]
+pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let id = endpoint_id(&req)?;
+    let result = state
+        .db
+        .client
+        .delete_item()
+        .table_name(&state.db.table)
+        .key("pk", s(user_pk(&caller.user_id)))
+        .key("sk", s(endpoint_sk(&id)))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await;
+    unless_condition_failed(result)
+        .context("deleting a webhook endpoint")?
+        .ok_or_else(not_found)?;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Recent delivery attempts to one of the caller's endpoints, newest first (`limit`, default 20).
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path), ("limit" = Option<u32>, Query)),
+    responses((status = 200, body = DeliveryList), (status = 404, body = crate::error::Problem)))]
+pub async fn deliveries(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let id = endpoint_id(&req)?;
+    let limit = page_limit(&req)?;
+    get(&state.db, &caller.user_id, &id)
+        .await?
+        .ok_or_else(not_found)?;
+    let out = state
+        .db
+        .client
+        .query()
+        .table_name(&state.db.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", s(deliveries_pk(&id)))
+        .scan_index_forward(false)
+        .limit(i32::try_from(limit).unwrap_or(20))
+        .send()
+        .await
+        .context("listing deliveries")?;
+    let items = out
+        .items()
+        .iter()
+        .map(|item| Delivery {
+            event_id: get_s(item, "event_id").unwrap_or_default().to_owned(),
+            kind: get_s(item, "type").unwrap_or_default().to_owned(),
+            job_id: get_s(item, "job_id").unwrap_or_default().to_owned(),
+            attempt: u32::try_from(get_i64(item, "attempt").unwrap_or(0)).unwrap_or(0),
+            status_code: get_i64(item, "status_code").and_then(|c| u16::try_from(c).ok()),
+            error: get_s(item, "error").map(str::to_owned),
+            duration_ms: u64::try_from(get_i64(item, "duration_ms").unwrap_or(0)).unwrap_or(0),
+            succeeded: item
+                .get("succeeded")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            at: get_s(item, "at").unwrap_or_default().to_owned(),
+        })
+        .collect();
+    json(StatusCode::OK, &DeliveryList { items })
+}
+
+/// A job's delivery target: its `webhook_url` and the secret made for it at submission.
+pub fn job_target(job_item: &Item) -> Option<(String, String)> {
+    Some((
+        get_s(job_item, "webhook_url")?.to_owned(),
+        get_s(job_item, "webhook_secret")?.to_owned(),
+    ))
+}
