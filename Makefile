@@ -75,7 +75,7 @@ $(PEERS_STAMP): infra/bench/peer-requirements.txt
 	touch $@
 
 bench: lambda models $(BENCH_STAMP) $(PEERS_STAMP)
-	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut
+	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut --bin lambent-webhook-bench
 	$(VENV)/bin/python infra/bench/run.py
 
 ## Release builds of every function for Lambda (target/lambda/<name>/bootstrap).

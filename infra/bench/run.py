@@ -176,8 +176,10 @@ def main():
     print()
     import jobs
     import photos
+    import webhooks
 
     jobs.main()
+    webhooks.main()
     photos.main()
 
 

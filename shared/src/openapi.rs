@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::auth::handlers as auth;
 use crate::credits;
-use crate::generation::inbound;
+use crate::generation::{inbound, styles};
 use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::photos::handlers as photos;
@@ -22,6 +22,7 @@ use crate::webhooks::endpoints;
         photos::upscale, photos::best_cut, photos::list, photos::get, photos::file_redirect, photos::delete,
         inbound::fal, inbound::replicate, inbound::ai_progress, inbound::ai_complete, inbound::ai_failed,
         endpoints::create, endpoints::list, endpoints::delete, endpoints::deliveries,
+        styles::create, styles::list, styles::get,
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
@@ -29,6 +30,7 @@ use crate::webhooks::endpoints;
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance and ledger"),
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
+        (name = "styles", description = "Styles (LoRA) trained on your images by your AI servers"),
         (name = "webhooks", description = "Webhook endpoints and deliveries to you; signed webhooks from providers and AI servers (no bearer token)"),
         (name = "meta", description = "Health and documents")),
 )]

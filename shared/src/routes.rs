@@ -9,7 +9,7 @@ use tracing::Instrument as _;
 
 use crate::auth::handlers as auth;
 use crate::credits;
-use crate::generation::inbound;
+use crate::generation::{inbound, styles};
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
@@ -55,6 +55,9 @@ pub enum Route {
     ListWebhookEndpoints,
     DeleteWebhookEndpoint,
     ListWebhookDeliveries,
+    CreateStyle,
+    ListStyles,
+    GetStyle,
     NotFound,
 }
 
@@ -248,6 +251,15 @@ pub const ROUTES: &[RouteSpec] = &[
         "list-webhook-deliveries",
         true,
     ),
+    spec(
+        Route::CreateStyle,
+        "POST",
+        "/v1/styles",
+        "create-style",
+        true,
+    ),
+    spec(Route::ListStyles, "GET", "/v1/styles", "list-styles", true),
+    spec(Route::GetStyle, "GET", "/v1/styles/{id}", "get-style", true),
 ];
 
 /// The `$default` route's function.
@@ -352,6 +364,9 @@ pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body>
             Route::ListWebhookEndpoints => endpoints::list(state, req).await,
             Route::DeleteWebhookEndpoint => endpoints::delete(state, req).await,
             Route::ListWebhookDeliveries => endpoints::deliveries(state, req).await,
+            Route::CreateStyle => styles::create(state, req).await,
+            Route::ListStyles => styles::list(state, req).await,
+            Route::GetStyle => styles::get(state, req).await,
             Route::NotFound => meta::not_found(state, req).await,
         };
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));

@@ -263,15 +263,28 @@ async fn an_endpoint_that_answers_410_is_disabled() {
         .await;
     gone.until(|r| r.len() == 1).await;
     healthy.until(|r| r.len() == 1).await;
-    let endpoints = app.get_json("/v1/webhook-endpoints", &token).await;
-    let disabled: Vec<bool> = endpoints["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter(|e| e["url"] == gone.url.as_str())
-        .map(|e| e["disabled_at"].is_string())
-        .collect();
-    assert_eq!(disabled, [true]);
+    // The deliverer disables it once the 410 is back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let endpoints = app.get_json("/v1/webhook-endpoints", &token).await;
+        let disabled: Vec<bool> = endpoints["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| e["disabled_at"].is_string())
+            .collect();
+        if disabled.iter().filter(|d| **d).count() == 1 {
+            let gone_disabled = endpoints["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .any(|e| e["url"] == gone.url.as_str() && e["disabled_at"].is_string());
+            assert!(gone_disabled, "{endpoints}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not disabled: {endpoints}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The next event reaches the healthy endpoint only.
     app.submit_id(&token, &json!({"kind": "sleep", "input": {"ms": 10}}))

@@ -152,7 +152,7 @@ async fn a_fal_job_goes_submit_webhook_completed_with_its_output_in_s3() {
         "4 credits, slot released"
     );
     assert_eq!(fakes.submissions(), [("fal".to_owned(), 200)]);
-    let sent = fakes.webhooks();
+    let sent = webhooks(&fakes, 1).await;
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].answered, Some(200));
 }
@@ -197,7 +197,7 @@ async fn an_ai_server_job_reports_progress_and_completes() {
     let job = finished(&app, &token, &id).await;
     assert_eq!(job["status"], "COMPLETED", "{job}");
     assert_output_stored(&app, &job).await;
-    let sent = fakes.webhooks();
+    let sent = webhooks(&fakes, 2).await;
     let methods: Vec<_> = sent
         .iter()
         .map(|w| (w.method.as_str(), w.answered))
@@ -578,4 +578,108 @@ async fn a_job_with_someone_elses_upload_fails_as_not_found_and_is_refunded() {
         fakes.submissions().is_empty(),
         "nothing reached the provider"
     );
+}
+
+#[tokio::test]
+async fn a_style_trains_on_the_ai_server_with_progress_and_is_then_used_by_generate() {
+    let (app, fakes) = start(&[], true).await;
+    let (token, _) = app.user("painter").await;
+    let (other, _) = app.user("copycat").await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(app.upload(&token, output_png(), "image/png").await);
+    }
+
+    let response = app
+        .client
+        .post(app.url("/v1/styles"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Watercolor", "upload_keys": keys, "trigger_word": "wtrclr", "steps": 800}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let submitted: Value = response.json().await.expect("json");
+    let id = submitted["id"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/v1/styles/{id}"));
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let style = loop {
+        let style = app.get_json(&location, &token).await;
+        if style["status"] == "COMPLETED" || style["status"] == "FAILED" {
+            break style;
+        }
+        assert!(std::time::Instant::now() < deadline, "{style}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(style["status"], "COMPLETED", "{style}");
+    assert_eq!(
+        (style["name"].as_str(), style["trigger_word"].as_str()),
+        (Some("Watercolor"), Some("wtrclr"))
+    );
+    assert_eq!(
+        style["model"]["sha256"],
+        hex::encode(sha2::Sha256::digest(output_png()))
+    );
+    assert!(style["model"]["url"].is_string());
+    let progress: Vec<_> = fakes
+        .webhooks()
+        .iter()
+        .filter(|w| w.method == "PATCH")
+        .map(|w| w.answered)
+        .collect();
+    assert_eq!(progress, [Some(200)], "progress reached us by webhook");
+    let training = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    let input = fakes
+        .request_input(
+            training["provider"]["request_id"]
+                .as_str()
+                .expect("request"),
+        )
+        .expect("input");
+    assert_eq!(input["task"], "train_style");
+    assert_eq!(input["image_urls"].as_array().expect("urls").len(), 4);
+    assert_eq!(input["steps"], 800);
+    assert_eq!(app.credits(&token).await, (50, 0));
+
+    let listed = app.get_json("/v1/styles", &token).await;
+    assert_eq!(listed["items"].as_array().expect("items").len(), 1);
+    problem(
+        app.get_with_token(&location, &other).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert!(
+        app.get_json("/v1/styles", &other).await["items"]
+            .as_array()
+            .expect("items")
+            .is_empty()
+    );
+
+    // The style in a generation: fal gets its weights as a LoRA.
+    let body = json!({"kind": "generate", "input": {"provider": "fal", "model": "fal-ai/flux-lora", "task": "text_to_image",
+        "prompt": "wtrclr harbour", "style_id": id}});
+    let job_id = app.submit_id(&token, &body).await;
+    let job = finished(&app, &token, &job_id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let input = fakes
+        .request_input(job["provider"]["request_id"].as_str().expect("request"))
+        .expect("input");
+    assert!(
+        input["loras"][0]["path"]
+            .as_str()
+            .is_some_and(|p| p.contains(&id)),
+        "{input}"
+    );
+
+    // Someone else's style: the job fails as not_found and is refunded.
+    let stolen = app.submit_id(&other, &body).await;
+    let job = finished(&app, &other, &stolen).await;
+    assert_eq!(job["error"]["type"], "not_found", "{job}");
+    assert_eq!(app.credits(&other).await, (100, 0));
 }

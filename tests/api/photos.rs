@@ -27,7 +27,7 @@ fn s3(app: &TestApp) -> aws_sdk_s3::Client {
 impl TestApp {
     /// Uploads `bytes` through a presigned PUT and returns the key. `declared` is the size asked
     /// for, which a lying client may exceed.
-    async fn upload_declared(
+    pub(crate) async fn upload_declared(
         &self,
         token: &str,
         bytes: Vec<u8>,
@@ -57,7 +57,7 @@ impl TestApp {
         upload["key"].as_str().expect("key").to_owned()
     }
 
-    async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
+    pub(crate) async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
         let size = bytes.len().max(1);
         self.upload_declared(token, bytes, content_type, size).await
     }

@@ -283,6 +283,11 @@ impl FakeProviders {
         self.request(id).map(|r| r.state)
     }
 
+    /// The input a request was submitted with.
+    pub fn request_input(&self, id: &str) -> Option<Value> {
+        self.request(id).map(|r| r.input)
+    }
+
     /// The fal signing key (tests sign forgeries with another).
     pub fn fal_pair(&self) -> &Ed25519KeyPair {
         &self.inner.fal_pair

@@ -18,14 +18,17 @@ pub enum Task {
     ImageToImage,
     ImageToVideo,
     Music,
+    /// A style (LoRA) trained on a set of images.
+    TrainStyle,
 }
 
 impl Task {
-    const ALL: [Self; 4] = [
+    const ALL: [Self; 5] = [
         Self::TextToImage,
         Self::ImageToImage,
         Self::ImageToVideo,
         Self::Music,
+        Self::TrainStyle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +37,7 @@ impl Task {
             Self::ImageToImage => "image_to_image",
             Self::ImageToVideo => "image_to_video",
             Self::Music => "music",
+            Self::TrainStyle => "train_style",
         }
     }
 
@@ -47,6 +51,7 @@ impl Task {
             Self::TextToImage | Self::ImageToImage => Duration::from_secs(15 * 60),
             Self::ImageToVideo => Duration::from_secs(30 * 60),
             Self::Music => Duration::from_secs(10 * 60),
+            Self::TrainStyle => Duration::from_secs(3 * 3600),
         }
     }
 }
@@ -111,7 +116,135 @@ pub fn kinds() -> Vec<Kind> {
         preset_kind::<1>(),
         preset_kind::<2>(),
         preset_kind::<3>(),
+        Kind {
+            name: "train_style",
+            cost: |_| TRAIN_STYLE_COST,
+            deadline: |_| SUBMIT_WINDOW,
+            queue: Queue::Cpu,
+            validate: |input| parse_training(input).map(|_| ()),
+            executor: Executor::Provider,
+        },
     ]
+}
+
+/// Credits a style training costs.
+pub const TRAIN_STYLE_COST: i64 = 50;
+/// The model our AI servers train styles with unless the request names another.
+pub const DEFAULT_TRAINER: &str = "lambent/style-lora";
+/// Training images per style.
+pub const TRAINING_IMAGES: std::ops::RangeInclusive<usize> = 4..=50;
+
+/// Checks a `train_style` input: `{name, upload_keys (4–50), trigger_word?, steps?, base_model?}`.
+/// Styles train on our own AI servers.
+pub fn parse_training(input: &Value) -> Result<Spec, Vec<FieldError>> {
+    let Some(object) = input.as_object() else {
+        return Err(vec![FieldError::new("input", "must be an object")]);
+    };
+    let mut errors = Vec::new();
+    let mut bad = |field: &str, message: String| {
+        errors.push(FieldError::new(format!("input.{field}"), message));
+    };
+    for key in object.keys().filter(|k| {
+        !matches!(
+            k.as_str(),
+            "name" | "upload_keys" | "trigger_word" | "steps" | "base_model"
+        )
+    }) {
+        bad(key, "is not a field of train_style".into());
+    }
+    let name = object
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.trim().is_empty() && n.chars().count() <= 80);
+    if name.is_none() {
+        bad("name", "is required: 1 to 80 characters".into());
+    }
+    let keys: Vec<String> = match object.get("upload_keys").and_then(Value::as_array) {
+        Some(keys)
+            if TRAINING_IMAGES.contains(&keys.len())
+                && keys
+                    .iter()
+                    .all(|k| k.as_str().is_some_and(|k| (1..=512).contains(&k.len()))) =>
+        {
+            keys.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        }
+        _ => {
+            bad(
+                "upload_keys",
+                format!(
+                    "must be {} to {} upload keys",
+                    TRAINING_IMAGES.start(),
+                    TRAINING_IMAGES.end()
+                ),
+            );
+            Vec::new()
+        }
+    };
+    let trigger_word = match object.get("trigger_word") {
+        None => None,
+        Some(Value::String(w))
+            if (1..=40).contains(&w.len())
+                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Some(w.clone())
+        }
+        Some(_) => {
+            bad(
+                "trigger_word",
+                "must be 1 to 40 letters, digits or _".into(),
+            );
+            None
+        }
+    };
+    let steps = match object.get("steps") {
+        None => 1000,
+        Some(v) => match v.as_u64() {
+            Some(s) if (100..=5000).contains(&s) => s,
+            _ => {
+                bad("steps", "must be an integer from 100 to 5000".into());
+                1000
+            }
+        },
+    };
+    let model = match object.get("base_model") {
+        None => Some(DEFAULT_TRAINER.to_owned()),
+        Some(Value::String(m)) if valid_model(m) => Some(m.clone()),
+        Some(_) => {
+            bad("base_model", "must be a model id such as owner/name".into());
+            None
+        }
+    };
+    match (name, model) {
+        (Some(name), Some(model)) if errors.is_empty() => {
+            let mut arguments = Map::new();
+            arguments.insert("name".into(), json!(name));
+            arguments.insert("steps".into(), json!(steps));
+            if let Some(word) = trigger_word {
+                arguments.insert("trigger_word".into(), json!(word));
+            }
+            Ok(Spec {
+                provider: ProviderName::Ai,
+                model,
+                task: Task::TrainStyle,
+                prompt: None,
+                negative_prompt: None,
+                uploads: keys.into_iter().map(|k| ("image", k)).collect(),
+                width: 0,
+                height: 0,
+                num_images: 0,
+                seed: None,
+                strength: 0.0,
+                duration_seconds: 0,
+                template: None,
+                style_id: None,
+                arguments,
+            })
+        }
+        _ => Err(errors),
+    }
 }
 
 /// The kind of `PRESETS[I]` (kinds hold plain functions, so the preset is a constant).
@@ -162,6 +295,7 @@ fn generate_cost(input: &Value) -> i64 {
         Some(Task::TextToImage | Task::ImageToImage) | None => 4 * images,
         Some(Task::ImageToVideo) => 20,
         Some(Task::Music) => 5,
+        Some(Task::TrainStyle) => TRAIN_STYLE_COST,
     }
 }
 
@@ -182,6 +316,8 @@ pub struct Spec {
     pub strength: f64,
     pub duration_seconds: u32,
     pub template: Option<String>,
+    /// A style trained here (`train_style`) whose weights the provider applies.
+    pub style_id: Option<String>,
     /// Provider-specific extras, passed through under our own fields.
     pub arguments: Map<String, Value>,
 }
@@ -233,6 +369,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             "seed",
             "strength",
             "duration_seconds",
+            "style_id",
             "arguments",
         ],
         Some("template") => &["upload_key", "template", "prompt"],
@@ -384,6 +521,22 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         }
         _ => None,
     };
+    let style_id = match object.get("style_id") {
+        None => None,
+        Some(Value::String(id))
+            if uuid::Uuid::parse_str(id).is_ok()
+                && matches!(task, Some(Task::TextToImage | Task::ImageToImage)) =>
+        {
+            Some(id.clone())
+        }
+        Some(_) => {
+            bad!(
+                "style_id",
+                "must be the id of one of your styles, for image tasks"
+            );
+            None
+        }
+    };
     let arguments = match object.get("arguments") {
         None => Map::new(),
         Some(Value::Object(map))
@@ -415,6 +568,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             strength,
             duration_seconds: u32::try_from(duration_seconds).unwrap_or(5),
             template,
+            style_id,
             arguments,
         }),
         _ => Err(errors),
@@ -425,6 +579,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
 pub fn spec_of(kind: &str, input: &Value) -> Result<Spec, Vec<FieldError>> {
     match kind {
         "generate" => parse(input, None),
+        "train_style" => parse_training(input),
         name => parse(
             input,
             Some(
@@ -435,7 +590,8 @@ pub fn spec_of(kind: &str, input: &Value) -> Result<Spec, Vec<FieldError>> {
     }
 }
 
-/// The provider's own input document. `images` are URLs the provider can read, by role.
+/// The provider's own input document. `images` are URLs the provider can read, by role (a
+/// `style` role carries a trained style's weights).
 pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
     let mut input = Map::new();
     let image = |role: &str| {
@@ -460,6 +616,19 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
         set("template", json!(template));
     }
     let images_wanted = matches!(spec.task, Task::TextToImage | Task::ImageToImage);
+    let style = image("style");
+    if spec.task == Task::TrainStyle {
+        let urls: Vec<&String> = images
+            .iter()
+            .filter(|(role, _)| *role == "image")
+            .map(|(_, url)| url)
+            .collect();
+        set("task", json!(spec.task.as_str()));
+        set("image_urls", json!(urls));
+        let mut merged = spec.arguments.clone();
+        merged.extend(input);
+        return Value::Object(merged);
+    }
     match spec.provider {
         ProviderName::Fal => {
             if spec.task == Task::TextToImage {
@@ -477,11 +646,14 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
             if let Some(url) = image("subject_image") {
                 set("subject_image_url", json!(url));
             }
+            if let Some(url) = &style {
+                set("loras", json!([{"path": url, "scale": 1.0}]));
+            }
             match spec.task {
                 Task::ImageToImage => set("strength", json!(spec.strength)),
                 Task::ImageToVideo => set("duration", json!(spec.duration_seconds.to_string())),
                 Task::Music => set("seconds_total", json!(spec.duration_seconds)),
-                Task::TextToImage => {}
+                Task::TextToImage | Task::TrainStyle => {}
             }
         }
         ProviderName::Replicate => {
@@ -498,10 +670,13 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
             if let Some(url) = image("subject_image") {
                 set("subject_image", json!(url));
             }
+            if let Some(url) = &style {
+                set("lora_weights", json!(url));
+            }
             match spec.task {
                 Task::ImageToImage => set("prompt_strength", json!(spec.strength)),
                 Task::ImageToVideo | Task::Music => set("duration", json!(spec.duration_seconds)),
-                Task::TextToImage => {}
+                Task::TextToImage | Task::TrainStyle => {}
             }
         }
         ProviderName::Ai => {

@@ -12,6 +12,7 @@ pub mod outputs;
 pub mod providers;
 pub mod reconcile;
 pub mod replicate;
+pub mod styles;
 pub mod work;
 
 use std::net::SocketAddr;

@@ -69,6 +69,9 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
     for (role, key) in &spec.uploads {
         images.push((*role, readable_upload(state, job, key, run_for).await?));
     }
+    if let Some(style_id) = &spec.style_id {
+        images.push(("style", style_weights(state, job, style_id, run_for).await?));
+    }
     let input = kinds::provider_input(&spec, &images);
     let webhook_url = generation::webhook_url(state, spec.provider, &job.id)
         .ok_or_else(|| permanent("provider_error", "WEBHOOK_BASE_URL is not set"))?;
@@ -164,6 +167,37 @@ async fn readable_upload(
             format!("{key} is over {MAX_UPLOAD_BYTES} bytes"),
         ));
     }
+    presign(state, key, run_for).await
+}
+
+/// A URL the provider can read a trained style's weights at: one of the owner's `train_style`
+/// jobs that completed.
+async fn style_weights(
+    state: &State,
+    job: &Job,
+    style_id: &str,
+    run_for: Duration,
+) -> Result<String, JobError> {
+    let style = store::get(&state.db, style_id)
+        .await?
+        .filter(|s| s.user_id == job.user_id && s.kind == "train_style")
+        .ok_or_else(|| permanent("not_found", format!("no style {style_id}")))?;
+    let key = style
+        .output
+        .as_ref()
+        .and_then(|o| o["files"][0]["key"].as_str())
+        .filter(|_| style.status == crate::jobs::model::Status::Completed)
+        .ok_or_else(|| {
+            permanent(
+                "invalid_input",
+                format!("the style {style_id} is not trained"),
+            )
+        })?
+        .to_owned();
+    presign(state, &key, run_for).await
+}
+
+async fn presign(state: &State, key: &str, run_for: Duration) -> Result<String, JobError> {
     let lifetime = (run_for + Duration::from_secs(3600)).min(Duration::from_secs(7 * 86_400));
     let url = state
         .s3
@@ -172,7 +206,7 @@ async fn readable_upload(
         .key(key)
         .presigned(PresigningConfig::expires_in(lifetime).context("presigning")?)
         .await
-        .context("presigning an upload")?;
+        .context("presigning a file")?;
     Ok(url.uri().to_owned())
 }
 

@@ -172,7 +172,11 @@ async fn view(state: &State, job: Job) -> Result<Photo, ApiError> {
 }
 
 /// Refuses, before admission, an upload key that does not exist or is not the caller's.
-async fn check_uploads(state: &State, caller: &Caller, keys: &[&str]) -> Result<(), ApiError> {
+pub(crate) async fn check_uploads(
+    state: &State,
+    caller: &Caller,
+    keys: &[&str],
+) -> Result<(), ApiError> {
     for key in keys {
         if media::upload_size(state, &caller.user_id, key)
             .await?
