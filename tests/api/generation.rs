@@ -208,6 +208,16 @@ async fn an_ai_server_job_reports_progress_and_completes() {
         "progress, then completion"
     );
 
+    // A report signed with another secret is refused.
+    let forged = lambent_local::fakes::standard_webhook(
+        "POST",
+        sent[1].url.clone(),
+        "whsec_c29tZSBvdGhlciBzZWNyZXQgb2YgMzIgYnl0ZXMh",
+        json!({"error": "forged"}).to_string(),
+    )
+    .expect("sign");
+    assert_eq!(fakes.send(&forged).await.expect("send"), 401);
+
     // The progress report replayed after the end changes nothing.
     assert_eq!(fakes.send(&sent[0]).await.expect("replay"), 200);
     let after = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
@@ -682,4 +692,52 @@ async fn a_style_trains_on_the_ai_server_with_progress_and_is_then_used_by_gener
     let job = finished(&app, &other, &stolen).await;
     assert_eq!(job["error"]["type"], "not_found", "{job}");
     assert_eq!(app.credits(&other).await, (100, 0));
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_is_failed_and_canceled_at_its_provider() {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.stall = true);
+    let (token, _) = app.user("slowpoke").await;
+    let id = app
+        .submit_id(
+            &token,
+            &text_to_image("replicate", "black-forest-labs/flux-schnell"),
+        )
+        .await;
+    let request_id = at_provider(&app, &token, &id).await;
+
+    // Time passes: the job's run deadline is now behind it.
+    let past = aws_sdk_dynamodb::types::AttributeValue::N(
+        (chrono::Utc::now().timestamp() - 1).to_string(),
+    );
+    aws_sdk_dynamodb::Client::new(&app.running.sdk)
+        .update_item()
+        .table_name(&app.running.stack.refs["Table"])
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("JOB#{id}")),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("JOB".into()),
+        )
+        .update_expression("SET deadline = :past, gsi2sk = :past")
+        .expression_attribute_values(":past", past)
+        .send()
+        .await
+        .expect("update");
+
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "FAILED");
+    assert_eq!(job["error"]["type"], "timed_out");
+    assert_eq!(app.credits(&token).await, (100, 0));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while fakes.request_state(&request_id) != Some("canceled") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not canceled at Replicate"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -345,11 +345,20 @@ impl FakeProviders {
             if header("authorization") != format!("Key {}", behaviour.fal_key) {
                 return response(401, &json!({"detail": "bad key"}));
             }
+            // fal bills a request that never starts unless told how long it may wait.
+            let submits = method == "POST" && !rest.contains("/requests/");
+            if submits && header("x-fal-request-timeout").parse::<u64>().is_err() {
+                return response(400, &json!({"detail": "send X-Fal-Request-Timeout"}));
+            }
             return self.fal(method, rest, &query, &body).await;
         }
         if let Some(rest) = path.strip_prefix("/replicate/v1/") {
             if header("authorization") != format!("Bearer {}", behaviour.replicate_token) {
                 return response(401, &json!({"detail": "bad token"}));
+            }
+            let creates = method == "POST" && rest.ends_with("predictions");
+            if creates && !header("cancel-after").ends_with('s') {
+                return response(400, &json!({"detail": "send Cancel-After"}));
             }
             return self.replicate(method, rest, &body).await;
         }

@@ -298,3 +298,18 @@ pub fn webhook_url(state: &State, name: ProviderName, job_id: &str) -> Option<St
         ProviderName::Ai => format!("{base}/v1/webhooks/ai/{job_id}"),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use reqwest::dns::Resolve as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn names_that_resolve_inside_are_refused() {
+        let name = reqwest::dns::Name::from_str("localhost").expect("name");
+        assert!(PublicOnly.resolve(name).await.is_err());
+    }
+}
