@@ -68,6 +68,9 @@ pub struct GenerationConfig {
     /// How long a job at a provider may go without news before the reconciler polls it
     /// (`RECONCILE_QUIET_SECONDS`, default 300).
     pub quiet: Duration,
+    /// Where the LOKIZ presets run instead of their defaults (`PRESET_MODELS`:
+    /// `music=replicate:meta/musicgen,template=fal:fal-ai/kling-video/v2/master/image-to-video`).
+    pub preset_models: Vec<(String, crate::generation::providers::ProviderName, String)>,
 }
 
 /// The upscaler's deployment.
@@ -279,9 +282,44 @@ impl Config {
                     .unwrap_or_else(|| "https://api.replicate.com".into()),
                 ai_server_url: base_url(&lookup, "AI_SERVER_URL")?,
                 quiet: Duration::from_secs(number("RECONCILE_QUIET_SECONDS", 300)?.max(1)),
+                preset_models: preset_models(optional("PRESET_MODELS").as_deref())?,
             },
         })
     }
+}
+
+/// `name=provider:model,…` for the LOKIZ presets.
+fn preset_models(
+    raw: Option<&str>,
+) -> Result<Vec<(String, crate::generation::providers::ProviderName, String)>, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "PRESET_MODELS",
+        reason,
+    };
+    let mut models = Vec::new();
+    for entry in raw
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
+        let (name, target) = entry
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("{entry} is not name=provider:model")))?;
+        let (provider, model) = target
+            .split_once(':')
+            .ok_or_else(|| invalid(format!("{entry} is not name=provider:model")))?;
+        let provider = crate::generation::providers::ProviderName::parse(provider)
+            .ok_or_else(|| invalid(format!("{provider} is not fal, replicate or ai")))?;
+        if crate::generation::kinds::preset(name).is_none() {
+            return Err(invalid(format!("{name} is not a preset")));
+        }
+        if !crate::generation::kinds::valid_model(model) {
+            return Err(invalid(format!("{model} is not a model id")));
+        }
+        models.push((name.to_owned(), provider, model.to_owned()));
+    }
+    Ok(models)
 }
 
 /// An optional absolute http(s) URL without its trailing slash.
@@ -344,6 +382,24 @@ mod tests {
             err.to_string(),
             "environment variable TABLE_NAME is not set"
         );
+    }
+
+    #[test]
+    fn preset_models_are_checked() {
+        let mut env = base();
+        env.insert(
+            "PRESET_MODELS",
+            "music=fal:fal-ai/stable-audio, template=replicate:a/b",
+        );
+        let config = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("valid");
+        assert_eq!(config.generation.preset_models.len(), 2);
+        for bad in ["music=fal", "nope=fal:a/b", "music=x:a/b", "music=fal:../x"] {
+            env.insert("PRESET_MODELS", bad);
+            assert!(
+                Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

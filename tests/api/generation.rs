@@ -741,3 +741,28 @@ async fn a_job_past_its_deadline_is_failed_and_canceled_at_its_provider() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_preset_runs_where_the_configuration_says() {
+    let (app, fakes) = start(&[("PRESET_MODELS", "music=fal:fal-ai/stable-audio")], true).await;
+    let (token, _) = app.user("composer").await;
+    let id = app
+        .submit_id(
+            &token,
+            &json!({"kind": "music", "input": {"prompt": "rain on a tin roof"}}),
+        )
+        .await;
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(job["output"]["provider"], "fal");
+    assert_eq!(job["output"]["model"], "fal-ai/stable-audio");
+    assert_eq!(fakes.submissions(), [("fal".to_owned(), 200)]);
+    let input = fakes
+        .request_input(job["provider"]["request_id"].as_str().expect("request"))
+        .expect("input");
+    assert_eq!(
+        input["seconds_total"], 30,
+        "fal's name for the duration, defaulted"
+    );
+    assert_eq!(app.credits(&token).await, (95, 0));
+}

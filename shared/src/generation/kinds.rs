@@ -268,7 +268,7 @@ pub fn check_offered(
     if kind.executor != Executor::Provider {
         return Ok(());
     }
-    match spec_of(kind.name, input) {
+    match configured_spec(&state.config, kind.name, input) {
         Ok(spec) if !crate::generation::offered(state, spec.provider) => Err(FieldError::new(
             if kind.name == "generate" {
                 "input.provider"
@@ -326,7 +326,7 @@ const MAX_PROMPT_CHARS: usize = 2000;
 const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
 
 /// A model id: `owner/name` (Replicate, optionally `:version`), `owner/app/path…` (fal).
-fn valid_model(model: &str) -> bool {
+pub fn valid_model(model: &str) -> bool {
     let (path, version) = match model.split_once(':') {
         Some((path, version)) => (path, Some(version)),
         None => (model, None),
@@ -573,6 +573,25 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         }),
         _ => Err(errors),
     }
+}
+
+/// The spec of an admitted job of `kind`, a preset running where the configuration says.
+pub fn configured_spec(
+    config: &crate::config::Config,
+    kind: &str,
+    input: &Value,
+) -> Result<Spec, Vec<FieldError>> {
+    let mut spec = spec_of(kind, input)?;
+    if let Some((_, provider, model)) = config
+        .generation
+        .preset_models
+        .iter()
+        .find(|(name, _, _)| name == kind)
+    {
+        spec.provider = *provider;
+        spec.model = model.clone();
+    }
+    Ok(spec)
 }
 
 /// The spec of an admitted job of `kind`.

@@ -46,7 +46,7 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Submits a claimed generation job and hands it to its provider.
 pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
-    let spec = kinds::spec_of(&job.kind, &job.input).map_err(|errors| {
+    let spec = kinds::configured_spec(&state.config, &job.kind, &job.input).map_err(|errors| {
         let message = errors
             .iter()
             .map(|e| format!("{}: {}", e.field, e.message))
