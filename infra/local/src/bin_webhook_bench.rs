@@ -35,6 +35,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(index).copied().unwrap_or(f64::NAN)
 }
 
+async fn get_job(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: &str,
+) -> anyhow::Result<Value> {
+    Ok(client
+        .get(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?)
+}
+
 /// Calls per second of `work`, over at least `iterations` calls.
 fn rate(iterations: usize, mut work: impl FnMut()) -> f64 {
     let started = Instant::now();
@@ -136,13 +151,7 @@ async fn main() -> anyhow::Result<()> {
             .find(|id| webhook.url.contains(id.as_str()))
             .context("the webhook's job")?;
         loop {
-            let job: Value = client
-                .get(format!("{base}/v1/jobs/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await?
-                .json()
-                .await?;
+            let job = get_job(&client, &base, &token, id).await?;
             if job["provider"]["request_id"].is_string() {
                 break;
             }
@@ -154,13 +163,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(status == 200, "the webhook got {status}");
     }
     for id in &ids {
-        let job: Value = client
-            .get(format!("{base}/v1/jobs/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .json()
-            .await?;
+        let job = get_job(&client, &base, &token, id).await?;
         anyhow::ensure!(
             job["status"] == "COMPLETED",
             "job {id} is {}",

@@ -59,30 +59,65 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
     }
     match &message.target {
         None => fan_out(state, &message.event).await?,
-        Some(target) => deliver(state, &message.event, target, message.attempt).await?,
+        Some(target) => {
+            // A retry: the target may have been deleted or disabled since.
+            if let Some(address) = resolve(state, &message.event, target).await? {
+                deliver_to(state, &message.event, target, &address, message.attempt).await?;
+            }
+        }
     }
     Ok(Disposition::Done)
+}
+
+/// Where and with which secret a target is reached.
+struct Address {
+    url: String,
+    secret: String,
 }
 
 async fn fan_out(state: &State, event: &Event) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     if let Some(item) = state.db.get(&job_pk(&event.job_id), "JOB").await?
-        && endpoints::job_target(&item).is_some()
+        && let Some((url, secret)) = endpoints::job_target(&item)
     {
-        targets.push(Target::Job);
+        targets.push((Target::Job, Address { url, secret }));
     }
-    for (endpoint, _) in endpoints::of_user(&state.db, &event.user_id).await? {
+    for (endpoint, secret) in endpoints::of_user(&state.db, &event.user_id).await? {
         if endpoint.disabled_at.is_none() && endpoint.events.contains(&event.kind) {
-            targets.push(Target::Endpoint(endpoint.id));
+            let address = Address {
+                url: endpoint.url,
+                secret,
+            };
+            targets.push((Target::Endpoint(endpoint.id), address));
         }
     }
     let results = futures::future::join_all(
         targets
             .iter()
-            .map(|target| deliver(state, event, target, 0)),
+            .map(|(target, address)| deliver_to(state, event, target, address, 0)),
     )
     .await;
     results.into_iter().collect()
+}
+
+/// A target's address now, or `None` when it is gone or disabled.
+async fn resolve(state: &State, event: &Event, target: &Target) -> anyhow::Result<Option<Address>> {
+    Ok(match target {
+        Target::Job => state
+            .db
+            .get(&job_pk(&event.job_id), "JOB")
+            .await?
+            .as_ref()
+            .and_then(endpoints::job_target)
+            .map(|(url, secret)| Address { url, secret }),
+        Target::Endpoint(id) => endpoints::get(&state.db, &event.user_id, id)
+            .await?
+            .filter(|(endpoint, _)| endpoint.disabled_at.is_none())
+            .map(|(endpoint, secret)| Address {
+                url: endpoint.url,
+                secret,
+            }),
+    })
 }
 
 /// What an attempt got.
@@ -93,32 +128,19 @@ struct Answer {
 }
 
 /// One attempt to one target; schedules the next attempt when it fails.
-pub async fn deliver(
+async fn deliver_to(
     state: &State,
     event: &Event,
     target: &Target,
+    address: &Address,
     attempt: u32,
 ) -> anyhow::Result<()> {
-    let (url, secret, record_under) = match target {
-        Target::Job => {
-            let item = state.db.get(&job_pk(&event.job_id), "JOB").await?;
-            let Some((url, secret)) = item.as_ref().and_then(endpoints::job_target) else {
-                return Ok(());
-            };
-            (url, secret, format!("job-{}", event.job_id))
-        }
-        Target::Endpoint(id) => {
-            match endpoints::get(&state.db, &event.user_id, id).await? {
-                Some((endpoint, secret)) if endpoint.disabled_at.is_none() => {
-                    (endpoint.url, secret, id.clone())
-                }
-                // Deleted or disabled since: nothing more to send.
-                _ => return Ok(()),
-            }
-        }
+    let record_under = match target {
+        Target::Job => format!("job-{}", event.job_id),
+        Target::Endpoint(id) => id.clone(),
     };
     let body = event.body();
-    let signer = standardwebhooks::Webhook::new(&secret)
+    let signer = standardwebhooks::Webhook::new(&address.secret)
         .map_err(|_| anyhow::anyhow!("an endpoint secret is malformed"))?;
     let sent_at = Utc::now().timestamp();
     let signature = signer
@@ -128,7 +150,7 @@ pub async fn deliver(
     let answer = match state
         .generation
         .deliveries()
-        .post(&url)
+        .post(&address.url)
         .header("content-type", "application/json")
         .header("webhook-id", &event.id)
         .header("webhook-timestamp", sent_at.to_string())
