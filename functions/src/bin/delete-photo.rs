@@ -1,6 +1,0 @@
-//! `DELETE /v1/photos/{id}`.
-
-#[tokio::main]
-async fn main() -> Result<(), lambent::lambda::Error> {
-    lambent::lambda::serve(lambent::Route::DeletePhoto).await
-}

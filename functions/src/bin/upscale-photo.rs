@@ -1,6 +1,0 @@
-//! `POST /v1/photos/upscale`.
-
-#[tokio::main]
-async fn main() -> Result<(), lambent::lambda::Error> {
-    lambent::lambda::serve(lambent::Route::UpscalePhoto).await
-}
