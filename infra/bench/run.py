@@ -83,6 +83,7 @@ def lambent_cold_start(binary):
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
         "AWS_LAMBDA_FUNCTION_NAME": "health",
+        "_HANDLER": "health",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "AWS_REGION": "us-east-1",
@@ -153,7 +154,7 @@ def summary(samples):
 
 
 def main():
-    binary = ROOT / "target" / "lambda" / "health" / "bootstrap"
+    binary = ROOT / "target" / "lambda" / "lambent" / "bootstrap"
     if not binary.exists():
         sys.exit(f"{binary} is missing: make bench builds it with `make lambda`")
     python = str(ROOT / ".venv" / "bin" / "python")

@@ -62,7 +62,7 @@ pub struct Granted {
 
 /// The caller's balance.
 #[utoipa::path(get, path = "/v1/credits", tag = "credits", security(("bearer" = [])), responses((status = 200, body = Balance)))]
-pub async fn balance(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_credits(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let item = state
         .db
@@ -81,7 +81,10 @@ pub async fn balance(state: &State, req: Request) -> Result<Response<Body>, ApiE
 /// The caller's ledger, newest first: grants, job debits and refunds, each linked to its job.
 #[utoipa::path(get, path = "/v1/credits/transactions", tag = "credits", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = LedgerPage)))]
-pub async fn transactions(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_credit_transactions(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let limit = page_limit(&req)?;
     let key = state.cursor_key().await?;
@@ -140,7 +143,7 @@ pub async fn transactions(state: &State, req: Request) -> Result<Response<Body>,
 /// Grants credits to a user, ledgered. Admins only.
 #[utoipa::path(post, path = "/v1/admin/credits/grants", tag = "credits", security(("bearer" = [])), request_body = Grant,
     responses((status = 201, body = Granted), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
-pub async fn grant(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn grant_credits(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     if caller.role != "admin" {
         return Err(ApiError::Forbidden { role: "admin" });

@@ -1,13 +1,59 @@
-//! The Lambda entry point every HTTP function's `main` calls.
+//! The Lambda entry: one executable, `lambent`, serves every function of `template.yaml`. Lambda
+//! sets `_HANDLER` from the function's `Handler:`; `lambent <function>` names it on the command
+//! line instead (the GPU task runs `lambent run-job`).
 
+use futures::future::LocalBoxFuture;
 pub use lambda_http::Error;
 use lambda_http::{Request, service_fn};
 
-use crate::routes::{Route, handle};
+use crate::routes::{self, Route, handle};
 use crate::state::State;
 
+/// How a function that is not an HTTP route serves.
+type Serve = fn() -> LocalBoxFuture<'static, Result<(), Error>>;
+
+/// The functions fed by queues, schedules and Secrets Manager rather than by HTTP.
+pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
+    ("run-job", || Box::pin(serve_worker())),
+    ("fail-dead-jobs", || Box::pin(serve_dead_letters())),
+    ("deliver-webhooks", || Box::pin(serve_deliveries())),
+    ("reap-jobs", || Box::pin(serve_reaper())),
+    ("reconcile-jobs", || Box::pin(serve_reconciler())),
+    ("rotate-signing-key", || Box::pin(serve_key_rotation())),
+];
+
+/// Every function the executable can serve: the routes' and the event functions'.
+pub fn functions() -> Vec<&'static str> {
+    routes::ROUTES
+        .iter()
+        .chain([&routes::NOT_FOUND])
+        .map(|r| r.function)
+        .chain(EVENT_FUNCTIONS.iter().map(|(name, _)| *name))
+        .collect()
+}
+
+/// Serves the function named by the first argument, else by `_HANDLER`. An unknown name fails
+/// before the runtime starts (a failed init in Lambda), listing the known ones.
+pub async fn main() -> Result<(), Error> {
+    let name = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("_HANDLER").ok())
+        .unwrap_or_default();
+    if let Some(route) = routes::by_function(&name) {
+        return serve(route).await;
+    }
+    if let Some((_, serve)) = EVENT_FUNCTIONS.iter().find(|(n, _)| *n == name) {
+        return serve().await;
+    }
+    Err(format!(
+        "no function {name:?} (set _HANDLER or pass its name); the functions are: {}",
+        functions().join(", ")
+    )
+    .into())
+}
+
 /// Serves one route on the Lambda runtime: logs set up and state built once per cold start.
-pub async fn serve(route: Route) -> Result<(), Error> {
+pub async fn serve(route: &'static Route) -> Result<(), Error> {
     crate::telemetry::init();
     let state = State::from_env().await?;
     let state = &state;

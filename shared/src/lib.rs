@@ -32,5 +32,5 @@ pub mod users;
 pub mod webhooks;
 
 pub use config::Config;
-pub use routes::{Route, handle};
+pub use routes::{ROUTES, Route, handle};
 pub use state::State;

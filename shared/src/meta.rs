@@ -4,7 +4,7 @@
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Serialize;
 use serde_json::json;
-use utoipa::{OpenApi as _, ToSchema};
+use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::http::{document, json};
@@ -34,8 +34,8 @@ pub async fn health(_state: &State, _req: Request) -> Result<Response<Body>, Api
 
 /// The OpenAPI 3.1 document, generated from the handlers.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI 3.1 document")))]
-pub async fn openapi(_state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
-    let text = crate::openapi::ApiDoc::openapi()
+pub async fn get_openapi(_state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
+    let text = crate::openapi::document()
         .to_json()
         .map_err(|e| ApiError::Internal(e.into()))?;
     document("application/json", 300, text)
@@ -43,7 +43,7 @@ pub async fn openapi(_state: &State, _req: Request) -> Result<Response<Body>, Ap
 
 /// A page that renders the OpenAPI document.
 #[utoipa::path(get, path = "/docs", tag = "meta", responses((status = 200, description = "HTML", content_type = "text/html")))]
-pub async fn docs(_state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_docs(_state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
     document("text/html; charset=utf-8", 300, DOCS_PAGE.to_owned())
 }
 
@@ -64,7 +64,7 @@ const DOCS_PAGE: &str = r#"<!doctype html>
 
 /// The public signing keys.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "meta", responses((status = 200, description = "JWK set")))]
-pub async fn jwks(state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_jwks(state: &State, _req: Request) -> Result<Response<Body>, ApiError> {
     let keys = state
         .keys_fresher_than(Some(std::time::Duration::from_secs(600)))
         .await?;
@@ -76,7 +76,7 @@ pub async fn jwks(state: &State, _req: Request) -> Result<Response<Body>, ApiErr
 /// OpenID Connect discovery, as API Gateway's JWT authorizer fetches it. The issuer is the origin
 /// this document is served from (the identity API in AWS, the gateway locally).
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "meta", responses((status = 200, description = "discovery document")))]
-pub async fn openid_configuration(
+pub async fn get_openid_configuration(
     _state: &State,
     req: Request,
 ) -> Result<Response<Body>, ApiError> {
@@ -103,7 +103,7 @@ pub async fn openid_configuration(
 
 /// API Gateway's `$default` route: every request no other route matched. 405 with `Allow` when the
 /// path exists under another method, 404 otherwise.
-pub async fn not_found(_state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn route_not_found(_state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     match match_route(req.method().as_str(), req.uri().path()) {
         Match::MethodNotAllowed(allow) => Err(ApiError::MethodNotAllowed { allow }),
         _ => Err(ApiError::NotFound("no route matches this path")),

@@ -1,29 +1,15 @@
-//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+//! The OpenAPI 3.1 document: the route table's operations (each handler's annotation, with the
+//! security its table entry gives it) under the document-wide info, tags and schemes below.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::auth::handlers as auth;
-use crate::credits;
-use crate::generation::{inbound, styles};
-use crate::jobs::handlers as jobs;
-use crate::meta;
-use crate::photos::handlers as photos;
-use crate::webhooks::endpoints;
+use crate::routes::ROUTES;
 
-/// The API description served at `/openapi.json`.
+/// What the document says besides its operations.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Lambent", description = "Serverless backend for apps that sell AI generation."),
-    paths(
-        meta::health, meta::openapi, meta::docs, meta::jwks, meta::openid_configuration,
-        auth::register, auth::login, auth::token, auth::refresh, auth::logout, auth::me, auth::update_me,
-        jobs::create, jobs::list, jobs::get, jobs::cancel, credits::balance, credits::transactions, credits::grant, crate::uploads::create,
-        photos::upscale, photos::best_cut, photos::list, photos::get, photos::file_redirect, photos::delete,
-        inbound::fal, inbound::replicate, inbound::ai_progress, inbound::ai_complete, inbound::ai_failed,
-        endpoints::create, endpoints::list, endpoints::delete, endpoints::deliveries,
-        styles::create, styles::list, styles::get,
-    ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"), (name = "users", description = "Profiles"),
@@ -51,4 +37,20 @@ impl Modify for BearerAuth {
             ),
         );
     }
+}
+
+/// The API description served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    let mut schemas = Vec::new();
+    for route in ROUTES.iter() {
+        if let (Some(method), Some(operation)) = (route.http_method(), route.operation()) {
+            doc.paths
+                .add_path_operation(route.path, vec![method], operation);
+            route.schemas(&mut schemas);
+        }
+    }
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.extend(schemas);
+    doc
 }

@@ -1,274 +1,225 @@
-//! The route table, shared by the Lambda binaries, the local gateway and the template test, and
-//! the one dispatch that wraps every handler (request id, logging, problem+json).
+//! The route table, shared by the Lambda entry, the local gateway, the OpenAPI document and the
+//! template test, and the one dispatch that wraps every handler (request id, logging, problem+json).
+//!
+//! A route is declared once, here, by its handler: the method and path come from the handler's
+//! `#[utoipa::path]` annotation, the function's name from the handler's name
+//! (`receive_fal_webhook` is served by the function `receive-fal-webhook`), and its entry says
+//! whether the JWT authorizer guards it.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use lambda_http::{Body, Request, Response, http::HeaderValue};
 use tracing::Instrument as _;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::{RefOr, schema::Schema};
 
 use crate::auth::handlers as auth;
 use crate::credits;
+use crate::error::ApiError;
 use crate::generation::{inbound, styles};
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::photos::handlers as photos;
 use crate::state::State;
+use crate::uploads;
 use crate::webhooks::endpoints;
 
-/// Every route of the HTTP API, and API Gateway's `$default` catch-all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Route {
-    Health,
-    OpenApi,
-    Docs,
-    Jwks,
-    OpenIdConfiguration,
-    Register,
-    Login,
-    Token,
-    Refresh,
-    Logout,
-    Me,
-    UpdateMe,
-    CreateJob,
-    ListJobs,
-    GetJob,
-    CancelJob,
-    GetCredits,
-    ListCreditTransactions,
-    GrantCredits,
-    CreateUpload,
-    UpscalePhoto,
-    BestCutPhotos,
-    ListPhotos,
-    GetPhoto,
-    GetPhotoFile,
-    DeletePhoto,
-    FalWebhook,
-    ReplicateWebhook,
-    AiProgressWebhook,
-    AiCompleteWebhook,
-    AiFailedWebhook,
-    CreateWebhookEndpoint,
-    ListWebhookEndpoints,
-    DeleteWebhookEndpoint,
-    ListWebhookDeliveries,
-    CreateStyle,
-    ListStyles,
-    GetStyle,
-    NotFound,
+/// What every handler returns.
+pub type HandlerFuture<'a> = BoxFuture<'a, Result<Response<Body>, ApiError>>;
+
+/// A handler: `(&State, Request)` to a response or an [`ApiError`].
+pub type Handler = for<'a> fn(&'a State, Request) -> HandlerFuture<'a>;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (sign-in, documents, signed webhooks that carry their own proof).
+    Public,
+    /// A valid access token, checked by API Gateway's JWT authorizer.
+    Bearer,
 }
 
-/// How a route is exposed: method, path template, the function (and binary) that serves it,
-/// and whether the JWT authorizer guards it.
-#[derive(Clone, Copy, Debug)]
-pub struct RouteSpec {
-    pub route: Route,
+/// A handler's OpenAPI annotation, as `#[utoipa::path]` generates it.
+#[derive(Clone, Copy)]
+pub struct Doc {
+    path: fn() -> String,
+    methods: fn() -> Vec<HttpMethod>,
+    operation: fn() -> Operation,
+    schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+}
+
+/// A route: method, path template, the function that serves it, its authorization and handler.
+#[derive(Clone, Copy)]
+pub struct Route {
+    /// The Lambda function (and `Handler:` in template.yaml): the handler's name in kebab case.
+    pub function: &'static str,
+    /// The handler's name, also the OpenAPI operation id.
+    pub handler_name: &'static str,
     pub method: &'static str,
     pub path: &'static str,
-    pub function: &'static str,
+    /// Whether the JWT authorizer guards it.
     pub authorized: bool,
+    pub handler: Handler,
+    doc: Option<Doc>,
 }
 
-const fn spec(
-    route: Route,
-    method: &'static str,
-    path: &'static str,
-    function: &'static str,
-    authorized: bool,
-) -> RouteSpec {
-    RouteSpec {
-        route,
-        method,
-        path,
-        function,
-        authorized,
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", self.method, self.path, self.function)
     }
 }
 
-/// The routes. `template.yaml` declares exactly these (a test proves it).
-pub const ROUTES: &[RouteSpec] = &[
-    spec(Route::Health, "GET", "/health", "health", false),
-    spec(Route::OpenApi, "GET", "/openapi.json", "get-openapi", false),
-    spec(Route::Docs, "GET", "/docs", "get-docs", false),
-    spec(
-        Route::Jwks,
-        "GET",
-        "/.well-known/jwks.json",
-        "get-jwks",
-        false,
-    ),
-    spec(
-        Route::OpenIdConfiguration,
-        "GET",
-        "/.well-known/openid-configuration",
-        "get-openid-configuration",
-        false,
-    ),
-    spec(
-        Route::Register,
-        "POST",
-        "/v1/auth/register",
-        "register",
-        false,
-    ),
-    spec(Route::Login, "POST", "/v1/auth/login", "login", false),
-    spec(Route::Token, "POST", "/v1/auth/token", "issue-token", false),
-    spec(
-        Route::Refresh,
-        "POST",
-        "/v1/auth/refresh",
-        "refresh-token",
-        false,
-    ),
-    spec(Route::Logout, "POST", "/v1/auth/logout", "logout", false),
-    spec(Route::Me, "GET", "/v1/auth/me", "get-me", true),
-    spec(Route::UpdateMe, "PATCH", "/v1/users/me", "update-me", true),
-    spec(Route::CreateJob, "POST", "/v1/jobs", "create-job", true),
-    spec(Route::ListJobs, "GET", "/v1/jobs", "list-jobs", true),
-    spec(Route::GetJob, "GET", "/v1/jobs/{id}", "get-job", true),
-    spec(
-        Route::CancelJob,
-        "POST",
-        "/v1/jobs/{id}/cancel",
-        "cancel-job",
-        true,
-    ),
-    spec(Route::GetCredits, "GET", "/v1/credits", "get-credits", true),
-    spec(
-        Route::ListCreditTransactions,
-        "GET",
-        "/v1/credits/transactions",
-        "list-credit-transactions",
-        true,
-    ),
-    spec(
-        Route::GrantCredits,
-        "POST",
-        "/v1/admin/credits/grants",
-        "grant-credits",
-        true,
-    ),
-    spec(
-        Route::CreateUpload,
-        "POST",
-        "/v1/uploads",
-        "create-upload",
-        true,
-    ),
-    spec(
-        Route::UpscalePhoto,
-        "POST",
-        "/v1/photos/upscale",
-        "upscale-photo",
-        true,
-    ),
-    spec(
-        Route::BestCutPhotos,
-        "POST",
-        "/v1/photos/bestcut",
-        "best-cut-photos",
-        true,
-    ),
-    spec(Route::ListPhotos, "GET", "/v1/photos", "list-photos", true),
-    spec(Route::GetPhoto, "GET", "/v1/photos/{id}", "get-photo", true),
-    spec(
-        Route::GetPhotoFile,
-        "GET",
-        "/v1/photos/{id}/file",
-        "get-photo-file",
-        true,
-    ),
-    spec(
-        Route::DeletePhoto,
-        "DELETE",
-        "/v1/photos/{id}",
-        "delete-photo",
-        true,
-    ),
-    spec(
-        Route::FalWebhook,
-        "POST",
-        "/v1/webhooks/fal",
-        "receive-fal-webhook",
-        false,
-    ),
-    spec(
-        Route::ReplicateWebhook,
-        "POST",
-        "/v1/webhooks/replicate",
-        "receive-replicate-webhook",
-        false,
-    ),
-    spec(
-        Route::AiProgressWebhook,
-        "PATCH",
-        "/v1/webhooks/ai/{id}/progress",
-        "receive-ai-progress",
-        false,
-    ),
-    spec(
-        Route::AiCompleteWebhook,
-        "POST",
-        "/v1/webhooks/ai/{id}/complete",
-        "receive-ai-completion",
-        false,
-    ),
-    spec(
-        Route::AiFailedWebhook,
-        "POST",
-        "/v1/webhooks/ai/{id}/failed",
-        "receive-ai-failure",
-        false,
-    ),
-    spec(
-        Route::CreateWebhookEndpoint,
-        "POST",
-        "/v1/webhook-endpoints",
-        "create-webhook-endpoint",
-        true,
-    ),
-    spec(
-        Route::ListWebhookEndpoints,
-        "GET",
-        "/v1/webhook-endpoints",
-        "list-webhook-endpoints",
-        true,
-    ),
-    spec(
-        Route::DeleteWebhookEndpoint,
-        "DELETE",
-        "/v1/webhook-endpoints/{id}",
-        "delete-webhook-endpoint",
-        true,
-    ),
-    spec(
-        Route::ListWebhookDeliveries,
-        "GET",
-        "/v1/webhook-endpoints/{id}/deliveries",
-        "list-webhook-deliveries",
-        true,
-    ),
-    spec(
-        Route::CreateStyle,
-        "POST",
-        "/v1/styles",
-        "create-style",
-        true,
-    ),
-    spec(Route::ListStyles, "GET", "/v1/styles", "list-styles", true),
-    spec(Route::GetStyle, "GET", "/v1/styles/{id}", "get-style", true),
-];
+impl Route {
+    fn new(handler_name: &'static str, access: Access, handler: Handler, doc: Doc) -> Self {
+        let methods = (doc.methods)();
+        let method = match methods.as_slice() {
+            [method] => method_name(method),
+            _ => panic!("{handler_name}: a route has exactly one method"),
+        };
+        Self {
+            function: leak(handler_name.replace('_', "-")),
+            handler_name,
+            method,
+            path: leak((doc.path)()),
+            authorized: access == Access::Bearer,
+            handler,
+            doc: Some(doc),
+        }
+    }
 
-/// The `$default` route's function.
-pub const NOT_FOUND: RouteSpec = spec(Route::NotFound, "ANY", "$default", "route-not-found", false);
+    /// The handler's OpenAPI operation, with the security the table gives it.
+    pub fn operation(&self) -> Option<Operation> {
+        let doc = self.doc?;
+        let mut operation = (doc.operation)();
+        operation.operation_id = Some(self.handler_name.to_owned());
+        operation.security = self.authorized.then(|| {
+            vec![utoipa::openapi::security::SecurityRequirement::new(
+                "bearer",
+                Vec::<String>::new(),
+            )]
+        });
+        Some(operation)
+    }
+
+    /// The schemas the handler's annotation refers to.
+    pub fn schemas(&self, into: &mut Vec<(String, RefOr<Schema>)>) {
+        if let Some(doc) = self.doc {
+            (doc.schemas)(into);
+        }
+    }
+
+    /// The HTTP method as utoipa names it.
+    pub fn http_method(&self) -> Option<HttpMethod> {
+        Some((self.doc?.methods)().remove(0))
+    }
+}
+
+// The table is built once per process; its 40-odd names live as long as the process.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn method_name(method: &HttpMethod) -> &'static str {
+    match method {
+        HttpMethod::Get => "GET",
+        HttpMethod::Post => "POST",
+        HttpMethod::Put => "PUT",
+        HttpMethod::Delete => "DELETE",
+        HttpMethod::Options => "OPTIONS",
+        HttpMethod::Head => "HEAD",
+        HttpMethod::Patch => "PATCH",
+        HttpMethod::Trace => "TRACE",
+    }
+}
+
+/// One table entry from a handler: `route!(Bearer, jobs::get_job)`.
+macro_rules! route {
+    ($access:ident, $module:ident :: $handler:ident) => {{
+        fn call<'a>(state: &'a State, req: Request) -> HandlerFuture<'a> {
+            Box::pin($module::$handler(state, req))
+        }
+        pastey::paste! {
+            Route::new(stringify!($handler), Access::$access, call, Doc {
+                path: <$module::[<__path_ $handler>] as utoipa::Path>::path,
+                methods: <$module::[<__path_ $handler>] as utoipa::Path>::methods,
+                operation: <$module::[<__path_ $handler>] as utoipa::Path>::operation,
+                schemas: <$module::[<__path_ $handler>] as utoipa::__dev::SchemaReferences>::schemas,
+            })
+        }
+    }};
+}
+
+/// The routes. `template.yaml` declares exactly these (a test proves it).
+pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
+    vec![
+        route!(Public, meta::health),
+        route!(Public, meta::get_openapi),
+        route!(Public, meta::get_docs),
+        route!(Public, meta::get_jwks),
+        route!(Public, meta::get_openid_configuration),
+        route!(Public, auth::register),
+        route!(Public, auth::login),
+        route!(Public, auth::issue_token),
+        route!(Public, auth::refresh_token),
+        route!(Public, auth::logout),
+        route!(Bearer, auth::get_me),
+        route!(Bearer, auth::update_me),
+        route!(Bearer, jobs::create_job),
+        route!(Bearer, jobs::list_jobs),
+        route!(Bearer, jobs::get_job),
+        route!(Bearer, jobs::cancel_job),
+        route!(Bearer, credits::get_credits),
+        route!(Bearer, credits::list_credit_transactions),
+        route!(Bearer, credits::grant_credits),
+        route!(Bearer, uploads::create_upload),
+        route!(Bearer, photos::upscale_photo),
+        route!(Bearer, photos::best_cut_photos),
+        route!(Bearer, photos::list_photos),
+        route!(Bearer, photos::get_photo),
+        route!(Bearer, photos::get_photo_file),
+        route!(Bearer, photos::delete_photo),
+        route!(Public, inbound::receive_fal_webhook),
+        route!(Public, inbound::receive_replicate_webhook),
+        route!(Public, inbound::receive_ai_progress),
+        route!(Public, inbound::receive_ai_completion),
+        route!(Public, inbound::receive_ai_failure),
+        route!(Bearer, endpoints::create_webhook_endpoint),
+        route!(Bearer, endpoints::list_webhook_endpoints),
+        route!(Bearer, endpoints::delete_webhook_endpoint),
+        route!(Bearer, endpoints::list_webhook_deliveries),
+        route!(Bearer, styles::create_style),
+        route!(Bearer, styles::list_styles),
+        route!(Bearer, styles::get_style),
+    ]
+});
+
+/// The `$default` route's function: every request no route matched.
+pub static NOT_FOUND: Route = Route {
+    function: "route-not-found",
+    handler_name: "route_not_found",
+    method: "ANY",
+    path: "$default",
+    authorized: false,
+    handler: |state, req| Box::pin(meta::route_not_found(state, req)),
+    doc: None,
+};
+
+/// The route a function serves, by its name (`receive-fal-webhook`).
+pub fn by_function(function: &str) -> Option<&'static Route> {
+    ROUTES
+        .iter()
+        .chain([&NOT_FOUND])
+        .find(|r| r.function == function)
+}
 
 /// The result of matching a request against [`ROUTES`].
 #[derive(Debug)]
 pub enum Match {
-    Found(&'static RouteSpec, HashMap<String, String>),
+    Found(&'static Route, HashMap<String, String>),
     MethodNotAllowed(Vec<&'static str>),
     NotFound,
 }
@@ -277,7 +228,7 @@ pub enum Match {
 /// one non-empty segment.
 pub fn match_route(method: &str, path: &str) -> Match {
     let mut allow = Vec::new();
-    for spec in ROUTES {
+    for spec in ROUTES.iter() {
         let Some(params) = match_path(spec.path, path) else {
             continue;
         };
@@ -309,66 +260,15 @@ fn match_path(template: &str, path: &str) -> Option<HashMap<String, String>> {
     }
 }
 
-impl Route {
-    /// The spec of this route.
-    pub fn spec(self) -> &'static RouteSpec {
-        ROUTES
-            .iter()
-            .find(|s| s.route == self)
-            .unwrap_or(&NOT_FOUND)
-    }
-}
-
 /// Runs a route's handler: a span carrying the request id around everything it logs, errors mapped
 /// to problem+json, and the request id echoed in `x-request-id`.
-pub async fn handle(state: &State, route: Route, req: Request) -> Response<Body> {
+pub async fn handle(state: &State, route: &Route, req: Request) -> Response<Body> {
     let request_id = request_id(&req);
-    let span =
-        tracing::info_span!("request", request_id = %request_id, function = route.spec().function);
+    let span = tracing::info_span!("request", request_id = %request_id, function = route.function);
     async move {
         let started = Instant::now();
         let method = req.method().clone();
-        let result = match route {
-            Route::Health => meta::health(state, req).await,
-            Route::OpenApi => meta::openapi(state, req).await,
-            Route::Docs => meta::docs(state, req).await,
-            Route::Jwks => meta::jwks(state, req).await,
-            Route::OpenIdConfiguration => meta::openid_configuration(state, req).await,
-            Route::Register => auth::register(state, req).await,
-            Route::Login => auth::login(state, req).await,
-            Route::Token => auth::token(state, req).await,
-            Route::Refresh => auth::refresh(state, req).await,
-            Route::Logout => auth::logout(state, req).await,
-            Route::Me => auth::me(state, req).await,
-            Route::UpdateMe => auth::update_me(state, req).await,
-            Route::CreateJob => jobs::create(state, req).await,
-            Route::ListJobs => jobs::list(state, req).await,
-            Route::GetJob => jobs::get(state, req).await,
-            Route::CancelJob => jobs::cancel(state, req).await,
-            Route::GetCredits => credits::balance(state, req).await,
-            Route::ListCreditTransactions => credits::transactions(state, req).await,
-            Route::GrantCredits => credits::grant(state, req).await,
-            Route::CreateUpload => crate::uploads::create(state, req).await,
-            Route::UpscalePhoto => photos::upscale(state, req).await,
-            Route::BestCutPhotos => photos::best_cut(state, req).await,
-            Route::ListPhotos => photos::list(state, req).await,
-            Route::GetPhoto => photos::get(state, req).await,
-            Route::GetPhotoFile => photos::file_redirect(state, req).await,
-            Route::DeletePhoto => photos::delete(state, req).await,
-            Route::FalWebhook => inbound::fal(state, req).await,
-            Route::ReplicateWebhook => inbound::replicate(state, req).await,
-            Route::AiProgressWebhook => inbound::ai_progress(state, req).await,
-            Route::AiCompleteWebhook => inbound::ai_complete(state, req).await,
-            Route::AiFailedWebhook => inbound::ai_failed(state, req).await,
-            Route::CreateWebhookEndpoint => endpoints::create(state, req).await,
-            Route::ListWebhookEndpoints => endpoints::list(state, req).await,
-            Route::DeleteWebhookEndpoint => endpoints::delete(state, req).await,
-            Route::ListWebhookDeliveries => endpoints::deliveries(state, req).await,
-            Route::CreateStyle => styles::create(state, req).await,
-            Route::ListStyles => styles::list(state, req).await,
-            Route::GetStyle => styles::get(state, req).await,
-            Route::NotFound => meta::not_found(state, req).await,
-        };
+        let result = (route.handler)(state, req).await;
         let mut response = result.unwrap_or_else(|err| err.into_response(&request_id));
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
@@ -392,7 +292,7 @@ mod tests {
     #[test]
     fn paths_bind_parameters_and_methods_are_told_apart() {
         assert!(
-            matches!(match_route("GET", "/v1/auth/me"), Match::Found(s, _) if s.route == Route::Me)
+            matches!(match_route("GET", "/v1/auth/me"), Match::Found(s, _) if s.function == "get-me")
         );
         assert!(
             matches!(match_route("DELETE", "/v1/auth/me"), Match::MethodNotAllowed(a) if a == ["GET"])

@@ -61,7 +61,7 @@ pub fn user_prefix(user_id: &str) -> String {
 /// Issues a presigned PUT for one image of a declared type and size.
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads", security(("bearer" = [])), request_body = UploadRequest,
     responses((status = 201, body = Upload), (status = 422, body = crate::error::Problem)))]
-pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn create_upload(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let body: UploadRequest = json_body(&req, &["application/json"])?;
     let mut errors = Vec::new();

@@ -230,3 +230,26 @@ impl TestApp {
         )
     }
 }
+
+/// `target/debug/lambent`, the one Lambda executable, built by `make test` before the tests run.
+pub fn lambent_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("exe");
+    let binary = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("lambent");
+    assert!(
+        binary.exists(),
+        "{} is missing: `make test` builds it (cargo build -p lambent-functions --bin lambent)",
+        binary.display()
+    );
+    binary
+}
+
+/// The worker in its own process, as Lambda or the GPU task runs it: `lambent run-job`.
+pub fn run_job_command() -> std::process::Command {
+    let mut command = std::process::Command::new(lambent_binary());
+    command.arg("run-job");
+    command
+}

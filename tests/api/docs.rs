@@ -35,7 +35,7 @@ async fn the_openapi_document_describes_every_route_and_the_docs_page_renders_it
         "{}",
         doc["openapi"]
     );
-    for spec in ROUTES {
+    for spec in ROUTES.iter() {
         let operation = &doc["paths"][spec.path][spec.method.to_lowercase()];
         assert!(
             operation.is_object(),

@@ -74,7 +74,7 @@ async fn every_sample_event_reaches_its_handler() {
             "{function}: an HTTP API payload 2.0 event"
         );
         let request = lambda_http::request::from_str(&text).expect("a Lambda HTTP event");
-        let response = lambent::handle(state, spec.route, request).await;
+        let response = lambent::handle(state, spec, request).await;
         assert_eq!(response.status(), status, "{function}");
         assert!(
             response.headers().contains_key("x-request-id"),

@@ -2,7 +2,7 @@
 //! outputs in S3, against local fakes that speak fal's, Replicate's and an AI server's protocols
 //! and sign for real. Forged, stale, foreign, duplicate and late webhooks change nothing.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use lambent_local::fakes::{
     FakeProviders, Webhook, ed25519_pair, fal_headers, output_png, standard_headers,
@@ -435,15 +435,6 @@ async fn submission_is_retried_through_429_and_500_then_fails_cleanly_and_is_ref
     assert_eq!(statuses, [429, 200, 429, 500, 500, 500]);
 }
 
-/// `target/debug/run-job`, built by `make test` before the tests run.
-fn run_job_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("run-job")
-}
-
 #[tokio::test]
 async fn a_job_whose_worker_died_after_submitting_is_finalized_by_the_reconciler() {
     let (app, fakes) = start(&[("RECONCILE_QUIET_SECONDS", "1")], false).await;
@@ -452,7 +443,7 @@ async fn a_job_whose_worker_died_after_submitting_is_finalized_by_the_reconciler
     let stack = &app.running.stack;
 
     // The worker in its own process, as Lambda or the GPU task runs it.
-    let mut worker = Command::new(run_job_binary())
+    let mut worker = crate::app::run_job_command()
         .envs(&stack.env)
         .envs(fakes.overrides())
         .envs([

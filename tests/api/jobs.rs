@@ -1,6 +1,6 @@
 //! Jobs: the 4-job cap under concurrency, credits, the worker's lifecycle, cancel, healing.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use lambent::jobs::store::{self, JobRef, Outcome};
@@ -148,22 +148,6 @@ async fn the_same_message_delivered_twice_runs_the_job_once() {
     assert_eq!(app.credits(&token).await, (99, 0));
 }
 
-/// `target/debug/run-job`, built by `make test` before the tests run.
-fn run_job_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("exe");
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("run-job");
-    assert!(
-        binary.exists(),
-        "{} is missing: `make test` builds it (cargo build -p lambent-functions --bin run-job)",
-        binary.display()
-    );
-    binary
-}
-
 #[tokio::test]
 async fn a_worker_killed_mid_job_is_healed_by_the_reaper() {
     let app = TestApp::spawn_without_worker(&[]).await;
@@ -171,7 +155,7 @@ async fn a_worker_killed_mid_job_is_healed_by_the_reaper() {
     let stack = &app.running.stack;
 
     // The worker binary in poller mode, as the GPU task runs it, in its own process.
-    let mut worker = Command::new(run_job_binary())
+    let mut worker = crate::app::run_job_command()
         .envs(&stack.env)
         .envs([
             ("ENABLE_TEST_KINDS", "true"),

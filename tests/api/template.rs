@@ -20,7 +20,7 @@ fn the_gateway_serves_exactly_the_routes_of_the_template() {
         .map(|spec| TemplateRoute {
             method: spec.method.to_owned(),
             path: spec.path.to_owned(),
-            binary: spec.function.to_owned(),
+            function: spec.function.to_owned(),
             authorized: spec.authorized,
         })
         .collect();
@@ -28,31 +28,53 @@ fn the_gateway_serves_exactly_the_routes_of_the_template() {
 }
 
 #[test]
-fn every_function_of_the_template_has_its_binary_and_its_event() {
+fn every_function_of_the_template_is_served_by_the_one_executable_and_has_its_event() {
     let root = repo_root();
-    let binaries = template().binaries();
-    for binary in &binaries {
-        let main = root.join(format!("functions/src/bin/{binary}.rs"));
-        assert!(main.exists(), "{binary} has no main");
-        let event = root.join(format!("events/{binary}.json"));
-        assert!(event.exists(), "{binary} has no sample event");
+    let template = template();
+    // One build for every function: the same executable, which knows each function by name.
+    assert_eq!(
+        template.executables(),
+        BTreeSet::from(["lambent".to_owned()])
+    );
+    let functions = template.functions();
+    let served: BTreeSet<String> = lambent::lambda::functions()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(functions, served);
+    for function in &functions {
+        let event = root.join(format!("events/{function}.json"));
+        assert!(event.exists(), "{function} has no sample event");
     }
-    // And no binary or event is left over without a function.
-    for dir in ["functions/src/bin", "events"] {
-        for entry in std::fs::read_dir(root.join(dir)).expect("dir") {
-            let path = entry.expect("entry").path();
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .expect("name")
-                .to_owned();
-            assert!(
-                binaries.contains(&stem),
-                "{} belongs to no function of the template",
-                path.display()
-            );
-        }
+    // And no event is left over without a function.
+    for entry in std::fs::read_dir(root.join("events")).expect("dir") {
+        let path = entry.expect("entry").path();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        assert!(
+            functions.contains(&stem),
+            "{} belongs to no function of the template",
+            path.display()
+        );
     }
+}
+
+#[test]
+fn an_unknown_function_name_fails_at_init_and_lists_the_known_ones() {
+    let output = std::process::Command::new(crate::app::lambent_binary())
+        .env("_HANDLER", "no-such-function")
+        .output()
+        .expect("lambent runs (make test builds it)");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no-such-function"), "{stderr}");
+    assert!(
+        stderr.contains("receive-fal-webhook") && stderr.contains("run-job"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

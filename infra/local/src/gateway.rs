@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use lambda_http::Body;
 use lambent::State;
 use lambent::error::ApiError;
-use lambent::routes::{Match, NOT_FOUND, RouteSpec, handle, match_route};
+use lambent::routes::{Match, NOT_FOUND, Route, handle, match_route};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -102,7 +102,7 @@ impl Gateway {
             }
         };
         let path = parts.uri.path().to_owned();
-        let (spec, params): (&RouteSpec, HashMap<String, String>) =
+        let (spec, params): (&Route, HashMap<String, String>) =
             match match_route(parts.method.as_str(), &path) {
                 Match::Found(spec, params) => (spec, params),
                 _ => (&NOT_FOUND, HashMap::new()),
@@ -120,7 +120,7 @@ impl Gateway {
             Ok(request) => request,
             Err(err) => return problem(ApiError::MalformedBody(err.to_string()), &request_id),
         };
-        into_hyper(handle(&self.state, spec.route, request).await)
+        into_hyper(handle(&self.state, spec, request).await)
     }
 
     /// What API Gateway's JWT authorizer checks, with the same keys the JWKS publishes.
@@ -163,7 +163,7 @@ impl Gateway {
         &self,
         parts: &hyper::http::request::Parts,
         body: &Bytes,
-        spec: &RouteSpec,
+        spec: &Route,
         params: HashMap<String, String>,
         claims: Option<HashMap<String, Value>>,
         peer: SocketAddr,

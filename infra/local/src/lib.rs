@@ -103,8 +103,8 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         if let Some(gpu) = stack.refs.get("GpuJobsQueue") {
             consumers.push((gpu.clone(), "run-job".into()));
         }
-        for (url, binary) in consumers {
-            let (consumer, concurrency) = match binary.as_str() {
+        for (url, function) in consumers {
+            let (consumer, concurrency) = match function.as_str() {
                 "run-job" => (Consumer::Jobs, 16),
                 "fail-dead-jobs" => (Consumer::DeadLetters, 4),
                 "deliver-webhooks" => (Consumer::Deliveries, 16),

@@ -21,7 +21,8 @@ pub struct Template {
 pub struct TemplateRoute {
     pub method: String,
     pub path: String,
-    pub binary: String,
+    /// The function serving it (its `Handler:`).
+    pub function: String,
     pub authorized: bool,
 }
 
@@ -31,8 +32,13 @@ pub struct LocalStack {
     pub refs: HashMap<String, String>,
     pub arns: HashMap<String, String>,
     pub env: HashMap<String, String>,
-    /// `(queue URL, binary)`: which function the template has consume each queue.
+    /// `(queue URL, function)`: which function the template has consume each queue.
     pub consumers: Vec<(String, String)>,
+}
+
+/// A function's name: its `Handler:`.
+fn handler(function: &Value) -> Option<&str> {
+    function.get("Properties")?.get("Handler")?.as_str()
 }
 
 fn tagged<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
@@ -63,8 +69,16 @@ impl Template {
             .collect()
     }
 
-    /// The binary of every function.
-    pub fn binaries(&self) -> BTreeSet<String> {
+    /// The name of every function: its `Handler:`, which picks what the one executable serves.
+    pub fn functions(&self) -> BTreeSet<String> {
+        self.resources("AWS::Serverless::Function")
+            .into_iter()
+            .filter_map(|(_, f)| Some(handler(f)?.to_owned()))
+            .collect()
+    }
+
+    /// The executables the functions are built from (`BuildProperties: Binary:`).
+    pub fn executables(&self) -> BTreeSet<String> {
         self.resources("AWS::Serverless::Function")
             .into_iter()
             .filter_map(|(_, f)| {
@@ -89,11 +103,7 @@ impl Template {
             .is_some();
         let mut routes = BTreeSet::new();
         for (_, function) in self.resources("AWS::Serverless::Function") {
-            let binary = function
-                .get("Metadata")
-                .and_then(|m| m.get("BuildProperties")?.get("Binary")?.as_str())
-                .unwrap_or_default()
-                .to_owned();
+            let name = handler(function).unwrap_or_default().to_owned();
             let Some(Value::Mapping(events)) =
                 function.get("Properties").and_then(|p| p.get("Events"))
             else {
@@ -118,7 +128,7 @@ impl Template {
                         .map(|m| m.to_uppercase())
                         .unwrap_or_else(|| "ANY".to_owned()),
                     path: field("Path").unwrap_or_else(|| "$default".to_owned()),
-                    binary: binary.clone(),
+                    function: name.clone(),
                     authorized: default_auth && on_main_api && authorizer != Some("NONE"),
                 });
             }
@@ -174,14 +184,11 @@ impl Template {
         }
     }
 
-    /// `(queue URL, binary)` of every SQS event source in the template.
+    /// `(queue URL, function)` of every SQS event source in the template.
     fn queue_consumers(&self, stack: &LocalStack) -> Vec<(String, String)> {
         let mut consumers = Vec::new();
         for (_, function) in self.resources("AWS::Serverless::Function") {
-            let Some(binary) = function
-                .get("Metadata")
-                .and_then(|m| m.get("BuildProperties")?.get("Binary")?.as_str())
-            else {
+            let Some(name) = handler(function) else {
                 continue;
             };
             let Some(Value::Mapping(events)) =
@@ -201,7 +208,7 @@ impl Template {
                     .and_then(|target| target.strip_suffix(".Arn"))
                     .and_then(|id| stack.refs.get(id));
                 if let Some(url) = queue {
-                    consumers.push((url.clone(), binary.to_owned()));
+                    consumers.push((url.clone(), name.to_owned()));
                 }
             }
         }

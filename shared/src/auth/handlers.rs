@@ -211,7 +211,7 @@ pub async fn login(state: &State, req: Request) -> Result<Response<Body>, ApiErr
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
-pub async fn token(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn issue_token(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let form: TokenForm = form_body(&req)?;
     let tokens = match form.grant_type.as_str() {
         "password" => {
@@ -275,7 +275,7 @@ async fn refresh_tokens(state: &State, refresh: &SecretString) -> Result<TokenRe
 /// Exchanges a refresh token for a new pair. A refresh token works once; a second use revokes the session.
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "invalid_refresh_token or refresh_token_reused", body = crate::error::Problem)))]
-pub async fn refresh(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn refresh_token(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let body: RefreshRequest = json_body(&req, JSON)?;
     let tokens = refresh_tokens(state, &body.refresh_token).await?;
     json(StatusCode::OK, &tokens)
@@ -304,7 +304,7 @@ async fn current_user(state: &State, req: &Request) -> Result<UserView, ApiError
 /// The caller's account.
 #[utoipa::path(get, path = "/v1/auth/me", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem)))]
-pub async fn me(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_me(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     json(StatusCode::OK, &current_user(state, &req).await?)
 }
 

@@ -115,7 +115,7 @@ fn precheck_standard(req: &Request) -> Result<(), ApiError> {
 /// `POST /v1/webhooks/fal?job_id=`: fal's completion webhook.
 #[utoipa::path(post, path = "/v1/webhooks/fal", tag = "webhooks", params(("job_id" = String, Query)),
     responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
-pub async fn fal(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn receive_fal_webhook(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let body = body_bytes(&req)?;
     let now = chrono::Utc::now().timestamp();
     fal_api::precheck(req.headers(), now).map_err(fal_refusal)?;
@@ -178,7 +178,10 @@ fn verify_standard(
 /// `POST /v1/webhooks/replicate?job_id=`: Replicate's `completed` webhook.
 #[utoipa::path(post, path = "/v1/webhooks/replicate", tag = "webhooks", params(("job_id" = String, Query)),
     responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
-pub async fn replicate(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn receive_replicate_webhook(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let body = body_bytes(&req)?;
     precheck_standard(&req)?;
     let secret = generation::replicate_webhook_secret(state)
@@ -216,21 +219,24 @@ enum AiReport {
 /// An AI server's progress: `{progress: 0-100, message?}`; progress only rises.
 #[utoipa::path(patch, path = "/v1/webhooks/ai/{id}/progress", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
-pub async fn ai_progress(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn receive_ai_progress(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     ai(state, req, AiReport::Progress).await
 }
 
 /// An AI server's completion: `{outputs: [{url, content_type?}], result?}`.
 #[utoipa::path(post, path = "/v1/webhooks/ai/{id}/complete", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
-pub async fn ai_complete(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn receive_ai_completion(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     ai(state, req, AiReport::Complete).await
 }
 
 /// An AI server's failure: `{error}`; the job fails as `provider_error` and is refunded.
 #[utoipa::path(post, path = "/v1/webhooks/ai/{id}/failed", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
-pub async fn ai_failed(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn receive_ai_failure(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     ai(state, req, AiReport::Failed).await
 }
 

@@ -100,7 +100,7 @@ async fn view(state: &State, mut job: Job) -> Result<Style, ApiError> {
     responses((status = 202, body = Submitted), (status = 402, body = crate::error::Problem),
         (status = 404, description = "no such upload", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
         (status = 429, body = crate::error::Problem)))]
-pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let key = idempotency_key(&req)?;
     let body: CreateStyle = json_body(&req, &["application/json"])?;
@@ -125,7 +125,7 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
 #[utoipa::path(get, path = "/v1/styles", tag = "styles", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = StylePage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
-pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let limit = page_limit(&req)?;
     let key = state.cursor_key().await?;
@@ -153,7 +153,7 @@ pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiErro
 /// One of your styles: training progress, then the trained weights.
 #[utoipa::path(get, path = "/v1/styles/{id}", tag = "styles", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Style), (status = 404, body = crate::error::Problem)))]
-pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_style(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let (_, job) = owned(state, &req).await.map_err(|e| match e {
         ApiError::NotFound(_) => not_found(),
         other => other,

@@ -119,7 +119,7 @@ fn accepted(submitted: Submitted) -> Result<Response<Body>, ApiError> {
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for 24 hours")),
     responses((status = 202, body = Submitted), (status = 402, description = "insufficient_credits", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem), (status = 429, description = "max_concurrent_jobs", body = crate::error::Problem)))]
-pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn create_job(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let key = idempotency_key(&req)?;
     let body: CreateJob = json_body(&req, &["application/json"])?;
@@ -268,7 +268,7 @@ pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiErr
 /// One job: status, progress, error, timestamps and output.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
-pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_job(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let (_, mut job) = owned(state, &req).await?;
     crate::generation::outputs::add_urls(state, &mut job).await?;
     json(StatusCode::OK, &JobView::from(job))
@@ -278,7 +278,7 @@ pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
     params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = JobPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
-pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let limit = page_limit(&req)?;
     let status = match query_param(&req, "status") {
@@ -318,7 +318,7 @@ pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiErro
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "canceled", body = JobView), (status = 202, description = "cancellation requested", body = JobView),
         (status = 404, body = crate::error::Problem), (status = 409, description = "job_finished", body = crate::error::Problem)))]
-pub async fn cancel(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn cancel_job(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let (_, mut job) = owned(state, &req).await?;
     // A job may move while we act; each attempt re-reads it. Three always suffice: it only moves forward.
     for _ in 0..3 {

@@ -223,7 +223,7 @@ async fn submit_photo(
     responses((status = 202, body = PhotoSubmitted), (status = 402, body = crate::error::Problem),
         (status = 404, description = "no such upload", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
         (status = 429, body = crate::error::Problem)))]
-pub async fn upscale(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn upscale_photo(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let input: Value = json_body(&req, &["application/json"])?;
     let parsed = crate::photos::kinds::check_upscale(&input).map_err(ApiError::Validation)?;
@@ -236,7 +236,7 @@ pub async fn upscale(state: &State, req: Request) -> Result<Response<Body>, ApiE
     responses((status = 202, body = PhotoSubmitted), (status = 402, body = crate::error::Problem),
         (status = 404, description = "no such upload", body = crate::error::Problem), (status = 422, body = crate::error::Problem),
         (status = 429, body = crate::error::Problem)))]
-pub async fn best_cut(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn best_cut_photos(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let input: Value = json_body(&req, &["application/json"])?;
     let parsed = crate::photos::kinds::check_best_cut(&input).map_err(ApiError::Validation)?;
@@ -249,7 +249,7 @@ pub async fn best_cut(state: &State, req: Request) -> Result<Response<Body>, Api
 #[utoipa::path(get, path = "/v1/photos", tag = "photos", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PhotoPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
-pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_photos(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let limit = page_limit(&req)?;
     let key = state.cursor_key().await?;
@@ -289,7 +289,7 @@ async fn owned_photo(state: &State, req: &Request) -> Result<Job, ApiError> {
 /// A photo: status, place, files with presigned URLs, best-cut scores.
 #[utoipa::path(get, path = "/v1/photos/{id}", tag = "photos", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 200, body = Photo), (status = 404, body = crate::error::Problem)))]
-pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_photo(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let job = owned_photo(state, &req).await?;
     json(StatusCode::OK, &view(state, job).await?)
 }
@@ -299,7 +299,7 @@ pub async fn get(state: &State, req: Request) -> Result<Response<Body>, ApiError
     params(("id" = String, Path), ("variant" = Option<String>, Query, description = "original or upscaled (default)")),
     responses((status = 302, description = "Location: a presigned URL"), (status = 404, body = crate::error::Problem),
         (status = 409, description = "photo_not_ready", body = crate::error::Problem)))]
-pub async fn file_redirect(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn get_photo_file(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let variant = query_param(&req, "variant").unwrap_or_else(|| "upscaled".into());
     if !matches!(variant.as_str(), "original" | "upscaled") {
         return Err(ApiError::invalid("variant", "must be original or upscaled"));
@@ -326,7 +326,7 @@ pub async fn file_redirect(state: &State, req: Request) -> Result<Response<Body>
 #[utoipa::path(delete, path = "/v1/photos/{id}", tag = "photos", security(("bearer" = [])),
     params(("id" = String, Path)), responses((status = 204, description = "deleted"), (status = 404, body = crate::error::Problem),
         (status = 409, description = "photo_processing", body = crate::error::Problem)))]
-pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn delete_photo(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let job = owned_photo(state, &req).await?;
     let processing = || ApiError::Conflict {
         code: "photo_processing",

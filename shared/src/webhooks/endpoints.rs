@@ -204,7 +204,10 @@ fn endpoint_id(req: &Request) -> Result<String, ApiError> {
 #[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])), request_body = CreateEndpoint,
     responses((status = 201, body = Endpoint), (status = 409, description = "too_many_endpoints", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
-pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn create_webhook_endpoint(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let body: CreateEndpoint = json_body(&req, &["application/json"])?;
     let mut errors = Vec::new();
@@ -277,7 +280,10 @@ pub async fn create(state: &State, req: Request) -> Result<Response<Body>, ApiEr
 /// The caller's endpoints (without their secrets).
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhooks", security(("bearer" = [])),
     responses((status = 200, body = EndpointList)))]
-pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_webhook_endpoints(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let items = of_user(&state.db, &caller.user_id)
         .await?
@@ -290,7 +296,10 @@ pub async fn list(state: &State, req: Request) -> Result<Response<Body>, ApiErro
 /// Deletes one of the caller's endpoints; deliveries to it stop.
 #[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = crate::error::Problem)))]
-pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn delete_webhook_endpoint(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let id = endpoint_id(&req)?;
     let result = state
@@ -316,7 +325,10 @@ pub async fn delete(state: &State, req: Request) -> Result<Response<Body>, ApiEr
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
     params(("id" = String, Path), ("limit" = Option<u32>, Query)),
     responses((status = 200, body = DeliveryList), (status = 404, body = crate::error::Problem)))]
-pub async fn deliveries(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_webhook_deliveries(
+    state: &State,
+    req: Request,
+) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let id = endpoint_id(&req)?;
     let limit = page_limit(&req)?;
