@@ -117,8 +117,8 @@ pub async fn transact(
         if !conflict_only || attempt >= 8 {
             return Err(err);
         }
-        let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
-        tokio::time::sleep(std::time::Duration::from_millis(attempt * 10 + jitter)).await;
+        let wait = std::time::Duration::from_millis(attempt * 10 + 10);
+        tokio::time::sleep(crate::backoff::jittered(wait, 0.5)).await;
     }
 }
 

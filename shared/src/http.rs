@@ -6,6 +6,7 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response, http::StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::error::{ApiError, FieldError};
 
@@ -105,9 +106,33 @@ pub fn json_body<T: DeserializeOwned>(
         _ => return Err(ApiError::UnsupportedMediaType { expected }),
     }
     let bytes = body_bytes(req)?;
-    serde_json::from_slice(bytes).map_err(|err| match err.classify() {
-        serde_json::error::Category::Data => ApiError::Validation(vec![field_error(&err)]),
-        _ => ApiError::MalformedBody(err.to_string()),
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        match err.inner().classify() {
+            serde_json::error::Category::Data => {
+                ApiError::Validation(vec![field_error(&err.path().to_string(), err.inner())])
+            }
+            _ => ApiError::MalformedBody(err.inner().to_string()),
+        }
+    })?;
+    // Trailing characters are a syntax error, with no field to name.
+    deserializer
+        .end()
+        .map_err(|err| ApiError::MalformedBody(err.to_string()))?;
+    Ok(value)
+}
+
+/// Deserializes a JSON value that sits at `at` in the request (`""` for the body itself, `input`
+/// for a job's input), naming the field that failed by its whole path.
+pub fn from_value_at<T: DeserializeOwned>(value: &Value, at: &str) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let path = match (at, path.as_str()) {
+            (at, ".") => at.to_owned(),
+            ("", path) => path.to_owned(),
+            (at, path) => format!("{at}.{path}"),
+        };
+        field_error(&path, err.inner())
     })
 }
 
@@ -122,15 +147,27 @@ pub fn form_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
     serde_urlencoded::from_bytes(bytes).map_err(|err| ApiError::invalid("body", err.to_string()))
 }
 
-/// Names the field serde complained about (`missing field `x``, `unknown field `x``).
-fn field_error(err: &serde_json::Error) -> FieldError {
+/// Names the field serde complained about: the path where it failed (`.` at the root; an unknown
+/// field's path ends with it), and for `missing field `x`` the missing field below that path.
+fn field_error(path: &str, err: &serde_json::Error) -> FieldError {
     let message = err.to_string();
-    let field = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"))
-        .unwrap_or("body")
-        .to_owned();
+    let quoted = message.split('`').nth(1);
+    // A body that is an array where an object belongs fails inside it (`[0]`): the body is wrong.
+    let parent = if path == "." || path.starts_with('[') {
+        ""
+    } else {
+        path
+    };
+    let field = match (parent, quoted) {
+        ("", Some(name))
+            if message.starts_with("missing field") || message.starts_with("unknown field") =>
+        {
+            name.to_owned()
+        }
+        (parent, Some(name)) if message.starts_with("missing field") => format!("{parent}.{name}"),
+        ("", _) => "body".to_owned(),
+        (parent, _) => parent.to_owned(),
+    };
     let message = message
         .split(" at line ")
         .next()
@@ -224,6 +261,36 @@ mod tests {
             panic!("expected a validation error");
         };
         assert_eq!(errors[0].field, "email");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        settings: Settings,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Settings {
+        scale: u8,
+    }
+
+    #[test]
+    fn nested_fields_are_named_by_their_path() {
+        let req = request("application/json", r#"{"settings":{"scale":"x"}}"#);
+        let Err(ApiError::Validation(errors)) = json_body::<Outer>(&req, &["application/json"])
+        else {
+            panic!("expected a validation error");
+        };
+        assert_eq!(errors[0].field, "settings.scale");
+        let value = serde_json::json!({"settings": {}});
+        let error = from_value_at::<Outer>(&value, "input").expect_err("missing");
+        assert_eq!(error.field, "input.settings.scale");
+        let value = serde_json::json!({"settings": {"scale": 2, "extra": 1}});
+        let error = from_value_at::<Outer>(&value, "").expect_err("unknown");
+        assert_eq!(error.field, "settings.extra");
     }
 
     #[test]

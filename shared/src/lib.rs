@@ -1,6 +1,7 @@
 //! Lambent: the library every function runs. Handlers take `(&State, Request)` and are reachable
 //! from the Lambda binaries, the local gateway and the tests alike.
 
+pub mod backoff;
 pub mod bestcut;
 pub mod auth {
     pub mod handlers;

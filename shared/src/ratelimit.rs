@@ -24,7 +24,7 @@ pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiE
     let retry_after = u64::try_from(WINDOW_SECS - now.rem_euclid(WINDOW_SECS)).unwrap_or(1);
     let mut exhausted = false;
     for budget in budgets {
-        let digest = hex(&Sha256::digest(budget.key.as_bytes())[..16]);
+        let digest = hex::encode(&Sha256::digest(budget.key.as_bytes())[..16]);
         let out = db
             .client
             .update_item()
@@ -51,15 +51,4 @@ pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiE
         });
     }
     Ok(())
-}
-
-/// Lower-case hex of some bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }

@@ -46,16 +46,16 @@ impl State {
             )
             .load()
             .await;
-        Ok(Self::new(config, &sdk))
+        Self::new(config, &sdk)
     }
 
     /// Builds the state from a configuration and an SDK configuration.
-    pub fn new(config: Config, sdk: &SdkConfig) -> Self {
+    pub fn new(config: Config, sdk: &SdkConfig) -> anyhow::Result<Self> {
         let db = Db::new(
             aws_sdk_dynamodb::Client::new(sdk),
             config.table_name.clone(),
         );
-        Self {
+        Ok(Self {
             db,
             sqs: aws_sdk_sqs::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(
@@ -64,13 +64,13 @@ impl State {
                     .build(),
             ),
             registry: Registry::new(&config),
-            generation: crate::generation::Runtime::new(config.allow_private_webhooks),
+            generation: crate::generation::Runtime::new(config.allow_private_webhooks)?,
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             cursor_key: tokio::sync::OnceCell::new(),
             keys: RwLock::new(None),
             upscaler: tokio::sync::OnceCell::new(),
             config,
-        }
+        })
     }
 
     /// The key that signs pagination cursors, loaded once per process.

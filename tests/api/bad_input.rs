@@ -95,9 +95,10 @@ async fn fields_are_checked_and_each_failure_is_named() {
             json!({"email": "a@example.com", "username": "a b", "password": PASSWORD}),
             "username",
         ),
+        // A value of the wrong type is named by its field (serde_path_to_error), not as `body`.
         (
             json!({"email": 7, "username": "ann", "password": PASSWORD}),
-            "body",
+            "email",
         ),
         (json!([1, 2]), "body"),
     ];

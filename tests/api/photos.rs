@@ -482,6 +482,13 @@ async fn photo_requests_are_validated_before_admission() {
             json!({"upload_keys": [key]}),
             "upload_keys",
         ),
+        // The missing field is named itself: these routes take no `input` wrapper.
+        ("/v1/photos/upscale", json!({}), "upload_key"),
+        (
+            "/v1/photos/upscale",
+            json!({"upload_key": key, "outscale": "four"}),
+            "outscale",
+        ),
     ] {
         let response = app.post_photo(path, &token, &body).await;
         let problem = problem(response, 422, "validation_failed").await;

@@ -87,7 +87,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
             .filter(|(name, _)| name == "ORT_DYLIB_PATH" || name == "MODELS_DIR"),
     );
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
-    let state = Arc::new(State::new(config, &sdk));
+    let state = Arc::new(State::new(config, &sdk)?);
     let gateway = Arc::new(Gateway {
         issuer: state.config.issuer()?.to_owned(),
         audience: state.config.audience.clone(),

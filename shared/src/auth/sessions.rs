@@ -14,7 +14,6 @@ use crate::auth::keys::{AccessClaims, KeyRing};
 use crate::config::Config;
 use crate::db::{Db, failed_conditions, get_i64, get_s, n, put_new, s};
 use crate::error::ApiError;
-use crate::ratelimit::hex;
 use crate::users::{UserView, timestamp};
 
 /// What a successful login, registration or refresh returns.
@@ -40,7 +39,7 @@ fn invalid_refresh() -> ApiError {
 fn token_pk(token: &SecretString) -> String {
     format!(
         "REFRESH#{}",
-        hex(&Sha256::digest(token.expose_secret().as_bytes()))
+        hex::encode(Sha256::digest(token.expose_secret().as_bytes()))
     )
 }
 

@@ -77,13 +77,14 @@ impl reqwest::dns::Resolve for PublicOnly {
 
 impl Runtime {
     /// Clients with timeouts; with `allow_private` (local only) output files may come from
-    /// loopback and private addresses.
-    pub fn new(allow_private: bool) -> Self {
+    /// loopback and private addresses. Fails rather than fall back to a client without the
+    /// resolver and timeouts.
+    pub fn new(allow_private: bool) -> anyhow::Result<Self> {
         let api = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
-            .unwrap_or_default();
+            .context("building the provider API client")?;
         let mut files = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120));
@@ -109,15 +110,17 @@ impl Runtime {
         if !allow_private {
             deliveries = deliveries.dns_resolver(Arc::new(PublicOnly));
         }
-        Self {
+        Ok(Self {
             api,
-            files: files.build().unwrap_or_default(),
-            deliveries: deliveries.build().unwrap_or_default(),
+            files: files.build().context("building the output files client")?,
+            deliveries: deliveries
+                .build()
+                .context("building the webhook delivery client")?,
             keys: OnceCell::new(),
             replicate_secret: OnceCell::new(),
             ai_secret: OnceCell::new(),
             fal_jwks: RwLock::new(None),
-        }
+        })
     }
 
     /// The client for provider output files.

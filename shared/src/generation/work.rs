@@ -34,14 +34,7 @@ fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
 
 /// A backoff of `BACKOFF * 2^attempt`, ±25 %.
 fn backoff(attempt: u32) -> Duration {
-    let base = BACKOFF * 2u32.pow(attempt.min(6));
-    let mut byte = [0u8; 1];
-    let jitter = if getrandom::fill(&mut byte).is_ok() {
-        f64::from(byte[0]) / 255.0 * 0.5 - 0.25
-    } else {
-        0.0
-    };
-    base.mul_f64(1.0 + jitter)
+    crate::backoff::exponential(BACKOFF, attempt, 0.25)
 }
 
 /// Submits a claimed generation job and hands it to its provider.

@@ -62,7 +62,7 @@ fn idempotency_pk(user_id: &str, key: &str) -> String {
     use sha2::Digest as _;
     format!(
         "IDEMP#{user_id}#{}",
-        crate::ratelimit::hex(&sha2::Sha256::digest(key.as_bytes()))
+        hex::encode(sha2::Sha256::digest(key.as_bytes()))
     )
 }
 

@@ -178,8 +178,13 @@ fn parse<T: serde::de::DeserializeOwned>(
     if !unknown.is_empty() {
         return Err(unknown);
     }
-    serde_json::from_value(input.clone())
-        .map_err(|e| vec![FieldError::new("input", format!("invalid: {e}"))])
+    crate::http::from_value_at(input, "").map_err(|error| {
+        // Through `flatten` serde loses the path: the flattened parts alone name the field.
+        let part = crate::http::from_value_at::<UpscaleSettings>(input, "")
+            .err()
+            .or_else(|| crate::http::from_value_at::<Place>(input, "").err());
+        vec![part.unwrap_or(error)]
+    })
 }
 
 const UPSCALE_FIELDS: [&str; 1] = ["upload_key"];

@@ -210,7 +210,7 @@ pub async fn store(
     bytes: Vec<u8>,
     (width, height): (u32, u32),
 ) -> Result<Artifact, JobError> {
-    let sha256 = crate::ratelimit::hex(&Sha256::digest(&bytes));
+    let sha256 = hex::encode(Sha256::digest(&bytes));
     let length = bytes.len() as u64;
     state
         .s3

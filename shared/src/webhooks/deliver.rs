@@ -221,13 +221,7 @@ async fn deliver_to(
 /// 502 and 504. `None` after the last attempt.
 fn next_wait(next: u32, scale: f64, answer: &Answer) -> Option<Duration> {
     let base = *SCHEDULE.get(usize::try_from(next).ok()?)?;
-    let mut byte = [0u8; 1];
-    let jitter = if getrandom::fill(&mut byte).is_ok() {
-        0.8 + f64::from(byte[0]) / 255.0 * 0.4
-    } else {
-        1.0
-    };
-    let mut wait = Duration::from_secs(base).mul_f64(scale * jitter);
+    let mut wait = crate::backoff::jittered(Duration::from_secs(base).mul_f64(scale), 0.2);
     if matches!(answer.status, Some(429 | 502 | 504))
         && let Some(after) = answer.retry_after
     {
