@@ -6,7 +6,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.requirements-installed
 DEPLOY_STAMP := $(VENV)/.deploy-tools-installed
 
-.PHONY: dev test venv models system-libs fmt lint unit bench lambda clean
+.PHONY: dev test venv models system-libs fmt lint unit contract bench lambda sam-build clean
 
 ## The local AWS emulator and the template linter, pinned (infra/local/requirements.txt).
 $(STAMP): infra/local/requirements.txt
@@ -48,8 +48,8 @@ dev: venv models
 	cargo build --quiet -p lambent-local --bin lambent-dev
 	./target/debug/lambent-dev
 
-## Everything: formatting, lints, unit and integration tests, template lint.
-test: venv fmt lint unit
+## Everything: formatting, lints, unit and integration tests, template lint, the API contract.
+test: venv fmt lint unit contract
 
 fmt:
 	cargo fmt --all -- --check
@@ -64,6 +64,18 @@ unit: venv system-libs models
 	cargo build --quiet -p lambent-functions --bin lambent
 	cargo test --workspace --quiet 2>&1 | awk '{ print } /^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "\n%d passed, %d failed\n", passed, failed }'
+
+## The API contract: schemathesis (its own venv) over every operation of /openapi.json against the
+## dev stack, bounded by a fixed seed and a case budget (infra/contract/run.py).
+CONTRACT_STAMP := $(VENV)/contract/.requirements-installed
+$(CONTRACT_STAMP): infra/contract/requirements.txt
+	$(PYTHON) -m venv $(VENV)/contract
+	$(VENV)/contract/bin/pip install --quiet --disable-pip-version-check -r infra/contract/requirements.txt
+	touch $@
+
+contract: venv models $(CONTRACT_STAMP)
+	cargo build --quiet -p lambent-local --bin lambent-dev
+	$(VENV)/bin/python infra/contract/run.py
 
 ## Figures side by side with their peers (see README).
 BENCH_STAMP := $(VENV)/.bench-peers-installed
@@ -93,6 +105,17 @@ lambda: $(DEPLOY_STAMP) $(MODELS_STAMP)
 		libopenvino.so.2541 libopenvino_onnx_frontend.so.2541 libopenvino_intel_cpu_plugin.so libtbb.so.12 \
 		$(CURDIR)/infra/layers/onnxruntime/lib/
 
+## `sam build` as a deploy runs it: one cargo lambda build whose bootstrap every function shares,
+## and the ONNX Runtime layer (.aws-sam/build). SAM CLI lives in its own venv.
+SAM_STAMP := $(VENV)/sam/.requirements-installed
+$(SAM_STAMP): infra/sam-requirements.txt
+	$(PYTHON) -m venv $(VENV)/sam
+	$(VENV)/sam/bin/pip install --quiet --disable-pip-version-check -r infra/sam-requirements.txt
+	touch $@
+
+sam-build: lambda $(SAM_STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/sam/bin/sam build --template template.yaml
+
 clean:
 	cargo clean
-	rm -rf $(VENV) infra/models/out
+	rm -rf $(VENV) infra/models/out .aws-sam

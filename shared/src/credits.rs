@@ -80,7 +80,7 @@ pub async fn get_credits(state: &State, req: Request) -> Result<Response<Body>, 
 
 /// The caller's ledger, newest first: grants, job debits and refunds, each linked to its job.
 #[utoipa::path(get, path = "/v1/credits/transactions", tag = "credits", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = LedgerPage)))]
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)), responses((status = 200, body = LedgerPage)))]
 pub async fn list_credit_transactions(
     state: &State,
     req: Request,

@@ -34,8 +34,10 @@ const TYPES: &[(&str, &str)] = &[
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
     /// `image/jpeg`, `image/png` or `image/webp`.
+    #[schema(pattern = "^image/(jpeg|png|webp)$")]
     pub content_type: String,
     /// Exact size in bytes, 1 to 20 MiB.
+    #[schema(minimum = 1, maximum = 20_971_520)]
     pub size: u64,
 }
 

@@ -20,11 +20,13 @@ const JSON: &[&str] = &["application/json"];
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 3 to 30 letters, digits, `_` or `.`.
+    #[schema(pattern = r"^[A-Za-z0-9_.]{3,30}$")]
     pub username: String,
     /// 8 to 128 characters.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 128)]
     pub password: SecretString,
 }
 

@@ -123,7 +123,7 @@ pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>,
 
 /// Your styles, newest first.
 #[utoipa::path(get, path = "/v1/styles", tag = "styles", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = StylePage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;

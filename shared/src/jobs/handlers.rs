@@ -171,7 +171,7 @@ pub async fn submit(
     }
     let hash = key.map(|_| {
         let canonical = serde_json::json!({"kind": body.kind, "input": body.input, "webhook_url": body.webhook_url});
-        crate::ratelimit::hex(&sha2::Sha256::digest(canonical.to_string().as_bytes()))
+        hex::encode(sha2::Sha256::digest(canonical.to_string().as_bytes()))
     });
     let now = Utc::now();
     let id = uuid::Uuid::now_v7().to_string();
@@ -276,7 +276,7 @@ pub async fn get_job(state: &State, req: Request) -> Result<Response<Body>, ApiE
 
 /// The caller's jobs, newest first.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
-    params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("status" = Option<String>, Query), ("kind" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = JobPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;

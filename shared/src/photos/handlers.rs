@@ -247,7 +247,7 @@ pub async fn best_cut_photos(state: &State, req: Request) -> Result<Response<Bod
 
 /// The caller's photos, newest first.
 #[utoipa::path(get, path = "/v1/photos", tag = "photos", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PhotoPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_photos(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
@@ -298,7 +298,8 @@ pub async fn get_photo(state: &State, req: Request) -> Result<Response<Body>, Ap
 #[utoipa::path(get, path = "/v1/photos/{id}/file", tag = "photos", security(("bearer" = [])),
     params(("id" = String, Path), ("variant" = Option<String>, Query, description = "original or upscaled (default)")),
     responses((status = 302, description = "Location: a presigned URL"), (status = 404, body = crate::error::Problem),
-        (status = 409, description = "photo_not_ready", body = crate::error::Problem)))]
+        (status = 409, description = "photo_not_ready", body = crate::error::Problem),
+        (status = 422, description = "validation_failed: `variant` is neither", body = crate::error::Problem)))]
 pub async fn get_photo_file(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let variant = query_param(&req, "variant").unwrap_or_else(|| "upscaled".into());
     if !matches!(variant.as_str(), "original" | "upscaled") {

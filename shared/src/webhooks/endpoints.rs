@@ -26,10 +26,13 @@ const DELIVERY_RETENTION_SECS: i64 = 30 * 86_400;
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
     /// https; no internal addresses.
+    #[schema(format = "uri", pattern = "^https://")]
     pub url: String,
     /// Event types to send (default: all of `job.started`, `job.progress`, `job.completed`,
     /// `job.failed`, `job.canceled`).
+    #[schema(min_items = 1)]
     pub events: Option<Vec<String>>,
+    #[schema(max_length = 200)]
     pub description: Option<String>,
 }
 
@@ -323,7 +326,7 @@ pub async fn delete_webhook_endpoint(
 
 /// Recent delivery attempts to one of the caller's endpoints, newest first (`limit`, default 20).
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
-    params(("id" = String, Path), ("limit" = Option<u32>, Query)),
+    params(("id" = String, Path), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
     responses((status = 200, body = DeliveryList), (status = 404, body = crate::error::Problem)))]
 pub async fn list_webhook_deliveries(
     state: &State,
