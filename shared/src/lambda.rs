@@ -7,7 +7,6 @@ pub use lambda_http::Error;
 use lambda_http::{Request, service_fn};
 
 use crate::routes::{self, Route, handle};
-use crate::state::State;
 
 /// How a function that is not an HTTP route serves.
 type Serve = fn() -> LocalBoxFuture<'static, Result<(), Error>>;
@@ -55,7 +54,7 @@ pub async fn main() -> Result<(), Error> {
 /// Serves one route on the Lambda runtime: logs set up and state built once per cold start.
 pub async fn serve(route: &'static Route) -> Result<(), Error> {
     crate::telemetry::init();
-    let state = State::from_env().await?;
+    let state = crate::compose::state_from_env().await?;
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(handle(state, route, req).await)
@@ -97,7 +96,7 @@ pub async fn serve_worker() -> Result<(), Error> {
     use crate::jobs::worker::{self, Consumer};
 
     crate::telemetry::init();
-    let state = std::sync::Arc::new(State::from_env().await?);
+    let state = std::sync::Arc::new(crate::compose::state_from_env().await?);
     // The models load at cold start, not on the first photo; a failure is logged and retried
     // by the first job that needs them.
     let upscale = &state.config.upscale;
@@ -117,13 +116,13 @@ pub async fn serve_worker() -> Result<(), Error> {
             .and_then(|c| c.parse().ok())
             .unwrap_or(4);
         tracing::info!(concurrency, "polling");
-        worker::poll(state, Consumer::Jobs, queue, concurrency).await;
+        worker::poll(state, Consumer::JOBS, queue, concurrency).await;
         return Ok(());
     }
     let state = &state;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
-            Ok::<_, Error>(worker::handle_batch(state, Consumer::Jobs, event.payload).await)
+            Ok::<_, Error>(worker::handle_batch(state, Consumer::JOBS, event.payload).await)
         },
     ))
     .await
@@ -131,7 +130,7 @@ pub async fn serve_worker() -> Result<(), Error> {
 
 /// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.
 pub async fn serve_dead_letters() -> Result<(), Error> {
-    serve_queue(crate::jobs::worker::Consumer::DeadLetters).await
+    serve_queue(crate::jobs::worker::Consumer::DEAD_LETTERS).await
 }
 
 /// An SQS-triggered function: each batch to `consumer`, failures reported item by item.
@@ -140,7 +139,7 @@ async fn serve_queue(consumer: crate::jobs::worker::Consumer) -> Result<(), Erro
     use lambda_runtime::LambdaEvent;
 
     crate::telemetry::init();
-    let state = &State::from_env().await?;
+    let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<SqsEvent>| async move {
             Ok::<_, Error>(crate::jobs::worker::handle_batch(state, consumer, event.payload).await)
@@ -154,7 +153,7 @@ pub async fn serve_reaper() -> Result<(), Error> {
     use lambda_runtime::LambdaEvent;
 
     crate::telemetry::init();
-    let state = &State::from_env().await?;
+    let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
             let reaped = crate::jobs::worker::reap(state)
@@ -172,7 +171,7 @@ pub async fn serve_reconciler() -> Result<(), Error> {
     use lambda_runtime::LambdaEvent;
 
     crate::telemetry::init();
-    let state = &State::from_env().await?;
+    let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
             let report = crate::generation::reconcile::run(state)
@@ -187,5 +186,5 @@ pub async fn serve_reconciler() -> Result<(), Error> {
 
 /// The webhook deliverer: events and retries from the deliveries queue, signed and sent.
 pub async fn serve_deliveries() -> Result<(), Error> {
-    serve_queue(crate::jobs::worker::Consumer::Deliveries).await
+    serve_queue(crate::webhooks::deliver::DELIVERIES).await
 }

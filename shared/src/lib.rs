@@ -10,17 +10,21 @@ pub mod auth {
     pub mod rotation;
     pub mod sessions;
 }
+pub mod compose;
 pub mod config;
 pub mod credits;
 pub mod cursor;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod generation;
 pub mod http;
 pub mod images;
 pub mod jobs;
 pub mod lambda;
+pub mod media;
 pub mod meta;
+pub mod net;
 pub mod openapi;
 pub mod photos;
 pub mod ratelimit;

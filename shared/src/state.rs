@@ -1,5 +1,7 @@
 //! What a function builds once per cold start and shares across invocations.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,20 +25,25 @@ pub struct State {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
     pub registry: Registry,
-    /// HTTP clients and cached keys of the generation providers.
-    pub generation: crate::generation::Runtime,
+    /// The HTTP clients of every outbound call (timeouts, the address policy).
+    pub http: crate::net::Clients,
+    /// Features' own per-process runtimes, by type (the composition root installs them).
+    features: Features,
     secrets: aws_sdk_secretsmanager::Client,
     cursor_key: tokio::sync::OnceCell<Vec<u8>>,
     keys: RwLock<Option<(Instant, Arc<KeyRing>)>>,
     upscaler: tokio::sync::OnceCell<Arc<Upscaler>>,
 }
 
+/// Features' runtimes by type: the core holds them without naming them.
+#[derive(Default)]
+struct Features(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
+
 impl State {
-    /// Reads the configuration and the AWS SDK settings from the environment (including the
-    /// standard `AWS_ENDPOINT_URL*` variables).
-    pub async fn from_env() -> anyhow::Result<Self> {
-        let config = Config::from_env()?;
-        let sdk = aws_config::defaults(BehaviorVersion::latest())
+    /// The AWS SDK settings from the environment (including the standard `AWS_ENDPOINT_URL*`
+    /// variables), with operation timeouts: loaded once per cold start.
+    pub async fn sdk_from_env() -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_attempt_timeout(Duration::from_secs(5))
@@ -45,12 +52,11 @@ impl State {
                     .build(),
             )
             .load()
-            .await;
-        Self::new(config, &sdk)
+            .await
     }
 
-    /// Builds the state from a configuration and an SDK configuration.
-    pub fn new(config: Config, sdk: &SdkConfig) -> anyhow::Result<Self> {
+    /// Builds the state from a configuration, an SDK configuration and the kinds to offer.
+    pub fn new(config: Config, sdk: &SdkConfig, registry: Registry) -> anyhow::Result<Self> {
         let db = Db::new(
             aws_sdk_dynamodb::Client::new(sdk),
             config.table_name.clone(),
@@ -63,14 +69,30 @@ impl State {
                     .force_path_style(config.s3_force_path_style)
                     .build(),
             ),
-            registry: Registry::new(&config),
-            generation: crate::generation::Runtime::new(config.allow_private_webhooks)?,
+            registry,
+            http: crate::net::Clients::new(config.allow_private_webhooks)?,
+            features: Features::default(),
             secrets: aws_sdk_secretsmanager::Client::new(sdk),
             cursor_key: tokio::sync::OnceCell::new(),
             keys: RwLock::new(None),
             upscaler: tokio::sync::OnceCell::new(),
             config,
         })
+    }
+
+    /// Installs a feature's per-process runtime (its caches), found again by [`State::feature`].
+    pub fn with_feature<T: Any + Send + Sync>(mut self, runtime: T) -> Self {
+        self.features.0.insert(TypeId::of::<T>(), Box::new(runtime));
+        self
+    }
+
+    /// A feature's runtime; an error when the composition root did not install it.
+    pub fn feature<T: Any + Send + Sync>(&self) -> anyhow::Result<&T> {
+        self.features
+            .0
+            .get(&TypeId::of::<T>())
+            .and_then(|runtime| runtime.downcast_ref::<T>())
+            .with_context(|| format!("{} is not installed", std::any::type_name::<T>()))
     }
 
     /// The key that signs pagination cursors, loaded once per process.

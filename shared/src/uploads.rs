@@ -14,11 +14,10 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body};
+use crate::media::{MAX_UPLOAD_BYTES, user_prefix};
 use crate::state::State;
 use crate::users::timestamp;
 
-/// The largest upload.
-pub const MAX_UPLOAD_BYTES: u64 = 20 * 1024 * 1024;
 /// How long an upload URL works.
 pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
@@ -53,11 +52,6 @@ pub struct Upload {
     /// Headers the PUT must carry, as signed.
     pub headers: BTreeMap<String, String>,
     pub expires_at: String,
-}
-
-/// The prefix of a user's uploads; a job may name only keys under its owner's prefix.
-pub fn user_prefix(user_id: &str) -> String {
-    format!("uploads/{user_id}/")
 }
 
 /// Issues a presigned PUT for one image of a declared type and size.

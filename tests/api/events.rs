@@ -98,14 +98,14 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     let run: SqsEvent = serde_json::from_str(&read("run-job")).expect("an SQS event");
     assert_eq!(run.records.len(), 1);
     assert!(
-        worker::handle_batch(state, Consumer::Jobs, run)
+        worker::handle_batch(state, Consumer::JOBS, run)
             .await
             .batch_item_failures
             .is_empty()
     );
     let dead: SqsEvent = serde_json::from_str(&read("fail-dead-jobs")).expect("an SQS event");
     assert!(
-        worker::handle_batch(state, Consumer::DeadLetters, dead)
+        worker::handle_batch(state, Consumer::DEAD_LETTERS, dead)
             .await
             .batch_item_failures
             .is_empty()
@@ -113,7 +113,7 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     // An event for a job with no webhook URL and an owner with no endpoint goes nowhere.
     let deliver: SqsEvent = serde_json::from_str(&read("deliver-webhooks")).expect("an SQS event");
     assert!(
-        worker::handle_batch(state, Consumer::Deliveries, deliver)
+        worker::handle_batch(state, lambent::webhooks::deliver::DELIVERIES, deliver)
             .await
             .batch_item_failures
             .is_empty()

@@ -56,7 +56,7 @@ async fn sixty_four_simultaneous_submissions_admit_exactly_four_for_each_of_twen
     }
     let state = app.running.gateway.state.clone();
     let queue = app.running.stack.refs["JobsQueue"].clone();
-    tokio::spawn(worker::poll(state, worker::Consumer::Jobs, queue, 16));
+    tokio::spawn(worker::poll(state, worker::Consumer::JOBS, queue, 16));
     for (token, jobs) in &users {
         for id in jobs {
             app.wait_for_job(token, id, is("COMPLETED")).await;

@@ -11,6 +11,7 @@ mod events;
 mod generation;
 mod jobs;
 mod jwt;
+mod layers;
 mod photos;
 mod rate_limits;
 mod rotation;

@@ -176,7 +176,7 @@ async fn main() -> anyhow::Result<()> {
     let body = json!({"type": "job.completed", "timestamp": "2026-11-22T14:00:00Z",
         "data": {"id": "01a203ce-62ed-723c-859c-1d2f4e23f43d", "status": "COMPLETED"}})
     .to_string();
-    let secret = lambent::webhooks::endpoints::new_secret()?;
+    let secret = lambent::jobs::events::new_secret()?;
     let signer = standardwebhooks::Webhook::new(&secret).map_err(|e| anyhow::anyhow!("{e}"))?;
     let now = chrono::Utc::now().timestamp();
     let sign_rate = rate(signatures, || {
@@ -255,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         .to_owned();
     let started = Instant::now();
     for n in 0..deliveries {
-        let event = lambent::webhooks::events::Event {
+        let event = lambent::jobs::events::Event {
             id: format!("evt_bench_{n}"),
             kind: "job.completed".into(),
             job_id: uuid::Uuid::now_v7().to_string(),
@@ -263,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
             timestamp: now,
             data: json!({"status": "COMPLETED"}),
         };
-        lambent::webhooks::events::emit(&state, event).await;
+        lambent::jobs::events::emit(&state, event).await;
     }
     let queued = started.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(300);

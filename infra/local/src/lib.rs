@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use lambent::{Config, State};
+use lambent::Config;
 use tokio::net::TcpListener;
 
 pub use emulator::{Emulator, repo_root, sdk_config};
@@ -87,7 +87,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
             .filter(|(name, _)| name == "ORT_DYLIB_PATH" || name == "MODELS_DIR"),
     );
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
-    let state = Arc::new(State::new(config, &sdk)?);
+    let state = Arc::new(lambent::compose::state(config, &sdk)?);
     let gateway = Arc::new(Gateway {
         issuer: state.config.issuer()?.to_owned(),
         audience: state.config.audience.clone(),
@@ -105,9 +105,9 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         }
         for (url, function) in consumers {
             let (consumer, concurrency) = match function.as_str() {
-                "run-job" => (Consumer::Jobs, 16),
-                "fail-dead-jobs" => (Consumer::DeadLetters, 4),
-                "deliver-webhooks" => (Consumer::Deliveries, 16),
+                "run-job" => (Consumer::JOBS, 16),
+                "fail-dead-jobs" => (Consumer::DEAD_LETTERS, 4),
+                "deliver-webhooks" => (lambent::webhooks::deliver::DELIVERIES, 16),
                 other => anyhow::bail!("no local consumer for {other}"),
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));

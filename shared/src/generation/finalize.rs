@@ -113,7 +113,6 @@ pub async fn progress(
     let Some(before) = before else {
         return Ok(Applied::Unchanged);
     };
-    crate::webhooks::events::progressed(state, &job.id, &job.user_id, before, percent, message)
-        .await;
+    crate::jobs::events::progressed(state, &job.id, &job.user_id, before, percent, message).await;
     Ok(Applied::Progress)
 }

@@ -4,12 +4,13 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::{Map, Value, json};
 
+use crate::domain::Queue;
 use crate::error::FieldError;
 use crate::generation::providers::ProviderName;
-use crate::jobs::executor::Executor;
-use crate::jobs::registry::{Kind, Queue};
+use crate::jobs::registry::Kind;
 
 /// What a generation produces, each with its own arguments and defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,16 +102,20 @@ pub const PRESETS: &[Preset] = &[
 /// own run time applies.
 const SUBMIT_WINDOW: Duration = Duration::from_secs(300);
 
-/// The generation kinds.
-pub fn kinds() -> Vec<Kind> {
-    vec![
+/// The generation kinds; fails on a `PRESET_MODELS` entry that names no preset, provider or
+/// model id.
+pub fn kinds(config: &crate::config::Config) -> anyhow::Result<Vec<Kind>> {
+    preset_models(config)?;
+    Ok(vec![
         Kind {
             name: "generate",
             cost: generate_cost,
             deadline: |_| SUBMIT_WINDOW,
             queue: Queue::Cpu,
             validate: |input| parse(input, None).map(|_| ()),
-            executor: Executor::Provider,
+            offered: check_offered,
+            run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
+            present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
         },
         preset_kind::<0>(),
         preset_kind::<1>(),
@@ -122,9 +127,30 @@ pub fn kinds() -> Vec<Kind> {
             deadline: |_| SUBMIT_WINDOW,
             queue: Queue::Cpu,
             validate: |input| parse_training(input).map(|_| ()),
-            executor: Executor::Provider,
+            offered: check_offered,
+            run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
+            present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
         },
-    ]
+    ])
+}
+
+/// Where `PRESET_MODELS` moves the presets: `(preset, provider, model)`, each checked.
+pub fn preset_models(
+    config: &crate::config::Config,
+) -> anyhow::Result<Vec<(&'static Preset, ProviderName, &str)>> {
+    let mut models = Vec::new();
+    for (name, provider, model) in &config.generation.preset_models {
+        let preset =
+            preset(name).with_context(|| format!("PRESET_MODELS: {name} is not a preset"))?;
+        let provider = ProviderName::parse(provider)
+            .with_context(|| format!("PRESET_MODELS: {provider} is not fal, replicate or ai"))?;
+        anyhow::ensure!(
+            valid_model(model),
+            "PRESET_MODELS: {model} is not a model id"
+        );
+        models.push((preset, provider, model.as_str()));
+    }
+    Ok(models)
 }
 
 /// Credits a style training costs.
@@ -255,7 +281,9 @@ fn preset_kind<const I: usize>() -> Kind {
         deadline: |_| SUBMIT_WINDOW,
         queue: Queue::Cpu,
         validate: |input| parse(input, Some(&PRESETS[I])).map(|_| ()),
-        executor: Executor::Provider,
+        offered: check_offered,
+        run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
+        present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
     }
 }
 
@@ -265,9 +293,6 @@ pub fn check_offered(
     kind: &Kind,
     input: &Value,
 ) -> Result<(), FieldError> {
-    if kind.executor != Executor::Provider {
-        return Ok(());
-    }
     match configured_spec(&state.config, kind.name, input) {
         Ok(spec) if !crate::generation::offered(state, spec.provider) => Err(FieldError::new(
             if kind.name == "generate" {
@@ -582,14 +607,14 @@ pub fn configured_spec(
     input: &Value,
 ) -> Result<Spec, Vec<FieldError>> {
     let mut spec = spec_of(kind, input)?;
-    if let Some((_, provider, model)) = config
-        .generation
-        .preset_models
-        .iter()
-        .find(|(name, _, _)| name == kind)
+    // Checked when the kinds were registered; an entry that does not parse is not applied.
+    if let Some((_, provider, model)) = preset_models(config)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|(preset, _, _)| preset.name == kind)
     {
-        spec.provider = *provider;
-        spec.model = model.clone();
+        spec.provider = provider;
+        spec.model = model.to_owned();
     }
     Ok(spec)
 }
@@ -720,6 +745,25 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
 mod tests {
     use super::*;
 
+    fn config(presets: &str) -> crate::config::Config {
+        let env = std::collections::HashMap::from([
+            ("TABLE_NAME", "t"),
+            ("SIGNING_KEY_SECRET_ID", "s"),
+            ("JWT_AUDIENCE", "a"),
+            ("PRESET_MODELS", presets),
+        ]);
+        crate::config::Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("config")
+    }
+
+    #[test]
+    fn preset_models_are_checked() {
+        let valid = config("music=fal:fal-ai/stable-audio, template=replicate:a/b");
+        assert_eq!(preset_models(&valid).expect("valid").len(), 2);
+        for bad in ["nope=fal:a/b", "music=x:a/b", "music=fal:../x"] {
+            assert!(kinds(&config(bad)).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn a_text_to_image_request_gets_its_defaults() {
         let spec = parse(
@@ -768,7 +812,7 @@ mod tests {
                 ("music", 5)
             ]
         );
-        let kinds = kinds();
+        let kinds = kinds(&config("")).expect("kinds");
         assert_eq!((kinds[3].cost)(&json!({})), 30);
         assert_eq!(kinds[3].name, "glitch_replace");
         let spec = parse(

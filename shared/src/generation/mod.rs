@@ -15,7 +15,6 @@ pub mod replicate;
 pub mod styles;
 pub mod work;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,101 +41,21 @@ struct ProviderKeys {
 /// fal's Ed25519 webhook keys, shared by every request of this process.
 type FalKeys = Arc<Vec<Vec<u8>>>;
 
-/// Per-process clients and caches of the generation providers.
+/// Per-process caches of the generation providers' keys; the root installs one per [`State`].
+#[derive(Default)]
 pub struct Runtime {
-    /// Provider APIs (hosts the operator configured).
-    api: reqwest::Client,
-    /// Provider output files (hosts the provider named): no internal addresses in production.
-    files: reqwest::Client,
-    /// Our clients' webhook endpoints: 15 s, no redirects, no internal addresses in production.
-    deliveries: reqwest::Client,
     keys: OnceCell<ProviderKeys>,
     replicate_secret: OnceCell<SecretString>,
     ai_secret: OnceCell<SecretString>,
     fal_jwks: RwLock<Option<(Instant, FalKeys)>>,
 }
 
-/// A DNS resolver that refuses names resolving to loopback, private or link-local addresses, so a
-/// provider-supplied URL cannot reach inside our network (SSRF).
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await?
-                .filter(|a| !crate::webhooks::is_internal(a.ip()))
-                .collect();
-            if addresses.is_empty() {
-                return Err("the name resolves to no public address".into());
-            }
-            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-impl Runtime {
-    /// Clients with timeouts; with `allow_private` (local only) output files may come from
-    /// loopback and private addresses. Fails rather than fall back to a client without the
-    /// resolver and timeouts.
-    pub fn new(allow_private: bool) -> anyhow::Result<Self> {
-        let api = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("building the provider API client")?;
-        let mut files = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120));
-        if !allow_private {
-            files = files.dns_resolver(Arc::new(PublicOnly)).redirect(
-                reqwest::redirect::Policy::custom(|attempt| {
-                    let allowed = attempt.previous().len() < 5
-                        && crate::webhooks::validate_url(attempt.url().as_str(), "url", false)
-                            .is_ok();
-                    if allowed {
-                        attempt.follow()
-                    } else {
-                        attempt.stop()
-                    }
-                }),
-            );
-        }
-        let mut deliveries = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Lambent-Webhooks/1");
-        if !allow_private {
-            deliveries = deliveries.dns_resolver(Arc::new(PublicOnly));
-        }
-        Ok(Self {
-            api,
-            files: files.build().context("building the output files client")?,
-            deliveries: deliveries
-                .build()
-                .context("building the webhook delivery client")?,
-            keys: OnceCell::new(),
-            replicate_secret: OnceCell::new(),
-            ai_secret: OnceCell::new(),
-            fal_jwks: RwLock::new(None),
-        })
-    }
-
-    /// The client for provider output files.
-    pub fn files(&self) -> &reqwest::Client {
-        &self.files
-    }
-
-    /// The client for deliveries to our clients' webhook endpoints.
-    pub fn deliveries(&self) -> &reqwest::Client {
-        &self.deliveries
-    }
+fn runtime(state: &State) -> anyhow::Result<&Runtime> {
+    state.feature::<Runtime>()
 }
 
 async fn provider_keys(state: &State) -> anyhow::Result<&ProviderKeys> {
-    state
-        .generation
+    runtime(state)?
         .keys
         .get_or_try_init(|| async {
             let id = state
@@ -183,7 +102,7 @@ pub async fn adapter(state: &State, name: ProviderName) -> Result<Adapter, Unava
         return Err(Unavailable::NotConfigured(name.as_str()));
     }
     let generation = &state.config.generation;
-    let http = state.generation.api.clone();
+    let http = state.http.api.clone();
     Ok(match name {
         ProviderName::Fal => Adapter::Fal(Fal {
             http,
@@ -209,7 +128,7 @@ pub async fn adapter(state: &State, name: ProviderName) -> Result<Adapter, Unava
 
 async fn replicate(state: &State) -> Result<Replicate, Unavailable> {
     Ok(Replicate {
-        http: state.generation.api.clone(),
+        http: state.http.api.clone(),
         base: state.config.generation.replicate_api_url.clone(),
         token: provider_keys(state)
             .await?
@@ -225,8 +144,7 @@ pub async fn replicate_webhook_secret(state: &State) -> Result<SecretString, Una
     if let Some(secret) = &provider_keys(state).await?.replicate_webhook_secret {
         return Ok(secret.clone());
     }
-    let secret = state
-        .generation
+    let secret = runtime(state)?
         .replicate_secret
         .get_or_try_init(|| async {
             let replicate = replicate(state).await?;
@@ -240,8 +158,7 @@ pub async fn replicate_webhook_secret(state: &State) -> Result<SecretString, Una
 
 /// The secret our AI servers and we sign with.
 pub async fn ai_secret(state: &State) -> anyhow::Result<SecretString> {
-    let secret = state
-        .generation
+    let secret = runtime(state)?
         .ai_secret
         .get_or_try_init(|| async {
             let id = state
@@ -269,15 +186,16 @@ pub async fn fal_keys(state: &State, refresh: bool) -> anyhow::Result<FalKeys> {
         Some((at, keys)) if at.elapsed() < max_age => Some(keys.clone()),
         _ => None,
     };
-    if let Some(keys) = fresh(&*state.generation.fal_jwks.read().await) {
+    let cache = &runtime(state)?.fal_jwks;
+    if let Some(keys) = fresh(&*cache.read().await) {
         return Ok(keys);
     }
-    let mut entry = state.generation.fal_jwks.write().await;
+    let mut entry = cache.write().await;
     if let Some(keys) = fresh(&entry) {
         return Ok(keys);
     }
     let response = state
-        .generation
+        .http
         .api
         .get(&state.config.generation.fal_jwks_url)
         .send()
@@ -300,19 +218,4 @@ pub fn webhook_url(state: &State, name: ProviderName, job_id: &str) -> Option<St
         ProviderName::Replicate => format!("{base}/v1/webhooks/replicate?job_id={job_id}"),
         ProviderName::Ai => format!("{base}/v1/webhooks/ai/{job_id}"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::str::FromStr as _;
-
-    use reqwest::dns::Resolve as _;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn names_that_resolve_inside_are_refused() {
-        let name = reqwest::dns::Name::from_str("localhost").expect("name");
-        assert!(PublicOnly.resolve(name).await.is_err());
-    }
 }

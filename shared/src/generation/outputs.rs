@@ -85,22 +85,15 @@ pub async fn copy(
             files.len()
         )));
     }
-    let bucket = crate::photos::media::bucket(state)?;
+    let bucket = crate::media::bucket(state)?;
     let mut artifacts = Vec::with_capacity(files.len());
     for (index, file) in files.iter().enumerate() {
-        crate::webhooks::validate_url(&file.url, "url", state.config.allow_private_webhooks)
-            .map_err(|e| {
-                CopyError::Permanent(format!("an output URL was refused: {}", e.message))
-            })?;
-        let response = state
-            .generation
-            .files()
-            .get(&file.url)
-            .send()
-            .await
-            .map_err(|e| {
-                CopyError::Transient(anyhow::anyhow!("fetching an output: {}", e.without_url()))
-            })?;
+        crate::net::validate_url(&file.url, "url", state.config.allow_private_webhooks).map_err(
+            |e| CopyError::Permanent(format!("an output URL was refused: {}", e.message)),
+        )?;
+        let response = state.http.files.get(&file.url).send().await.map_err(|e| {
+            CopyError::Transient(anyhow::anyhow!("fetching an output: {}", e.without_url()))
+        })?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CopyError::Transient(anyhow::anyhow!(
@@ -178,7 +171,7 @@ pub async fn add_urls(state: &State, job: &mut Job) -> anyhow::Result<()> {
         return Ok(());
     };
     let prefix = format!("generations/{}/{}/", job.user_id, job.id);
-    let bucket = crate::photos::media::bucket(state)?;
+    let bucket = crate::media::bucket(state)?;
     for file in files {
         let Some(key) = file["key"].as_str().filter(|k| k.starts_with(&prefix)) else {
             continue;

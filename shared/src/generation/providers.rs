@@ -3,40 +3,13 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::generation::ai_server::AiServer;
 use crate::generation::fal::Fal;
 use crate::generation::replicate::Replicate;
 
-/// Which provider runs a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderName {
-    /// fal.ai's queue API.
-    Fal,
-    /// Replicate's predictions API.
-    Replicate,
-    /// This deployment's own AI servers (`AI_SERVER_URL`).
-    Ai,
-}
-
-impl ProviderName {
-    pub const ALL: [Self; 3] = [Self::Fal, Self::Replicate, Self::Ai];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fal => "fal",
-            Self::Replicate => "replicate",
-            Self::Ai => "ai",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
-    }
-}
+pub use crate::domain::ProviderName;
 
 /// One submission to a provider.
 pub struct Submission<'a> {

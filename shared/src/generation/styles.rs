@@ -107,7 +107,7 @@ pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>,
     let input = serde_json::to_value(&body).context("encoding a style")?;
     let spec = crate::generation::kinds::parse_training(&input).map_err(ApiError::Validation)?;
     let keys: Vec<&str> = spec.uploads.iter().map(|(_, k)| k.as_str()).collect();
-    crate::photos::handlers::check_uploads(state, &caller, &keys).await?;
+    crate::media::check_uploads(state, &caller, &keys).await?;
     let job = CreateJob {
         kind: KIND.to_owned(),
         input,

@@ -14,9 +14,9 @@ use crate::generation::{self, Unavailable};
 use crate::jobs::executor::{Finished, JobError};
 use crate::jobs::model::{Job, ProviderJob};
 use crate::jobs::store;
-use crate::photos::media;
+use crate::media;
+use crate::media::MAX_UPLOAD_BYTES;
 use crate::state::State;
-use crate::uploads::MAX_UPLOAD_BYTES;
 
 /// Submission attempts before the job fails as `provider_error`.
 pub const SUBMIT_ATTEMPTS: u32 = 4;
@@ -204,6 +204,10 @@ async fn presign(state: &State, key: &str, run_for: Duration) -> Result<String, 
 }
 
 /// Asks a job's provider to stop its request; failures are logged (the provider's own run-time
+/// What the jobs core calls to stop a job at its provider (reaped, canceled).
+pub const ABANDON: crate::jobs::registry::Abandon =
+    |state, job_id, provider| Box::pin(cancel_at_provider(state, job_id, provider));
+
 /// bound, `Cancel-After` or `X-Fal-Request-Timeout`, still ends it).
 pub async fn cancel_at_provider(state: &State, job_id: &str, provider: &ProviderJob) {
     let result = match generation::adapter(state, provider.name).await {

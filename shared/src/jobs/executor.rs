@@ -1,11 +1,15 @@
-//! What runs a claimed job. Executors report progress through [`Progress`], which is also where
-//! they learn that the job was canceled.
+//! What a kind's executor returns, and how it reports progress: through [`Progress`], which is
+//! also where it learns that the job was canceled.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
+use chrono::Utc;
+
+use crate::jobs::events;
 use crate::jobs::model::Job;
+use crate::jobs::store::{self, Reported};
 use crate::state::State;
 
 /// Why an executor stopped without completing.
@@ -25,24 +29,43 @@ pub enum JobError {
     Internal(#[from] anyhow::Error),
 }
 
-/// Progress reports from an executor; each is a checkpoint that may say the job was canceled.
-#[allow(async_fn_in_trait)]
-pub trait Progress {
-    /// Records progress (0–100) and an optional short message; `Err(Canceled)` if cancel was asked.
-    async fn report(&self, percent: u8, message: Option<&str>) -> Result<(), JobError>;
+/// Progress reports from a running job; each is a checkpoint that may say the job was canceled.
+pub struct Progress<'a> {
+    state: &'a State,
+    job_id: &'a str,
+    user_id: &'a str,
 }
 
-/// The executors, one per kind family.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Executor {
-    Sleep,
-    /// Real-ESRGAN on one uploaded photo.
-    Upscale,
-    /// The sharpest of several uploaded photos, optionally upscaled.
-    BestCut,
-    /// Handed to an outside provider (fal.ai, Replicate, an AI server); a webhook or the
-    /// reconciler finishes it.
-    Provider,
+impl<'a> Progress<'a> {
+    /// The reporter of a claimed job.
+    pub fn new(state: &'a State, job: &'a Job) -> Self {
+        Self {
+            state,
+            job_id: &job.id,
+            user_id: &job.user_id,
+        }
+    }
+
+    /// Records progress (0–100) and an optional short message; `Err(Canceled)` if cancel was asked.
+    pub async fn report(&self, percent: u8, message: Option<&str>) -> Result<(), JobError> {
+        match store::report_progress(&self.state.db, self.job_id, percent, message, Utc::now())
+            .await?
+        {
+            Reported::Stop => Err(JobError::Canceled),
+            Reported::Recorded { before } => {
+                events::progressed(
+                    self.state,
+                    self.job_id,
+                    self.user_id,
+                    before,
+                    percent,
+                    message,
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// How an executor left a job.
@@ -54,28 +77,8 @@ pub enum Finished {
     HandedOff,
 }
 
-impl Executor {
-    /// Runs the claimed `job`: to completion here, or until a provider has it.
-    pub async fn run(
-        self,
-        state: &State,
-        job: &Job,
-        progress: &impl Progress,
-    ) -> Result<Finished, JobError> {
-        match self {
-            Self::Sleep => sleep(&job.input, progress).await.map(Finished::Output),
-            Self::Upscale => crate::photos::work::upscale(state, job, progress)
-                .await
-                .map(Finished::Output),
-            Self::BestCut => crate::photos::work::best_cut(state, job, progress)
-                .await
-                .map(Finished::Output),
-            Self::Provider => crate::generation::work::submit(state, job).await,
-        }
-    }
-}
-
-async fn sleep(input: &Value, progress: &impl Progress) -> Result<Value, JobError> {
+/// The `sleep` test kind's executor: sleeps `ms`, reporting progress, and fails if told to.
+pub(crate) async fn sleep(input: &Value, progress: &Progress<'_>) -> Result<Value, JobError> {
     let ms = input["ms"].as_u64().unwrap_or(0);
     // A checkpoint every quarter second or so, at most ten.
     let steps = (ms / 250).clamp(1, 10);

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::cursor;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body, page_limit, path_param, query_param};
+use crate::jobs::model::Queue;
 use crate::jobs::model::{Job, Status};
-use crate::jobs::registry::Queue;
 use crate::jobs::store::{self, Admission, JobRef, ListFilter, NewJob, Outcome};
 use crate::state::State;
 
@@ -155,12 +155,12 @@ pub async fn submit(
     }
     if let Err(mut input_errors) = (kind.validate)(&body.input) {
         errors.append(&mut input_errors);
-    } else if let Err(error) = crate::generation::kinds::check_offered(state, kind, &body.input) {
+    } else if let Err(error) = (kind.offered)(state, kind, &body.input) {
         errors.push(error);
     }
     let webhook_url = match &body.webhook_url {
         Some(url) => {
-            crate::webhooks::validate_url(url, "webhook_url", state.config.allow_private_webhooks)
+            crate::net::validate_url(url, "webhook_url", state.config.allow_private_webhooks)
                 .map_err(|e| errors.push(e))
                 .ok()
         }
@@ -177,7 +177,7 @@ pub async fn submit(
     let id = uuid::Uuid::now_v7().to_string();
     let webhook_secret = webhook_url
         .as_ref()
-        .map(|_| crate::webhooks::endpoints::new_secret())
+        .map(|_| crate::jobs::events::new_secret())
         .transpose()?;
     let admission = store::admit(
         &state.db,
@@ -270,7 +270,9 @@ pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiErr
     params(("id" = String, Path)), responses((status = 200, body = JobView), (status = 404, body = crate::error::Problem)))]
 pub async fn get_job(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let (_, mut job) = owned(state, &req).await?;
-    crate::generation::outputs::add_urls(state, &mut job).await?;
+    if let Some(present) = state.registry.get(&job.kind).and_then(|kind| kind.present) {
+        present(state, &mut job).await?;
+    }
     json(StatusCode::OK, &JobView::from(job))
 }
 
@@ -342,9 +344,10 @@ pub async fn cancel_job(state: &State, req: Request) -> Result<Response<Body>, A
                     message: "canceled by its owner".into(),
                 };
                 if crate::jobs::finish(state, &JobRef::from(&job), &outcome, now).await? {
-                    if let Some(provider) = &job.provider {
-                        crate::generation::work::cancel_at_provider(state, &job.id, provider).await;
-                    }
+                    state
+                        .registry
+                        .abandon(state, &job.id, job.provider.as_ref())
+                        .await;
                     let job = store::get(&state.db, &job.id)
                         .await?
                         .ok_or_else(not_found)?;

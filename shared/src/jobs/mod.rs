@@ -1,5 +1,7 @@
-//! Jobs: the kinds registry, admission and release, the HTTP routes and the worker.
+//! The jobs core: the kinds registry, admission and release, the worker, job events, and the
+//! `/v1/jobs` routes. It names no feature: features register their kinds.
 
+pub mod events;
 pub mod executor;
 pub mod handlers;
 pub mod model;
@@ -22,7 +24,7 @@ pub async fn finish(
 ) -> anyhow::Result<bool> {
     let released = store::release(&state.db, job, outcome, now).await?;
     if released {
-        crate::webhooks::events::ended(state, job, outcome).await;
+        crate::jobs::events::ended(state, job, outcome).await;
     }
     Ok(released)
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::db::{Item, get_i64, get_s};
-use crate::generation::providers::ProviderName;
+pub use crate::domain::{ProviderName, Queue};
 
 /// `IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELED`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]

@@ -5,18 +5,24 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::error::FieldError;
-use crate::jobs::executor::Executor;
+use futures::future::BoxFuture;
 
-/// Which queue, and so which worker fleet, runs a kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Queue {
-    /// The SQS-triggered Lambda worker.
-    Cpu,
-    /// The long-running poller in the GPU ECS task.
-    Gpu,
-}
+use crate::domain::Queue;
+use crate::jobs::executor::{Finished, JobError, Progress};
+use crate::jobs::model::{Job, ProviderJob};
+use crate::state::State;
 
-/// One kind of job.
+/// Runs a claimed job: to completion here, or until a provider has it.
+pub type Run =
+    for<'a> fn(&'a State, &'a Job, &'a Progress<'a>) -> BoxFuture<'a, Result<Finished, JobError>>;
+
+/// Adds to a job's view what a client needs (presigned URLs of its files).
+pub type Present = for<'a> fn(&'a State, &'a mut Job) -> BoxFuture<'a, anyhow::Result<()>>;
+
+/// Stops paying for a job that ended here while an outside provider still runs it.
+pub type Abandon = for<'a> fn(&'a State, &'a str, &'a ProviderJob) -> BoxFuture<'a, ()>;
+
+/// One kind of job, as the feature that offers it defines it.
 #[derive(Clone, Copy)]
 pub struct Kind {
     pub name: &'static str,
@@ -27,7 +33,17 @@ pub struct Kind {
     pub queue: Queue,
     /// Checks the input before admission; every problem is reported.
     pub validate: fn(&Value) -> Result<(), Vec<FieldError>>,
-    pub executor: Executor,
+    /// Whether this deployment can run this input (its provider configured), after `validate`.
+    pub offered: fn(&State, &Kind, &Value) -> Result<(), FieldError>,
+    pub run: Run,
+    pub present: Option<Present>,
+}
+
+impl Kind {
+    /// For kinds that run wherever they are deployed.
+    pub fn always_offered(_: &State, _: &Kind, _: &Value) -> Result<(), FieldError> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Kind {
@@ -42,23 +58,35 @@ impl std::fmt::Debug for Kind {
 /// How long an admitted job may wait in its queue before the reaper fails it.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
-/// The kinds this deployment offers. Test kinds exist only when the configuration enables them.
-#[derive(Clone, Debug)]
+/// The kinds this deployment offers, as the composition root registers them, and what stops a
+/// job at its outside provider.
+#[derive(Clone, Debug, Default)]
 pub struct Registry {
     kinds: Vec<Kind>,
+    abandon: Option<AbandonHook>,
+}
+
+#[derive(Clone, Copy)]
+struct AbandonHook(Abandon);
+
+impl std::fmt::Debug for AbandonHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Abandon")
+    }
 }
 
 impl Registry {
-    pub fn new(config: &crate::config::Config) -> Self {
-        let mut kinds = vec![
-            crate::photos::kinds::upscale_kind(config.upscale.queue),
-            crate::photos::kinds::best_cut_kind(config.upscale.queue),
-        ];
-        kinds.extend(crate::generation::kinds::kinds());
-        if config.test_kinds {
-            kinds.push(SLEEP);
+    pub fn new(kinds: Vec<Kind>) -> Self {
+        Self {
+            kinds,
+            abandon: None,
         }
-        Self { kinds }
+    }
+
+    /// Registers what cancels a job at its provider.
+    pub fn with_abandon(mut self, abandon: Abandon) -> Self {
+        self.abandon = Some(AbandonHook(abandon));
+        self
     }
 
     pub fn get(&self, name: &str) -> Option<&Kind> {
@@ -67,6 +95,22 @@ impl Registry {
 
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.iter().map(|k| k.name).collect()
+    }
+
+    /// Cancels a job at its provider, if one runs it (best effort: errors are logged).
+    pub async fn abandon(&self, state: &State, job_id: &str, provider: Option<&ProviderJob>) {
+        if let (Some(AbandonHook(abandon)), Some(provider)) = (self.abandon, provider) {
+            abandon(state, job_id, provider).await;
+        }
+    }
+}
+
+/// The core's own kinds: `sleep` where the configuration enables test kinds.
+pub fn test_kinds(config: &crate::config::Config) -> Vec<Kind> {
+    if config.test_kinds {
+        vec![SLEEP]
+    } else {
+        Vec::new()
     }
 }
 
@@ -84,7 +128,15 @@ pub const SLEEP: Kind = Kind {
     },
     queue: Queue::Cpu,
     validate: validate_sleep,
-    executor: Executor::Sleep,
+    offered: Kind::always_offered,
+    run: |_, job, progress| {
+        Box::pin(async move {
+            crate::jobs::executor::sleep(&job.input, progress)
+                .await
+                .map(Finished::Output)
+        })
+    },
+    present: None,
 };
 
 fn validate_sleep(input: &Value) -> Result<(), Vec<FieldError>> {
@@ -138,8 +190,8 @@ mod tests {
             crate::config::Config::from_lookup(|k| env.get(k).map(|v| v.to_string()))
                 .expect("config")
         };
-        assert!(Registry::new(&config("false")).get("sleep").is_none());
-        assert!(Registry::new(&config("true")).get("sleep").is_some());
+        assert!(test_kinds(&config("false")).is_empty());
+        assert_eq!(test_kinds(&config("true"))[0].name, "sleep");
     }
 
     #[test]

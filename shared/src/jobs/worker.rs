@@ -11,11 +11,13 @@ use chrono::Utc;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use futures::future::BoxFuture;
+
+use crate::jobs::events;
 use crate::jobs::executor::{Finished, JobError, Progress};
 use crate::jobs::model::Status;
-use crate::jobs::store::{self, JobRef, Outcome, Reported};
+use crate::jobs::store::{self, JobRef, Outcome};
 use crate::state::State;
-use crate::webhooks::events;
 
 /// What to do with a message after handling it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,34 +31,6 @@ pub enum Disposition {
 #[derive(Deserialize)]
 struct Message {
     job_id: String,
-}
-
-struct StoreProgress<'a> {
-    state: &'a State,
-    job_id: &'a str,
-    user_id: &'a str,
-}
-
-impl Progress for StoreProgress<'_> {
-    async fn report(&self, percent: u8, message: Option<&str>) -> Result<(), JobError> {
-        match store::report_progress(&self.state.db, self.job_id, percent, message, Utc::now())
-            .await?
-        {
-            Reported::Stop => Err(JobError::Canceled),
-            Reported::Recorded { before } => {
-                events::progressed(
-                    self.state,
-                    self.job_id,
-                    self.user_id,
-                    before,
-                    percent,
-                    message,
-                )
-                .await;
-                Ok(())
-            }
-        }
-    }
 }
 
 /// Handles one job message: a duplicate or late delivery of a claimed or finished job does nothing.
@@ -88,14 +62,8 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
     };
     tracing::info!(job_id = %job.id, kind = %job.kind, "running");
     events::started(state, &job).await;
-    let progress = StoreProgress {
-        state,
-        job_id: &job.id,
-        user_id: &job.user_id,
-    };
-    let outcome = match tokio::time::timeout(run_for, kind.executor.run(state, &job, &progress))
-        .await
-    {
+    let progress = Progress::new(state, &job);
+    let outcome = match tokio::time::timeout(run_for, (kind.run)(state, &job, &progress)).await {
         Err(_) => Outcome::failed("timed_out", "the job ran past its deadline"),
         Ok(Ok(Finished::Output(output))) => Outcome::Completed(output),
         Ok(Ok(Finished::HandedOff)) => {
@@ -157,29 +125,46 @@ pub async fn reap(state: &State) -> anyhow::Result<usize> {
             tracing::warn!(job_id = %job.id, "reaped");
             released += 1;
             // Stop paying for it at its provider.
-            if let Some(provider) = &job.provider {
-                crate::generation::work::cancel_at_provider(state, &job.id, provider).await;
-            }
+            state
+                .registry
+                .abandon(state, &job.id, job.provider.as_ref())
+                .await;
         }
     }
     Ok(released)
 }
 
-/// Which handler a queue's messages go to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Consumer {
-    Jobs,
-    DeadLetters,
-    /// Outbound webhook deliveries.
-    Deliveries,
+/// What handles a queue's messages.
+pub type Handle = for<'a> fn(&'a State, &'a str) -> BoxFuture<'a, anyhow::Result<Disposition>>;
+
+/// A queue's consumer: its name (for logs) and its handler.
+#[derive(Clone, Copy)]
+pub struct Consumer {
+    pub name: &'static str,
+    pub handle: Handle,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Consumer {
+    /// The job queues' consumer: claims, runs and releases jobs.
+    pub const JOBS: Self = Self {
+        name: "jobs",
+        handle: |state, body| Box::pin(process(state, body)),
+    };
+    /// The dead-letter queues' consumer: their jobs fail as `worker_crashed`.
+    pub const DEAD_LETTERS: Self = Self {
+        name: "dead letters",
+        handle: |state, body| Box::pin(dead_letter(state, body)),
+    };
 }
 
 async fn consume(state: &State, consumer: Consumer, body: &str) -> anyhow::Result<Disposition> {
-    match consumer {
-        Consumer::Jobs => process(state, body).await,
-        Consumer::DeadLetters => dead_letter(state, body).await,
-        Consumer::Deliveries => crate::webhooks::deliver::process(state, body).await,
-    }
+    (consumer.handle)(state, body).await
 }
 
 /// The Lambda mode: every record of the batch concurrently; failures reported item by item.

@@ -98,7 +98,7 @@ fn urls(id: &str) -> PhotoUrls {
 }
 
 async fn presign(state: &State, key: &str) -> Result<String, ApiError> {
-    let bucket = media::bucket(state)?;
+    let bucket = crate::media::bucket(state)?;
     let presigned = state
         .s3
         .get_object()
@@ -171,23 +171,6 @@ async fn view(state: &State, job: Job) -> Result<Photo, ApiError> {
     })
 }
 
-/// Refuses, before admission, an upload key that does not exist or is not the caller's.
-pub(crate) async fn check_uploads(
-    state: &State,
-    caller: &Caller,
-    keys: &[&str],
-) -> Result<(), ApiError> {
-    for key in keys {
-        if media::upload_size(state, &caller.user_id, key)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::NotFound("no such upload"));
-        }
-    }
-    Ok(())
-}
-
 async fn submit_photo(
     state: &State,
     req: &Request,
@@ -227,7 +210,7 @@ pub async fn upscale_photo(state: &State, req: Request) -> Result<Response<Body>
     let caller = Caller::from_request(&req)?;
     let input: Value = json_body(&req, &["application/json"])?;
     let parsed = crate::photos::kinds::check_upscale(&input).map_err(ApiError::Validation)?;
-    check_uploads(state, &caller, &[parsed.upload_key.as_str()]).await?;
+    crate::media::check_uploads(state, &caller, &[parsed.upload_key.as_str()]).await?;
     submit_photo(state, &req, &caller, "upscale", input).await
 }
 
@@ -241,7 +224,7 @@ pub async fn best_cut_photos(state: &State, req: Request) -> Result<Response<Bod
     let input: Value = json_body(&req, &["application/json"])?;
     let parsed = crate::photos::kinds::check_best_cut(&input).map_err(ApiError::Validation)?;
     let keys: Vec<&str> = parsed.upload_keys.iter().map(String::as_str).collect();
-    check_uploads(state, &caller, &keys).await?;
+    crate::media::check_uploads(state, &caller, &keys).await?;
     submit_photo(state, &req, &caller, "bestcut", input).await
 }
 
@@ -339,7 +322,7 @@ pub async fn delete_photo(state: &State, req: Request) -> Result<Response<Body>,
     if !job.status.is_terminal() {
         return Err(processing());
     }
-    let bucket = media::bucket(state)?;
+    let bucket = crate::media::bucket(state)?;
     // Files first: a failure leaves the record, so the delete can be retried.
     let listed = state
         .s3

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::domain::Queue;
 use crate::error::FieldError;
-use crate::jobs::executor::Executor;
-use crate::jobs::registry::{Kind, Queue};
+use crate::jobs::executor::Finished;
+use crate::jobs::registry::Kind;
 use crate::upscale::{DEFAULT_MODEL, MAX_OUTSCALE, MAX_TILE, MAX_TILE_PAD, MODELS};
 
 /// Output file format.
@@ -263,6 +264,11 @@ pub fn validate_best_cut(input: &Value) -> Result<(), Vec<FieldError>> {
 /// A Lambda worker runs at most 15 minutes; a job gets 14.
 const UPSCALE_DEADLINE: Duration = Duration::from_secs(14 * 60);
 
+/// The photo kinds, on the queue the deployment puts them (`UPSCALE_QUEUE`).
+pub fn kinds(queue: Queue) -> Vec<Kind> {
+    vec![upscale_kind(queue), best_cut_kind(queue)]
+}
+
 pub fn upscale_kind(queue: Queue) -> Kind {
     Kind {
         name: "upscale",
@@ -270,7 +276,15 @@ pub fn upscale_kind(queue: Queue) -> Kind {
         deadline: |_| UPSCALE_DEADLINE,
         queue,
         validate: validate_upscale,
-        executor: Executor::Upscale,
+        offered: Kind::always_offered,
+        run: |state, job, progress| {
+            Box::pin(async move {
+                crate::photos::work::upscale(state, job, progress)
+                    .await
+                    .map(Finished::Output)
+            })
+        },
+        present: None,
     }
 }
 
@@ -283,7 +297,15 @@ pub fn best_cut_kind(queue: Queue) -> Kind {
         deadline: |_| UPSCALE_DEADLINE,
         queue,
         validate: validate_best_cut,
-        executor: Executor::BestCut,
+        offered: Kind::always_offered,
+        run: |state, job, progress| {
+            Box::pin(async move {
+                crate::photos::work::best_cut(state, job, progress)
+                    .await
+                    .map(Finished::Output)
+            })
+        },
+        present: None,
     }
 }
 

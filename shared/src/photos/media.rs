@@ -15,9 +15,9 @@ use utoipa::ToSchema;
 
 use crate::images::{self, Inspected, Limits};
 use crate::jobs::executor::JobError;
+use crate::media::{MAX_UPLOAD_BYTES, bucket, upload_size};
 use crate::photos::kinds::Format;
 use crate::state::State;
-use crate::uploads::{MAX_UPLOAD_BYTES, user_prefix};
 
 /// A stored file of a photo.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
@@ -43,43 +43,6 @@ fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
     JobError::Permanent {
         kind,
         message: message.into(),
-    }
-}
-
-pub fn bucket(state: &State) -> anyhow::Result<&str> {
-    state
-        .config
-        .media_bucket
-        .as_deref()
-        .context("MEDIA_BUCKET is not set")
-}
-
-/// Whether `key` is one of `user_id`'s uploads. Anyone else's key reads as missing.
-pub fn owns(user_id: &str, key: &str) -> bool {
-    key.strip_prefix(&user_prefix(user_id))
-        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
-}
-
-/// The size of the caller's upload, or `None` when it does not exist (or is not theirs).
-pub async fn upload_size(state: &State, user_id: &str, key: &str) -> anyhow::Result<Option<u64>> {
-    if !owns(user_id, key) {
-        return Ok(None);
-    }
-    match state
-        .s3
-        .head_object()
-        .bucket(bucket(state)?)
-        .key(key)
-        .send()
-        .await
-    {
-        Ok(head) => Ok(Some(
-            head.content_length()
-                .and_then(|n| u64::try_from(n).ok())
-                .unwrap_or(0),
-        )),
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
-        Err(err) => Err(anyhow::Error::new(err).context("reading an upload's size")),
     }
 }
 
@@ -249,15 +212,6 @@ pub async fn keep_original(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_the_callers_own_uploads_are_theirs() {
-        assert!(owns("u1", "uploads/u1/a.jpg"));
-        assert!(!owns("u1", "uploads/u2/a.jpg"));
-        assert!(!owns("u1", "uploads/u1/"));
-        assert!(!owns("u1", "uploads/u1/x/a.jpg"));
-        assert!(!owns("u1", "uploads/u10/a.jpg"));
-    }
 
     #[test]
     fn alpha_forces_png_and_jpeg_drops_to_eight_bits() {

@@ -42,11 +42,7 @@ fn invalid_input(errors: Vec<crate::error::FieldError>) -> JobError {
 }
 
 /// `upscale`: one upload → `original` and `upscaled` artifacts.
-pub async fn upscale(
-    state: &State,
-    job: &Job,
-    progress: &impl Progress,
-) -> Result<Value, JobError> {
+pub async fn upscale(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Value, JobError> {
     let input = kinds::parse_upscale(&job.input).map_err(invalid_input)?;
     progress.report(1, Some("reading the photo")).await?;
     let loaded = media::load(state, &job.user_id, &input.upload_key).await?;
@@ -76,7 +72,7 @@ struct Score {
 pub async fn best_cut(
     state: &State,
     job: &Job,
-    progress: &impl Progress,
+    progress: &Progress<'_>,
 ) -> Result<Value, JobError> {
     let input = kinds::parse_best_cut(&job.input).map_err(invalid_input)?;
     let total = input.upload_keys.len();
@@ -129,7 +125,7 @@ async fn upscale_image(
     image: DynamicImage,
     source: ImageFormat,
     settings: &UpscaleSettings,
-    progress: &impl Progress,
+    progress: &Progress<'_>,
 ) -> Result<Artifact, JobError> {
     let upscaler = state.upscaler().await?;
     let model = settings.model().to_owned();

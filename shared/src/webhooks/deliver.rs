@@ -7,36 +7,12 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
 
+use crate::jobs::events::{Event, Message, Target};
 use crate::jobs::store::job_pk;
-use crate::jobs::worker::Disposition;
+use crate::jobs::worker::{Consumer, Disposition};
 use crate::state::State;
 use crate::webhooks::endpoints::{self, Delivery};
-use crate::webhooks::events::Event;
-
-/// A message of the deliveries queue.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Message {
-    pub event: Event,
-    /// `None`: fan the event out; else deliver it to this target.
-    pub target: Option<Target>,
-    /// 0 for the first attempt.
-    pub attempt: u32,
-    /// Not before this unix second (SQS delays at most 15 minutes; longer waits hop).
-    #[serde(default)]
-    pub not_before: i64,
-}
-
-/// Where an event goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
-pub enum Target {
-    /// The job's own `webhook_url`.
-    Job,
-    /// One of the owner's endpoints.
-    Endpoint(String),
-}
 
 /// Seconds before each attempt (Standard Webhooks' schedule).
 pub const SCHEDULE: [u64; 10] = [
@@ -44,6 +20,12 @@ pub const SCHEDULE: [u64; 10] = [
 ];
 /// SQS's longest message delay.
 const MAX_DELAY_SECS: u64 = 900;
+
+/// The deliveries queue's consumer.
+pub const DELIVERIES: Consumer = Consumer {
+    name: "deliveries",
+    handle: |state, body| Box::pin(process(state, body)),
+};
 
 /// Handles one message of the deliveries queue.
 pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
@@ -148,8 +130,8 @@ async fn deliver_to(
         .map_err(|e| anyhow::anyhow!("signing a delivery: {e}"))?;
     let started = Instant::now();
     let answer = match state
-        .generation
-        .deliveries()
+        .http
+        .deliveries
         .post(&address.url)
         .header("content-type", "application/json")
         .header("webhook-id", &event.id)

@@ -3,7 +3,6 @@
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine as _;
 use chrono::Utc;
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::{Deserialize, Serialize};
@@ -12,9 +11,9 @@ use utoipa::ToSchema;
 use crate::db::{Db, Item, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body, page_limit, path_param};
+use crate::jobs::events::{TYPES, new_secret};
 use crate::state::State;
 use crate::users::{timestamp, user_pk};
-use crate::webhooks::events::TYPES;
 
 /// The most endpoints one account may have.
 pub const MAX_ENDPOINTS: usize = 10;
@@ -87,16 +86,6 @@ fn endpoint_sk(id: &str) -> String {
 /// Where an endpoint's (or a job's) delivery attempts are kept.
 pub fn deliveries_pk(target: &str) -> String {
     format!("DELIVERIES#{target}")
-}
-
-/// A fresh Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    Ok(format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    ))
 }
 
 fn from_item(item: &Item) -> Option<(Endpoint, String)> {
@@ -214,7 +203,7 @@ pub async fn create_webhook_endpoint(
     let caller = Caller::from_request(&req)?;
     let body: CreateEndpoint = json_body(&req, &["application/json"])?;
     let mut errors = Vec::new();
-    let url = crate::webhooks::validate_url(&body.url, "url", state.config.allow_private_webhooks)
+    let url = crate::net::validate_url(&body.url, "url", state.config.allow_private_webhooks)
         .map_err(|e| errors.push(e))
         .ok();
     let events = body

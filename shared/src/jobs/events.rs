@@ -3,6 +3,7 @@
 //! the deliveries queue; the delivery function fans it out to the job's `webhook_url` and the
 //! owner's endpoints.
 
+use base64::Engine as _;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -61,7 +62,7 @@ pub async fn emit(state: &State, event: Event) {
     let Some(queue) = state.config.deliveries_queue_url.as_deref() else {
         return;
     };
-    let message = crate::webhooks::deliver::Message {
+    let message = Message {
         event,
         target: None,
         attempt: 0,
@@ -136,6 +137,39 @@ pub async fn ended(state: &State, job: &JobRef, outcome: &Outcome) {
         ),
     };
     emit(state, Event::new(kind, &job.id, &job.user_id, data)).await;
+}
+
+/// A message of the deliveries queue.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub event: Event,
+    /// `None`: fan the event out; else deliver it to this target.
+    pub target: Option<Target>,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+    /// Not before this unix second (SQS delays at most 15 minutes; longer waits hop).
+    #[serde(default)]
+    pub not_before: i64,
+}
+
+/// Where an event goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Target {
+    /// The job's own `webhook_url`.
+    Job,
+    /// One of the owner's endpoints.
+    Endpoint(String),
+}
+
+/// A fresh Standard Webhooks secret: `whsec_` and 32 random bytes in base64.
+pub fn new_secret() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,77 @@
+//! The media bucket, shared by every kind: uploads under `uploads/{user}/` (who owns which key,
+//! how large each is) and where kinds store what they make.
+
+use anyhow::Context as _;
+
+use crate::error::ApiError;
+use crate::http::Caller;
+use crate::state::State;
+
+/// The largest upload.
+pub const MAX_UPLOAD_BYTES: u64 = 20 * 1024 * 1024;
+
+/// The prefix of a user's uploads; a job may name only keys under its owner's prefix.
+pub fn user_prefix(user_id: &str) -> String {
+    format!("uploads/{user_id}/")
+}
+
+pub fn bucket(state: &State) -> anyhow::Result<&str> {
+    state
+        .config
+        .media_bucket
+        .as_deref()
+        .context("MEDIA_BUCKET is not set")
+}
+
+/// Whether `key` is one of `user_id`'s uploads. Anyone else's key reads as missing.
+pub fn owns(user_id: &str, key: &str) -> bool {
+    key.strip_prefix(&user_prefix(user_id))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'))
+}
+
+/// The size of the caller's upload, or `None` when it does not exist (or is not theirs).
+pub async fn upload_size(state: &State, user_id: &str, key: &str) -> anyhow::Result<Option<u64>> {
+    if !owns(user_id, key) {
+        return Ok(None);
+    }
+    match state
+        .s3
+        .head_object()
+        .bucket(bucket(state)?)
+        .key(key)
+        .send()
+        .await
+    {
+        Ok(head) => Ok(Some(
+            head.content_length()
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(0),
+        )),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+        Err(err) => Err(anyhow::Error::new(err).context("reading an upload's size")),
+    }
+}
+
+/// Refuses, before admission, an upload key that does not exist or is not the caller's.
+pub async fn check_uploads(state: &State, caller: &Caller, keys: &[&str]) -> Result<(), ApiError> {
+    for key in keys {
+        if upload_size(state, &caller.user_id, key).await?.is_none() {
+            return Err(ApiError::NotFound("no such upload"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_callers_own_uploads_are_theirs() {
+        assert!(owns("u1", "uploads/u1/a.jpg"));
+        assert!(!owns("u1", "uploads/u2/a.jpg"));
+        assert!(!owns("u1", "uploads/u1/"));
+        assert!(!owns("u1", "uploads/u1/x/a.jpg"));
+        assert!(!owns("u1", "uploads/u10/a.jpg"));
+    }
+}
