@@ -7,10 +7,10 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::cursor;
+use crate::cursor::Paging;
 use crate::db::{get_i64, get_s, n, s};
 use crate::error::{ApiError, FieldError};
-use crate::http::{Caller, json, json_body, page_limit, query_param};
+use crate::http::{Caller, json, json_body};
 use crate::state::State;
 use crate::users::{self, timestamp, user_pk};
 
@@ -86,12 +86,8 @@ pub async fn list_credit_transactions(
     req: Request,
 ) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let limit = page_limit(&req)?;
-    let key = state.cursor_key().await?;
     let scope = format!("ledger|{}", caller.user_id);
-    let after = query_param(&req, "cursor")
-        .map(|c| cursor::decode(key, &scope, &c))
-        .transpose()?;
+    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let pk = user_pk(&caller.user_id);
     let out = state
         .db
@@ -102,9 +98,11 @@ pub async fn list_credit_transactions(
         .expression_attribute_values(":pk", s(&pk))
         .expression_attribute_values(":ledger", s("LEDGER#"))
         .scan_index_forward(false)
-        .limit(i32::try_from(limit).unwrap_or(20))
+        .limit(i32::try_from(page.limit).unwrap_or(20))
         .set_exclusive_start_key(
-            after.map(|sk| [("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(sk))].into()),
+            page.after
+                .as_ref()
+                .map(|sk| [("pk".to_owned(), s(&pk)), ("sk".to_owned(), s(sk))].into()),
         )
         .send()
         .await
@@ -127,10 +125,11 @@ pub async fn list_credit_transactions(
             }
         })
         .collect();
-    let next = out
-        .last_evaluated_key()
-        .and_then(|k| get_s(k, "sk"))
-        .map(|sk| cursor::encode(key, &scope, sk));
+    let next = page.next_cursor(
+        out.last_evaluated_key()
+            .and_then(|k| get_s(k, "sk"))
+            .map(str::to_owned),
+    );
     json(
         StatusCode::OK,
         &LedgerPage {

@@ -6,7 +6,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use lambda_http::Request;
+
 use crate::error::ApiError;
+use crate::http::{page_limit, query_param};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -48,6 +51,37 @@ pub fn decode(key: &[u8], scope: &str, cursor: &str) -> Result<String, ApiError>
         .verify_slice(&tag)
         .map_err(|_| invalid())?;
     Ok(position)
+}
+
+/// One page of a listing as the request asks for it: `?limit=` (1 to 100, default 20) and a
+/// `?cursor=` this listing issued to this caller.
+pub struct Paging<'k> {
+    pub limit: usize,
+    /// Where the page starts: the position the cursor carries.
+    pub after: Option<String>,
+    key: &'k [u8],
+    scope: String,
+}
+
+impl<'k> Paging<'k> {
+    /// Reads the page of `scope` (the listing and the caller, `jobs|{user}`) from the request.
+    pub fn from_request(req: &Request, key: &'k [u8], scope: String) -> Result<Self, ApiError> {
+        let limit = page_limit(req)?;
+        let after = query_param(req, "cursor")
+            .map(|c| decode(key, &scope, &c))
+            .transpose()?;
+        Ok(Self {
+            limit,
+            after,
+            key,
+            scope,
+        })
+    }
+
+    /// The cursor of the next page, when the listing has one after `position`.
+    pub fn next_cursor(&self, position: Option<String>) -> Option<String> {
+        position.map(|position| encode(self.key, &self.scope, &position))
+    }
 }
 
 #[cfg(test)]

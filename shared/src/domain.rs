@@ -12,8 +12,20 @@ pub enum Queue {
 }
 
 /// Which provider runs a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ProviderName {
     /// fal.ai's queue API.
     Fal,
@@ -24,17 +36,11 @@ pub enum ProviderName {
 }
 
 impl ProviderName {
-    pub const ALL: [Self; 3] = [Self::Fal, Self::Replicate, Self::Ai];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Fal => "fal",
-            Self::Replicate => "replicate",
-            Self::Ai => "ai",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == text)
+        text.parse().ok()
     }
 }

@@ -11,7 +11,8 @@ use crate::jobs::store::{self, JobRef, Outcome};
 use crate::state::State;
 
 /// What applying news did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Applied {
     Completed,
     Failed,
@@ -23,13 +24,7 @@ pub enum Applied {
 
 impl Applied {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-            Self::Progress => "progress",
-            Self::Unchanged => "unchanged",
-        }
+        self.into()
     }
 }
 

@@ -13,7 +13,8 @@ use crate::generation::providers::ProviderName;
 use crate::jobs::registry::Kind;
 
 /// What a generation produces, each with its own arguments and defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Task {
     TextToImage,
     ImageToImage,
@@ -24,26 +25,12 @@ pub enum Task {
 }
 
 impl Task {
-    const ALL: [Self; 5] = [
-        Self::TextToImage,
-        Self::ImageToImage,
-        Self::ImageToVideo,
-        Self::Music,
-        Self::TrainStyle,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TextToImage => "text_to_image",
-            Self::ImageToImage => "image_to_image",
-            Self::ImageToVideo => "image_to_video",
-            Self::Music => "music",
-            Self::TrainStyle => "train_style",
-        }
+        self.into()
     }
 
     fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == text)
+        text.parse().ok()
     }
 
     /// How long the provider may take once it has the job.

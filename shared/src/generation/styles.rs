@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cursor;
+use crate::cursor::Paging;
 use crate::error::ApiError;
 use crate::generation::outputs::FileArtifact;
-use crate::http::{Caller, json, json_body, page_limit, query_param};
+use crate::http::{Caller, json, json_body};
 use crate::jobs::handlers::{CreateJob, Submitted, idempotency_key, owned, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
 use crate::jobs::store::{self, ListFilter};
@@ -127,27 +127,29 @@ pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>,
     responses((status = 200, body = StylePage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let limit = page_limit(&req)?;
-    let key = state.cursor_key().await?;
     let scope = format!("styles|{}", caller.user_id);
-    let after = query_param(&req, "cursor")
-        .map(|c| cursor::decode(key, &scope, &c))
-        .transpose()?;
+    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let filter = ListFilter {
         status: None,
         kinds: vec![KIND.to_owned()],
     };
-    let (jobs, next) =
-        store::list(&state.db, &caller.user_id, &filter, limit, after.as_deref()).await?;
+    let (jobs, next) = store::list(
+        &state.db,
+        &caller.user_id,
+        &filter,
+        page.limit,
+        page.after.as_deref(),
+    )
+    .await?;
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         items.push(view(state, job).await?);
     }
-    let page = StylePage {
+    let listed = StylePage {
         items,
-        next_cursor: next.map(|position| cursor::encode(key, &scope, &position)),
+        next_cursor: page.next_cursor(next),
     };
-    json(StatusCode::OK, &page)
+    json(StatusCode::OK, &listed)
 }
 
 /// One of your styles: training progress, then the trained weights.

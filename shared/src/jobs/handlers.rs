@@ -7,9 +7,9 @@ use serde_json::Value;
 use sha2::Digest as _;
 use utoipa::ToSchema;
 
-use crate::cursor;
+use crate::cursor::Paging;
 use crate::error::{ApiError, FieldError};
-use crate::http::{Caller, json, json_body, page_limit, path_param, query_param};
+use crate::http::{Caller, json, json_body, path_param, query_param};
 use crate::jobs::model::Queue;
 use crate::jobs::model::{Job, Status};
 use crate::jobs::store::{self, Admission, JobRef, ListFilter, NewJob, Outcome};
@@ -282,7 +282,6 @@ pub async fn get_job(state: &State, req: Request) -> Result<Response<Body>, ApiE
     responses((status = 200, body = JobPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let limit = page_limit(&req)?;
     let status = match query_param(&req, "status") {
         None => None,
         Some(raw) => Some(Status::parse(&raw.to_ascii_uppercase()).ok_or_else(|| {
@@ -293,11 +292,8 @@ pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, Ap
         })?),
     };
     let kind = query_param(&req, "kind");
-    let key = state.cursor_key().await?;
     let scope = format!("jobs|{}", caller.user_id);
-    let after = query_param(&req, "cursor")
-        .map(|c| cursor::decode(key, &scope, &c))
-        .transpose()?;
+    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let (jobs, next) = store::list(
         &state.db,
         &caller.user_id,
@@ -305,15 +301,15 @@ pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, Ap
             status,
             kinds: kind.into_iter().collect(),
         },
-        limit,
-        after.as_deref(),
+        page.limit,
+        page.after.as_deref(),
     )
     .await?;
-    let page = JobPage {
+    let listed = JobPage {
         items: jobs.into_iter().map(JobView::from).collect(),
-        next_cursor: next.map(|position| cursor::encode(key, &scope, &position)),
+        next_cursor: page.next_cursor(next),
     };
-    json(StatusCode::OK, &page)
+    json(StatusCode::OK, &listed)
 }
 
 /// Cancels a job: a queued job at once (released, refunded); a running one at its next checkpoint.

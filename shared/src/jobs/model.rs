@@ -8,8 +8,11 @@ use crate::db::{Item, get_i64, get_s};
 pub use crate::domain::{ProviderName, Queue};
 
 /// `IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELED`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, strum::EnumString, strum::IntoStaticStr,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     InQueue,
     InProgress,
@@ -20,25 +23,11 @@ pub enum Status {
 
 impl Status {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InQueue => "IN_QUEUE",
-            Self::InProgress => "IN_PROGRESS",
-            Self::Completed => "COMPLETED",
-            Self::Failed => "FAILED",
-            Self::Canceled => "CANCELED",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::InQueue,
-            Self::InProgress,
-            Self::Completed,
-            Self::Failed,
-            Self::Canceled,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
+        text.parse().ok()
     }
 
     pub fn is_terminal(self) -> bool {

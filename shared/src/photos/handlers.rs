@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cursor;
+use crate::cursor::Paging;
 use crate::error::ApiError;
-use crate::http::{Caller, json, json_body, page_limit, query_param};
+use crate::http::{Caller, json, json_body, query_param};
 use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
 use crate::jobs::store::{self, ListFilter};
@@ -234,27 +234,29 @@ pub async fn best_cut_photos(state: &State, req: Request) -> Result<Response<Bod
     responses((status = 200, body = PhotoPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_photos(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let limit = page_limit(&req)?;
-    let key = state.cursor_key().await?;
     let scope = format!("photos|{}", caller.user_id);
-    let after = query_param(&req, "cursor")
-        .map(|c| cursor::decode(key, &scope, &c))
-        .transpose()?;
+    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let filter = ListFilter {
         status: None,
         kinds: KINDS.iter().map(|k| (*k).to_owned()).collect(),
     };
-    let (jobs, next) =
-        store::list(&state.db, &caller.user_id, &filter, limit, after.as_deref()).await?;
+    let (jobs, next) = store::list(
+        &state.db,
+        &caller.user_id,
+        &filter,
+        page.limit,
+        page.after.as_deref(),
+    )
+    .await?;
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         items.push(view(state, job).await?);
     }
-    let page = PhotoPage {
+    let listed = PhotoPage {
         items,
-        next_cursor: next.map(|position| cursor::encode(key, &scope, &position)),
+        next_cursor: page.next_cursor(next),
     };
-    json(StatusCode::OK, &page)
+    json(StatusCode::OK, &listed)
 }
 
 /// One of the caller's photos (a photo job), or a 404.

@@ -5,6 +5,12 @@
 //! submissions, hold webhooks back, fail jobs) and read what they saw; `make dev` runs them so
 //! the walkthrough can generate without the internet.
 
+mod ai_server;
+mod fal;
+mod replicate;
+
+pub use fal::fal_headers;
+
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -16,7 +22,6 @@ use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio::net::TcpListener;
 
 /// What the fakes do; tests change it between steps.
@@ -119,29 +124,6 @@ pub fn ed25519_pair() -> anyhow::Result<Ed25519KeyPair> {
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("keygen"))?;
     Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("key"))
-}
-
-/// fal's webhook headers: Ed25519 over `"{request_id}\n{user_id}\n{timestamp}\n{hex(sha256(body))}"`.
-pub fn fal_headers(
-    pair: &Ed25519KeyPair,
-    request_id: &str,
-    timestamp: i64,
-    body: &[u8],
-) -> Vec<(String, String)> {
-    let user_id = "local-fal-user";
-    let message = format!(
-        "{request_id}\n{user_id}\n{timestamp}\n{}",
-        hex::encode(sha2::Sha256::digest(body))
-    );
-    vec![
-        ("x-fal-webhook-request-id".into(), request_id.into()),
-        ("x-fal-webhook-user-id".into(), user_id.into()),
-        ("x-fal-webhook-timestamp".into(), timestamp.to_string()),
-        (
-            "x-fal-webhook-signature".into(),
-            hex::encode(pair.sign(message.as_bytes()).as_ref()),
-        ),
-    ]
 }
 
 /// Standard Webhooks headers over `body` with `secret`.
@@ -488,76 +470,6 @@ impl FakeProviders {
         }
     }
 
-    fn fal_payload(&self, id: &str) -> Value {
-        json!({"images": [{"url": self.file_url(id), "content_type": "image/png", "width": 24, "height": 16}], "seed": 7})
-    }
-
-    fn fal_webhook(&self, id: &str, request: &Request, failed: Option<&str>) -> Webhook {
-        let body = match failed {
-            Some(message) => json!({"request_id": id, "gateway_request_id": id, "status": "ERROR",
-                "error": message, "payload": {"detail": message}}),
-            None => json!({"request_id": id, "gateway_request_id": id, "status": "OK",
-                "payload": self.fal_payload(id)}),
-        }
-        .to_string();
-        Webhook {
-            method: "POST".into(),
-            url: request.webhook.clone(),
-            headers: fal_headers(
-                &self.inner.fal_pair,
-                id,
-                chrono::Utc::now().timestamp(),
-                body.as_bytes(),
-            ),
-            body,
-            answered: None,
-        }
-    }
-
-    fn prediction(&self, id: &str, request: &Request) -> Value {
-        let mut prediction = json!({"id": id, "status": request.state, "input": request.input,
-            "urls": {"get": format!("{}/replicate/v1/predictions/{id}", self.inner.base_url),
-                     "cancel": format!("{}/replicate/v1/predictions/{id}/cancel", self.inner.base_url)}});
-        match request.state {
-            "succeeded" => prediction["output"] = json!([self.file_url(id)]),
-            "failed" => prediction["error"] = json!(self.behaviour().fail_with),
-            "running" => prediction["status"] = json!("processing"),
-            _ => {}
-        }
-        prediction
-    }
-
-    fn replicate_webhook(
-        &self,
-        id: &str,
-        request: &Request,
-        failed: Option<&str>,
-    ) -> anyhow::Result<Webhook> {
-        let mut request = request.clone();
-        request.state = if failed.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        };
-        let body = self.prediction(id, &request).to_string();
-        standard_webhook(
-            "POST",
-            request.webhook.clone(),
-            &self.inner.replicate_secret,
-            body,
-        )
-    }
-
-    fn ai_webhook(&self, request: &Request, report: &str, body: &Value) -> anyhow::Result<Webhook> {
-        let method = if report == "progress" {
-            "PATCH"
-        } else {
-            "POST"
-        };
-        let url = format!("{}/{report}", request.webhook);
-        standard_webhook(method, url, &self.behaviour().ai_secret, body.to_string())
-    }
-
     fn set_state(&self, id: &str, state: &'static str) -> Option<&'static str> {
         let mut requests = self.inner.requests.lock().ok()?;
         let request = requests.get_mut(id)?;
@@ -566,151 +478,5 @@ impl FakeProviders {
             request.state = state;
         }
         Some(before)
-    }
-
-    async fn fal(
-        &self,
-        method: &str,
-        rest: &str,
-        query: &str,
-        body: &[u8],
-    ) -> hyper::Response<Full<Bytes>> {
-        if let Some((_, tail)) = rest.split_once("/requests/") {
-            let (id, action) = tail.split_once('/').unwrap_or((tail, ""));
-            let Some(request) = self.request(id) else {
-                return response(404, &json!({"detail": "no such request"}));
-            };
-            return match (method, action) {
-                ("GET", "status") => response(
-                    200,
-                    &json!({"status": if request.state == "running" { "IN_PROGRESS" } else { "COMPLETED" }}),
-                ),
-                ("GET", "") if request.state == "succeeded" => response(200, &self.fal_payload(id)),
-                ("GET", "") if request.state == "running" => {
-                    response(400, &json!({"detail": "still running"}))
-                }
-                ("GET", "") => response(
-                    422,
-                    &json!({"detail": self.behaviour().fail_with.unwrap_or_else(|| "canceled".into())}),
-                ),
-                ("PUT", "cancel") => match self.set_state(id, "canceled") {
-                    Some("running") => response(202, &json!({"status": "CANCELLATION_REQUESTED"})),
-                    _ => response(400, &json!({"status": "ALREADY_COMPLETED"})),
-                },
-                _ => response(405, &json!({"detail": "method not allowed"})),
-            };
-        }
-        if method != "POST" {
-            return response(405, &json!({"detail": "method not allowed"}));
-        }
-        if let Some(failure) = self.scripted_failure("fal") {
-            return failure;
-        }
-        let webhook = url::form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "fal_webhook")
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default();
-        let id = uuid::Uuid::new_v4().to_string();
-        let input: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        self.accept("fal", &id, webhook, input);
-        let base = format!("{}/fal/{rest}/requests/{id}", self.inner.base_url);
-        response(
-            200,
-            &json!({"request_id": id, "status_url": format!("{base}/status"), "response_url": base,
-                "cancel_url": format!("{base}/cancel")}),
-        )
-    }
-
-    async fn replicate(
-        &self,
-        method: &str,
-        rest: &str,
-        body: &[u8],
-    ) -> hyper::Response<Full<Bytes>> {
-        if rest == "webhooks/default/secret" && method == "GET" {
-            return response(200, &json!({"key": self.inner.replicate_secret}));
-        }
-        if let Some(tail) = rest.strip_prefix("predictions/") {
-            let (id, action) = tail.split_once('/').unwrap_or((tail, ""));
-            let Some(request) = self.request(id) else {
-                return response(404, &json!({"detail": "Not found."}));
-            };
-            return match (method, action) {
-                ("GET", "") => response(200, &self.prediction(id, &request)),
-                ("POST", "cancel") => {
-                    self.set_state(id, "canceled");
-                    let request = self.request(id).unwrap_or(request);
-                    response(200, &self.prediction(id, &request))
-                }
-                _ => response(405, &json!({"detail": "method not allowed"})),
-            };
-        }
-        let creates = rest == "predictions"
-            || (rest.starts_with("models/") && rest.ends_with("/predictions"));
-        if !creates || method != "POST" {
-            return response(404, &json!({"detail": "Not found."}));
-        }
-        if let Some(failure) = self.scripted_failure("replicate") {
-            return failure;
-        }
-        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        if body["webhook_events_filter"] != json!(["completed"]) {
-            return response(
-                422,
-                &json!({"detail": "expected webhook_events_filter [completed]"}),
-            );
-        }
-        let id = format!("rp{}", &uuid::Uuid::new_v4().simple().to_string()[..18]);
-        let webhook = body["webhook"].as_str().unwrap_or_default().to_owned();
-        self.accept("replicate", &id, webhook, body["input"].clone());
-        let request = self.request(&id);
-        match request {
-            Some(request) => {
-                let mut prediction = self.prediction(&id, &request);
-                prediction["status"] = json!("starting");
-                response(201, &prediction)
-            }
-            None => response(500, &json!({"detail": "lost"})),
-        }
-    }
-
-    async fn ai(&self, method: &str, rest: &str, body: &[u8]) -> hyper::Response<Full<Bytes>> {
-        let rest = rest.trim_start_matches('/');
-        if rest.is_empty() && method == "POST" {
-            if let Some(failure) = self.scripted_failure("ai") {
-                return failure;
-            }
-            let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-            let Some(id) = body["job_id"].as_str() else {
-                return response(422, &json!({"error": "job_id is required"}));
-            };
-            // Our webhooks' base: the progress URL without its last segment.
-            let base = body["webhooks"]["progress"]
-                .as_str()
-                .and_then(|p| p.strip_suffix("/progress"))
-                .unwrap_or_default()
-                .to_owned();
-            self.accept("ai", id, base, body["input"].clone());
-            return response(202, &json!({"id": id}));
-        }
-        let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
-        let Some(request) = self.request(id) else {
-            return response(404, &json!({"error": "no such job"}));
-        };
-        match (method, action) {
-            ("GET", "") => {
-                let mut job = json!({"id": id, "status": request.state});
-                if request.state == "succeeded" {
-                    job["outputs"] =
-                        json!([{"url": self.file_url(id), "content_type": "image/png"}]);
-                }
-                response(200, &job)
-            }
-            ("POST", "cancel") => {
-                self.set_state(id, "canceled");
-                response(200, &json!({"id": id, "status": "canceled"}))
-            }
-            _ => response(405, &json!({"error": "method not allowed"})),
-        }
     }
 }

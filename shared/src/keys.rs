@@ -1,0 +1,114 @@
+//! Every key of the one DynamoDB table, in one place: the partition keys (`pk`), the sort keys
+//! (`sk`) and the sparse index keys each record uses. A new record type adds its keys here.
+
+use sha2::{Digest as _, Sha256};
+
+/// A user's items: the profile, the ledger, webhook endpoints.
+pub fn user(user_id: &str) -> String {
+    format!("USER#{user_id}")
+}
+
+/// The profile's sort key under [`user`].
+pub const PROFILE: &str = "PROFILE";
+
+/// The sort key of a uniqueness claim (an email, a username).
+pub const UNIQUE: &str = "UNIQUE";
+
+/// The claim that an email belongs to one account (stored lower-cased).
+pub fn email(email: &str) -> String {
+    format!("EMAIL#{email}")
+}
+
+/// The claim that a username belongs to one account (compared lower-cased).
+pub fn username(username: &str) -> String {
+    format!("USERNAME#{}", username.to_lowercase())
+}
+
+/// A job's item.
+pub fn job(job_id: &str) -> String {
+    format!("JOB#{job_id}")
+}
+
+/// The sort key of a job's item under [`job`].
+pub const JOB: &str = "JOB";
+
+/// The `gsi1` partition of a user's jobs, newest first by id.
+pub fn jobs_of(user_id: &str) -> String {
+    format!("USER#{user_id}#JOBS")
+}
+
+/// Partitions of the index of unfinished jobs (`gsi2`), so the reaper's reads spread out.
+pub const ACTIVE_SHARDS: u32 = 4;
+
+/// The `gsi2` partition of an unfinished job.
+pub fn active_shard(job_id: &str) -> String {
+    format!("ACTIVE#{}", spread(job_id, ACTIVE_SHARDS))
+}
+
+/// Partitions of the index of jobs waiting on a provider (`gsi3`, by when we last heard of them).
+pub const POLL_SHARDS: u32 = 4;
+
+/// The `gsi3` partition of a job at a provider.
+pub fn poll_shard(job_id: &str) -> String {
+    format!("POLL#{}", spread(job_id, POLL_SHARDS))
+}
+
+fn spread(job_id: &str, shards: u32) -> u32 {
+    job_id.bytes().map(u32::from).sum::<u32>() % shards
+}
+
+/// A user's idempotency record for a request key (hashed: clients choose the key).
+pub fn idempotency(user_id: &str, key: &str) -> String {
+    format!("IDEMP#{user_id}#{}", hex::encode(Sha256::digest(key.as_bytes())))
+}
+
+/// The prefix of a user's ledger lines under [`user`].
+pub const LEDGER_PREFIX: &str = "LEDGER#";
+
+/// A ledger line: `entry` is a job's id and `debit` / `refund`, or a fresh id and `grant`.
+pub fn ledger(entry: &str, reason: &str) -> String {
+    format!("{LEDGER_PREFIX}{entry}#{reason}")
+}
+
+/// A refresh token's item (by the token's hash: the token itself is never stored).
+pub fn refresh_token(token: &str) -> String {
+    format!("REFRESH#{}", hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// A session family: every refresh token one sign-in led to.
+pub fn session_family(family_id: &str) -> String {
+    format!("FAMILY#{family_id}")
+}
+
+/// A rate-limit budget's counter (`digest` hashes who is counted).
+pub fn rate(scope: &str, digest: &str) -> String {
+    format!("RATE#{scope}#{digest}")
+}
+
+/// The prefix of a user's webhook endpoints under [`user`].
+pub const ENDPOINT_PREFIX: &str = "WHEP#";
+
+/// A webhook endpoint's sort key under [`user`].
+pub fn endpoint(id: &str) -> String {
+    format!("{ENDPOINT_PREFIX}{id}")
+}
+
+/// Where an endpoint's (or a job's) delivery attempts are kept.
+pub fn deliveries(target: &str) -> String {
+    format!("DELIVERIES#{target}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(active_shard("abc"), active_shard("abc"));
+        for id in ["a", "b", "0193-x", "ffff"] {
+            assert!(spread(id, ACTIVE_SHARDS) < ACTIVE_SHARDS);
+        }
+        assert_eq!(ledger("job1", "debit"), "LEDGER#job1#debit");
+        assert!(endpoint("e1").starts_with(ENDPOINT_PREFIX));
+    }
+}
