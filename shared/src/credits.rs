@@ -11,8 +11,9 @@ use crate::cursor::Paging;
 use crate::db::{get_i64, get_s, n, s};
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body};
+use crate::keys;
 use crate::state::State;
-use crate::users::{self, timestamp, user_pk};
+use crate::users::{self, timestamp};
 
 /// `GET /v1/credits`.
 #[derive(Serialize, ToSchema)]
@@ -66,7 +67,7 @@ pub async fn get_credits(state: &State, req: Request) -> Result<Response<Body>, 
     let caller = Caller::from_request(&req)?;
     let item = state
         .db
-        .get(&user_pk(&caller.user_id), "PROFILE")
+        .get(&keys::user(&caller.user_id), keys::PROFILE)
         .await?
         .ok_or(ApiError::NotFound("the account no longer exists"))?;
     json(
@@ -88,7 +89,7 @@ pub async fn list_credit_transactions(
     let caller = Caller::from_request(&req)?;
     let scope = format!("ledger|{}", caller.user_id);
     let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
-    let pk = user_pk(&caller.user_id);
+    let pk = keys::user(&caller.user_id);
     let out = state
         .db
         .client
@@ -96,7 +97,7 @@ pub async fn list_credit_transactions(
         .table_name(&state.db.table)
         .key_condition_expression("pk = :pk AND begins_with(sk, :ledger)")
         .expression_attribute_values(":pk", s(&pk))
-        .expression_attribute_values(":ledger", s("LEDGER#"))
+        .expression_attribute_values(":ledger", s(keys::LEDGER_PREFIX))
         .scan_index_forward(false)
         .limit(i32::try_from(page.limit).unwrap_or(20))
         .set_exclusive_start_key(
@@ -115,7 +116,7 @@ pub async fn list_credit_transactions(
             LedgerEntry {
                 id: text("sk")
                     .unwrap_or_default()
-                    .trim_start_matches("LEDGER#")
+                    .trim_start_matches(keys::LEDGER_PREFIX)
                     .to_owned(),
                 amount: get_i64(item, "amount").unwrap_or(0),
                 reason: text("reason").unwrap_or_default(),
@@ -162,11 +163,11 @@ pub async fn grant_credits(state: &State, req: Request) -> Result<Response<Body>
         return Err(ApiError::Validation(errors));
     }
     let now = Utc::now();
-    let pk = user_pk(&body.user_id);
+    let pk = keys::user(&body.user_id);
     let credit = Update::builder()
         .table_name(&state.db.table)
         .key("pk", s(&pk))
-        .key("sk", s("PROFILE"))
+        .key("sk", s(keys::PROFILE))
         .update_expression("SET credits = credits + :amount")
         .condition_expression("attribute_exists(pk)")
         .expression_attribute_values(":amount", n(body.amount))
@@ -176,7 +177,10 @@ pub async fn grant_credits(state: &State, req: Request) -> Result<Response<Body>
         .table_name(&state.db.table)
         .condition_expression("attribute_not_exists(pk)")
         .item("pk", s(&pk))
-        .item("sk", s(format!("LEDGER#{}#grant", uuid::Uuid::now_v7())))
+        .item(
+            "sk",
+            s(keys::ledger(&uuid::Uuid::now_v7().to_string(), "grant")),
+        )
         .item("amount", n(body.amount))
         .item("reason", s("grant"))
         .item("granted_by", s(&caller.user_id))

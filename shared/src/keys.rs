@@ -32,6 +32,9 @@ pub fn job(job_id: &str) -> String {
 /// The sort key of a job's item under [`job`].
 pub const JOB: &str = "JOB";
 
+/// The sort key of an idempotency record under [`idempotency`].
+pub const IDEMPOTENCY: &str = "IDEMP";
+
 /// The `gsi1` partition of a user's jobs, newest first by id.
 pub fn jobs_of(user_id: &str) -> String {
     format!("USER#{user_id}#JOBS")
@@ -59,7 +62,10 @@ fn spread(job_id: &str, shards: u32) -> u32 {
 
 /// A user's idempotency record for a request key (hashed: clients choose the key).
 pub fn idempotency(user_id: &str, key: &str) -> String {
-    format!("IDEMP#{user_id}#{}", hex::encode(Sha256::digest(key.as_bytes())))
+    format!(
+        "IDEMP#{user_id}#{}",
+        hex::encode(Sha256::digest(key.as_bytes()))
+    )
 }
 
 /// The prefix of a user's ledger lines under [`user`].
@@ -75,10 +81,16 @@ pub fn refresh_token(token: &str) -> String {
     format!("REFRESH#{}", hex::encode(Sha256::digest(token.as_bytes())))
 }
 
+/// The sort key of a refresh token's item under [`refresh_token`].
+pub const TOKEN: &str = "TOKEN";
+
 /// A session family: every refresh token one sign-in led to.
 pub fn session_family(family_id: &str) -> String {
     format!("FAMILY#{family_id}")
 }
+
+/// The sort key of a session family's item under [`session_family`].
+pub const FAMILY: &str = "FAMILY";
 
 /// A rate-limit budget's counter (`digest` hashes who is counted).
 pub fn rate(scope: &str, digest: &str) -> String {

@@ -21,6 +21,7 @@ pub mod generation;
 pub mod http;
 pub mod images;
 pub mod jobs;
+pub mod keys;
 pub mod lambda;
 pub mod media;
 pub mod meta;

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{Db, get_i64, n, s};
 use crate::error::ApiError;
+use crate::keys;
 
 const WINDOW_SECS: i64 = 60;
 
@@ -29,7 +30,7 @@ pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiE
             .client
             .update_item()
             .table_name(&db.table)
-            .key("pk", s(format!("RATE#{}#{digest}", budget.scope)))
+            .key("pk", s(keys::rate(budget.scope, &digest)))
             .key("sk", s(window.to_string()))
             .update_expression("ADD hits :one SET expires_at = :expires")
             .expression_attribute_values(":one", n(1))

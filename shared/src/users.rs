@@ -9,13 +9,7 @@ use utoipa::ToSchema;
 
 use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, put_new, s};
 use crate::error::{ApiError, FieldError};
-
-/// The partition key of a user's items.
-pub fn user_pk(user_id: &str) -> String {
-    format!("USER#{user_id}")
-}
-const PROFILE: &str = "PROFILE";
-const UNIQUE: &str = "UNIQUE";
+use crate::keys;
 
 /// A membership tier, as WEAV sells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -186,12 +180,12 @@ pub struct NewUser {
 /// (each `attribute_not_exists`), and the ledger entry of the starting grant. 409 on a duplicate.
 pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserView, ApiError> {
     let created_at = timestamp(now);
-    let pk = user_pk(&user.id);
+    let pk = keys::user(&user.id);
     let put = |attributes| put_new(db, attributes);
     let mut actions = vec![
         put(vec![
             ("pk", s(&pk)),
-            ("sk", s(PROFILE)),
+            ("sk", s(keys::PROFILE)),
             ("id", s(&user.id)),
             ("email", s(&user.email)),
             ("username", s(&user.username)),
@@ -204,23 +198,23 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
             ("updated_at", s(&created_at)),
         ])?,
         put(vec![
-            ("pk", s(format!("EMAIL#{}", user.email))),
-            ("sk", s(UNIQUE)),
+            ("pk", s(keys::email(&user.email))),
+            ("sk", s(keys::UNIQUE)),
             ("user_id", s(&user.id)),
         ])?,
         put(vec![
-            (
-                "pk",
-                s(format!("USERNAME#{}", user.username.to_lowercase())),
-            ),
-            ("sk", s(UNIQUE)),
+            ("pk", s(keys::username(&user.username))),
+            ("sk", s(keys::UNIQUE)),
             ("user_id", s(&user.id)),
         ])?,
     ];
     if user.starting_credits > 0 {
         actions.push(put(vec![
             ("pk", s(&pk)),
-            ("sk", s(format!("LEDGER#{}#grant", uuid::Uuid::now_v7()))),
+            (
+                "sk",
+                s(keys::ledger(&uuid::Uuid::now_v7().to_string(), "grant")),
+            ),
             ("amount", n(user.starting_credits)),
             ("reason", s("grant")),
             ("note", s("starting grant")),
@@ -281,15 +275,15 @@ pub async fn find_for_login(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<UserRecord>> {
     let unique_pk = match name {
-        LoginName::Email(email) => format!("EMAIL#{}", email.trim().to_lowercase()),
-        LoginName::Username(username) => format!("USERNAME#{}", username.trim().to_lowercase()),
+        LoginName::Email(email) => keys::email(&email.trim().to_lowercase()),
+        LoginName::Username(username) => keys::username(username.trim()),
     };
-    let unique = db.get(&unique_pk, UNIQUE).await?;
+    let unique = db.get(&unique_pk, keys::UNIQUE).await?;
     let user_id = unique
         .as_ref()
         .and_then(|item| get_s(item, "user_id"))
         .unwrap_or(NO_USER);
-    let item = db.get(&user_pk(user_id), PROFILE).await?;
+    let item = db.get(&keys::user(user_id), keys::PROFILE).await?;
     item.map(|item| UserRecord::from_item(&item, now))
         .transpose()
 }
@@ -299,7 +293,7 @@ const NO_USER: &str = "none";
 
 /// Reads an account by id.
 pub async fn get(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<Option<UserRecord>> {
-    let item = db.get(&user_pk(user_id), PROFILE).await?;
+    let item = db.get(&keys::user(user_id), keys::PROFILE).await?;
     item.map(|item| UserRecord::from_item(&item, now))
         .transpose()
 }
@@ -423,8 +417,8 @@ pub async fn update_profile(
         .client
         .update_item()
         .table_name(&db.table)
-        .key("pk", s(user_pk(user_id)))
-        .key("sk", s(PROFILE))
+        .key("pk", s(keys::user(user_id)))
+        .key("sk", s(keys::PROFILE))
         .condition_expression("attribute_exists(pk)")
         .expression_attribute_values(":updated_at", s(timestamp(now)))
         .return_values(ReturnValue::AllNew);

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "adapters",
         &[
             "db",
+            "keys",
             "http",
             "cursor",
             "ratelimit",

@@ -7,13 +7,13 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::auth::keys::{AccessClaims, KeyRing};
 use crate::config::Config;
 use crate::db::{Db, failed_conditions, get_i64, get_s, n, put_new, s};
 use crate::error::ApiError;
+use crate::keys;
 use crate::users::{UserView, timestamp};
 
 /// What a successful login, registration or refresh returns.
@@ -34,17 +34,6 @@ fn invalid_refresh() -> ApiError {
         code: "invalid_refresh_token",
         detail: "the refresh token is invalid or expired",
     }
-}
-
-fn token_pk(token: &SecretString) -> String {
-    format!(
-        "REFRESH#{}",
-        hex::encode(Sha256::digest(token.expose_secret().as_bytes()))
-    )
-}
-
-fn family_pk(family_id: &str) -> String {
-    format!("FAMILY#{family_id}")
 }
 
 fn new_refresh_token() -> anyhow::Result<SecretString> {
@@ -102,8 +91,8 @@ pub async fn start(
         put_new(
             db,
             vec![
-                ("pk", s(family_pk(&family_id))),
-                ("sk", s("FAMILY")),
+                ("pk", s(keys::session_family(&family_id))),
+                ("sk", s(keys::FAMILY)),
                 ("user_id", s(subject.user_id)),
                 ("created_at", s(timestamp(now))),
                 ("expires_at", n(expires_at)),
@@ -112,8 +101,8 @@ pub async fn start(
         put_new(
             db,
             vec![
-                ("pk", s(token_pk(&refresh))),
-                ("sk", s("TOKEN")),
+                ("pk", s(keys::refresh_token(refresh.expose_secret()))),
+                ("sk", s(keys::TOKEN)),
                 ("user_id", s(subject.user_id)),
                 ("family_id", s(&family_id)),
                 ("expires_at", n(expires_at)),
@@ -141,7 +130,10 @@ async fn lookup(
     token: &SecretString,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<(String, String, i64)>> {
-    let Some(item) = db.get(&token_pk(token), "TOKEN").await? else {
+    let Some(item) = db
+        .get(&keys::refresh_token(token.expose_secret()), keys::TOKEN)
+        .await?
+    else {
         return Ok(None);
     };
     let expires_at = get_i64(&item, "expires_at").unwrap_or(0);
@@ -163,8 +155,8 @@ async fn revoke_family(db: &Db, family_id: &str, now: DateTime<Utc>) -> anyhow::
         .client
         .update_item()
         .table_name(&db.table)
-        .key("pk", s(family_pk(family_id)))
-        .key("sk", s("FAMILY"))
+        .key("pk", s(keys::session_family(family_id)))
+        .key("sk", s(keys::FAMILY))
         .update_expression("SET revoked_at = if_not_exists(revoked_at, :now)")
         .condition_expression("attribute_exists(pk)")
         .expression_attribute_values(":now", s(timestamp(now)))
@@ -188,8 +180,8 @@ pub async fn rotate(
     let next = new_refresh_token()?;
     let mark_used = Update::builder()
         .table_name(&db.table)
-        .key("pk", s(token_pk(token)))
-        .key("sk", s("TOKEN"))
+        .key("pk", s(keys::refresh_token(token.expose_secret())))
+        .key("sk", s(keys::TOKEN))
         .update_expression("SET used_at = :now")
         .condition_expression("attribute_exists(pk) AND attribute_not_exists(used_at)")
         .expression_attribute_values(":now", s(timestamp(now)))
@@ -197,8 +189,8 @@ pub async fn rotate(
         .context("update")?;
     let family_live = ConditionCheck::builder()
         .table_name(&db.table)
-        .key("pk", s(family_pk(&family_id)))
-        .key("sk", s("FAMILY"))
+        .key("pk", s(keys::session_family(&family_id)))
+        .key("sk", s(keys::FAMILY))
         .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
         .build()
         .context("condition check")?;
@@ -210,8 +202,8 @@ pub async fn rotate(
         put_new(
             db,
             vec![
-                ("pk", s(token_pk(&next))),
-                ("sk", s("TOKEN")),
+                ("pk", s(keys::refresh_token(next.expose_secret()))),
+                ("sk", s(keys::TOKEN)),
                 ("user_id", s(&user_id)),
                 ("family_id", s(&family_id)),
                 ("expires_at", n(expires_at)),

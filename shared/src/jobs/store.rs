@@ -18,24 +18,8 @@ use crate::config::JobCaps;
 use crate::db::{Db, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::ApiError;
 use crate::jobs::model::{Job, ProviderJob, Status};
-use crate::users::{timestamp, user_pk};
-
-/// Partitions of the index of unfinished jobs (`gsi2`), so the reaper's reads spread out.
-const ACTIVE_SHARDS: u32 = 4;
-
-pub fn job_pk(job_id: &str) -> String {
-    format!("JOB#{job_id}")
-}
-const JOB: &str = "JOB";
-
-fn jobs_of(user_id: &str) -> String {
-    format!("USER#{user_id}#JOBS")
-}
-
-fn shard(job_id: &str) -> String {
-    let sum: u32 = job_id.bytes().map(u32::from).sum();
-    format!("ACTIVE#{}", sum % ACTIVE_SHARDS)
-}
+use crate::keys;
+use crate::users::timestamp;
 
 /// A job to admit.
 pub struct NewJob<'a> {
@@ -56,14 +40,6 @@ pub enum Admission {
     Admitted(Box<Job>),
     /// The same idempotency key and request were admitted before: that job.
     Replayed(String),
-}
-
-fn idempotency_pk(user_id: &str, key: &str) -> String {
-    use sha2::Digest as _;
-    format!(
-        "IDEMP#{user_id}#{}",
-        hex::encode(sha2::Sha256::digest(key.as_bytes()))
-    )
 }
 
 fn condition_failed(reason: &aws_sdk_dynamodb::types::CancellationReason) -> bool {
@@ -87,8 +63,8 @@ pub async fn admit(
     let mut put = Put::builder()
         .table_name(&db.table)
         .condition_expression("attribute_not_exists(pk)")
-        .item("pk", s(job_pk(job.id)))
-        .item("sk", s(JOB))
+        .item("pk", s(keys::job(job.id)))
+        .item("sk", s(keys::JOB))
         .item("id", s(job.id))
         .item("user_id", s(job.user_id))
         .item("kind", s(job.kind))
@@ -99,9 +75,9 @@ pub async fn admit(
         .item("created_at", s(&created_at))
         .item("updated_at", s(&created_at))
         .item("deadline", n(deadline))
-        .item("gsi1pk", s(jobs_of(job.user_id)))
+        .item("gsi1pk", s(keys::jobs_of(job.user_id)))
         .item("gsi1sk", s(job.id))
-        .item("gsi2pk", s(shard(job.id)))
+        .item("gsi2pk", s(keys::active_shard(job.id)))
         .item("gsi2sk", n(deadline));
     if let Some(url) = job.webhook_url {
         put = put.item("webhook_url", s(url));
@@ -111,8 +87,8 @@ pub async fn admit(
     }
     let charge = Update::builder()
         .table_name(&db.table)
-        .key("pk", s(user_pk(job.user_id)))
-        .key("sk", s("PROFILE"))
+        .key("pk", s(keys::user(job.user_id)))
+        .key("sk", s(keys::PROFILE))
         .update_expression("SET active_jobs = if_not_exists(active_jobs, :zero) + :one, credits = credits - :cost")
         // Caps rise with the tier (Config checks it), so "under the free cap" admits any tier;
         // a paid tier's higher cap applies while its membership has not lapsed.
@@ -144,8 +120,8 @@ pub async fn admit(
         let ledger = Put::builder()
             .table_name(&db.table)
             .condition_expression("attribute_not_exists(pk)")
-            .item("pk", s(user_pk(job.user_id)))
-            .item("sk", s(format!("LEDGER#{}#debit", job.id)))
+            .item("pk", s(keys::user(job.user_id)))
+            .item("sk", s(keys::ledger(job.id, "debit")))
             .item("amount", n(-job.cost))
             .item("reason", s("job_debit"))
             .item("job_id", s(job.id))
@@ -160,8 +136,8 @@ pub async fn admit(
             .table_name(&db.table)
             .condition_expression("attribute_not_exists(pk) OR expires_at < :now_epoch")
             .expression_attribute_values(":now_epoch", n(now.timestamp()))
-            .item("pk", s(idempotency_pk(job.user_id, key)))
-            .item("sk", s("IDEMP"))
+            .item("pk", s(keys::idempotency(job.user_id, key)))
+            .item("sk", s(keys::IDEMPOTENCY))
             .item("request_hash", s(hash))
             .item("job_id", s(job.id))
             .item("expires_at", n(now.timestamp() + 86_400))
@@ -241,7 +217,7 @@ fn refusal(
 
 async fn replay(db: &Db, user_id: &str, key: &str, hash: &str) -> Result<Admission, ApiError> {
     let record = db
-        .get(&idempotency_pk(user_id, key), "IDEMP")
+        .get(&keys::idempotency(user_id, key), keys::IDEMPOTENCY)
         .await?
         .context("the idempotency record vanished")?;
     if get_s(&record, "request_hash") != Some(hash) {
@@ -257,7 +233,7 @@ async fn replay(db: &Db, user_id: &str, key: &str, hash: &str) -> Result<Admissi
 
 /// Reads a job by id (strongly consistent).
 pub async fn get(db: &Db, job_id: &str) -> anyhow::Result<Option<Job>> {
-    db.get(&job_pk(job_id), JOB)
+    db.get(&keys::job(job_id), keys::JOB)
         .await?
         .map(|item| Job::from_item(&item))
         .transpose()
@@ -269,8 +245,8 @@ pub async fn delete_finished(db: &Db, job_id: &str) -> anyhow::Result<bool> {
         .client
         .delete_item()
         .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+        .key("pk", s(keys::job(job_id)))
+        .key("sk", s(keys::JOB))
         .condition_expression("#status IN (:completed, :failed, :canceled)")
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":completed", s(Status::Completed.as_str()))
@@ -300,9 +276,9 @@ pub async fn list(
     let mut jobs = Vec::new();
     let mut start: Option<HashMap<String, AttributeValue>> = after.map(|id| {
         HashMap::from([
-            ("pk".to_owned(), s(job_pk(id))),
-            ("sk".to_owned(), s(JOB)),
-            ("gsi1pk".to_owned(), s(jobs_of(user_id))),
+            ("pk".to_owned(), s(keys::job(id))),
+            ("sk".to_owned(), s(keys::JOB)),
+            ("gsi1pk".to_owned(), s(keys::jobs_of(user_id))),
             ("gsi1sk".to_owned(), s(id)),
         ])
     });
@@ -314,7 +290,7 @@ pub async fn list(
             .table_name(&db.table)
             .index_name("gsi1")
             .key_condition_expression("gsi1pk = :owner")
-            .expression_attribute_values(":owner", s(jobs_of(user_id)))
+            .expression_attribute_values(":owner", s(keys::jobs_of(user_id)))
             .scan_index_forward(false)
             .limit(i32::try_from(limit - jobs.len()).unwrap_or(100))
             .set_exclusive_start_key(start.take());
@@ -391,8 +367,8 @@ fn job_update(
     db.client
         .update_item()
         .table_name(&db.table)
-        .key("pk", s(job_pk(job_id)))
-        .key("sk", s(JOB))
+        .key("pk", s(keys::job(job_id)))
+        .key("sk", s(keys::JOB))
         .expression_attribute_names("#status", "status")
 }
 
@@ -541,8 +517,8 @@ pub async fn release(
     };
     let mut finish = Update::builder()
         .table_name(&db.table)
-        .key("pk", s(job_pk(&job.id)))
-        .key("sk", s(JOB))
+        .key("pk", s(keys::job(&job.id)))
+        .key("sk", s(keys::JOB))
         .condition_expression("#status IN (:queued, :running)")
         .expression_attribute_names("#status", "status")
         .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
@@ -567,8 +543,8 @@ pub async fn release(
     };
     let mut slot = Update::builder()
         .table_name(&db.table)
-        .key("pk", s(user_pk(&job.user_id)))
-        .key("sk", s("PROFILE"))
+        .key("pk", s(keys::user(&job.user_id)))
+        .key("sk", s(keys::PROFILE))
         .condition_expression("active_jobs > :zero")
         .expression_attribute_values(":zero", n(0))
         .expression_attribute_values(":one", n(1));
@@ -590,8 +566,8 @@ pub async fn release(
         let ledger = Put::builder()
             .table_name(&db.table)
             .condition_expression("attribute_not_exists(pk)")
-            .item("pk", s(user_pk(&job.user_id)))
-            .item("sk", s(format!("LEDGER#{}#refund", job.id)))
+            .item("pk", s(keys::user(&job.user_id)))
+            .item("sk", s(keys::ledger(&job.id, "refund")))
             .item("amount", n(job.cost))
             .item("reason", s("refund"))
             .item("job_id", s(&job.id))
@@ -658,8 +634,15 @@ async fn below_in_shards(
 
 /// Unfinished jobs whose deadline has passed, from every shard of the active index.
 pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Result<Vec<JobRef>> {
-    let items =
-        below_in_shards(db, "gsi2", "ACTIVE", ACTIVE_SHARDS, now.timestamp(), limit).await?;
+    let items = below_in_shards(
+        db,
+        "gsi2",
+        "ACTIVE",
+        keys::ACTIVE_SHARDS,
+        now.timestamp(),
+        limit,
+    )
+    .await?;
     Ok(items
         .iter()
         .filter_map(|item| {
@@ -671,14 +654,6 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Resul
             })
         })
         .collect())
-}
-
-/// Partitions of the index of jobs waiting on a provider (`gsi3`, by when we last heard of them).
-const POLL_SHARDS: u32 = 4;
-
-fn poll_shard(job_id: &str) -> String {
-    let sum: u32 = job_id.bytes().map(u32::from).sum();
-    format!("POLL#{}", sum % POLL_SHARDS)
 }
 
 /// Records that a running job was handed to a provider, before anything else happens to it: the
@@ -706,7 +681,7 @@ pub async fn record_submission(
         .expression_attribute_values(":request", s(&provider.request_id))
         .expression_attribute_values(":now", s(timestamp(now)))
         .expression_attribute_values(":deadline", n(deadline))
-        .expression_attribute_values(":shard", s(poll_shard(job_id)))
+        .expression_attribute_values(":shard", s(keys::poll_shard(job_id)))
         .expression_attribute_values(":heard", n(now.timestamp()))
         .send()
         .await;
@@ -762,7 +737,7 @@ pub async fn due_for_poll(
     limit: usize,
 ) -> anyhow::Result<Vec<String>> {
     let before = now.timestamp() - i64::try_from(quiet.as_secs()).unwrap_or(300);
-    let items = below_in_shards(db, "gsi3", "POLL", POLL_SHARDS, before, limit).await?;
+    let items = below_in_shards(db, "gsi3", "POLL", keys::POLL_SHARDS, before, limit).await?;
     Ok(items
         .iter()
         .filter_map(|item| get_s(item, "id").map(str::to_owned))

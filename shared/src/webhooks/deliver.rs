@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::jobs::events::{Event, Message, Target};
-use crate::jobs::store::job_pk;
 use crate::jobs::worker::{Consumer, Disposition};
+use crate::keys;
 use crate::state::State;
 use crate::webhooks::endpoints::{self, Delivery};
 
@@ -59,7 +59,7 @@ struct Address {
 
 async fn fan_out(state: &State, event: &Event) -> anyhow::Result<()> {
     let mut targets = Vec::new();
-    if let Some(item) = state.db.get(&job_pk(&event.job_id), "JOB").await?
+    if let Some(item) = state.db.get(&keys::job(&event.job_id), keys::JOB).await?
         && let Some((url, secret)) = endpoints::job_target(&item)
     {
         targets.push((Target::Job, Address { url, secret }));
@@ -87,7 +87,7 @@ async fn resolve(state: &State, event: &Event, target: &Target) -> anyhow::Resul
     Ok(match target {
         Target::Job => state
             .db
-            .get(&job_pk(&event.job_id), "JOB")
+            .get(&keys::job(&event.job_id), keys::JOB)
             .await?
             .as_ref()
             .and_then(endpoints::job_target)

@@ -12,8 +12,9 @@ use crate::db::{Db, Item, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body, page_limit, path_param};
 use crate::jobs::events::{TYPES, new_secret};
+use crate::keys;
 use crate::state::State;
-use crate::users::{timestamp, user_pk};
+use crate::users::timestamp;
 
 /// The most endpoints one account may have.
 pub const MAX_ENDPOINTS: usize = 10;
@@ -79,15 +80,6 @@ pub struct DeliveryList {
     pub items: Vec<Delivery>,
 }
 
-fn endpoint_sk(id: &str) -> String {
-    format!("WHEP#{id}")
-}
-
-/// Where an endpoint's (or a job's) delivery attempts are kept.
-pub fn deliveries_pk(target: &str) -> String {
-    format!("DELIVERIES#{target}")
-}
-
 fn from_item(item: &Item) -> Option<(Endpoint, String)> {
     let endpoint = Endpoint {
         id: get_s(item, "id")?.to_owned(),
@@ -112,8 +104,8 @@ pub async fn of_user(db: &Db, user_id: &str) -> anyhow::Result<Vec<(Endpoint, St
         .query()
         .table_name(&db.table)
         .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-        .expression_attribute_values(":pk", s(user_pk(user_id)))
-        .expression_attribute_values(":prefix", s("WHEP#"))
+        .expression_attribute_values(":pk", s(keys::user(user_id)))
+        .expression_attribute_values(":prefix", s(keys::ENDPOINT_PREFIX))
         .consistent_read(true)
         .send()
         .await
@@ -124,7 +116,7 @@ pub async fn of_user(db: &Db, user_id: &str) -> anyhow::Result<Vec<(Endpoint, St
 /// One of the owner's endpoints with its secret.
 pub async fn get(db: &Db, user_id: &str, id: &str) -> anyhow::Result<Option<(Endpoint, String)>> {
     Ok(db
-        .get(&user_pk(user_id), &endpoint_sk(id))
+        .get(&keys::user(user_id), &keys::endpoint(id))
         .await?
         .as_ref()
         .and_then(from_item))
@@ -136,8 +128,8 @@ pub async fn disable(db: &Db, user_id: &str, id: &str) -> anyhow::Result<()> {
         .client
         .update_item()
         .table_name(&db.table)
-        .key("pk", s(user_pk(user_id)))
-        .key("sk", s(endpoint_sk(id)))
+        .key("pk", s(keys::user(user_id)))
+        .key("sk", s(keys::endpoint(id)))
         .update_expression("SET disabled_at = :now")
         .condition_expression("attribute_exists(pk) AND attribute_not_exists(disabled_at)")
         .expression_attribute_values(":now", s(timestamp(Utc::now())))
@@ -154,7 +146,7 @@ pub async fn record(db: &Db, target: &str, delivery: &Delivery) -> anyhow::Resul
         .client
         .put_item()
         .table_name(&db.table)
-        .item("pk", s(deliveries_pk(target)))
+        .item("pk", s(keys::deliveries(target)))
         .item(
             "sk",
             s(format!(
@@ -254,8 +246,8 @@ pub async fn create_webhook_endpoint(
         .put_item()
         .table_name(&state.db.table)
         .condition_expression("attribute_not_exists(pk)")
-        .item("pk", s(user_pk(&caller.user_id)))
-        .item("sk", s(endpoint_sk(&endpoint.id)))
+        .item("pk", s(keys::user(&caller.user_id)))
+        .item("sk", s(keys::endpoint(&endpoint.id)))
         .item("id", s(&endpoint.id))
         .item("url", s(&endpoint.url))
         .item("events", AttributeValue::Ss(endpoint.events.clone()))
@@ -299,8 +291,8 @@ pub async fn delete_webhook_endpoint(
         .client
         .delete_item()
         .table_name(&state.db.table)
-        .key("pk", s(user_pk(&caller.user_id)))
-        .key("sk", s(endpoint_sk(&id)))
+        .key("pk", s(keys::user(&caller.user_id)))
+        .key("sk", s(keys::endpoint(&id)))
         .condition_expression("attribute_exists(pk)")
         .send()
         .await;
@@ -333,7 +325,7 @@ pub async fn list_webhook_deliveries(
         .query()
         .table_name(&state.db.table)
         .key_condition_expression("pk = :pk")
-        .expression_attribute_values(":pk", s(deliveries_pk(&id)))
+        .expression_attribute_values(":pk", s(keys::deliveries(&id)))
         .scan_index_forward(false)
         .limit(i32::try_from(limit).unwrap_or(20))
         .send()
