@@ -36,6 +36,20 @@ pub struct LedgerEntry {
     pub created_at: String,
 }
 
+/// A ledger line as stored under the user's partition.
+#[derive(serde::Deserialize)]
+struct StoredLine {
+    sk: String,
+    #[serde(default)]
+    amount: i64,
+    #[serde(default)]
+    reason: String,
+    job_id: Option<String>,
+    note: Option<String>,
+    #[serde(default)]
+    created_at: String,
+}
+
 /// A page of the ledger.
 #[derive(Serialize, ToSchema)]
 pub struct LedgerPage {
@@ -111,19 +125,16 @@ pub async fn list_credit_transactions(
     let items = out
         .items()
         .iter()
-        .map(|item| {
-            let text = |name: &str| get_s(item, name).map(str::to_owned);
-            LedgerEntry {
-                id: text("sk")
-                    .unwrap_or_default()
-                    .trim_start_matches(keys::LEDGER_PREFIX)
-                    .to_owned(),
-                amount: get_i64(item, "amount").unwrap_or(0),
-                reason: text("reason").unwrap_or_default(),
-                job_id: text("job_id"),
-                note: text("note"),
-                created_at: text("created_at").unwrap_or_default(),
-            }
+        .filter_map(|item| {
+            let line: StoredLine = serde_dynamo::from_item(item.clone()).ok()?;
+            Some(LedgerEntry {
+                id: line.sk.trim_start_matches(keys::LEDGER_PREFIX).to_owned(),
+                amount: line.amount,
+                reason: line.reason,
+                job_id: line.job_id,
+                note: line.note,
+                created_at: line.created_at,
+            })
         })
         .collect();
     let next = page.next_cursor(

@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike as _, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, put_new, s};
+use crate::db::{Db, Item, failed_conditions, get_s, n, put_new, s};
 use crate::error::{ApiError, FieldError};
 use crate::keys;
 
@@ -60,17 +60,36 @@ pub struct UserRecord {
     pub password_hash: String,
 }
 
+/// A profile item as stored; other attributes (keys) are not the user's.
+#[derive(Deserialize)]
+struct StoredUser {
+    id: String,
+    email: String,
+    username: String,
+    password_hash: String,
+    display_name: Option<String>,
+    photo_url: Option<String>,
+    birthday: Option<String>,
+    gender: Option<String>,
+    tier: Option<String>,
+    tier_expires_at: Option<String>,
+    #[serde(default)]
+    credits: i64,
+    role: Option<String>,
+    created_at: String,
+}
+
 impl UserRecord {
     fn from_item(item: &Item, now: DateTime<Utc>) -> anyhow::Result<Self> {
-        let text = |name: &str| get_s(item, name).map(str::to_owned);
-        let required = |name: &str| text(name).with_context(|| format!("user item lacks {name}"));
-        let stored_tier = match get_s(item, "tier") {
+        let stored: StoredUser =
+            serde_dynamo::from_item(item.clone()).context("reading a user's item")?;
+        let stored_tier = match stored.tier.as_deref() {
             Some("standard") => Tier::Standard,
             Some("premium") => Tier::Premium,
             _ => Tier::Free,
         };
-        let expires_at = text("tier_expires_at");
-        let lapsed = expires_at
+        let lapsed = stored
+            .tier_expires_at
             .as_deref()
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .is_some_and(|t| t <= now);
@@ -82,28 +101,28 @@ impl UserRecord {
         } else {
             Membership {
                 tier: stored_tier,
-                expires_at,
+                expires_at: stored.tier_expires_at,
             }
         };
-        let gender = match get_s(item, "gender") {
+        let gender = match stored.gender.as_deref() {
             Some("male") => Some(Gender::Male),
             Some("female") => Some(Gender::Female),
             _ => None,
         };
         Ok(Self {
-            password_hash: required("password_hash")?,
+            password_hash: stored.password_hash,
             view: UserView {
-                id: required("id")?,
-                email: required("email")?,
-                username: required("username")?,
-                display_name: text("display_name"),
-                photo_url: text("photo_url"),
-                birthday: text("birthday"),
+                id: stored.id,
+                email: stored.email,
+                username: stored.username,
+                display_name: stored.display_name,
+                photo_url: stored.photo_url,
+                birthday: stored.birthday,
                 gender,
                 membership,
-                credits: get_i64(item, "credits").unwrap_or(0),
-                role: text("role").unwrap_or_else(|| "user".to_owned()),
-                created_at: required("created_at")?,
+                credits: stored.credits,
+                role: stored.role.unwrap_or_else(|| "user".to_owned()),
+                created_at: stored.created_at,
             },
         })
     }

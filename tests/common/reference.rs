@@ -32,8 +32,14 @@ pub fn psnr(a: &DynamicImage, b: &DynamicImage) -> f64 {
 /// The package's own ncnn engine on `input`.
 pub fn ncnn(model: &str, input: &Path) -> DynamicImage {
     let root = root();
-    let output =
-        std::env::temp_dir().join(format!("lambent-ncnn-{model}-{}.png", std::process::id()));
+    // One file per call: tests running at once on the same model must not share (or remove)
+    // each other's output.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let output = std::env::temp_dir().join(format!(
+        "lambent-ncnn-{model}-{}-{call}.png",
+        std::process::id()
+    ));
     let status = std::process::Command::new(root.join(".venv/bin/python"))
         .arg(root.join("infra/models/reference.py"))
         .args([model.as_ref(), input.as_os_str(), output.as_os_str()])

@@ -1,15 +1,25 @@
 //! A job as stored and as shown.
 
-use serde::Serialize;
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::db::{Item, get_i64, get_s};
+use crate::db::Item;
 pub use crate::domain::{ProviderName, Queue};
 
 /// `IN_QUEUE → IN_PROGRESS → COMPLETED | FAILED | CANCELED`.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema, strum::EnumString, strum::IntoStaticStr,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::EnumString,
+    strum::IntoStaticStr,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
@@ -54,14 +64,23 @@ pub struct ProviderJob {
 }
 
 impl ProviderJob {
-    /// The provider fields of a job item, when it has them.
+    /// The provider fields of a job's item, when an outside provider has it.
     pub fn from_item(item: &Item) -> Option<Self> {
+        let stored: StoredProvider = serde_dynamo::from_item(item.clone()).ok()?;
         Some(Self {
-            name: ProviderName::parse(get_s(item, "provider")?)?,
-            model: get_s(item, "provider_model")?.to_owned(),
-            request_id: get_s(item, "provider_request_id")?.to_owned(),
+            name: stored.provider?,
+            model: stored.provider_model?,
+            request_id: stored.provider_request_id?,
         })
     }
+}
+
+/// The provider attributes of a job's item.
+#[derive(Deserialize)]
+struct StoredProvider {
+    provider: Option<ProviderName>,
+    provider_model: Option<String>,
+    provider_request_id: Option<String>,
 }
 
 /// A job.
@@ -98,43 +117,78 @@ pub struct Job {
     pub deadline: i64,
 }
 
+/// A job's item as stored (`input` and `output` as JSON text); other attributes (keys, index
+/// keys, expiry) are not the job's.
+#[derive(Deserialize)]
+struct StoredJob {
+    id: String,
+    user_id: String,
+    kind: String,
+    input: String,
+    status: Status,
+    #[serde(default)]
+    progress: i64,
+    progress_message: Option<String>,
+    #[serde(default)]
+    cancel_requested: bool,
+    #[serde(default)]
+    cost: i64,
+    error_type: Option<String>,
+    error_message: Option<String>,
+    output: Option<String>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    provider: Option<ProviderName>,
+    provider_model: Option<String>,
+    provider_request_id: Option<String>,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    #[serde(default)]
+    deadline: i64,
+}
+
 impl Job {
     pub fn from_item(item: &Item) -> anyhow::Result<Self> {
-        let text = |name: &str| get_s(item, name).map(str::to_owned);
-        let required =
-            |name: &str| text(name).ok_or_else(|| anyhow::anyhow!("job item lacks {name}"));
-        let status =
-            Status::parse(&required("status")?).ok_or_else(|| anyhow::anyhow!("unknown status"))?;
-        let error = text("error_type").map(|kind| JobFailure {
-            kind,
-            message: text("error_message").unwrap_or_default(),
-        });
+        let stored: StoredJob =
+            serde_dynamo::from_item(item.clone()).context("reading a job's item")?;
+        let provider = match (
+            stored.provider,
+            stored.provider_model,
+            stored.provider_request_id,
+        ) {
+            (Some(name), Some(model), Some(request_id)) => Some(ProviderJob {
+                name,
+                model,
+                request_id,
+            }),
+            _ => None,
+        };
         Ok(Self {
-            id: required("id")?,
-            user_id: required("user_id")?,
-            kind: required("kind")?,
-            input: serde_json::from_str(&required("input")?)?,
-            status,
-            progress: u8::try_from(get_i64(item, "progress").unwrap_or(0).clamp(0, 100))
-                .unwrap_or(0),
-            progress_message: text("progress_message"),
-            cancel_requested: item
-                .get("cancel_requested")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            cost: get_i64(item, "cost").unwrap_or(0),
-            error,
-            output: text("output")
+            id: stored.id,
+            user_id: stored.user_id,
+            kind: stored.kind,
+            input: serde_json::from_str(&stored.input)?,
+            status: stored.status,
+            progress: u8::try_from(stored.progress.clamp(0, 100)).unwrap_or(0),
+            progress_message: stored.progress_message,
+            cancel_requested: stored.cancel_requested,
+            cost: stored.cost,
+            error: stored.error_type.map(|kind| JobFailure {
+                kind,
+                message: stored.error_message.unwrap_or_default(),
+            }),
+            output: stored
+                .output
                 .map(|o| serde_json::from_str(&o))
                 .transpose()?,
-            webhook_url: text("webhook_url"),
-            webhook_secret: text("webhook_secret"),
-            provider: ProviderJob::from_item(item),
-            created_at: required("created_at")?,
-            started_at: text("started_at"),
-            finished_at: text("finished_at"),
-            deadline: get_i64(item, "deadline").unwrap_or(0),
+            webhook_url: stored.webhook_url,
+            webhook_secret: stored.webhook_secret,
+            provider,
+            created_at: stored.created_at,
+            started_at: stored.started_at,
+            finished_at: stored.finished_at,
+            deadline: stored.deadline,
         })
     }
 }

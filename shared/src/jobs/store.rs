@@ -488,6 +488,15 @@ pub struct JobRef {
     pub provider: Option<ProviderJob>,
 }
 
+/// What the index of unfinished jobs projects of a job.
+#[derive(serde::Deserialize)]
+struct StoredRef {
+    id: String,
+    user_id: String,
+    #[serde(default)]
+    cost: i64,
+}
+
 impl From<&Job> for JobRef {
     fn from(job: &Job) -> Self {
         Self {
@@ -646,10 +655,11 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Resul
     Ok(items
         .iter()
         .filter_map(|item| {
+            let stored: StoredRef = serde_dynamo::from_item(item.clone()).ok()?;
             Some(JobRef {
-                id: get_s(item, "id")?.to_owned(),
-                user_id: get_s(item, "user_id")?.to_owned(),
-                cost: get_i64(item, "cost").unwrap_or(0),
+                id: stored.id,
+                user_id: stored.user_id,
+                cost: stored.cost,
                 provider: ProviderJob::from_item(item),
             })
         })

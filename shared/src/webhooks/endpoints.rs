@@ -8,7 +8,7 @@ use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::db::{Db, Item, get_i64, get_s, n, s, unless_condition_failed};
+use crate::db::{Db, Item, get_s, n, s, unless_condition_failed};
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body, page_limit, path_param};
 use crate::jobs::events::{TYPES, new_secret};
@@ -58,7 +58,8 @@ pub struct EndpointList {
 }
 
 /// One delivery attempt.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, Default, ToSchema)]
+#[serde(default)]
 pub struct Delivery {
     pub event_id: String,
     #[serde(rename = "type")]
@@ -80,21 +81,31 @@ pub struct DeliveryList {
     pub items: Vec<Delivery>,
 }
 
+/// An endpoint's item as stored (`events` a string set), with its secret.
+#[derive(Deserialize)]
+struct StoredEndpoint {
+    id: String,
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+    description: Option<String>,
+    disabled_at: Option<String>,
+    created_at: String,
+    secret: String,
+}
+
 fn from_item(item: &Item) -> Option<(Endpoint, String)> {
+    let stored: StoredEndpoint = serde_dynamo::from_item(item.clone()).ok()?;
     let endpoint = Endpoint {
-        id: get_s(item, "id")?.to_owned(),
-        url: get_s(item, "url")?.to_owned(),
-        events: item
-            .get("events")
-            .and_then(|v| v.as_ss().ok())
-            .cloned()
-            .unwrap_or_default(),
-        description: get_s(item, "description").map(str::to_owned),
-        disabled_at: get_s(item, "disabled_at").map(str::to_owned),
-        created_at: get_s(item, "created_at")?.to_owned(),
+        id: stored.id,
+        url: stored.url,
+        events: stored.events,
+        description: stored.description,
+        disabled_at: stored.disabled_at,
+        created_at: stored.created_at,
         secret: None,
     };
-    Some((endpoint, get_s(item, "secret")?.to_owned()))
+    Some((endpoint, stored.secret))
 }
 
 /// The owner's endpoints with their secrets.
@@ -334,21 +345,8 @@ pub async fn list_webhook_deliveries(
     let items = out
         .items()
         .iter()
-        .map(|item| Delivery {
-            event_id: get_s(item, "event_id").unwrap_or_default().to_owned(),
-            kind: get_s(item, "type").unwrap_or_default().to_owned(),
-            job_id: get_s(item, "job_id").unwrap_or_default().to_owned(),
-            attempt: u32::try_from(get_i64(item, "attempt").unwrap_or(0)).unwrap_or(0),
-            status_code: get_i64(item, "status_code").and_then(|c| u16::try_from(c).ok()),
-            error: get_s(item, "error").map(str::to_owned),
-            duration_ms: u64::try_from(get_i64(item, "duration_ms").unwrap_or(0)).unwrap_or(0),
-            succeeded: item
-                .get("succeeded")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            at: get_s(item, "at").unwrap_or_default().to_owned(),
-        })
+        // Stored with the names the API shows (`type`, `status_code`, …) beside the keys.
+        .filter_map(|item| serde_dynamo::from_item(item.clone()).ok())
         .collect();
     json(StatusCode::OK, &DeliveryList { items })
 }
