@@ -138,7 +138,7 @@ Try it, in another terminal:
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
 
   # the API description (or open {base}/docs in a browser)
-  curl -s {base}/openapi.json | head -c 300; echo
+  curl -s {base}/openapi.json | cut -c1-300
 
 Stop with Ctrl-C.
 "#

@@ -13,7 +13,10 @@ use crate::generation::providers::ProviderName;
 use crate::jobs::registry::Kind;
 
 /// What a generation produces, each with its own arguments and defaults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, strum::EnumString, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Task {
     TextToImage,
@@ -153,9 +156,9 @@ pub fn parse_training(input: &Value) -> Result<Spec, Vec<FieldError>> {
     let Some(object) = input.as_object() else {
         return Err(vec![FieldError::new("input", "must be an object")]);
     };
-    let mut errors = Vec::new();
-    let mut bad = |field: &str, message: String| {
-        errors.push(FieldError::new(format!("input.{field}"), message));
+    let mut fields = Fields {
+        object,
+        errors: Vec::new(),
     };
     for key in object.keys().filter(|k| {
         !matches!(
@@ -163,73 +166,45 @@ pub fn parse_training(input: &Value) -> Result<Spec, Vec<FieldError>> {
             "name" | "upload_keys" | "trigger_word" | "steps" | "base_model"
         )
     }) {
-        bad(key, "is not a field of train_style".into());
+        fields.bad(key, "is not a field of train_style");
     }
-    let name = object
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.trim().is_empty() && n.chars().count() <= 80);
-    if name.is_none() {
-        bad("name", "is required: 1 to 80 characters".into());
-    }
-    let keys: Vec<String> = match object.get("upload_keys").and_then(Value::as_array) {
-        Some(keys)
-            if TRAINING_IMAGES.contains(&keys.len())
-                && keys
-                    .iter()
-                    .all(|k| k.as_str().is_some_and(|k| (1..=512).contains(&k.len()))) =>
-        {
-            keys.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        }
-        _ => {
-            bad(
-                "upload_keys",
-                format!(
-                    "must be {} to {} upload keys",
-                    TRAINING_IMAGES.start(),
-                    TRAINING_IMAGES.end()
-                ),
-            );
-            Vec::new()
-        }
-    };
-    let trigger_word = match object.get("trigger_word") {
-        None => None,
-        Some(Value::String(w))
-            if (1..=40).contains(&w.len())
-                && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-        {
-            Some(w.clone())
-        }
-        Some(_) => {
-            bad(
-                "trigger_word",
-                "must be 1 to 40 letters, digits or _".into(),
-            );
-            None
-        }
-    };
-    let steps = match object.get("steps") {
-        None => 1000,
-        Some(v) => match v.as_u64() {
-            Some(s) if (100..=5000).contains(&s) => s,
-            _ => {
-                bad("steps", "must be an integer from 100 to 5000".into());
-                1000
-            }
+    let name: Option<String> = fields.require(
+        "name",
+        |n: &String| !n.trim().is_empty() && n.chars().count() <= 80,
+        "is required: 1 to 80 characters",
+    );
+    let keys: Vec<String> = fields
+        .require(
+            "upload_keys",
+            |keys: &Vec<String>| {
+                TRAINING_IMAGES.contains(&keys.len())
+                    && keys.iter().all(|k| (1..=512).contains(&k.len()))
+            },
+            &format!(
+                "must be {} to {} upload keys",
+                TRAINING_IMAGES.start(),
+                TRAINING_IMAGES.end()
+            ),
+        )
+        .unwrap_or_default();
+    let trigger_word: Option<String> = fields.take(
+        "trigger_word",
+        |w: &String| {
+            (1..=40).contains(&w.len()) && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         },
+        "must be 1 to 40 letters, digits or _",
+    );
+    let steps = fields.integer("steps", 100..=5000, 1000);
+    let model = if fields.has("base_model") {
+        fields.take(
+            "base_model",
+            |m: &String| valid_model(m),
+            "must be a model id such as owner/name",
+        )
+    } else {
+        Some(DEFAULT_TRAINER.to_owned())
     };
-    let model = match object.get("base_model") {
-        None => Some(DEFAULT_TRAINER.to_owned()),
-        Some(Value::String(m)) if valid_model(m) => Some(m.clone()),
-        Some(_) => {
-            bad("base_model", "must be a model id such as owner/name".into());
-            None
-        }
-    };
+    let errors = fields.errors;
     match (name, model) {
         (Some(name), Some(model)) if errors.is_empty() => {
             let mut arguments = Map::new();
@@ -356,17 +331,80 @@ pub fn valid_model(model: &str) -> bool {
             .is_none_or(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// A generation input's fields, each read with serde into its type on its own, so that every
+/// problem is named at once (one struct would stop at the first wrong type).
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    fn bad(&mut self, field: &str, message: impl Into<String>) {
+        self.errors
+            .push(FieldError::new(format!("input.{field}"), message));
+    }
+
+    /// The field as a `T` that passes `valid`; `None` when absent, or (with an error saying
+    /// `message`) when it is not such a `T`.
+    fn take<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+        valid: impl Fn(&T) -> bool,
+        message: &str,
+    ) -> Option<T> {
+        let value = self.object.get(name)?;
+        match T::deserialize(value) {
+            Ok(v) if valid(&v) => Some(v),
+            _ => {
+                self.bad(name, message);
+                None
+            }
+        }
+    }
+
+    /// [`Fields::take`] of a field that must be there.
+    fn require<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &str,
+        valid: impl Fn(&T) -> bool,
+        message: &str,
+    ) -> Option<T> {
+        if !self.object.contains_key(name) {
+            self.bad(name, message);
+            return None;
+        }
+        self.take(name, valid, message)
+    }
+
+    /// An integer in `range`, `default` when absent.
+    fn integer(&mut self, name: &str, range: std::ops::RangeInclusive<u64>, default: u64) -> u64 {
+        let message = format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        );
+        self.take(name, |n: &u64| range.contains(n), &message)
+            .unwrap_or(default)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.object.contains_key(name)
+    }
+}
+
+fn any<T>(_: &T) -> bool {
+    true
+}
+
 /// Checks a generation input (of `generate`, or of `preset` when given) and returns every problem.
 pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldError>> {
     let Some(object) = input.as_object() else {
         return Err(vec![FieldError::new("input", "must be an object")]);
     };
-    let mut errors = Vec::new();
-    macro_rules! bad {
-        ($field:expr, $message:expr $(,)?) => {
-            errors.push(FieldError::new(format!("input.{}", $field), $message))
-        };
-    }
+    let mut fields = Fields {
+        object,
+        errors: Vec::new(),
+    };
     let allowed: &[&str] = match preset.map(|p| p.name) {
         None => &[
             "provider",
@@ -390,65 +428,41 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         Some(_) => &["prompt", "duration_seconds"],
     };
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
-        bad!(key, "is not a field of this kind");
+        fields.bad(key, "is not a field of this kind");
     }
-    let text = |name: &str| object.get(name).and_then(Value::as_str);
     let (provider, model, task) = match preset {
         Some(p) => (Some(p.provider), Some(p.model.to_owned()), Some(p.task)),
-        None => {
-            let provider = text("provider").and_then(ProviderName::parse);
-            if provider.is_none() {
-                bad!("provider", "must be fal, replicate or ai");
-            }
-            let model = text("model").filter(|m| valid_model(m)).map(str::to_owned);
-            if model.is_none() {
-                bad!(
-                    "model",
-                    "must be a model id such as fal-ai/flux/dev or owner/name[:version]",
-                );
-            }
-            let task = text("task").and_then(Task::parse);
-            if task.is_none() {
-                bad!(
-                    "task",
-                    "must be text_to_image, image_to_image, image_to_video or music",
-                );
-            }
-            (provider, model, task)
-        }
+        None => (
+            fields.require::<ProviderName>("provider", any, "must be fal, replicate or ai"),
+            fields.require(
+                "model",
+                |m: &String| valid_model(m),
+                "must be a model id such as fal-ai/flux/dev or owner/name[:version]",
+            ),
+            fields.require::<Task>(
+                "task",
+                any,
+                "must be text_to_image, image_to_image, image_to_video or music",
+            ),
+        ),
     };
     let prompt_required = matches!(
         task,
         Some(Task::TextToImage | Task::ImageToImage | Task::Music)
     );
-    let prompt = match object.get("prompt") {
-        None if prompt_required => {
-            bad!("prompt", "is required");
-            None
-        }
-        None => None,
-        Some(Value::String(p)) if !p.trim().is_empty() && p.chars().count() <= MAX_PROMPT_CHARS => {
-            Some(p.clone())
-        }
-        Some(_) => {
-            bad!(
-                "prompt",
-                &format!("must be 1 to {MAX_PROMPT_CHARS} characters"),
-            );
-            None
-        }
+    let prompt_message = format!("must be 1 to {MAX_PROMPT_CHARS} characters");
+    let valid_prompt = |p: &String| !p.trim().is_empty() && p.chars().count() <= MAX_PROMPT_CHARS;
+    let prompt = if prompt_required && !fields.has("prompt") {
+        fields.bad("prompt", "is required");
+        None
+    } else {
+        fields.take("prompt", valid_prompt, &prompt_message)
     };
-    let negative_prompt = match object.get("negative_prompt") {
-        None => None,
-        Some(Value::String(p)) if p.chars().count() <= MAX_PROMPT_CHARS => Some(p.clone()),
-        Some(_) => {
-            bad!(
-                "negative_prompt",
-                &format!("must be at most {MAX_PROMPT_CHARS} characters"),
-            );
-            None
-        }
-    };
+    let negative_prompt = fields.take(
+        "negative_prompt",
+        |p: &String| p.chars().count() <= MAX_PROMPT_CHARS,
+        &format!("must be at most {MAX_PROMPT_CHARS} characters"),
+    );
     let needs_image = matches!(task, Some(Task::ImageToImage | Task::ImageToVideo));
     let mut uploads = Vec::new();
     for (field, role, required) in [
@@ -459,114 +473,77 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             preset.is_some_and(|p| p.name == "glitch_replace"),
         ),
     ] {
-        match object.get(field) {
-            None if required => bad!(field, "is required: an upload key from POST /v1/uploads"),
-            None => {}
-            Some(Value::String(key)) if needs_image && (1..=512).contains(&key.len()) => {
-                uploads.push((role, key.clone()));
+        if !fields.has(field) {
+            if required {
+                fields.bad(field, "is required: an upload key from POST /v1/uploads");
             }
-            Some(_) if !needs_image => bad!(field, "is not used by this task"),
-            Some(_) => bad!(field, "must be an upload key"),
+        } else if !needs_image {
+            fields.bad(field, "is not used by this task");
+        } else if let Some(key) = fields.take(
+            field,
+            |k: &String| (1..=512).contains(&k.len()),
+            "must be an upload key",
+        ) {
+            uploads.push((role, key));
         }
     }
-    let mut integer = |name: &str, range: std::ops::RangeInclusive<u64>, default: u64| -> u64 {
-        match object.get(name) {
-            None => default,
-            Some(v) => match v.as_u64() {
-                Some(n) if range.contains(&n) => n,
-                _ => {
-                    errors.push(FieldError::new(
-                        format!("input.{name}"),
-                        format!(
-                            "must be an integer from {} to {}",
-                            range.start(),
-                            range.end()
-                        ),
-                    ));
-                    default
-                }
-            },
-        }
-    };
-    let width = integer("width", 256..=2048, 1024);
-    let height = integer("height", 256..=2048, 1024);
-    let num_images = integer("num_images", 1..=4, 1);
-    let seed = object
-        .get("seed")
-        .map(|_| integer("seed", 0..=u64::from(u32::MAX), 0));
-    let duration_range = if task == Some(Task::Music) {
-        1..=120
+    let width = fields.integer("width", 256..=2048, 1024);
+    let height = fields.integer("height", 256..=2048, 1024);
+    let num_images = fields.integer("num_images", 1..=4, 1);
+    let seed = fields
+        .has("seed")
+        .then(|| fields.integer("seed", 0..=u64::from(u32::MAX), 0));
+    let (duration_range, duration_default) = if task == Some(Task::Music) {
+        (1..=120, 30)
     } else {
-        1..=10
+        (1..=10, 5)
     };
-    let duration_default = if task == Some(Task::Music) { 30 } else { 5 };
-    let duration_seconds = integer("duration_seconds", duration_range, duration_default);
-    if (object.contains_key("width") || object.contains_key("height"))
-        && (width % 8 != 0 || height % 8 != 0)
+    let duration_seconds = fields.integer("duration_seconds", duration_range, duration_default);
+    if (fields.has("width") || fields.has("height"))
+        && (!width.is_multiple_of(8) || !height.is_multiple_of(8))
     {
-        bad!("width", "width and height must be multiples of 8");
+        fields.bad("width", "width and height must be multiples of 8");
     }
-    let strength = match object.get("strength") {
-        None => 0.75,
-        Some(v) => match v.as_f64() {
-            Some(s) if (0.0..=1.0).contains(&s) => s,
-            _ => {
-                bad!("strength", "must be a number from 0 to 1");
-                0.75
-            }
+    let strength = fields
+        .take(
+            "strength",
+            |s: &f64| (0.0..=1.0).contains(s),
+            "must be a number from 0 to 1",
+        )
+        .unwrap_or(0.75);
+    let template = if preset.is_some_and(|p| p.name == "template") {
+        fields.require(
+            "template",
+            |t: &String| {
+                (1..=64).contains(&t.len())
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            },
+            "is required: a template name of letters, digits, - and _",
+        )
+    } else {
+        None
+    };
+    let style_id = fields.take(
+        "style_id",
+        |id: &String| {
+            uuid::Uuid::parse_str(id).is_ok()
+                && matches!(task, Some(Task::TextToImage | Task::ImageToImage))
         },
-    };
-    let template = match (preset.map(|p| p.name), object.get("template")) {
-        (Some("template"), Some(Value::String(t)))
-            if (1..=64).contains(&t.len())
-                && t.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
-        {
-            Some(t.clone())
-        }
-        (Some("template"), _) => {
-            bad!(
-                "template",
-                "is required: a template name of letters, digits, - and _",
-            );
-            None
-        }
-        _ => None,
-    };
-    let style_id = match object.get("style_id") {
-        None => None,
-        Some(Value::String(id))
-            if uuid::Uuid::parse_str(id).is_ok()
-                && matches!(task, Some(Task::TextToImage | Task::ImageToImage)) =>
-        {
-            Some(id.clone())
-        }
-        Some(_) => {
-            bad!(
-                "style_id",
-                "must be the id of one of your styles, for image tasks"
-            );
-            None
-        }
-    };
-    let arguments = match object.get("arguments") {
-        None => Map::new(),
-        Some(Value::Object(map))
-            if map.len() <= 32
-                && Value::Object(map.clone()).to_string().len() <= MAX_ARGUMENTS_BYTES =>
-        {
-            map.clone()
-        }
-        Some(_) => {
-            bad!(
-                "arguments",
-                "must be an object of at most 32 fields and 16 KiB",
-            );
-            Map::new()
-        }
-    };
+        "must be the id of one of your styles, for image tasks",
+    );
+    let arguments = fields
+        .take(
+            "arguments",
+            |map: &Map<String, Value>| {
+                map.len() <= 32
+                    && Value::Object(map.clone()).to_string().len() <= MAX_ARGUMENTS_BYTES
+            },
+            "must be an object of at most 32 fields and 16 KiB",
+        )
+        .unwrap_or_default();
     match (provider, model, task) {
-        (Some(provider), Some(model), Some(task)) if errors.is_empty() => Ok(Spec {
+        (Some(provider), Some(model), Some(task)) if fields.errors.is_empty() => Ok(Spec {
             provider,
             model,
             task,
@@ -583,7 +560,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             style_id,
             arguments,
         }),
-        _ => Err(errors),
+        _ => Err(fields.errors),
     }
 }
 
@@ -763,6 +740,27 @@ mod tests {
         assert_eq!(
             input,
             json!({"prompt": "a fox", "image_size": {"width": 1024, "height": 1024}, "num_images": 1})
+        );
+    }
+
+    #[test]
+    fn wrongly_typed_fields_are_each_named_with_the_others() {
+        let errors = parse(
+            &json!({"provider": 7, "model": "fal-ai/flux/dev", "task": "text_to_image",
+                "prompt": 5, "width": "big", "num_images": 9, "arguments": [1]}),
+            None,
+        )
+        .expect_err("invalid");
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "input.provider",
+                "input.prompt",
+                "input.width",
+                "input.num_images",
+                "input.arguments"
+            ]
         );
     }
 
