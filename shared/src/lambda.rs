@@ -68,9 +68,8 @@ pub async fn serve_key_rotation() -> Result<(), Error> {
     use lambda_runtime::LambdaEvent;
 
     crate::telemetry::init();
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
+    // One SDK configuration, with the same operation timeouts as every other function.
+    let sdk = crate::state::State::sdk_from_env().await;
     let secrets = &aws_sdk_secretsmanager::Client::new(&sdk);
     lambda_runtime::run(lambda_runtime::service_fn(move |event: LambdaEvent<SecretsManagerSecretRotationEvent>| async move {
         use tracing::Instrument as _;

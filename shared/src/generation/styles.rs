@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cursor::Paging;
 use crate::error::ApiError;
 use crate::generation::outputs::FileArtifact;
 use crate::http::{Caller, json, json_body};
 use crate::jobs::handlers::{CreateJob, Submitted, idempotency_key, owned, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
-use crate::jobs::store::{self, ListFilter};
+use crate::jobs::store::ListFilter;
 use crate::state::State;
 
 const KIND: &str = "train_style";
@@ -127,28 +126,17 @@ pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>,
     responses((status = 200, body = StylePage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let scope = format!("styles|{}", caller.user_id);
-    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let filter = ListFilter {
         status: None,
         kinds: vec![KIND.to_owned()],
     };
-    let (jobs, next) = store::list(
-        &state.db,
-        &caller.user_id,
-        &filter,
-        page.limit,
-        page.after.as_deref(),
-    )
-    .await?;
+    let (jobs, next_cursor) =
+        crate::jobs::handlers::page_of_jobs(state, &req, &caller, "styles", &filter).await?;
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         items.push(view(state, job).await?);
     }
-    let listed = StylePage {
-        items,
-        next_cursor: page.next_cursor(next),
-    };
+    let listed = StylePage { items, next_cursor };
     json(StatusCode::OK, &listed)
 }
 

@@ -292,24 +292,38 @@ pub async fn list_jobs(state: &State, req: Request) -> Result<Response<Body>, Ap
         })?),
     };
     let kind = query_param(&req, "kind");
-    let scope = format!("jobs|{}", caller.user_id);
-    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
+    let filter = ListFilter {
+        status,
+        kinds: kind.into_iter().collect(),
+    };
+    let (jobs, next_cursor) = page_of_jobs(state, &req, &caller, "jobs", &filter).await?;
+    let listed = JobPage {
+        items: jobs.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    };
+    json(StatusCode::OK, &listed)
+}
+
+/// A page of the caller's jobs that `filter` selects, newest first, for the listing `listing`
+/// (its cursors are signed for that listing and this caller): the jobs and the next cursor.
+pub async fn page_of_jobs(
+    state: &State,
+    req: &Request,
+    caller: &Caller,
+    listing: &str,
+    filter: &ListFilter,
+) -> Result<(Vec<Job>, Option<String>), ApiError> {
+    let scope = format!("{listing}|{}", caller.user_id);
+    let page = Paging::from_request(req, state.cursor_key().await?, scope)?;
     let (jobs, next) = store::list(
         &state.db,
         &caller.user_id,
-        &ListFilter {
-            status,
-            kinds: kind.into_iter().collect(),
-        },
+        filter,
         page.limit,
         page.after.as_deref(),
     )
     .await?;
-    let listed = JobPage {
-        items: jobs.into_iter().map(JobView::from).collect(),
-        next_cursor: page.next_cursor(next),
-    };
-    json(StatusCode::OK, &listed)
+    Ok((jobs, page.next_cursor(next)))
 }
 
 /// Cancels a job: a queued job at once (released, refunded); a running one at its next checkpoint.

@@ -11,7 +11,6 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cursor::Paging;
 use crate::error::ApiError;
 use crate::http::{Caller, json, json_body, query_param};
 use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
@@ -234,28 +233,17 @@ pub async fn best_cut_photos(state: &State, req: Request) -> Result<Response<Bod
     responses((status = 200, body = PhotoPage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
 pub async fn list_photos(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
-    let scope = format!("photos|{}", caller.user_id);
-    let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let filter = ListFilter {
         status: None,
         kinds: KINDS.iter().map(|k| (*k).to_owned()).collect(),
     };
-    let (jobs, next) = store::list(
-        &state.db,
-        &caller.user_id,
-        &filter,
-        page.limit,
-        page.after.as_deref(),
-    )
-    .await?;
+    let (jobs, next_cursor) =
+        crate::jobs::handlers::page_of_jobs(state, &req, &caller, "photos", &filter).await?;
     let mut items = Vec::with_capacity(jobs.len());
     for job in jobs {
         items.push(view(state, job).await?);
     }
-    let listed = PhotoPage {
-        items,
-        next_cursor: page.next_cursor(next),
-    };
+    let listed = PhotoPage { items, next_cursor };
     json(StatusCode::OK, &listed)
 }
 
