@@ -66,21 +66,29 @@ pub struct ProviderJob {
 impl ProviderJob {
     /// The provider fields of a job's item, when an outside provider has it.
     pub fn from_item(item: &Item) -> Option<Self> {
-        let stored: StoredProvider = serde_dynamo::from_item(item.clone()).ok()?;
-        Some(Self {
-            name: stored.provider?,
-            model: stored.provider_model?,
-            request_id: stored.provider_request_id?,
-        })
+        serde_dynamo::from_item::<_, StoredProvider>(item.clone())
+            .ok()?
+            .into_job()
     }
 }
 
 /// The provider attributes of a job's item.
 #[derive(Deserialize)]
-struct StoredProvider {
-    provider: Option<ProviderName>,
-    provider_model: Option<String>,
-    provider_request_id: Option<String>,
+pub(crate) struct StoredProvider {
+    pub provider: Option<ProviderName>,
+    pub provider_model: Option<String>,
+    pub provider_request_id: Option<String>,
+}
+
+impl StoredProvider {
+    /// The provider running the job, when all three attributes are there.
+    pub fn into_job(self) -> Option<ProviderJob> {
+        Some(ProviderJob {
+            name: self.provider?,
+            model: self.provider_model?,
+            request_id: self.provider_request_id?,
+        })
+    }
 }
 
 /// A job.
@@ -152,18 +160,12 @@ impl Job {
     pub fn from_item(item: &Item) -> anyhow::Result<Self> {
         let stored: StoredJob =
             serde_dynamo::from_item(item.clone()).context("reading a job's item")?;
-        let provider = match (
-            stored.provider,
-            stored.provider_model,
-            stored.provider_request_id,
-        ) {
-            (Some(name), Some(model), Some(request_id)) => Some(ProviderJob {
-                name,
-                model,
-                request_id,
-            }),
-            _ => None,
-        };
+        let provider = StoredProvider {
+            provider: stored.provider,
+            provider_model: stored.provider_model,
+            provider_request_id: stored.provider_request_id,
+        }
+        .into_job();
         Ok(Self {
             id: stored.id,
             user_id: stored.user_id,

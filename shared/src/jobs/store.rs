@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::config::JobCaps;
 use crate::db::{Db, get_i64, get_s, n, s, unless_condition_failed};
 use crate::error::ApiError;
-use crate::jobs::model::{Job, ProviderJob, Status};
+use crate::jobs::model::{Job, ProviderJob, Status, StoredProvider};
 use crate::keys;
 use crate::users::timestamp;
 
@@ -495,6 +495,9 @@ struct StoredRef {
     user_id: String,
     #[serde(default)]
     cost: i64,
+    provider: Option<crate::domain::ProviderName>,
+    provider_model: Option<String>,
+    provider_request_id: Option<String>,
 }
 
 impl From<&Job> for JobRef {
@@ -655,12 +658,18 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Resul
     Ok(items
         .iter()
         .filter_map(|item| {
+            // One read of the projection: the reference and its provider fields.
             let stored: StoredRef = serde_dynamo::from_item(item.clone()).ok()?;
             Some(JobRef {
                 id: stored.id,
                 user_id: stored.user_id,
                 cost: stored.cost,
-                provider: ProviderJob::from_item(item),
+                provider: StoredProvider {
+                    provider: stored.provider,
+                    provider_model: stored.provider_model,
+                    provider_request_id: stored.provider_request_id,
+                }
+                .into_job(),
             })
         })
         .collect())
