@@ -1,48 +1,406 @@
-"""moto server with DynamoDB requests serialized.
+"""moto server as the local stack needs it: DynamoDB requests serialized, transactions that copy only what
+they touch, DynamoDB's key-size limits on reads, and a fault-injection switch for tests.
 
-Plain moto is not atomic under concurrency: conditional writes racing on one item can both pass, which real
-DynamoDB never allows. Holding one lock per DynamoDB request makes every conditional write and transaction
-atomic, as in AWS. S3 and SQS stay unlocked so SQS long polls do not stall everything else.
+- Atomicity. Plain moto is not atomic under concurrency: conditional writes racing on one item can both
+  pass, which real DynamoDB never allows. Holding one lock per DynamoDB request makes every conditional
+  write and transaction atomic, as in AWS. S3 and SQS stay unlocked so SQS long polls do not stall the rest.
+- Transactions. moto's TransactWriteItems deep-copies every table it names, once per action, to roll back
+  (inside that lock): its cost and its garbage grow with the table. `transact_write_items` below is moto's
+  own logic with a rollback from copies of the items the transaction names, so a transaction costs the same
+  on a table of ten items or of a million.
+- Key sizes. moto checks them on writes but not on GetItem, DeleteItem, Query or TransactGetItems; DynamoDB
+  answers those with a ValidationException (2,048 bytes for a partition key, 1,024 for a sort key), and so
+  does this server, so a test sees the 500 an unbounded key would cause in AWS.
+- Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
+  "contains": "<text in the request body>", "times": N, "error": "TransactionConflict" | "<exception>",
+  "delay_ms": M, "drop": false} arms a fault: the next N matching requests wait M ms, then fail with that
+  error (a transaction's TransactionConflict comes as DynamoDB sends it: a TransactionCanceledException
+  whose first reason is TransactionConflict), or, with "drop", answer as an empty success without doing
+  anything (an SQS SendMessage lost after its sender's commit), or, with neither, go through after the
+  wait. GET /_lambent/faults lists the armed faults with how often each fired.
 
 Usage: python moto_server.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
 With --port 0 a free port is chosen and written to --port-file once the server listens.
 """
 
 import argparse
+import copy
+import hashlib
 import json
 import os
+import re
 import threading
 import time
 
+from moto.dynamodb.comparisons import get_filter_expression
+from moto.dynamodb.exceptions import (
+    ConditionalCheckFailed,
+    MockValidationException,
+    MultipleTransactionsException,
+    TooManyTransactionsException,
+    TransactionCanceledException,
+    TransactWriteSingleOpException,
+)
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+HASH_KEY_MAX_BYTES = 2048
+RANGE_KEY_MAX_BYTES = 1024
 
-class SerializedDynamoDB:
-    """Also counts requests by operation, served at GET /_lambent/stats (for make bench)."""
+
+def _slot(table, key):
+    """The (hash, range) of `key` in `table`."""
+    hash_value = DynamoType(key[table.hash_key_attr])
+    range_value = DynamoType(key[table.range_key_attr]) if table.range_key_attr is not None else None
+    return hash_value, range_value
+
+
+def _restore(table, hash_value, range_value, original):
+    """Puts an item back as it was (or removes it if it did not exist)."""
+    if original is None:
+        table.delete_item(hash_value, range_value)
+        if range_value is not None and hash_value in table.items and not table.items[hash_value]:
+            del table.items[hash_value]
+    elif range_value is not None:
+        table.items[hash_value][range_value] = original
+    else:
+        table.items[hash_value] = original
+
+
+def transact_write_items(self, transact_items):
+    """moto 5.2's TransactWriteItems, rolled back from copies of the touched items, not of the tables."""
+    if len(transact_items) > 100:
+        raise TooManyTransactionsException()
+    snapshots = []  # (table, hash, range, the item as it was or None), in order
+    target_items = set()
+    errors = []  # (code, message, item) per action
+
+    def rollback():
+        for table, hash_value, range_value, original in reversed(snapshots):
+            _restore(table, hash_value, range_value, original)
+
+    for item in transact_items:
+        original_item = None
+        if len(list(item.keys())) > 1:
+            rollback()
+            raise TransactWriteSingleOpException
+        try:
+            op_type, op = next(iter(item.items()))
+            if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                raise ValueError("Unsupported transaction operation")
+            table_name = op["TableName"]
+            condition_expression = op.get("ConditionExpression")
+            names = op.get("ExpressionAttributeNames")
+            values = op.get("ExpressionAttributeValues")
+            if op_type == "Put":
+                attrs = op["Item"]
+                table = self.get_table(table_name)
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                table = self.get_table(table_name)
+                key = op["Key"]
+            unique = (str(table_name), str(dict(sorted(key.items()))))
+            if unique in target_items:
+                raise MultipleTransactionsException()
+            target_items.add(unique)
+
+            current = self.get_item(table_name, key)
+            if condition_expression is not None:
+                condition = get_filter_expression(condition_expression, names, values)
+                if not condition.expr(current):
+                    if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                        original_item = current.to_json()["Attributes"]
+                    raise ConditionalCheckFailed(item=original_item)
+            if op_type != "ConditionCheck":
+                hash_value, range_value = _slot(table, key)
+                snapshots.append((table, hash_value, range_value, copy.deepcopy(current)))
+            if op_type == "Put":
+                self.put_item(
+                    table_name,
+                    op["Item"],
+                    condition_expression=condition_expression,
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )
+            elif op_type == "Delete":
+                self.delete_item(
+                    table_name,
+                    key,
+                    condition_expression=condition_expression,
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )
+            elif op_type == "Update":
+                self.update_item(
+                    table_name,
+                    key,
+                    update_expression=op["UpdateExpression"],
+                    condition_expression=condition_expression,
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                )
+            errors.append((None, None, None))
+        except (MultipleTransactionsException, MockValidationException):
+            rollback()
+            raise
+        except ConditionalCheckFailed as e:
+            errors.append(("ConditionalCheckFailed", str(e.message), original_item))
+        except Exception as e:  # noqa: BLE001 - moto reports any other failure as that action's reason
+            errors.append((type(e).__name__, str(e), original_item))
+    if any(code is not None for code, _, _ in errors):
+        rollback()
+        raise TransactionCanceledException(errors)
+
+
+if not os.environ.get("MOTO_PLAIN"):
+    DynamoDBBackend.transact_write_items = transact_write_items
+
+
+def _find_table(name):
+    """The emulated table called `name`, in whichever account and region holds it."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    for regions in list(dynamodb_backends.values()):
+        for backend in list(regions.values()):
+            if name in backend.tables:
+                return backend.tables[name]
+    return None
+
+
+def _too_long(value, limit, kind):
+    if isinstance(value, dict) and DynamoType(value).size() > limit:
+        return (
+            f"One or more parameter values were invalid: Size of {kind} has exceeded the maximum size "
+            f"limit of {limit} bytes"
+        )
+    return None
+
+
+def _key_violation(table_name, key):
+    table = _find_table(table_name) if table_name else None
+    if table is None or not isinstance(key, dict):
+        return None
+    return _too_long(key.get(table.hash_key_attr), HASH_KEY_MAX_BYTES, "hashkey") or (
+        table.range_key_attr and _too_long(key.get(table.range_key_attr), RANGE_KEY_MAX_BYTES, "rangekey")
+    )
+
+
+def _query_violation(request):
+    table = _find_table(request.get("TableName"))
+    if table is None:
+        return None
+    schema = None
+    index = request.get("IndexName")
+    for candidate in list(table.global_indexes) + list(table.indexes):
+        if index and candidate.name == index:
+            schema = candidate.schema
+    if schema is None:
+        schema = table.schema
+    hash_attr = next((k["AttributeName"] for k in schema if k["KeyType"] == "HASH"), None)
+    names = request.get("ExpressionAttributeNames", {})
+    values = request.get("ExpressionAttributeValues", {})
+    condition = request.get("KeyConditionExpression", "")
+    pairs = re.findall(r"([#\w]+)\s*(?:=|<=|>=|<|>|BETWEEN)\s*(:\w+)", condition)
+    pairs += re.findall(r"begins_with\s*\(\s*([#\w]+)\s*,\s*(:\w+)", condition)
+    pairs += [("", v) for v in re.findall(r"\bAND\s+(:\w+)", condition)]
+    for attr, placeholder in pairs:
+        attr = names.get(attr, attr)
+        if attr == hash_attr:
+            message = _too_long(values.get(placeholder), HASH_KEY_MAX_BYTES, "hashkey")
+        else:
+            message = _too_long(values.get(placeholder), RANGE_KEY_MAX_BYTES, "rangekey")
+        if message:
+            return message
+    return None
+
+
+def read_key_violation(target, request):
+    """Key-size checks DynamoDB makes and moto does not (reads, deletes, condition checks)."""
+    op = target.split(".", 1)[-1]
+    keys = []  # (table name, key)
+    if op in ("GetItem", "DeleteItem"):
+        keys.append((request.get("TableName"), request.get("Key")))
+    elif op == "TransactGetItems":
+        for action in request.get("TransactItems", []):
+            get = action.get("Get", {})
+            keys.append((get.get("TableName"), get.get("Key")))
+    elif op == "BatchGetItem":
+        for table_name, spec in request.get("RequestItems", {}).items():
+            keys.extend((table_name, key) for key in spec.get("Keys", []))
+    elif op == "TransactWriteItems":
+        for action in request.get("TransactItems", []):
+            for kind in ("Delete", "ConditionCheck"):
+                if kind in action:
+                    keys.append((action[kind].get("TableName"), action[kind].get("Key")))
+    elif op == "Query":
+        return _query_violation(request)
+    for table_name, key in keys:
+        message = _key_violation(table_name, key)
+        if message:
+            return message
+    return None
+
+
+class Faults:
+    """Armed faults, matched by target and body text, each for a number of requests."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.armed = []
+
+    def arm(self, fault):
+        fault = {
+            "target": str(fault["target"]),
+            "contains": str(fault.get("contains", "")),
+            "times": int(fault.get("times", 1)),
+            "error": fault.get("error"),
+            "delay_ms": int(fault.get("delay_ms", 0)),
+            "drop": bool(fault.get("drop", False)),
+            "fired": 0,
+        }
+        with self.lock:
+            self.armed.append(fault)
+
+    def take(self, target, body):
+        with self.lock:
+            for fault in self.armed:
+                if fault["times"] > 0 and fault["target"] == target and fault["contains"] in body:
+                    fault["times"] -= 1
+                    fault["fired"] += 1
+                    return dict(fault)
+        return None
+
+    def listing(self):
+        with self.lock:
+            return json.dumps(self.armed).encode()
+
+
+def _answer(start_response, status, body, content_type="application/x-amz-json-1.0"):
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def fault_response(fault, target, request, start_response):
+    """What a fault answers instead of the emulator."""
+    if fault["drop"]:
+        if target.endswith(".SendMessage"):
+            digest = hashlib.md5(str(request.get("MessageBody", "")).encode()).hexdigest()
+            body = {"MessageId": "00000000-0000-0000-0000-000000000000", "MD5OfMessageBody": digest}
+        else:
+            body = {}
+        return _answer(start_response, "200 OK", json.dumps(body).encode())
+    error = fault["error"]
+    if target.endswith(".TransactWriteItems") and error == "TransactionConflict":
+        body = {
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons "
+            "[TransactionConflict]",
+            "CancellationReasons": [
+                {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"}
+            ],
+        }
+    else:
+        prefix = "com.amazonaws.dynamodb.v20120810#" if target.startswith("DynamoDB") else ""
+        body = {"__type": prefix + error, "message": f"injected {error}"}
+    return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
+
+
+class LocalAws:
+    """The WSGI app: moto, with DynamoDB serialized, the read checks, faults and request counts
+    (served at GET /_lambent/stats for make bench)."""
 
     def __init__(self, app):
         self.app = app
         self.lock = threading.Lock()
         self.counts = {}
         self.counts_lock = threading.Lock()
+        self.faults = Faults()
 
-    def __call__(self, environ, start_response):
-        if environ.get("PATH_INFO") == "/_lambent/stats":
+    def control(self, environ, start_response):
+        path = environ.get("PATH_INFO")
+        if path == "/_lambent/stats":
             with self.counts_lock:
                 body = json.dumps(self.counts).encode()
-            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
+            return _answer(start_response, "200 OK", body, "application/json")
+        if environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                self.faults.arm(json.loads(environ["wsgi.input"].read(length)))
+            except (KeyError, ValueError, TypeError) as err:
+                return _answer(start_response, "400 Bad Request", str(err).encode(), "text/plain")
+            return _answer(start_response, "204 No Content", b"", "text/plain")
+        return _answer(start_response, "200 OK", self.faults.listing(), "application/json")
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/_lambent/"):
+            return self.control(environ, start_response)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
-        if target:
-            with self.counts_lock:
-                self.counts[target] = self.counts.get(target, 0) + 1
-        if target.startswith("DynamoDB"):
-            with self.lock:
-                # Consume the whole response inside the lock: moto may build it lazily.
-                body = b"".join(self.app(environ, start_response))
-            return [body]
-        return self.app(environ, start_response)
+        if not target:
+            return self.app(environ, start_response)
+        with self.counts_lock:
+            self.counts[target] = self.counts.get(target, 0) + 1
+        # Read the body once so the checks can see it; moto reads it again from a fresh stream.
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = _Replay(raw)
+        text = raw.decode("utf-8", "replace")
+        fault = self.faults.take(target, text)
+        if fault:
+            if fault["delay_ms"]:
+                time.sleep(fault["delay_ms"] / 1000)
+            if fault["drop"] or fault["error"]:
+                try:
+                    request = json.loads(raw or b"{}")
+                except ValueError:
+                    request = {}
+                return fault_response(fault, target, request, start_response)
+        if not target.startswith("DynamoDB"):
+            return self.app(environ, start_response)
+        try:
+            violation = read_key_violation(target, json.loads(raw or b"{}"))
+        except (ValueError, AttributeError, TypeError):
+            violation = None
+        if violation:
+            body = {"__type": "com.amazon.coral.validate#ValidationException", "message": violation}
+            return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
+        with self.lock:
+            # Consume the whole response inside the lock: moto may build it lazily.
+            body = b"".join(self.app(environ, start_response))
+        return [body]
+
+
+class _Replay:
+    """A request body stream read from bytes already read."""
+
+    def __init__(self, data):
+        self.data = data
+        self.offset = 0
+
+    def read(self, size=-1):
+        end = len(self.data) if size is None or size < 0 else min(len(self.data), self.offset + size)
+        chunk = self.data[self.offset:end]
+        self.offset = end
+        return chunk
+
+    def readline(self, size=-1):
+        end = self.data.find(b"\n", self.offset)
+        end = len(self.data) if end < 0 else end + 1
+        if size is not None and size >= 0:
+            end = min(end, self.offset + size)
+        chunk = self.data[self.offset:end]
+        self.offset = end
+        return chunk
+
+    def __iter__(self):
+        while True:
+            line = self.readline()
+            if not line:
+                return
+            yield line
 
 
 class QuietHandler(WSGIRequestHandler):
@@ -69,7 +427,7 @@ def main():
     if args.exit_with_parent:
         threading.Thread(target=exit_with_parent, daemon=True).start()
 
-    app = SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
+    app = LocalAws(DomainDispatcherApplication(create_backend_app))
     server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietHandler)
     port = server.socket.getsockname()[1]
     if args.port_file:

@@ -205,14 +205,7 @@ pub async fn grant_credits(state: &State, req: Request) -> Result<Response<Body>
             .put(entry.build().context("put")?)
             .build(),
     ];
-    if let Err(err) = state
-        .db
-        .client
-        .transact_write_items()
-        .set_transact_items(Some(actions))
-        .send()
-        .await
-    {
+    if let Err(err) = crate::db::transact(&state.db, actions).await {
         return Err(match crate::db::failed_conditions(&err) {
             Some(failed) if failed.first() == Some(&true) => ApiError::NotFound("no such user"),
             _ => ApiError::Internal(anyhow::Error::new(err).context("granting credits")),

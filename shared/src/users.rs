@@ -137,7 +137,7 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
 pub fn validate_email(raw: &str) -> Result<String, FieldError> {
     let email = raw.trim().to_lowercase();
     let bad = || FieldError::new("email", "must be an email address such as name@example.com");
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.len() > MAX_EMAIL_BYTES || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(bad());
     }
     let (local, domain) = email.split_once('@').ok_or_else(bad)?;
@@ -163,7 +163,7 @@ pub fn validate_email(raw: &str) -> Result<String, FieldError> {
 
 /// Checks a username: 3 to 30 letters, digits, `_` or `.`.
 pub fn validate_username(raw: &str) -> Result<String, FieldError> {
-    let ok = (3..=30).contains(&raw.chars().count())
+    let ok = (3..=MAX_USERNAME_BYTES).contains(&raw.chars().count())
         && raw
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
@@ -240,12 +240,7 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
             ("created_at", s(&created_at)),
         ])?);
     }
-    let result = db
-        .client
-        .transact_write_items()
-        .set_transact_items(Some(actions))
-        .send()
-        .await;
+    let result = crate::db::transact(db, actions).await;
     match result {
         Ok(_) => {}
         Err(err) => {
@@ -293,9 +288,16 @@ pub async fn find_for_login(
     name: LoginName<'_>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<UserRecord>> {
+    // A name longer than any registered one is nobody's; it must not reach a key (DynamoDB refuses
+    // partition keys over 2,048 bytes), but it costs the same two reads as any other name.
     let unique_pk = match name {
-        LoginName::Email(email) => keys::email(&email.trim().to_lowercase()),
-        LoginName::Username(username) => keys::username(username.trim()),
+        LoginName::Email(email) if email.trim().len() <= MAX_EMAIL_BYTES => {
+            keys::email(&email.trim().to_lowercase())
+        }
+        LoginName::Username(username) if username.trim().len() <= MAX_USERNAME_BYTES => {
+            keys::username(username.trim())
+        }
+        LoginName::Email(_) | LoginName::Username(_) => keys::username(NO_USER),
     };
     let unique = db.get(&unique_pk, keys::UNIQUE).await?;
     let user_id = unique
@@ -307,8 +309,14 @@ pub async fn find_for_login(
         .transpose()
 }
 
-/// An id no account has (ids are UUIDs).
+/// An id no account has (ids are UUIDs), and a username no account can have (too short).
 const NO_USER: &str = "none";
+
+/// The longest email an account can have (RFC 5321's path limit; registration checks it).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// The longest username an account can have (30 ASCII characters; registration checks it).
+pub const MAX_USERNAME_BYTES: usize = 30;
 
 /// Reads an account by id.
 pub async fn get(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<Option<UserRecord>> {

@@ -134,6 +134,57 @@ impl TestApp {
             .count()
     }
 
+    /// Makes an account an admin, as an operator would in the table; its next token has the role.
+    pub async fn make_admin(&self, user_id: &str) {
+        let db = &self.running.gateway.state.db;
+        db.client
+            .update_item()
+            .table_name(&db.table)
+            .key("pk", lambent::db::s(format!("USER#{user_id}")))
+            .key("sk", lambent::db::s("PROFILE"))
+            .update_expression("SET #role = :admin")
+            .expression_attribute_names("#role", "role")
+            .expression_attribute_values(":admin", lambent::db::s("admin"))
+            .send()
+            .await
+            .expect("promote");
+    }
+
+    /// Arms a fault in the emulator (see `infra/local/moto_server.py`): the next `times` requests
+    /// to `target` whose body contains `contains` get `fault` (`error`, `delay_ms`, `drop`).
+    pub async fn fault(&self, target: &str, contains: &str, times: u32, fault: Value) {
+        let mut body = json!({"target": target, "contains": contains, "times": times});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), fault.as_object()) {
+            body.extend(extra.clone());
+        }
+        let response = self
+            .client
+            .post(format!("{}/_lambent/faults", self.endpoint))
+            .json(&body)
+            .send()
+            .await
+            .expect("arming a fault");
+        assert_eq!(response.status(), 204, "arming a fault");
+    }
+
+    /// How often the armed faults matching `target` and `contains` fired, together.
+    pub async fn fired(&self, target: &str, contains: &str) -> u64 {
+        let faults: Vec<Value> = self
+            .client
+            .get(format!("{}/_lambent/faults", self.endpoint))
+            .send()
+            .await
+            .expect("faults")
+            .json()
+            .await
+            .expect("json");
+        faults
+            .iter()
+            .filter(|f| f["target"] == target && f["contains"] == contains)
+            .map(|f| f["fired"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
     /// The signing key secret's JSON, read from the emulator, to mint tokens in attacks.
     pub async fn signing_secret(&self) -> Value {
         let secrets = aws_sdk_secretsmanager::Client::new(&self.running.sdk);

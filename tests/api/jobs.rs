@@ -589,19 +589,8 @@ async fn admins_grant_credits_and_the_ledger_records_them() {
     .await;
 
     // An operator makes the account an admin in the table; its next token carries the role.
-    let db = &app.running.gateway.state.db;
-    let admin_id = admin["user"]["id"].as_str().expect("id");
-    db.client
-        .update_item()
-        .table_name(&db.table)
-        .key("pk", lambent::db::s(format!("USER#{admin_id}")))
-        .key("sk", lambent::db::s("PROFILE"))
-        .update_expression("SET #role = :admin")
-        .expression_attribute_names("#role", "role")
-        .expression_attribute_values(":admin", lambent::db::s("admin"))
-        .send()
-        .await
-        .expect("promote");
+    app.make_admin(admin["user"]["id"].as_str().expect("id"))
+        .await;
     let login = app
         .post_json(
             "/v1/auth/login",

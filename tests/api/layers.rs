@@ -206,3 +206,23 @@ fn the_check_sees_a_violation() {
     // The jobs core naming a feature is a violation; a feature naming the core is not.
     assert!(layer_of("photos::work").expect("layer").0 > layer_of("jobs::store").expect("layer").0);
 }
+
+/// DynamoDB cancels transactions that race on an item (`TransactionConflict`); `db::transact`
+/// retries those. A transaction sent any other way would answer such a race with a 500.
+#[test]
+fn every_transaction_goes_through_the_retrying_helper() {
+    let src = repo_root().join("shared/src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let direct: Vec<String> = all
+        .iter()
+        .filter(|file| module_of(&src, file) != "db")
+        .filter(|file| {
+            std::fs::read_to_string(file)
+                .expect("source")
+                .contains(".transact_write_items()")
+        })
+        .map(|file| file.display().to_string())
+        .collect();
+    assert!(direct.is_empty(), "transactions sent directly: {direct:?}");
+}

@@ -9,6 +9,7 @@ mod deliveries;
 mod docs;
 mod events;
 mod generation;
+mod hardening;
 mod jobs;
 mod jwt;
 mod layers;

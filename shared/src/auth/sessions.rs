@@ -109,10 +109,7 @@ pub async fn start(
             ],
         )?,
     ];
-    db.client
-        .transact_write_items()
-        .set_transact_items(Some(actions))
-        .send()
+    crate::db::transact(db, actions)
         .await
         .context("starting a session")?;
     Ok(TokenResponse {
@@ -210,13 +207,7 @@ pub async fn rotate(
             ],
         )?,
     ];
-    match db
-        .client
-        .transact_write_items()
-        .set_transact_items(Some(actions))
-        .send()
-        .await
-    {
+    match crate::db::transact(db, actions).await {
         Ok(_) => Ok((user_id, next)),
         Err(err) => match failed_conditions(&err) {
             Some(failed) if failed.first() == Some(&true) => {
