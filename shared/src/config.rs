@@ -23,6 +23,10 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// Jobs running at once per user, by tier (`JOB_CAP_FREE`, `_STANDARD`, `_PREMIUM`, default 4).
     pub job_caps: JobCaps,
+    /// How long after admission a job's message counts as lost if its sender has not confirmed it
+    /// (`OUTBOX_GRACE_SECONDS`, default 15: past the API functions' 10 s timeout); the reaper then
+    /// sends it again.
+    pub outbox_grace: Duration,
     /// The CPU worker's queue (`JOBS_QUEUE_URL`).
     pub jobs_queue_url: Option<String>,
     /// The GPU worker's queue (`GPU_JOBS_QUEUE_URL`).
@@ -203,6 +207,7 @@ impl Config {
                 )?,
             },
             job_caps,
+            outbox_grace: Duration::from_secs(number("OUTBOX_GRACE_SECONDS", 15)?),
             jobs_queue_url: optional("JOBS_QUEUE_URL"),
             gpu_jobs_queue_url: optional("GPU_JOBS_QUEUE_URL"),
             cursor_key_secret_id: optional("CURSOR_KEY_SECRET_ID"),

@@ -3,12 +3,23 @@
 use serde::{Deserialize, Serialize};
 
 /// Which queue, and so which worker fleet, runs a kind.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Queue {
     /// The SQS-triggered Lambda worker.
     Cpu,
     /// The long-running poller in the GPU ECS task.
     Gpu,
+}
+
+impl Queue {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
 }
 
 /// Which provider runs a job.

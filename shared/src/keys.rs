@@ -60,6 +60,25 @@ fn spread(job_id: &str, shards: u32) -> u32 {
     job_id.bytes().map(u32::from).sum::<u32>() % shards
 }
 
+/// Partitions of the outbox: the messages of admitted jobs until their sender confirms them.
+pub const OUTBOX_SHARDS: u32 = 4;
+
+/// The outbox partition of a job's message.
+pub fn outbox_shard(job_id: &str) -> String {
+    format!("OUTBOX#{}", spread(job_id, OUTBOX_SHARDS))
+}
+
+/// The outbox partition by number.
+pub fn outbox_partition(shard: u32) -> String {
+    format!("OUTBOX#{shard}")
+}
+
+/// The sort key of a job's outbox entry: due (epoch seconds, zero-padded so keys sort by time),
+/// then the job.
+pub fn outbox_entry(due: i64, job_id: &str) -> String {
+    format!("{due:012}#{job_id}")
+}
+
 /// A user's idempotency record for a request key (hashed: clients choose the key).
 pub fn idempotency(user_id: &str, key: &str) -> String {
     format!(

@@ -155,11 +155,11 @@ pub async fn serve_reaper() -> Result<(), Error> {
     let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let reaped = crate::jobs::worker::reap(state)
+            let pass = crate::jobs::worker::reap(state)
                 .await
                 .map_err(|err| Error::from(format!("{err:#}")))?;
-            tracing::info!(reaped, "reaper ran");
-            Ok::<_, Error>(serde_json::json!({ "reaped": reaped }))
+            tracing::info!(?pass, "reaper ran");
+            Ok::<_, Error>(serde_json::to_value(pass)?)
         },
     ))
     .await

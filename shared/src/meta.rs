@@ -73,20 +73,15 @@ pub async fn get_jwks(state: &State, _req: Request) -> Result<Response<Body>, Ap
     document("application/json", 3600, text)
 }
 
-/// OpenID Connect discovery, as API Gateway's JWT authorizer fetches it. The issuer is the origin
-/// this document is served from (the identity API in AWS, the gateway locally).
+/// OpenID Connect discovery, as API Gateway's JWT authorizer fetches it. Every URL comes from the
+/// configured issuer (`JWT_ISSUER`: the identity API in AWS, the gateway locally), never from the
+/// request: the document is cached for an hour, and a client's `Host` must not write it.
 #[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "meta", responses((status = 200, description = "discovery document")))]
 pub async fn get_openid_configuration(
-    _state: &State,
-    req: Request,
+    state: &State,
+    _req: Request,
 ) -> Result<Response<Body>, ApiError> {
-    let uri = req.uri();
-    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "the request names no host"
-        )));
-    };
-    let issuer = format!("{scheme}://{host}");
+    let issuer = state.config.issuer()?;
     let text = json!({
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),

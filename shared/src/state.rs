@@ -35,24 +35,39 @@ pub struct State {
     upscaler: tokio::sync::OnceCell<Arc<Upscaler>>,
 }
 
+/// S3's timeouts: transfers of outputs up to hundreds of MB fit in an attempt.
+static S3_TIMEOUTS: std::sync::LazyLock<TimeoutConfig> = std::sync::LazyLock::new(|| {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .operation_timeout(Duration::from_secs(180))
+        .build()
+});
+
 /// Features' runtimes by type: the core holds them without naming them.
 #[derive(Default)]
 struct Features(HashMap<TypeId, Box<dyn Any + Send + Sync>>);
 
 impl State {
     /// The AWS SDK settings from the environment (including the standard `AWS_ENDPOINT_URL*`
-    /// variables), with operation timeouts: loaded once per cold start.
+    /// variables), with [`State::sdk_timeouts`]: loaded once per cold start.
     pub async fn sdk_from_env() -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(Duration::from_secs(5))
-                    .operation_timeout(Duration::from_secs(15))
-                    .connect_timeout(Duration::from_secs(3))
-                    .build(),
-            )
+            .timeout_config(Self::sdk_timeouts())
             .load()
             .await
+    }
+
+    /// Timeouts of every DynamoDB, SQS and Secrets Manager call: an operation, retries included,
+    /// ends within 8 s, inside the 10 s of the shortest function (the API's), so a function is
+    /// never stopped by Lambda in the middle of a call it could have handled. (S3 has its own,
+    /// longer ones: [`S3_TIMEOUTS`]: outputs are large; no API path waits on S3 after admission.)
+    pub fn sdk_timeouts() -> TimeoutConfig {
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(1))
+            .operation_attempt_timeout(Duration::from_millis(2500))
+            .operation_timeout(Duration::from_secs(8))
+            .build()
     }
 
     /// Builds the state from a configuration, an SDK configuration and the kinds to offer.
@@ -67,6 +82,7 @@ impl State {
             s3: aws_sdk_s3::Client::from_conf(
                 aws_sdk_s3::config::Builder::from(sdk)
                     .force_path_style(config.s3_force_path_style)
+                    .timeout_config(S3_TIMEOUTS.clone())
                     .build(),
             ),
             registry,

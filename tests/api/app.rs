@@ -134,6 +134,16 @@ impl TestApp {
             .count()
     }
 
+    /// Asks to cancel a job.
+    pub async fn cancel(&self, token: &str, id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/jobs/{id}/cancel")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel")
+    }
+
     /// Makes an account an admin, as an operator would in the table; its next token has the role.
     pub async fn make_admin(&self, user_id: &str) {
         let db = &self.running.gateway.state.db;

@@ -120,7 +120,7 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     );
     // The schedule's event carries nothing the reaper needs; with nothing overdue it reaps nothing.
     let _: Value = serde_json::from_str(&read("reap-jobs")).expect("a scheduled event");
-    assert_eq!(worker::reap(state).await.expect("reap"), 0);
+    assert_eq!(worker::reap(state).await.expect("reap").reaped, 0);
     // Likewise the reconciler: nothing waits on a provider.
     let _: Value = serde_json::from_str(&read("reconcile-jobs")).expect("a scheduled event");
     let report = lambent::generation::reconcile::run(state)

@@ -495,13 +495,7 @@ async fn canceling_a_job_at_a_provider_cancels_it_there_and_refunds() {
         .await;
     let request_id = at_provider(&app, &token, &id).await;
 
-    let canceled = app
-        .client
-        .post(app.url(&format!("/v1/jobs/{id}/cancel")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("cancel");
+    let canceled = app.cancel(&token, &id).await;
     assert_eq!(canceled.status(), 200);
     let job: Value = canceled.json().await.expect("json");
     assert_eq!(job["status"], "CANCELED");
@@ -756,4 +750,67 @@ async fn a_preset_runs_where_the_configuration_says() {
         "fal's name for the duration, defaulted"
     );
     assert_eq!(app.credits(&token).await, (95, 0));
+}
+
+/// A cancel while the worker is submitting (the provider answers 429 first, so the job is running
+/// with no request on record for a second) is a cancel: the request is canceled at the provider
+/// once it exists, the job ends CANCELED and is refunded once. It never completes charged.
+#[tokio::test]
+async fn a_cancel_during_submission_cancels_at_the_provider_and_refunds() {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.submit_failures.push_back(429));
+    let (token, _) = app.user("hasty").await;
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/schnell"))
+        .await;
+    app.wait_for_job(&token, &id, |job| job["status"] == "IN_PROGRESS")
+        .await;
+    let canceled = app.cancel(&token, &id).await;
+    assert_eq!(canceled.status(), 202, "asked; the worker is submitting");
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "CANCELED", "{job}");
+    assert_eq!(app.credits(&token).await, (100, 0));
+    assert_eq!(refunds(&app, &token).await, 1);
+    if let Some(request_id) = job["provider"]["request_id"].as_str() {
+        assert_eq!(fakes.request_state(request_id), Some("canceled"));
+    }
+}
+
+/// Cancels at every moment of a job's life, over and over: whatever the answer, it is the truth.
+/// 200 means CANCELED and refunded, 202 means it ends CANCELED and refunded, 409 means it had
+/// ended otherwise (and then it was COMPLETED and charged).
+#[tokio::test]
+async fn a_cancel_answer_always_says_what_happened() {
+    let (app, _fakes) = start(&[], true).await;
+    let (token, _) = app.user("fickle").await;
+    for attempt in 0..12u64 {
+        let (before, _) = app.credits(&token).await;
+        let id = app
+            .submit_id(&token, &text_to_image("fal", "fal-ai/flux/schnell"))
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(attempt * 40)).await;
+        let answer = app.cancel(&token, &id).await;
+        let status = answer.status().as_u16();
+        let body: Value = answer.json().await.expect("json");
+        let job = finished(&app, &token, &id).await;
+        let (after, active) = app.credits(&token).await;
+        assert_eq!(active, 0);
+        match status {
+            200 => {
+                assert_eq!(body["status"], "CANCELED", "{body}");
+                assert_eq!(job["status"], "CANCELED");
+                assert_eq!(after, before, "refunded");
+            }
+            202 => {
+                assert_eq!(job["status"], "CANCELED", "asked, then canceled: {job}");
+                assert_eq!(after, before, "refunded");
+            }
+            409 => {
+                assert_eq!(body["code"], "job_finished");
+                assert_eq!(job["status"], "COMPLETED");
+                assert_eq!(after, before - job["cost"].as_i64().expect("cost"));
+            }
+            other => panic!("cancel answered {other}: {body}"),
+        }
+    }
 }

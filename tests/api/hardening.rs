@@ -131,3 +131,239 @@ async fn login_names_over_the_key_limit_are_unknown_accounts() {
         .expect("token");
     problem(form, 401, "invalid_credentials").await;
 }
+
+const SEND: &str = "AmazonSQS.SendMessage";
+
+fn sleep_job(ms: u64) -> Value {
+    json!({"kind": "sleep", "input": {"ms": ms}})
+}
+
+/// What a job-queue SendMessage request names: the queue's URL, quoted as in the JSON body.
+fn jobs_queue(app: &TestApp) -> String {
+    format!("\"{}\"", app.running.stack.refs["JobsQueue"])
+}
+
+/// Outbox entries left in the table.
+async fn outbox_entries(app: &TestApp) -> usize {
+    app.items()
+        .await
+        .iter()
+        .filter(|i| i["pk"].as_s().is_ok_and(|pk| pk.starts_with("OUTBOX#")))
+        .count()
+}
+
+/// A send that fails after the admission committed no longer refunds and answers 503: the job
+/// is admitted, so it is queued: the outbox entry written with the admission makes the reaper
+/// send it, and it runs.
+#[tokio::test]
+async fn a_job_whose_send_failed_is_sent_by_the_outbox_and_runs() {
+    let app = TestApp::spawn_with(&[("OUTBOX_GRACE_SECONDS", "1")]).await;
+    let (token, _) = app.user("unsent").await;
+    let queue = jobs_queue(&app);
+    app.fault(
+        SEND,
+        &queue,
+        1,
+        json!({"error": "AWS.SimpleQueueService.InternalError"}),
+    )
+    .await;
+    let response = app.submit(&token, &sleep_job(10)).await;
+    assert_eq!(response.status(), 202, "admitted is queued");
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.fired(SEND, &queue).await, 1, "the first send failed");
+    let done = app
+        .wait_for_job(&token, &id, |job| job["status"] == "COMPLETED")
+        .await;
+    assert_eq!(done["progress"], 100);
+    assert_eq!(
+        app.credits(&token).await,
+        (99, 0),
+        "charged once, slot free"
+    );
+    assert_eq!(outbox_entries(&app).await, 0, "the outbox is empty again");
+}
+
+/// A client that hangs up while its submission is being handled does not stop the handler half
+/// way (the local gateway runs it to its end, as Lambda does): the message is sent, the job runs.
+/// The outbox's grace is long here, so only the handler itself can have sent it.
+#[tokio::test]
+async fn a_client_that_hangs_up_does_not_stop_its_submission() {
+    let app = TestApp::spawn_with(&[("OUTBOX_GRACE_SECONDS", "600")]).await;
+    let (token, user_id) = app.user("hangup").await;
+    // The admission commits 1.5 s after the client has gone (the emulator finishes what it
+    // received); a handler dropped with its client would never send the message.
+    app.fault(TRANSACT, &user_id, 1, json!({"delay_ms": 1500}))
+        .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .expect("client");
+    let gone = impatient
+        .post(app.url("/v1/jobs"))
+        .bearer_auth(&token)
+        .json(&sleep_job(10))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up before the answer");
+    let mut listed = app.get_json("/v1/jobs", &token).await;
+    while listed["items"][0]["id"].is_null() {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        listed = app.get_json("/v1/jobs", &token).await;
+    }
+    let id = listed["items"][0]["id"]
+        .as_str()
+        .expect("admitted")
+        .to_owned();
+    let done = app
+        .wait_for_job(&token, &id, |job| job["status"] == "COMPLETED")
+        .await;
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(app.fired(TRANSACT, &user_id).await, 1);
+    assert_eq!(app.credits(&token).await, (99, 0));
+}
+
+/// One overdue job whose release keeps failing does not stop the reaper: the others behind it
+/// are reaped. (The failing job is in the index partition the reaper reads first.)
+#[tokio::test]
+async fn the_reaper_goes_past_a_job_it_cannot_release() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, _) = app.user("reaped").await;
+    let shard = |id: &str| lambent::keys::active_shard(id);
+    let (mut first, mut last) = (None, None);
+    for _ in 0..60 {
+        let id = app.submit_id(&token, &sleep_job(10)).await;
+        if first.is_none() && shard(&id) == "ACTIVE#0" {
+            first = Some(id);
+        } else if last.is_none() && shard(&id) == "ACTIVE#3" {
+            last = Some(id);
+        } else {
+            let canceled = app.cancel(&token, &id).await;
+            assert_eq!(canceled.status(), 200);
+        }
+        if first.is_some() && last.is_some() {
+            break;
+        }
+    }
+    let (stuck, healthy) = (
+        first.expect("a job in shard 0"),
+        last.expect("a job in shard 3"),
+    );
+    app.fault(
+        TRANSACT,
+        &stuck,
+        1000,
+        json!({"error": "InternalServerError"}),
+    )
+    .await;
+    // Both claimed by a worker that dies at once: overdue in a second.
+    let db = &app.running.gateway.state.db;
+    for id in [&stuck, &healthy] {
+        lambent::jobs::store::claim(db, id, std::time::Duration::ZERO, chrono::Utc::now())
+            .await
+            .expect("claim")
+            .expect("claimed");
+    }
+    let reaped = app
+        .wait_for_job(&token, &healthy, |job| job["status"] != "IN_PROGRESS")
+        .await;
+    assert_eq!(reaped["error"]["type"], "timed_out");
+    assert!(
+        app.fired(TRANSACT, &stuck).await > 0,
+        "the stuck job was tried"
+    );
+    let stuck_job = app.get_json(&format!("/v1/jobs/{stuck}"), &token).await;
+    assert_eq!(
+        stuck_job["status"], "IN_PROGRESS",
+        "its release keeps failing"
+    );
+}
+
+/// An `Idempotency-Key` that is not visible ASCII reaches the handler (API Gateway passes it) and
+/// is refused: not dropped, which made two charged jobs of one retried request.
+#[tokio::test]
+async fn a_non_ascii_idempotency_key_is_refused_not_dropped() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, _) = app.user("unicode").await;
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/v1/jobs"))
+            .bearer_auth(&token)
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes("ключ-1".as_bytes()).expect("value"),
+            )
+            .json(&sleep_job(10))
+            .send()
+            .await
+            .expect("submit");
+        problem(response, 400, "invalid_idempotency_key").await;
+    }
+    assert_eq!(app.credits(&token).await, (100, 0), "nothing charged");
+}
+
+/// Sends raw HTTP/1.1 and returns the status line, or what came back if it was not one.
+async fn raw_status(base: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or("<closed without an answer>")
+        .to_owned()
+}
+
+/// A `Host` that is no host gets a 400, not a closed connection (lambda_http panicked on it).
+#[tokio::test]
+async fn a_malformed_host_header_is_a_400() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    for host in ["exa mple.com", "[::1", "a\"b", "host:port:9"] {
+        let request = format!("GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let status = raw_status(&app.base, request.as_bytes()).await;
+        assert!(
+            status.starts_with("HTTP/1.1 400"),
+            "Host {host:?}: {status}"
+        );
+    }
+    let fine = raw_status(
+        &app.base,
+        b"GET /health HTTP/1.1\r\nHost: api.example.com:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+/// The discovery document is cached for an hour: its URLs come from configuration, never from
+/// the client's `Host`.
+#[tokio::test]
+async fn the_discovery_document_ignores_the_host_header() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let document: Value = app
+        .client
+        .get(app.url("/.well-known/openid-configuration"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(document["issuer"], app.base.as_str());
+    assert_eq!(
+        document["jwks_uri"],
+        format!("{}/.well-known/jwks.json", app.base)
+    );
+}

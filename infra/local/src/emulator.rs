@@ -83,10 +83,12 @@ impl Emulator {
     }
 }
 
-/// An SDK configuration that reaches the emulator, with dummy credentials.
+/// An SDK configuration that reaches the emulator, with dummy credentials and the timeouts the
+/// functions have in AWS.
 pub async fn sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(endpoint)
+        .timeout_config(lambent::State::sdk_timeouts())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "local",

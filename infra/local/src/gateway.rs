@@ -24,11 +24,31 @@ use tokio::net::TcpListener;
 /// API Gateway's payload limit for HTTP APIs.
 const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 
-/// What the gateway needs besides the handlers' state: the JWT authorizer's settings.
+/// What the gateway needs besides the handlers' state: the JWT authorizer's settings, and each
+/// function's timeout (a handler runs to its end or its timeout, as in Lambda, whatever the client
+/// does meanwhile).
 pub struct Gateway {
     pub state: Arc<State>,
     pub issuer: String,
     pub audience: String,
+    pub timeouts: HashMap<String, std::time::Duration>,
+}
+
+/// What API Gateway answers when the function failed or timed out.
+fn function_failed(request_id: &str) -> hyper::Response<Full<Bytes>> {
+    let mut response = hyper::Response::new(Full::new(Bytes::from_static(
+        br#"{"message":"Internal Server Error"}"#,
+    )));
+    *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+    let headers = response.headers_mut();
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = request_id.parse() {
+        headers.insert("apigw-requestid", value);
+    }
+    response
 }
 
 /// Accepts connections until the listener fails; each connection is served on its own task.
@@ -101,6 +121,19 @@ impl Gateway {
                 );
             }
         };
+        // API Gateway routes by Host and refuses what is not a host; lambda_http would panic
+        // building the request's URI from it.
+        if let Some(host) = parts.headers.get("host")
+            && !valid_host(host.as_bytes())
+        {
+            return problem(
+                ApiError::BadRequest {
+                    code: "invalid_host",
+                    detail: "the Host header is not a valid host".into(),
+                },
+                &request_id,
+            );
+        }
         let path = parts.uri.path().to_owned();
         let (spec, params): (&Route, HashMap<String, String>) =
             match match_route(parts.method.as_str(), &path) {
@@ -120,7 +153,28 @@ impl Gateway {
             Ok(request) => request,
             Err(err) => return problem(ApiError::MalformedBody(err.to_string()), &request_id),
         };
-        into_hyper(handle(&self.state, spec, request).await)
+        // As Lambda: the handler runs on its own task to its end or its function's timeout; a
+        // client that hangs up does not stop it half-way (between a commit and a send).
+        let timeout = self
+            .timeouts
+            .get(spec.function)
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(10));
+        let state = self.state.clone();
+        let run = tokio::spawn(async move {
+            tokio::time::timeout(timeout, handle(&state, spec, request)).await
+        });
+        match run.await {
+            Ok(Ok(response)) => into_hyper(response),
+            Ok(Err(_)) => {
+                tracing::error!(function = spec.function, ?timeout, "the function timed out");
+                function_failed(&request_id)
+            }
+            Err(err) => {
+                tracing::error!(function = spec.function, error = %err, "the function failed");
+                function_failed(&request_id)
+            }
+        }
     }
 
     /// What API Gateway's JWT authorizer checks, with the same keys the JWKS publishes.
@@ -172,7 +226,10 @@ impl Gateway {
         let mut headers: HashMap<String, String> = HashMap::new();
         let mut cookies = Vec::new();
         for (name, value) in &parts.headers {
-            let Ok(value) = value.to_str() else { continue };
+            // API Gateway passes values that are not visible ASCII through (as UTF-8 text);
+            // dropping them would lose e.g. an Idempotency-Key the handler must refuse.
+            let value = String::from_utf8_lossy(value.as_bytes());
+            let value = value.as_ref();
             if name == "cookie" {
                 cookies.extend(value.split("; ").map(str::to_owned));
                 continue;
@@ -279,6 +336,18 @@ impl Gateway {
         }
         event
     }
+}
+
+/// Whether a Host header is `host[:port]` as a URI authority allows (a name, IPv4 or [IPv6]).
+fn valid_host(value: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return false;
+    };
+    !text.is_empty()
+        && !text.contains(['@', '/', '?', '#'])
+        && text
+            .parse::<hyper::http::uri::Authority>()
+            .is_ok_and(|authority| !authority.host().is_empty())
 }
 
 /// Decodes `a=1&b=x%20y` pairs as API Gateway does for `queryStringParameters`.

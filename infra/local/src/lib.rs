@@ -89,6 +89,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
     let state = Arc::new(lambent::compose::state(config, &sdk)?);
     let gateway = Arc::new(Gateway {
+        timeouts: template.timeouts(),
         issuer: state.config.issuer()?.to_owned(),
         audience: state.config.audience.clone(),
         state: state.clone(),

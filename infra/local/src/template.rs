@@ -77,6 +77,28 @@ impl Template {
             .collect()
     }
 
+    /// Each function's timeout (its `Timeout:`, else the `Globals` one, else Lambda's 3 s).
+    pub fn timeouts(&self) -> HashMap<String, std::time::Duration> {
+        let seconds = |value: Option<&Value>| value.and_then(Value::as_u64);
+        let global = seconds(
+            self.doc
+                .get("Globals")
+                .and_then(|g| g.get("Function"))
+                .and_then(|f| f.get("Timeout")),
+        )
+        .unwrap_or(3);
+        self.resources("AWS::Serverless::Function")
+            .into_iter()
+            .filter_map(|(_, f)| {
+                let own = seconds(f.get("Properties").and_then(|p| p.get("Timeout")));
+                Some((
+                    handler(f)?.to_owned(),
+                    std::time::Duration::from_secs(own.unwrap_or(global)),
+                ))
+            })
+            .collect()
+    }
+
     /// The executables the functions are built from (`BuildProperties: Binary:`).
     pub fn executables(&self) -> BTreeSet<String> {
         self.resources("AWS::Serverless::Function")

@@ -75,6 +75,13 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
         webhook_url: &webhook_url,
         run_for,
     };
+    // Canceled while its inputs were prepared: nothing paid for yet.
+    if store::get(&state.db, &job.id)
+        .await?
+        .is_some_and(|current| current.cancel_requested)
+    {
+        return Err(JobError::Canceled);
+    }
     let request_id = submit_with_retries(&adapter, &submission).await?;
     let provider = ProviderJob {
         name: spec.provider,
@@ -92,8 +99,15 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
         tokio::time::sleep(backoff(attempt)).await;
     }
     match recorded {
-        Ok(true) => Ok(Finished::HandedOff),
-        Ok(false) => {
+        Ok(store::Recorded::Recorded) => Ok(Finished::HandedOff),
+        Ok(store::Recorded::CancelRequested) => {
+            // Its owner canceled it while it was being submitted: stop it there, end it here
+            // (the worker releases it as canceled and refunds it once).
+            tracing::info!(job_id = %job.id, "canceled during submission; canceling at the provider");
+            cancel_at_provider(state, &job.id, &provider).await;
+            Err(JobError::Canceled)
+        }
+        Ok(store::Recorded::Ended) => {
             // The job ended meanwhile (canceled, reaped): stop the request we just paid for.
             tracing::warn!(job_id = %job.id, "the job ended during submission; canceling at the provider");
             cancel_at_provider(state, &job.id, &provider).await;

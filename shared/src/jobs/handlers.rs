@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 use crate::cursor::Paging;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, json, json_body, path_param, query_param};
-use crate::jobs::model::Queue;
 use crate::jobs::model::{Job, Status};
+use crate::jobs::outbox;
 use crate::jobs::store::{self, Admission, JobRef, ListFilter, NewJob, Outcome};
 use crate::state::State;
 
@@ -179,6 +179,8 @@ pub async fn submit(
         .as_ref()
         .map(|_| crate::jobs::events::new_secret())
         .transpose()?;
+    let grace = i64::try_from(state.config.outbox_grace.as_secs()).unwrap_or(15);
+    let entry = outbox::Entry::of(&id, now.timestamp() + grace);
     let admission = store::admit(
         &state.db,
         NewJob {
@@ -190,6 +192,8 @@ pub async fn submit(
             webhook_url: webhook_url.as_deref(),
             webhook_secret: webhook_secret.as_deref(),
             idempotency: key.zip(hash.as_deref()),
+            queue: kind.queue,
+            outbox: &entry,
         },
         &state.config.job_caps,
         now,
@@ -210,18 +214,18 @@ pub async fn submit(
         Admission::Admitted(job) => job,
     };
     tracing::info!(job_id = %job.id, kind = %job.kind, "admitted");
-    if let Err(err) = enqueue(state, kind.queue, &job.id).await {
-        tracing::error!(job_id = %job.id, error = format!("{err:#}"), "enqueue failed; releasing");
-        crate::jobs::finish(
-            state,
-            &JobRef::from(&*job),
-            &Outcome::failed("enqueue_failed", "the job could not be queued"),
-            Utc::now(),
-        )
-        .await?;
-        return Err(ApiError::Unavailable(
-            "the job could not be queued; it was not charged",
-        ));
+    // Admitted is queued: the outbox entry written with the admission guarantees the message.
+    // Sending it now is the fast path; if that fails, the reaper sends it after the grace period.
+    match outbox::send(state, kind.queue, &job.id).await {
+        Ok(()) => {
+            if let Err(err) = outbox::sent(&state.db, &entry).await {
+                // The reaper will find the entry and see the job claimed (or send a duplicate).
+                tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "outbox entry left");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "send failed; the outbox sends it later");
+        }
     }
     Ok(Submitted {
         urls: JobUrls::of(&job.id),
@@ -229,27 +233,6 @@ pub async fn submit(
         status: job.status,
         webhook_secret,
     })
-}
-
-/// Sends a job's message to its kind's queue.
-pub async fn enqueue(state: &State, queue: Queue, job_id: &str) -> anyhow::Result<()> {
-    let url = match queue {
-        Queue::Cpu => state.config.jobs_queue_url.as_deref(),
-        Queue::Gpu => state
-            .config
-            .gpu_jobs_queue_url
-            .as_deref()
-            .or(state.config.jobs_queue_url.as_deref()),
-    };
-    let url = url.ok_or_else(|| anyhow::anyhow!("JOBS_QUEUE_URL is not set"))?;
-    state
-        .sqs
-        .send_message()
-        .queue_url(url)
-        .message_body(serde_json::json!({ "job_id": job_id }).to_string())
-        .send()
-        .await?;
-    Ok(())
 }
 
 /// Reads one of the caller's jobs; another user's job is a 404.
@@ -370,12 +353,21 @@ pub async fn cancel_job(state: &State, req: Request) -> Result<Response<Body>, A
                     let job = store::get(&state.db, &job.id)
                         .await?
                         .ok_or_else(not_found)?;
-                    let status = if job.status.is_terminal() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::ACCEPTED
+                    // The answer says what happened: canceled already, or asked and pending, or
+                    // the job ended otherwise before its next checkpoint.
+                    return match job.status {
+                        Status::Canceled => json(StatusCode::OK, &JobView::from(job)),
+                        Status::InQueue | Status::InProgress => {
+                            json(StatusCode::ACCEPTED, &JobView::from(job))
+                        }
+                        Status::Completed | Status::Failed => Err(ApiError::Conflict {
+                            code: "job_finished",
+                            detail: format!(
+                                "the job ended {} before it could be canceled",
+                                job.status.as_str()
+                            ),
+                        }),
                     };
-                    return json(status, &JobView::from(job));
                 }
             }
             _ => {

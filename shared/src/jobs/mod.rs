@@ -5,6 +5,7 @@ pub mod events;
 pub mod executor;
 pub mod handlers;
 pub mod model;
+pub mod outbox;
 pub mod registry;
 pub mod store;
 pub mod worker;

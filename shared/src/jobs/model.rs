@@ -49,7 +49,7 @@ impl Status {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct JobFailure {
     /// `invalid_input`, `invalid_image`, `image_too_large`, `provider_error`, `timed_out`,
-    /// `worker_crashed`, `canceled_by_user`, `enqueue_failed`.
+    /// `worker_crashed`, `canceled_by_user`.
     #[serde(rename = "type")]
     pub kind: String,
     pub message: String,

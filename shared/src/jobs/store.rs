@@ -33,6 +33,10 @@ pub struct NewJob<'a> {
     pub webhook_secret: Option<&'a str>,
     /// `(key, hash of the request)` when the client sent `Idempotency-Key`.
     pub idempotency: Option<(&'a str, &'a str)>,
+    /// The queue its message goes to, recorded in the outbox with the admission.
+    pub queue: crate::domain::Queue,
+    /// Its outbox entry: the reaper sends the message again if the entry is still there then.
+    pub outbox: &'a crate::jobs::outbox::Entry,
 }
 
 /// What admission decided.
@@ -130,6 +134,9 @@ pub async fn admit(
             .context("put")?;
         actions.push(TransactWriteItem::builder().put(ledger).build());
     }
+    actions.push(crate::jobs::outbox::record(
+        db, job.outbox, job.id, job.queue,
+    )?);
     let idempotency_index = actions.len();
     if let Some((key, hash)) = job.idempotency {
         let record = Put::builder()
@@ -601,11 +608,14 @@ pub async fn release(
     }
 }
 
-/// Asks a running job to stop at its next checkpoint. `false` if the job is not running.
+/// Asks a running job to stop at its next checkpoint. `false` if the job is not running, or if
+/// an outside provider holds it now (there it is canceled at the provider instead: the provider
+/// path never reads this flag after the submission is recorded, and the submission's record is
+/// conditional on the flag's absence, so exactly one of the two writes wins).
 pub async fn request_cancel(db: &Db, job_id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
     let result = job_update(db, job_id)
         .update_expression("SET cancel_requested = :yes, updated_at = :now")
-        .condition_expression("#status = :running")
+        .condition_expression("#status = :running AND attribute_not_exists(provider_request_id)")
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":yes", AttributeValue::Bool(true))
         .expression_attribute_values(":now", s(timestamp(now)))
@@ -675,17 +685,28 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Resul
         .collect())
 }
 
+/// What recording a submission found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The provider holds the job now.
+    Recorded,
+    /// Its owner asked to cancel it meanwhile: the caller cancels the request at the provider and
+    /// ends the job as canceled.
+    CancelRequested,
+    /// It ended meanwhile (reaped) or already had a request: the caller cancels the new request.
+    Ended,
+}
+
 /// Records that a running job was handed to a provider, before anything else happens to it: the
 /// provider's request id, the run deadline, and now as the last news of it (the reconciler polls
-/// jobs whose last news is old). `false` when the job is no longer running or already has a
-/// request (then the caller cancels the new request at the provider).
+/// jobs whose last news is old). Only while it runs, has no request yet and no cancel was asked.
 pub async fn record_submission(
     db: &Db,
     job_id: &str,
     provider: &ProviderJob,
     run_for: Duration,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Recorded> {
     let deadline = now.timestamp() + i64::try_from(run_for.as_secs()).unwrap_or(i64::MAX / 2) + 1;
     let result = job_update(db, job_id)
         .update_expression(
@@ -693,8 +714,12 @@ pub async fn record_submission(
              submitted_at = :now, updated_at = :now, deadline = :deadline, gsi2sk = :deadline, \
              gsi3pk = :shard, gsi3sk = :heard",
         )
-        .condition_expression("#status = :running AND attribute_not_exists(provider_request_id)")
+        .condition_expression(
+            "#status = :running AND attribute_not_exists(provider_request_id) \
+             AND (attribute_not_exists(cancel_requested) OR cancel_requested = :no)",
+        )
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
         .expression_attribute_values(":provider", s(provider.name.as_str()))
         .expression_attribute_values(":model", s(&provider.model))
         .expression_attribute_values(":request", s(&provider.request_id))
@@ -704,9 +729,23 @@ pub async fn record_submission(
         .expression_attribute_values(":heard", n(now.timestamp()))
         .send()
         .await;
-    Ok(unless_condition_failed(result)
+    if unless_condition_failed(result)
         .context("recording a submission")?
-        .is_some())
+        .is_some()
+    {
+        return Ok(Recorded::Recorded);
+    }
+    let job = get(db, job_id).await?;
+    Ok(match job {
+        Some(job)
+            if job.status == Status::InProgress
+                && job.cancel_requested
+                && job.provider.is_none() =>
+        {
+            Recorded::CancelRequested
+        }
+        _ => Recorded::Ended,
+    })
 }
 
 /// Records progress a provider reported for a running job (news of it: polling is put off).

@@ -114,24 +114,46 @@ pub async fn dead_letter(state: &State, body: &str) -> anyhow::Result<Dispositio
     Ok(Disposition::Done)
 }
 
-/// Fails every unfinished job past its deadline (`timed_out`), refunding it, and cancels it at its
-/// provider if one runs it. Returns how many.
-pub async fn reap(state: &State) -> anyhow::Result<usize> {
+/// What a pass of the reaper did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Reaped {
+    /// Jobs past their deadline, failed as `timed_out` and refunded.
+    pub reaped: usize,
+    /// Overdue jobs whose release failed this time (the next pass tries again).
+    pub failed: usize,
+    /// The outbox pass: lost queue messages sent again.
+    pub outbox: crate::jobs::outbox::Resent,
+}
+
+/// Sends again the queue messages of admitted jobs that their senders did not confirm, then fails
+/// every unfinished job past its deadline (`timed_out`), refunding it, and cancels it at its
+/// provider if one runs it. One job's failure does not stop the others: it is logged and counted.
+pub async fn reap(state: &State) -> anyhow::Result<Reaped> {
     let now = Utc::now();
-    let mut released = 0;
+    let mut pass = Reaped {
+        outbox: crate::jobs::outbox::resend_due(state, now, 100).await,
+        ..Reaped::default()
+    };
     for job in store::overdue(&state.db, now, 100).await? {
         let outcome = Outcome::failed("timed_out", "the job passed its deadline");
-        if crate::jobs::finish(state, &job, &outcome, now).await? {
-            tracing::warn!(job_id = %job.id, "reaped");
-            released += 1;
-            // Stop paying for it at its provider.
-            state
-                .registry
-                .abandon(state, &job.id, job.provider.as_ref())
-                .await;
+        match crate::jobs::finish(state, &job, &outcome, now).await {
+            Ok(true) => {
+                tracing::warn!(job_id = %job.id, "reaped");
+                pass.reaped += 1;
+                // Stop paying for it at its provider.
+                state
+                    .registry
+                    .abandon(state, &job.id, job.provider.as_ref())
+                    .await;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(job_id = %job.id, error = format!("{err:#}"), "reaping failed");
+                pass.failed += 1;
+            }
         }
     }
-    Ok(released)
+    Ok(pass)
 }
 
 /// What handles a queue's messages.
@@ -218,6 +240,16 @@ pub async fn poll(state: Arc<State>, consumer: Consumer, queue_url: String, conc
             .max_number_of_messages(i32::try_from(available).unwrap_or(1))
             .wait_time_seconds(20)
             .visibility_timeout(i32::try_from(VISIBILITY.as_secs()).unwrap_or(60))
+            .customize()
+            // A long poll waits up to 20 s by design: past the calls' usual attempt timeout.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(Duration::from_secs(25))
+                        .operation_timeout(Duration::from_secs(30))
+                        .build(),
+                ),
+            )
             .send()
             .await;
         let messages = match received {
