@@ -2,7 +2,7 @@
 //! https only, without credentials, and in production reach no loopback, private, link-local or
 //! otherwise internal address; the resolver refuses names that resolve to one when connecting.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,38 +54,64 @@ pub fn validate_url(raw: &str, field: &str, allow_private: bool) -> Result<Strin
     Ok(url.to_string())
 }
 
-/// Whether an address is not on the public internet.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(ip) => internal_v4(ip),
-        IpAddr::V6(ip) => {
-            if let Some(v4) = ip.to_ipv4_mapped() {
-                return internal_v4(v4);
-            }
-            let first = ip.segments()[0];
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.is_multicast()
-                || (first & 0xfe00) == 0xfc00 // unique local
-                || (first & 0xffc0) == 0xfe80 // link-local
-                || ip == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0) // NAT64 prefix itself
-        }
-    }
-}
+/// Every range that is not globally reachable unicast, from IANA's IPv4 and IPv6 Special-Purpose
+/// Address Registries (as of 2024-2025: every entry whose "Globally Reachable" is False or N/A,
+/// the partly global blocks whole), plus multicast and the ranges that carry an IPv4 address
+/// inside IPv6 (IPv4-compatible, IPv4-translated, NAT64, 6to4, Teredo) since a translator may
+/// deliver those to any IPv4 address. One table: every outbound fetch a user or a provider can
+/// steer is checked against it (URL literals and resolved names alike).
+pub const INTERNAL_RANGES: &[&str] = &[
+    // IPv4 (RFC 6890 and successors)
+    "0.0.0.0/8",       // "this network"
+    "10.0.0.0/8",      // private
+    "100.64.0.0/10",   // shared address space (carrier-grade NAT)
+    "127.0.0.0/8",     // loopback
+    "169.254.0.0/16",  // link-local (cloud metadata at 169.254.169.254)
+    "172.16.0.0/12",   // private
+    "192.0.0.0/24",    // IETF protocol assignments
+    "192.0.2.0/24",    // documentation (TEST-NET-1)
+    "192.88.99.0/24",  // 6to4 relay anycast (deprecated)
+    "192.168.0.0/16",  // private
+    "198.18.0.0/15",   // benchmarking
+    "198.51.100.0/24", // documentation (TEST-NET-2)
+    "203.0.113.0/24",  // documentation (TEST-NET-3)
+    "224.0.0.0/4",     // multicast
+    "240.0.0.0/4",     // reserved, and 255.255.255.255 broadcast
+    // IPv6 (RFC 6890 and successors)
+    "::/128",          // unspecified
+    "::1/128",         // loopback
+    "::/96",           // IPv4-compatible (deprecated): ::a.b.c.d
+    "::ffff:0:0/96",   // IPv4-mapped (checked by its IPv4 address first)
+    "::ffff:0:0:0/96", // IPv4-translated (SIIT)
+    "64:ff9b::/96",    // NAT64 well-known prefix
+    "64:ff9b:1::/48",  // NAT64 local-use prefix
+    "100::/64",        // discard-only
+    "2001::/23",       // IETF protocol assignments (Teredo 2001::/32 included)
+    "2001:db8::/32",   // documentation
+    "2002::/16",       // 6to4
+    "3fff::/20",       // documentation
+    "5f00::/16",       // SRv6 SIDs
+    "fc00::/7",        // unique local
+    "fe80::/10",       // link-local
+    "fec0::/10",       // site-local (deprecated)
+    "ff00::/8",        // multicast
+];
 
-fn internal_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || ip.is_multicast()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240
+static INTERNAL: std::sync::LazyLock<Vec<ipnet::IpNet>> = std::sync::LazyLock::new(|| {
+    INTERNAL_RANGES
+        .iter()
+        .map(|range| range.parse().expect("the table's ranges parse"))
+        .collect()
+});
+
+/// Whether an address is not on the public internet (in [`INTERNAL_RANGES`]).
+pub fn is_internal(ip: IpAddr) -> bool {
+    let ip = match ip {
+        // An IPv4-mapped address is that IPv4 address.
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    INTERNAL.iter().any(|range| range.contains(&ip))
 }
 
 /// A DNS resolver that refuses names resolving to loopback, private or link-local addresses, so a
@@ -204,6 +230,80 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn the_address_table_refuses_every_special_purpose_range() {
+        for ip in [
+            "0.1.2.3",
+            "10.0.0.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "172.31.255.255",
+            "192.0.0.8",
+            "192.0.2.1",
+            "192.88.99.1",
+            "192.168.1.1",
+            "198.18.0.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "224.0.0.251",
+            "240.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::ffff:0:7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::808:808",
+            "64:ff9b:1::1",
+            "100::1",
+            "2001::1",
+            "2001:0:4136:e378::1",
+            "2001:db8::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "3fff::1",
+            "5f00::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "feff::1",
+            "ff02::1",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert!(is_internal(ip), "{ip} passed");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "192.1.0.1",
+            "2606:4700::1111",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert!(!is_internal(ip), "{ip} refused");
+        }
+    }
+
+    #[test]
+    fn internal_literals_in_any_spelling_are_refused() {
+        for url in [
+            "https://2130706433/",           // 127.0.0.1 as one number
+            "https://0x7f.1/",               // hex and short forms
+            "https://0177.0.0.1/",           // octal
+            "https://[::127.0.0.1]/",        // IPv4-compatible
+            "https://[64:ff9b::a9fe:a9fe]/", // NAT64 of the metadata address
+            "https://[2002:a9fe:a9fe::]/",   // 6to4 of it
+            "https://[fec0::1]/",            // site-local
+        ] {
+            assert!(validate_url(url, "url", false).is_err(), "{url} passed");
+        }
     }
 
     #[test]

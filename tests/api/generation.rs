@@ -287,6 +287,17 @@ async fn forged_stale_foreign_and_unknown_fal_webhooks_change_nothing_then_dupli
             401,
         ),
         ("tampered body", tampered, 401),
+        (
+            "another fal account",
+            with_headers(lambent_local::fakes::fal_headers_of(
+                fakes.fal_pair(),
+                "someone-else-at-fal",
+                &request_id,
+                now,
+                genuine.body.as_bytes(),
+            )),
+            401,
+        ),
         ("no signature", with_headers(Vec::new()), 401),
         (
             "another user's job",
@@ -359,7 +370,12 @@ async fn a_provider_failure_refunds_once_however_often_and_late_it_is_told() {
     let job = finished(&app, &token, &id).await;
     assert_eq!(job["status"], "FAILED");
     assert_eq!(job["error"]["type"], "provider_error");
-    assert_eq!(job["error"]["message"], "the model refused the prompt");
+    // The provider's words are logged, never shown: the owner gets a message of ours.
+    assert_eq!(
+        job["error"]["message"],
+        "the provider could not complete the job"
+    );
+    assert!(!job.to_string().contains("refused the prompt"), "{job}");
     assert_eq!(app.credits(&token).await, (100, 0));
 
     // The failure again and again, then a success signed by Replicate: one refund, still FAILED.
@@ -430,9 +446,35 @@ async fn submission_is_retried_through_429_and_500_then_fails_cleanly_and_is_ref
             .contains("4 attempts"),
         "{job}"
     );
+    assert!(
+        !job.to_string().contains("scripted failure"),
+        "no provider body: {job}"
+    );
     assert_eq!(app.credits(&token).await, (96, 0));
     let statuses: Vec<u16> = fakes.submissions().iter().map(|(_, s)| *s).collect();
     assert_eq!(statuses, [429, 200, 429, 500, 500, 500]);
+
+    // A refusal (422, whatever its body says) fails at once with a message of ours, refunded.
+    fakes.configure(|b| b.submit_failures = [422].into());
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let refused = finished(&app, &token, &id).await;
+    assert_eq!(
+        (
+            refused["status"].as_str(),
+            refused["error"]["message"].as_str()
+        ),
+        (
+            Some("FAILED"),
+            Some("the provider refused the job (its input, model or this deployment's access)")
+        )
+    );
+    assert!(
+        !refused.to_string().contains("scripted failure"),
+        "{refused}"
+    );
+    assert_eq!(app.credits(&token).await, (96, 0));
 }
 
 #[tokio::test]
@@ -813,4 +855,82 @@ async fn a_cancel_answer_always_says_what_happened() {
             other => panic!("cancel answered {other}: {body}"),
         }
     }
+}
+
+/// An AI server's signed report is bound to its job and its route: replayed at another job's URL,
+/// or at another report's route of the same job, it is refused and changes nothing.
+#[tokio::test]
+async fn an_ai_report_replayed_at_another_job_or_route_is_refused() {
+    let (app, fakes) = start(&[], true).await;
+    fakes.configure(|b| b.hold_webhooks = true);
+    let (token, _) = app.user("replayer").await;
+    let first = app
+        .submit_id(&token, &text_to_image("ai", "studio/portrait-v2"))
+        .await;
+    let second = app
+        .submit_id(&token, &text_to_image("ai", "studio/portrait-v2"))
+        .await;
+    let sent = webhooks(&fakes, 4).await;
+    let of = |id: &str, report: &str| {
+        sent.iter()
+            .find(|w| w.url.ends_with(&format!("/{id}/{report}")))
+            .cloned()
+            .expect("a held report")
+    };
+    // The first job's completion, sent to the second job's completion URL.
+    let mut elsewhere = of(&first, "complete");
+    elsewhere.url = elsewhere.url.replace(&first, &second);
+    assert_eq!(fakes.send(&elsewhere).await.expect("send"), 400);
+    // The first job's completion, sent to its own failure URL.
+    let mut other_route = of(&first, "complete");
+    other_route.url = other_route.url.replace("/complete", "/failed");
+    assert_eq!(fakes.send(&other_route).await.expect("send"), 400);
+    for id in [&first, &second] {
+        let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+        assert_eq!(job["status"], "IN_PROGRESS", "{job}");
+    }
+    // Each report at its own URL applies.
+    for id in [&first, &second] {
+        assert_eq!(fakes.send(&of(id, "complete")).await.expect("send"), 200);
+        assert_eq!(finished(&app, &token, id).await["status"], "COMPLETED");
+    }
+}
+
+/// `arguments` pass extra provider fields, never files: a field Lambent fills from uploads or
+/// styles (or leaves empty), or a URL anywhere, would make the provider fetch what the user chose.
+#[tokio::test]
+async fn arguments_cannot_make_a_provider_fetch_a_url() {
+    let (app, _fakes) = start(&[], true).await;
+    let (token, _) = app.user("smuggler").await;
+    for (arguments, field) in [
+        (
+            json!({"loras": [{"path": "https://169.254.169.254/latest/meta-data", "scale": 1}]}),
+            "input.arguments.loras",
+        ),
+        (
+            json!({"image_url": "https://example.com/a.png"}),
+            "input.arguments.image_url",
+        ),
+        (json!({"style_url": "x"}), "input.arguments.style_url"),
+        (
+            json!({"extra": {"nested": ["http://10.0.0.1/secret"]}}),
+            "input.arguments.extra",
+        ),
+    ] {
+        let mut body = text_to_image("ai", "studio/portrait-v2");
+        body["input"]["arguments"] = arguments;
+        let refused = problem(app.submit(&token, &body).await, 422, "validation_failed").await;
+        assert!(
+            refused["errors"]
+                .as_array()
+                .expect("errors")
+                .iter()
+                .any(|e| e["field"] == field),
+            "{refused}"
+        );
+    }
+    let mut fine = text_to_image("fal", "fal-ai/flux/schnell");
+    fine["input"]["arguments"] = json!({"guidance_scale": 3.5});
+    assert_eq!(app.submit(&token, &fine).await.status(), 202);
+    assert_eq!(app.credits(&token).await.0, 96, "only the fine one charged");
 }

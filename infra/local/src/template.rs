@@ -417,6 +417,7 @@ pub async fn bootstrap(
             // Keys the local fake providers accept (infra/local's fakes read them from here).
             Some("provider-keys") => serde_json::json!({
                 "fal_key": format!("local-fal-{}", uuid::Uuid::new_v4().simple()),
+                "fal_user_id": crate::fakes::FAL_USER_ID,
                 "replicate_api_token": format!("local-replicate-{}", uuid::Uuid::new_v4().simple()),
             })
             .to_string(),

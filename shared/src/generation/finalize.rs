@@ -5,7 +5,7 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use crate::generation::outputs::{self, CopyError};
-use crate::generation::providers::Remote;
+use crate::generation::providers::{Failure, Remote};
 use crate::jobs::model::Job;
 use crate::jobs::store::{self, JobRef, Outcome};
 use crate::state::State;
@@ -72,7 +72,12 @@ pub async fn apply(state: &State, job: &Job, remote: Remote) -> anyhow::Result<A
             Err(CopyError::Transient(err)) => Err(err),
         },
         Remote::Failed { message } => {
-            release(Outcome::failed("provider_error", message), Applied::Failed).await
+            tracing::warn!(job_id = %job.id, detail = %message.chars().take(1000).collect::<String>(), "the provider reported a failure");
+            release(
+                Outcome::failed("provider_error", Failure::Failed.message()),
+                Applied::Failed,
+            )
+            .await
         }
         Remote::Canceled if job.cancel_requested => {
             release(

@@ -133,6 +133,23 @@ pub async fn receive_fal_webhook(state: &State, req: Request) -> Result<Response
         verdict => verdict,
     };
     verdict.map_err(fal_refusal)?;
+    // fal signs every account's webhooks with the same keys: the signed account must be ours.
+    let ours = generation::fal_user_id(state).await.map_err(|e| match e {
+        Unavailable::NotConfigured(_) => {
+            refused("fal webhooks need fal_user_id in the provider keys secret")
+        }
+        Unavailable::Keys(err) => {
+            unavailable(format!("{err:#}"), "the provider keys are unavailable")
+        }
+    })?;
+    let signed_user = req
+        .headers()
+        .get("x-fal-webhook-user-id")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(signed_user, ours.as_bytes())) {
+        return Err(refused("the webhook was signed for another fal account"));
+    }
     let document = parse_body(body)?;
     let signed_request = req
         .headers()
@@ -216,16 +233,53 @@ enum AiReport {
     Failed,
 }
 
+impl AiReport {
+    /// The `type` a signed report of this route must carry (its route's last segment).
+    fn name(self) -> &'static str {
+        match self {
+            Self::Progress => "progress",
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The signature covers the body, not the URL: so the body must name the job (`job_id`) and the
+/// report (`type`) of the route it was sent to, or a report signed for one job or route could be
+/// replayed at another.
+fn bound_to_route(
+    document: &Value,
+    job_id: Option<&str>,
+    report: AiReport,
+) -> Result<(), ApiError> {
+    if document["job_id"]
+        .as_str()
+        .is_some_and(|id| Some(id) == job_id)
+        && document["type"].as_str() == Some(report.name())
+    {
+        return Ok(());
+    }
+    Err(ApiError::BadRequest {
+        code: "webhook_mismatch",
+        detail: format!(
+            "a signed report to this URL must carry \"job_id\" (the job in the URL) and \"type\": \"{}\"",
+            report.name()
+        ),
+    })
+}
+
 /// An AI server's progress: `{progress: 0-100, message?}`; progress only rises.
 #[utoipa::path(patch, path = "/v1/webhooks/ai/{id}/progress", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
+    responses((status = 200, description = "applied or ignored"), (status = 400, description = "webhook_mismatch: the signed body names another job or report", body = crate::error::Problem),
+        (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
 pub async fn receive_ai_progress(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     ai(state, req, AiReport::Progress).await
 }
 
 /// An AI server's completion: `{outputs: [{url, content_type?}], result?}`.
 #[utoipa::path(post, path = "/v1/webhooks/ai/{id}/complete", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
+    responses((status = 200, description = "applied or ignored"), (status = 400, description = "webhook_mismatch: the signed body names another job or report", body = crate::error::Problem),
+        (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
 pub async fn receive_ai_completion(
     state: &State,
     req: Request,
@@ -235,7 +289,8 @@ pub async fn receive_ai_completion(
 
 /// An AI server's failure: `{error}`; the job fails as `provider_error` and is refunded.
 #[utoipa::path(post, path = "/v1/webhooks/ai/{id}/failed", tag = "webhooks", params(("id" = String, Path)),
-    responses((status = 200, description = "applied or ignored"), (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
+    responses((status = 200, description = "applied or ignored"), (status = 400, description = "webhook_mismatch: the signed body names another job or report", body = crate::error::Problem),
+        (status = 401, description = "invalid_signature", body = crate::error::Problem)))]
 pub async fn receive_ai_failure(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     ai(state, req, AiReport::Failed).await
 }
@@ -249,7 +304,9 @@ async fn ai(state: &State, req: Request, report: AiReport) -> Result<Response<Bo
         .map_err(|e| unavailable(format!("{e:#}"), "the AI webhook secret is unavailable"))?;
     verify_standard(&req, body, &secret)?;
     let document = parse_body(body)?;
-    let Some(job) = job_at(state, path_param(&req, "id"), ProviderName::Ai, None).await? else {
+    let job_id = path_param(&req, "id");
+    bound_to_route(&document, job_id.as_deref(), report)?;
+    let Some(job) = job_at(state, job_id, ProviderName::Ai, None).await? else {
         return ignored("no job at the AI server under this id");
     };
     match report {

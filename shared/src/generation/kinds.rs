@@ -312,6 +312,77 @@ pub struct Spec {
 const MAX_PROMPT_CHARS: usize = 2000;
 const MAX_ARGUMENTS_BYTES: usize = 16 * 1024;
 
+/// Provider fields that name files: Lambent sets them from the owner's uploads and styles (as
+/// presigned URLs of its own bucket) or leaves them empty; `arguments` may not.
+const FILE_FIELDS: &[&str] = &[
+    "image",
+    "images",
+    "image_url",
+    "image_urls",
+    "subject_image",
+    "subject_image_url",
+    "mask",
+    "mask_url",
+    "style",
+    "style_url",
+    "loras",
+    "lora",
+    "lora_url",
+    "lora_weights",
+    "video",
+    "video_url",
+    "audio",
+    "audio_url",
+    "input_image",
+    "control_image",
+    "file",
+    "files",
+];
+
+/// Whether a string holds a resource a provider would fetch: a URL or URI anywhere in it
+/// (`scheme://…`) or a `data:` URI.
+fn names_a_resource(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    text.trim_start().starts_with("data:")
+        || text.match_indices("://").any(|(at, _)| {
+            text[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+}
+
+/// The first argument a provider could use to fetch what the owner chose (SSRF through the
+/// provider, or another user's files): a file field, a key ending in `_url(s)`, or a string
+/// anywhere that names a resource. `(key, why)`.
+fn unsafe_argument(arguments: &Map<String, Value>) -> Option<(String, &'static str)> {
+    fn strings(value: &Value) -> Box<dyn Iterator<Item = &str> + '_> {
+        match value {
+            Value::String(text) => Box::new(std::iter::once(text.as_str())),
+            Value::Array(items) => Box::new(items.iter().flat_map(strings)),
+            Value::Object(map) => Box::new(map.values().flat_map(strings)),
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+    for (key, value) in arguments {
+        let name = key.to_ascii_lowercase();
+        if FILE_FIELDS.contains(&name.as_str()) || name.ends_with("_url") || name.ends_with("_urls")
+        {
+            return Some((
+                key.clone(),
+                "names files: give them as upload_keys or style_id",
+            ));
+        }
+        if strings(value).any(names_a_resource) {
+            return Some((
+                key.clone(),
+                "must not hold URLs: files come from upload_keys or style_id",
+            ));
+        }
+    }
+    None
+}
+
 /// A model id: `owner/name` (Replicate, optionally `:version`), `owner/app/path…` (fal).
 pub fn valid_model(model: &str) -> bool {
     let (path, version) = match model.split_once(':') {
@@ -542,6 +613,9 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             "must be an object of at most 32 fields and 16 KiB",
         )
         .unwrap_or_default();
+    if let Some((key, why)) = unsafe_argument(&arguments) {
+        fields.bad(&format!("arguments.{key}"), why);
+    }
     match (provider, model, task) {
         (Some(provider), Some(model), Some(task)) if fields.errors.is_empty() => Ok(Spec {
             provider,
@@ -708,6 +782,32 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_cannot_name_files_or_urls() {
+        let of = |v: Value| v.as_object().cloned().expect("object");
+        for bad in [
+            json!({"loras": [{"path": "weights", "scale": 1}]}),
+            json!({"image_url": "x"}),
+            json!({"reference_urls": []}),
+            json!({"Style_URL": "x"}),
+            json!({"extra": {"deep": ["https://169.254.169.254/latest"]}}),
+            json!({"prompt_suffix": "see HTTP://evil.example"}),
+            json!({"x": "data:image/png;base64,AAAA"}),
+            json!({"x": "gs://bucket/object"}),
+        ] {
+            assert!(unsafe_argument(&of(bad.clone())).is_some(), "{bad} passed");
+        }
+        for fine in [
+            json!({"guidance": 3.5, "num_inference_steps": 4, "scheduler": "euler"}),
+            json!({"style_preset": "anime: bold lines", "ratio": "16:9"}),
+        ] {
+            assert!(
+                unsafe_argument(&of(fine.clone())).is_none(),
+                "{fine} refused"
+            );
+        }
+    }
 
     fn config(presets: &str) -> crate::config::Config {
         let env = std::collections::HashMap::from([

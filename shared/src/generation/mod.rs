@@ -29,10 +29,14 @@ use crate::generation::providers::{Adapter, ProviderName};
 use crate::generation::replicate::Replicate;
 use crate::state::State;
 
-/// The provider keys secret: `{"fal_key", "replicate_api_token", "replicate_webhook_secret"?}`.
+/// The provider keys secret: `{"fal_key", "fal_user_id", "replicate_api_token",
+/// "replicate_webhook_secret"?}`.
 #[derive(Deserialize)]
 struct ProviderKeys {
     fal_key: Option<SecretString>,
+    /// The fal account `fal_key` belongs to: fal signs it into every webhook
+    /// (`X-Fal-Webhook-User-Id`); a webhook signed for another account is refused.
+    fal_user_id: Option<String>,
     replicate_api_token: Option<SecretString>,
     /// Else read from Replicate (`GET /v1/webhooks/default/secret`) on first use.
     replicate_webhook_secret: Option<SecretString>,
@@ -97,6 +101,17 @@ pub fn offered(state: &State, name: ProviderName) -> bool {
 }
 
 /// The adapter of one provider, with its key.
+/// Our fal account's user id, which fal signs into its webhooks.
+pub async fn fal_user_id(state: &State) -> Result<&str, Unavailable> {
+    provider_keys(state)
+        .await?
+        .fal_user_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .ok_or(Unavailable::NotConfigured("fal_user_id"))
+}
+
 pub async fn adapter(state: &State, name: ProviderName) -> Result<Adapter, Unavailable> {
     if !offered(state, name) {
         return Err(Unavailable::NotConfigured(name.as_str()));

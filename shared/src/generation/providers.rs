@@ -61,6 +61,28 @@ pub enum ProviderError {
     Rejected(String),
 }
 
+/// What an owner is told when a provider refuses or fails a job: messages of ours, never the
+/// provider's words (its error bodies can say anything, internal details included). Those are
+/// logged with the job's id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The provider refused the submission (input, model or this deployment's credentials).
+    Refused,
+    /// The provider ran the job and reported a failure.
+    Failed,
+}
+
+impl Failure {
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Refused => {
+                "the provider refused the job (its input, model or this deployment's access)"
+            }
+            Self::Failed => "the provider could not complete the job",
+        }
+    }
+}
+
 impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Rejected(_))
@@ -182,44 +204,46 @@ fn snippet(body: &[u8]) -> String {
     text.replace(['\n', '\r'], " ")
 }
 
-/// Every `http(s)` URL under a key named `url`, in document order (fal's File objects), with
-/// the sibling `content_type` when there is one.
+/// fal's output fields that hold File objects (`{url, content_type?, …}`) or lists of them, as
+/// its model families define them: image models `images` (and `image`), video models `video`,
+/// audio models `audio_file` / `audio`. Nothing else in a payload is fetched.
+pub const FAL_FILE_FIELDS: &[&str] = &["images", "image", "video", "audio_file", "audio"];
+
+/// The files of a fal payload: the File objects of [`FAL_FILE_FIELDS`] at its top level, in
+/// that order, with their `content_type` when given.
 pub fn file_objects(value: &Value, found: &mut Vec<RemoteFile>) {
-    match value {
-        Value::Object(map) => {
-            if let Some(Value::String(url)) = map.get("url")
-                && is_http(url)
-            {
-                found.push(RemoteFile {
-                    url: url.clone(),
-                    content_type: map
-                        .get("content_type")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
-                });
-            }
-            for (key, child) in map {
-                if key != "url" {
-                    file_objects(child, found);
-                }
-            }
+    let file = |item: &Value| {
+        let url = item.get("url")?.as_str().filter(|url| is_http(url))?;
+        Some(RemoteFile {
+            url: url.to_owned(),
+            content_type: item
+                .get("content_type")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+    };
+    for field in FAL_FILE_FIELDS {
+        match value.get(field) {
+            Some(Value::Array(items)) => found.extend(items.iter().filter_map(file)),
+            Some(item @ Value::Object(_)) => found.extend(file(item)),
+            _ => {}
         }
-        Value::Array(items) => items.iter().for_each(|v| file_objects(v, found)),
-        _ => {}
     }
 }
 
-/// Every string that is an `http(s)` URL (Replicate's `output`: a URL, a list of them, or an
-/// object holding them).
+/// The files of a Replicate prediction's `output`, as its file-producing models define it: one
+/// URL, or a list of URLs. URLs elsewhere (inside objects, in text) are not fetched.
 pub fn url_strings(value: &Value, found: &mut Vec<RemoteFile>) {
-    match value {
-        Value::String(url) if is_http(url) => found.push(RemoteFile {
-            url: url.clone(),
+    let url = |item: &Value| {
+        let url = item.as_str().filter(|url| is_http(url))?;
+        Some(RemoteFile {
+            url: url.to_owned(),
             content_type: None,
-        }),
-        Value::Object(map) => map.values().for_each(|v| url_strings(v, found)),
-        Value::Array(items) => items.iter().for_each(|v| url_strings(v, found)),
-        _ => {}
+        })
+    };
+    match value {
+        Value::Array(items) => found.extend(items.iter().filter_map(url)),
+        single => found.extend(url(single)),
     }
 }
 
@@ -237,7 +261,9 @@ mod tests {
         let mut fal = Vec::new();
         file_objects(
             &json!({"images": [{"url": "https://f/1.png", "content_type": "image/png"}, {"url": "https://f/2.png"}],
-                    "prompt": "see https://example.com", "seed": 4}),
+                    "prompt": "see https://example.com", "seed": 4,
+                    "debug": {"url": "https://169.254.169.254/latest"},
+                    "timings": [{"url": "http://10.0.0.1/"}]}),
             &mut fal,
         );
         assert_eq!(
@@ -259,6 +285,18 @@ mod tests {
             &mut replicate,
         );
         let urls: Vec<_> = replicate.iter().map(|f| f.url.as_str()).collect();
-        assert_eq!(urls, ["https://r/a.webp", "https://r/b.mp3"]);
+        assert_eq!(urls, ["https://r/a.webp"], "only the list's own URLs");
+        let mut single = Vec::new();
+        url_strings(&json!("https://r/one.png"), &mut single);
+        assert_eq!(single.len(), 1);
+        let mut nested = Vec::new();
+        url_strings(
+            &json!({"meta": {"source": "http://10.0.0.1/"}}),
+            &mut nested,
+        );
+        assert!(nested.is_empty(), "nothing inside objects");
+        let mut video = Vec::new();
+        file_objects(&json!({"video": {"url": "https://f/v.mp4"}}), &mut video);
+        assert_eq!(video.len(), 1);
     }
 }

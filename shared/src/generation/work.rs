@@ -9,7 +9,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use chrono::Utc;
 
 use crate::generation::kinds;
-use crate::generation::providers::{Provider as _, ProviderError, Submission};
+use crate::generation::providers::{Failure, Provider as _, ProviderError, Submission};
 use crate::generation::{self, Unavailable};
 use crate::jobs::executor::{Finished, JobError};
 use crate::jobs::model::{Job, ProviderJob};
@@ -127,15 +127,13 @@ async fn submit_with_retries(
     adapter: &impl crate::generation::providers::Provider,
     submission: &Submission<'_>,
 ) -> Result<String, JobError> {
-    let mut last = String::new();
     for attempt in 0..SUBMIT_ATTEMPTS {
         match adapter.submit(submission).await {
             Ok(request_id) => return Ok(request_id),
-            Err(ProviderError::Rejected(message)) => {
-                return Err(permanent(
-                    "provider_error",
-                    format!("the provider refused the job: {message}"),
-                ));
+            Err(ProviderError::Rejected(detail)) => {
+                // The provider's own words go to the log; the owner gets a message of ours.
+                tracing::warn!(job_id = %submission.job_id, detail = %detail, "the provider refused the job");
+                return Err(permanent("provider_error", Failure::Refused.message()));
             }
             Err(err) => {
                 tracing::warn!(job_id = %submission.job_id, attempt, error = %err, "submission failed; backing off");
@@ -145,7 +143,6 @@ async fn submit_with_retries(
                     } => (*after).min(MAX_RETRY_AFTER),
                     _ => backoff(attempt),
                 };
-                last = err.to_string();
                 if attempt + 1 < SUBMIT_ATTEMPTS {
                     tokio::time::sleep(wait).await;
                 }
@@ -154,7 +151,7 @@ async fn submit_with_retries(
     }
     Err(permanent(
         "provider_error",
-        format!("the provider did not accept the job after {SUBMIT_ATTEMPTS} attempts: {last}"),
+        format!("the provider was unavailable for all {SUBMIT_ATTEMPTS} attempts"),
     ))
 }
 

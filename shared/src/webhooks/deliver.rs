@@ -129,33 +129,44 @@ async fn deliver_to(
         .sign(&event.id, sent_at, body.as_bytes())
         .map_err(|e| anyhow::anyhow!("signing a delivery: {e}"))?;
     let started = Instant::now();
-    let answer = match state
-        .http
-        .deliveries
-        .post(&address.url)
-        .header("content-type", "application/json")
-        .header("webhook-id", &event.id)
-        .header("webhook-timestamp", sent_at.to_string())
-        .header("webhook-signature", signature)
-        .body(body)
-        .send()
-        .await
-    {
-        Ok(response) => Answer {
-            status: Some(response.status().as_u16()),
-            retry_after: response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
-            error: None,
-        },
-        // The URL is the client's own; the error's kind is enough.
-        Err(err) => Answer {
+    // The address policy again at send time: the URL was checked when it was given, but IP
+    // literals never meet the resolver, and the policy may have grown since.
+    let allowed =
+        crate::net::validate_url(&address.url, "url", state.config.allow_private_webhooks);
+    let answer = match allowed {
+        Err(refusal) => Answer {
             status: None,
             retry_after: None,
-            error: Some(err.without_url().to_string()),
+            error: Some(format!("not sent: the URL {}", refusal.message)),
+        },
+        Ok(_) => match state
+            .http
+            .deliveries
+            .post(&address.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &event.id)
+            .header("webhook-timestamp", sent_at.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+        {
+            Ok(response) => Answer {
+                status: Some(response.status().as_u16()),
+                retry_after: response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+                error: None,
+            },
+            // The URL is the client's own; the error's kind is enough.
+            Err(err) => Answer {
+                status: None,
+                retry_after: None,
+                error: Some(err.without_url().to_string()),
+            },
         },
     };
     let succeeded = answer.status.is_some_and(|s| (200..300).contains(&s));

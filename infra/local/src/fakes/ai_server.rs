@@ -20,6 +20,10 @@ impl FakeProviders {
             "POST"
         };
         let url = format!("{}/{report}", request.webhook);
+        // Our contract: the signed body names the job and the report, bound to the URL.
+        let mut body = body.clone();
+        body["job_id"] = json!(request.webhook.rsplit('/').next().unwrap_or_default());
+        body["type"] = json!(report);
         standard_webhook(method, url, &self.behaviour().ai_secret, body.to_string())
     }
 

@@ -10,14 +10,28 @@ use sha2::Digest as _;
 
 use super::{FakeProviders, Request, Webhook, response};
 
-/// fal's webhook headers: Ed25519 over `"{request_id}\n{user_id}\n{timestamp}\n{hex(sha256(body))}"`.
+/// The fal account the local stack's keys belong to (`fal_user_id` in its ProviderKeys secret).
+pub const FAL_USER_ID: &str = "local-fal-user";
+
+/// fal's webhook headers for our account: Ed25519 over
+/// `"{request_id}\n{user_id}\n{timestamp}\n{hex(sha256(body))}"`.
 pub fn fal_headers(
     pair: &Ed25519KeyPair,
     request_id: &str,
     timestamp: i64,
     body: &[u8],
 ) -> Vec<(String, String)> {
-    let user_id = "local-fal-user";
+    fal_headers_of(pair, FAL_USER_ID, request_id, timestamp, body)
+}
+
+/// fal's webhook headers as fal signs them for the account `user_id`.
+pub fn fal_headers_of(
+    pair: &Ed25519KeyPair,
+    user_id: &str,
+    request_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(String, String)> {
     let message = format!(
         "{request_id}\n{user_id}\n{timestamp}\n{}",
         hex::encode(sha2::Sha256::digest(body))

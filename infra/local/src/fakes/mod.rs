@@ -9,7 +9,7 @@ mod ai_server;
 mod fal;
 mod replicate;
 
-pub use fal::fal_headers;
+pub use fal::{FAL_USER_ID, fal_headers, fal_headers_of};
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
