@@ -507,3 +507,90 @@ async fn photo_requests_are_validated_before_admission() {
             .is_empty()
     );
 }
+
+/// A flat grey PNG of `width`×`height`: a few hundred KB that decode to many megapixels.
+fn flat_png(width: u32, height: u32) -> Vec<u8> {
+    use image::ImageEncoder as _;
+    let pixels = image::GrayImage::from_pixel(width, height, image::Luma([128]));
+    let mut bytes = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut bytes,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Sub,
+    )
+    .write_image(pixels.as_raw(), width, height, image::ExtendedColorType::L8)
+    .expect("png");
+    bytes
+}
+
+/// Best-cut is priced by the pixels it decodes (read from the headers at submission): two
+/// 12000×3333 panoramas (80 MP, a few hundred KB) cost 4 credits, not 1; seven (280 MP) are
+/// refused before anything is charged; an upload replaced by a bigger one after submission
+/// fails the job (refunded) instead of decoding more than was paid for.
+#[tokio::test]
+async fn best_cut_is_priced_and_limited_by_decoded_pixels() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, _) = app.user("panoramas").await;
+    let panorama = flat_png(12_000, 3_333);
+    assert!(panorama.len() < 1_000_000, "{} bytes", panorama.len());
+    let mut keys = Vec::new();
+    for _ in 0..7 {
+        keys.push(app.upload(&token, panorama.clone(), "image/png").await);
+    }
+
+    let refused = app
+        .post_photo("/v1/photos/bestcut", &token, &json!({"upload_keys": keys}))
+        .await;
+    let body = problem(refused, 422, "validation_failed").await;
+    assert!(body.to_string().contains("280 megapixels"), "{body}");
+    assert_eq!(app.credits(&token).await, (100, 0), "nothing charged");
+
+    let two = app
+        .post_photo(
+            "/v1/photos/bestcut",
+            &token,
+            &json!({"upload_keys": &keys[..2]}),
+        )
+        .await;
+    assert_eq!(two.status(), 202);
+    assert_eq!(app.credits(&token).await, (96, 1), "80 MP: 4 credits");
+
+    // Priced for two small photos, then one is replaced by a panorama before the worker runs.
+    let small = flat_png(1000, 1000);
+    let first = app.upload(&token, small.clone(), "image/png").await;
+    let second = app.upload(&token, small, "image/png").await;
+    let submitted = app
+        .post_photo(
+            "/v1/photos/bestcut",
+            &token,
+            &json!({"upload_keys": [first, second]}),
+        )
+        .await;
+    assert_eq!(submitted.status(), 202);
+    let id = submitted.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(app.credits(&token).await, (95, 2));
+    s3(&app)
+        .put_object()
+        .bucket(&app.running.stack.refs["MediaBucket"])
+        .key(&second)
+        .body(panorama.into())
+        .send()
+        .await
+        .expect("replace");
+    let state = &app.running.gateway.state;
+    let message = json!({"job_id": id}).to_string();
+    lambent::jobs::worker::process(state, &message)
+        .await
+        .expect("processed");
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert_eq!(job["error"]["type"], "image_too_large");
+    assert_eq!(
+        app.credits(&token).await,
+        (96, 1),
+        "refunded; the first job still queued"
+    );
+}

@@ -128,3 +128,69 @@ async fn the_local_table_has_the_keys_indexes_and_ttl_of_the_template() {
     assert_eq!(config.audience, "lambent");
     assert_eq!(config.starting_credits, 100);
 }
+
+/// Every action of a function's inline policy statements, with the statement's condition.
+fn statements(
+    template: &Template,
+    function: &str,
+) -> Vec<(Vec<String>, Option<serde_yaml::Value>)> {
+    let policies = template
+        .function(function)
+        .and_then(|f| f.get("Properties")?.get("Policies")?.as_sequence().cloned())
+        .unwrap_or_default();
+    policies
+        .iter()
+        .filter_map(|p| p.get("Statement")?.as_sequence().cloned())
+        .flatten()
+        .map(|statement| {
+            let actions = statement
+                .get("Action")
+                .and_then(|a| a.as_sequence().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            (actions, statement.get("Condition").cloned())
+        })
+        .collect()
+}
+
+/// Roles hold only what their functions use, pinned to their partitions where the keys allow it.
+#[test]
+fn roles_hold_what_their_functions_use_and_no_more() {
+    let template = template();
+    for function in ["receive-ai-progress", "receive-ai-failure"] {
+        let actions: Vec<String> = statements(&template, function)
+            .into_iter()
+            .flat_map(|(actions, _)| actions)
+            .collect();
+        assert!(
+            !actions.iter().any(|a| a.starts_with("s3:")),
+            "{function} writes no file: {actions:?}"
+        );
+    }
+    for (function, partitions) in [
+        ("get-job", vec!["JOB#*"]),
+        ("get-me", vec!["USER#*"]),
+        ("cancel-job", vec!["JOB#*", "USER#*"]),
+        ("receive-ai-progress", vec!["JOB#*", "USER#*"]),
+        ("receive-ai-completion", vec!["JOB#*", "USER#*"]),
+        ("receive-ai-failure", vec!["JOB#*", "USER#*"]),
+    ] {
+        for (actions, condition) in statements(&template, function) {
+            if !actions.iter().any(|a| a.starts_with("dynamodb:")) {
+                continue;
+            }
+            let leading: Vec<&str> = condition
+                .as_ref()
+                .and_then(|c| {
+                    c.get("ForAllValues:StringLike")?
+                        .get("dynamodb:LeadingKeys")
+                })
+                .and_then(|k| k.as_sequence())
+                .map(|k| k.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(leading, partitions, "{function}: {actions:?}");
+        }
+    }
+}

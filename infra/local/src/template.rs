@@ -77,6 +77,14 @@ impl Template {
             .collect()
     }
 
+    /// The function whose `Handler:` is `name`.
+    pub fn function(&self, name: &str) -> Option<&Value> {
+        self.resources("AWS::Serverless::Function")
+            .into_iter()
+            .map(|(_, f)| f)
+            .find(|f| handler(f) == Some(name))
+    }
+
     /// Each function's timeout (its `Timeout:`, else the `Globals` one, else Lambda's 3 s).
     pub fn timeouts(&self) -> HashMap<String, std::time::Duration> {
         let seconds = |value: Option<&Value>| value.and_then(Value::as_u64);

@@ -106,6 +106,7 @@ pub fn kinds(config: &crate::config::Config) -> anyhow::Result<Vec<Kind>> {
             offered: check_offered,
             run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
             present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
+            quote: None,
         },
         preset_kind::<0>(),
         preset_kind::<1>(),
@@ -120,6 +121,7 @@ pub fn kinds(config: &crate::config::Config) -> anyhow::Result<Vec<Kind>> {
             offered: check_offered,
             run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
             present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
+            quote: None,
         },
     ])
 }
@@ -246,6 +248,7 @@ fn preset_kind<const I: usize>() -> Kind {
         offered: check_offered,
         run: |state, job, _| Box::pin(crate::generation::work::submit(state, job)),
         present: Some(|state, job| Box::pin(crate::generation::outputs::add_urls(state, job))),
+        quote: None,
     }
 }
 

@@ -169,6 +169,10 @@ pub async fn submit(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let cost = match kind.quote {
+        Some(quote) => quote(state, &caller.user_id, &body.input).await?,
+        None => (kind.cost)(&body.input),
+    };
     let hash = key.map(|_| {
         let canonical = serde_json::json!({"kind": body.kind, "input": body.input, "webhook_url": body.webhook_url});
         hex::encode(sha2::Sha256::digest(canonical.to_string().as_bytes()))
@@ -188,7 +192,7 @@ pub async fn submit(
             user_id: &caller.user_id,
             kind: kind.name,
             input: &body.input,
-            cost: (kind.cost)(&body.input),
+            cost,
             webhook_url: webhook_url.as_deref(),
             webhook_secret: webhook_secret.as_deref(),
             idempotency: key.zip(hash.as_deref()),

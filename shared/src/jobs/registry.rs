@@ -19,6 +19,11 @@ pub type Run =
 /// Adds to a job's view what a client needs (presigned URLs of its files).
 pub type Present = for<'a> fn(&'a State, &'a mut Job) -> BoxFuture<'a, anyhow::Result<()>>;
 
+/// Prices an input by what it names (the pixels of its files, say) when its fields alone do not
+/// tell: the owner's id and the input; an error refuses the submission before admission.
+pub type Quote =
+    for<'a> fn(&'a State, &'a str, &'a Value) -> BoxFuture<'a, Result<i64, crate::error::ApiError>>;
+
 /// Stops paying for a job that ended here while an outside provider still runs it.
 pub type Abandon = for<'a> fn(&'a State, &'a str, &'a ProviderJob) -> BoxFuture<'a, ()>;
 
@@ -37,6 +42,9 @@ pub struct Kind {
     pub offered: fn(&State, &Kind, &Value) -> Result<(), FieldError>,
     pub run: Run,
     pub present: Option<Present>,
+    /// Prices the input at submission instead of `cost` (which then prices only what the
+    /// input's fields tell, for listings and tests).
+    pub quote: Option<Quote>,
 }
 
 impl Kind {
@@ -137,6 +145,7 @@ pub const SLEEP: Kind = Kind {
         })
     },
     present: None,
+    quote: None,
 };
 
 fn validate_sleep(input: &Value) -> Result<(), Vec<FieldError>> {

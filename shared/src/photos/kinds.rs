@@ -7,9 +7,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::domain::Queue;
-use crate::error::FieldError;
+use crate::error::{ApiError, FieldError};
 use crate::jobs::executor::Finished;
 use crate::jobs::registry::Kind;
+use crate::state::State;
 use crate::upscale::{DEFAULT_MODEL, MAX_OUTSCALE, MAX_TILE, MAX_TILE_PAD, MODELS};
 
 /// Output file format.
@@ -149,6 +150,49 @@ pub struct UpscaleInput {
 /// The most photos one best-cut compares.
 pub const BEST_CUT_MAX: usize = 20;
 
+/// Best-cut's work is decoding: it is priced by the pixels it decodes, one credit per started
+/// 24 megapixels (two 12-MP phone photos: 1; two 12000×3333 panoramas: 4), plus the upscale.
+pub const BEST_CUT_PIXELS_PER_CREDIT: u64 = 24_000_000;
+
+/// The most pixels one best-cut job decodes (6 panoramas of 40 MP, or 20 phone photos).
+pub const BEST_CUT_MAX_PIXELS: u64 = 240_000_000;
+
+/// What a best-cut of `pixels` decoded pixels costs, with the upscale of its winner if asked.
+pub fn best_cut_price(pixels: u64, input: &BestCutInput) -> i64 {
+    let decoding = i64::try_from(pixels.div_ceil(BEST_CUT_PIXELS_PER_CREDIT))
+        .unwrap_or(i64::MAX / 2)
+        .max(1);
+    decoding
+        + if input.upscale {
+            input.settings.cost()
+        } else {
+            0
+        }
+}
+
+/// Prices a best-cut by its uploads' dimensions (read from their headers, nothing decoded), and
+/// refuses one over [`BEST_CUT_MAX_PIXELS`] before anything is charged.
+async fn quote_best_cut(state: &State, user_id: &str, input: &Value) -> Result<i64, ApiError> {
+    let input = check_best_cut(input).map_err(ApiError::Validation)?;
+    let mut pixels = 0u64;
+    for key in &input.upload_keys {
+        if let Some(header) = crate::photos::media::header(state, user_id, key).await? {
+            pixels += u64::from(header.width) * u64::from(header.height);
+        }
+    }
+    if pixels > BEST_CUT_MAX_PIXELS {
+        return Err(ApiError::invalid(
+            "upload_keys",
+            format!(
+                "the photos have {} megapixels together; a best-cut takes at most {}",
+                pixels.div_ceil(1_000_000),
+                BEST_CUT_MAX_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok(best_cut_price(pixels, &input))
+}
+
 /// `bestcut`'s input.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct BestCutInput {
@@ -285,15 +329,15 @@ pub fn upscale_kind(queue: Queue) -> Kind {
             })
         },
         present: None,
+        quote: None,
     }
 }
 
 pub fn best_cut_kind(queue: Queue) -> Kind {
     Kind {
         name: "bestcut",
-        cost: |input| {
-            parse_best_cut(input).map_or(3, |i| 1 + if i.upscale { i.settings.cost() } else { 0 })
-        },
+        // The least it costs; `quote` prices it by its photos' pixels at submission.
+        cost: |input| parse_best_cut(input).map_or(3, |i| best_cut_price(0, &i)),
         deadline: |_| UPSCALE_DEADLINE,
         queue,
         validate: validate_best_cut,
@@ -306,6 +350,7 @@ pub fn best_cut_kind(queue: Queue) -> Kind {
             })
         },
         present: None,
+        quote: Some(|state, user_id, input| Box::pin(quote_best_cut(state, user_id, input))),
     }
 }
 

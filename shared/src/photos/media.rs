@@ -19,6 +19,58 @@ use crate::media::{MAX_UPLOAD_BYTES, bucket, upload_size};
 use crate::photos::kinds::Format;
 use crate::state::State;
 
+/// How much of an upload is read to find its dimensions: JPEG puts its frame header after EXIF,
+/// ICC and XMP segments, which fit in this in practice.
+const HEADER_BYTES: u64 = 512 * 1024;
+
+/// An upload's format and dimensions from its first bytes (a ranged read, nothing decoded):
+/// `Ok(None)` when it is missing, not the owner's, or its header is not readable there (the
+/// worker then decides); an error when it is over the per-image limits.
+pub async fn header(
+    state: &State,
+    user_id: &str,
+    key: &str,
+) -> Result<Option<Inspected>, crate::error::ApiError> {
+    if !crate::media::owns(user_id, key) {
+        return Ok(None);
+    }
+    let object = state
+        .s3
+        .get_object()
+        .bucket(bucket(state)?)
+        .key(key)
+        .range(format!("bytes=0-{}", HEADER_BYTES - 1))
+        .send()
+        .await;
+    let object = match object {
+        Ok(object) => object,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+        Err(err) => {
+            return Err(crate::error::ApiError::Internal(
+                anyhow::Error::new(err).context("reading an upload's header"),
+            ));
+        }
+    };
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .context("reading an upload's header")?
+        .to_vec();
+    let limits = Limits {
+        max_bytes: HEADER_BYTES,
+        ..Limits::default()
+    };
+    match images::inspect(&bytes, &limits) {
+        Ok(inspected) => Ok(Some(inspected)),
+        Err(images::ImageError::TooLarge(message)) => Err(crate::error::ApiError::invalid(
+            "upload_keys",
+            format!("{key}: {message}"),
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
 /// A stored file of a photo.
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 pub struct Artifact {

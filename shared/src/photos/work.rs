@@ -78,8 +78,17 @@ pub async fn best_cut(
     let total = input.upload_keys.len();
     let mut scores = Vec::with_capacity(total);
     let mut best: Option<(f64, media::Loaded)> = None;
+    let mut pixels = 0u64;
     for (i, key) in input.upload_keys.iter().enumerate() {
         let loaded = media::load(state, &job.user_id, key).await?;
+        // Priced at submission by the headers; uploads replaced since may not cost more work.
+        pixels += u64::from(loaded.inspected.width) * u64::from(loaded.inspected.height);
+        if pixels > kinds::BEST_CUT_MAX_PIXELS || kinds::best_cut_price(pixels, &input) > job.cost {
+            return Err(permanent(
+                "image_too_large",
+                "the photos have more pixels than this job was priced for (were they replaced?); submit it again",
+            ));
+        }
         let (score, loaded) =
             tokio::task::spawn_blocking(move || (crate::bestcut::sharpness(&loaded.image), loaded))
                 .await
