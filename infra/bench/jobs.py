@@ -36,9 +36,9 @@ class Stack:
         self.process = subprocess.Popen([str(ROOT / "target/release/lambent-dev")], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         for line in self.process.stdout:
-            found = re.search(r"serving on (\S+)\s+\(AWS emulator: (\S+)\)", line)
+            found = re.search(r"serving on (\S+)\s+\(AWS emulator: ([^;)\s]+)", line)
             if found:
-                self.base, self.emulator = found.group(1), found.group(2).rstrip(")")
+                self.base, self.emulator = found.group(1), found.group(2)
                 break
         threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
 

@@ -176,12 +176,15 @@ def main():
         print(f"| {name} | {s['median']:.1f} | {s['p90']:.1f} | {s['min']:.1f} | {s['median'] / base:.1f}x |")
     print()
     import jobs
+    import load
     import photos
     import webhooks
 
     jobs.main()
     webhooks.main()
     photos.main()
+    # Last: the soak runs an hour (SOAK_SECONDS to shorten it).
+    load.main()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,333 @@
+"""Load and soak on the local stack (make bench): what the outside attack run measured, again.
+
+- Load: LOAD_CLIENTS (200) clients, each its own account, for LOAD_SECONDS (30): submit a job,
+  poll it to its end, list jobs and read the balance, again and again, with a 5 s client timeout
+  (a client that gives up hangs up). Then every job the server admitted must end: a job admitted
+  whose message was lost would stay IN_QUEUE (a phantom admission, its slot held). Run against the
+  project's emulator and against plain moto (its TransactWriteItems copying every table per action,
+  MOTO_PLAIN=1), the peer.
+- Soak: SOAK_CLIENTS (16) clients of mixed traffic for SOAK_SECONDS (3600): new accounts all the
+  time (the table grows), jobs submitted, polled, canceled, listed, balances and ledgers read.
+  Every SOAK_WINDOW (300 s) a row: requests, errors, p50 / p99, the emulator's and the gateway's
+  memory, the table's items. Flat latency and bounded memory are the claim.
+"""
+
+import http.client
+import json
+import os
+import random
+import statistics
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import jobs
+
+CLIENT_TIMEOUT = 5.0
+
+
+def rss_mb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def emulator_pid(stack):
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(stack.process.pid)],
+                         capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "moto_server.py" in args:
+            return int(pid)
+    return None
+
+
+class Client:
+    """One keep-alive connection; every request timed and counted."""
+
+    def __init__(self, base, record):
+        url = urllib.parse.urlparse(base)
+        self.host, self.port = url.hostname, url.port
+        self.connection = None
+        self.record = record
+        self.token = None
+
+    def call(self, method, path, body=None, headers=None):
+        data = json.dumps(body).encode() if body is not None else None
+        all_headers = {"content-type": "application/json"} if data is not None else {}
+        if self.token:
+            all_headers["authorization"] = f"Bearer {self.token}"
+        all_headers.update(headers or {})
+        started = time.perf_counter()
+        try:
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=CLIENT_TIMEOUT)
+            self.connection.request(method, path, body=data, headers=all_headers)
+            response = self.connection.getresponse()
+            raw = response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException) as error:
+            # A timeout hangs up, as the attack run's clients did.
+            if self.connection is not None:
+                self.connection.close()
+            self.connection = None
+            self.record(time.perf_counter() - started, None, type(error).__name__)
+            return None, None
+        self.record(time.perf_counter() - started, status, None)
+        try:
+            return status, json.loads(raw or b"null")
+        except ValueError:
+            return status, None
+
+    def register(self, name):
+        status, body = self.call("POST", "/v1/auth/register",
+                                 {"email": f"{name}@example.com", "username": name, "password": "correct horse"})
+        if status == 201:
+            self.token = body["access_token"]
+            return body["user"]["id"]
+        return None
+
+
+class Recorder:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.samples = []  # (at, seconds, status, error)
+
+    def __call__(self, seconds, status, error):
+        with self.lock:
+            self.samples.append((time.perf_counter(), seconds, status, error))
+
+    def take(self):
+        with self.lock:
+            samples, self.samples = self.samples, []
+        return samples
+
+
+def pct(values, q):
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(samples):
+    latencies = [s[1] * 1000 for s in samples]
+    server_errors = sum(1 for s in samples if s[2] is not None and s[2] >= 500)
+    hung_up = sum(1 for s in samples if s[2] is None)
+    return {
+        "requests": len(samples),
+        "5xx": server_errors,
+        "timeouts": hung_up,
+        "p50": statistics.median(latencies) if latencies else 0.0,
+        "p99": pct(latencies, 0.99),
+    }
+
+
+def terminal(job):
+    return job and job.get("status") in ("COMPLETED", "FAILED", "CANCELED")
+
+
+def job_loop(client, deadline, answered, sleep_ms):
+    while time.perf_counter() < deadline:
+        status, body = client.call("POST", "/v1/jobs", {"kind": "sleep", "input": {"ms": sleep_ms}})
+        if status == 202:
+            answered.append(body["id"])
+            while time.perf_counter() < deadline + 30:
+                status, job = client.call("GET", f"/v1/jobs/{body['id']}")
+                if status == 200 and terminal(job):
+                    break
+                time.sleep(0.1)
+        elif status is None or status >= 500:
+            time.sleep(0.2)
+        client.call("GET", "/v1/jobs?limit=10")
+        client.call("GET", "/v1/credits")
+
+
+def server_jobs(stack, token):
+    """Every job of an account, as the server has them."""
+    found, cursor = [], None
+    while True:
+        path = "/v1/jobs?limit=100" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+        status, page = jobs.call("GET", f"{stack.base}{path}", token=token)
+        if status != 200:
+            return found
+        found.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return found
+
+
+def load(plain, clients, seconds):
+    env_before = os.environ.get("MOTO_PLAIN")
+    if plain:
+        os.environ["MOTO_PLAIN"] = "1"
+    stack = jobs.Stack()
+    if env_before is None:
+        os.environ.pop("MOTO_PLAIN", None)
+    try:
+        record = Recorder()
+        users = []
+        for i in range(clients):
+            client = Client(stack.base, record)
+            if client.register(f"load{i}"):
+                users.append(client)
+        record.take()
+        answered = []
+        deadline = time.perf_counter() + seconds
+        threads = [threading.Thread(target=job_loop, args=(c, deadline, answered, 50)) for c in users]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - started
+        figures = summarize(record.take())
+        # Every admitted job must end; the outbox's grace (15 s) and the dev reaper's period
+        # bound how long a lost message may take.
+        settle_deadline = time.time() + 120
+        while True:
+            admitted = [j for c in users for j in server_jobs(stack, c.token)]
+            waiting = [j for j in admitted if not terminal(j)]
+            if not waiting or time.time() > settle_deadline:
+                break
+            time.sleep(2)
+        figures.update(
+            clients=len(users),
+            seconds=elapsed,
+            admitted=len(admitted),
+            answered=len(answered),
+            stuck=len(waiting),
+            emulator_mb=rss_mb(emulator_pid(stack)),
+            gateway_mb=rss_mb(stack.process.pid),
+        )
+        return figures
+    finally:
+        stack.close()
+
+
+def soak_client(index, stop, stack_base, record, counters):
+    client = Client(stack_base, record)
+    generation = 0
+    while not stop.is_set():
+        # A new account every so often: the table keeps growing, as in the attack run.
+        generation += 1
+        if not client.register(f"soak{index}x{generation}x{random.randrange(1 << 30)}"):
+            time.sleep(0.5)
+            continue
+        counters["accounts"] += 1
+        for _ in range(20):
+            if stop.is_set():
+                return
+            key = {"idempotency-key": f"k{random.randrange(1 << 40)}"} if random.random() < 0.3 else None
+            status, body = client.call("POST", "/v1/jobs", {"kind": "sleep", "input": {"ms": random.choice([0, 20, 200])}}, key)
+            if status == 202:
+                counters["jobs"] += 1
+                if random.random() < 0.1:
+                    client.call("POST", f"/v1/jobs/{body['id']}/cancel")
+                for _ in range(100):
+                    status, job = client.call("GET", f"/v1/jobs/{body['id']}")
+                    if status != 200 or terminal(job) or stop.is_set():
+                        break
+                    time.sleep(0.05)
+            client.call("GET", "/v1/jobs?limit=20")
+            client.call("GET", "/v1/credits")
+            if random.random() < 0.2:
+                client.call("GET", "/v1/credits/transactions?limit=20")
+            if random.random() < 0.1:
+                client.call("POST", "/v1/uploads", {"content_type": "image/png", "size": 1000})
+
+
+def table_items(stack):
+    """Items in the dev stack's table, from the emulator (a count scan)."""
+    try:
+        import boto3
+
+        dynamodb = boto3.client("dynamodb", endpoint_url=stack.emulator, region_name="us-east-1",
+                                aws_access_key_id="local", aws_secret_access_key="local")
+        total = 0
+        for name in dynamodb.list_tables()["TableNames"]:
+            paginator = dynamodb.get_paginator("scan")
+            for page in paginator.paginate(TableName=name, Select="COUNT"):
+                total += page["Count"]
+        return total
+    except Exception:  # noqa: BLE001 - a figure, not a check
+        return -1
+
+
+def soak(clients, seconds, window):
+    stack = jobs.Stack()
+    moto = emulator_pid(stack)
+    rows = []
+    try:
+        record = Recorder()
+        counters = {"accounts": 0, "jobs": 0}
+        stop = threading.Event()
+        threads = [threading.Thread(target=soak_client, args=(i, stop, stack.base, record, counters), daemon=True)
+                   for i in range(clients)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        while time.perf_counter() - started < seconds:
+            time.sleep(min(window, max(0.0, seconds - (time.perf_counter() - started))))
+            figures = summarize(record.take())
+            figures.update(minute=(time.perf_counter() - started) / 60, emulator_mb=rss_mb(moto),
+                           gateway_mb=rss_mb(stack.process.pid), items=table_items(stack),
+                           accounts=counters["accounts"], jobs=counters["jobs"])
+            rows.append(figures)
+            print(f"  soak {figures['minute']:.0f} min: {figures['requests']} requests, p50 {figures['p50']:.1f} ms, "
+                  f"p99 {figures['p99']:.1f} ms, emulator {figures['emulator_mb']:.0f} MB", flush=True)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    finally:
+        stack.close()
+    return rows
+
+
+def main():
+    clients = int(os.environ.get("LOAD_CLIENTS", "200"))
+    seconds = float(os.environ.get("LOAD_SECONDS", "30"))
+    ours = load(False, clients, seconds)
+    plain = load(True, clients, seconds)
+    print()
+    print(f"Load: {clients} clients (an account each) for {seconds:.0f} s: submit a 50 ms job, poll it to its end, "
+          f"list jobs, read the balance, again; 5 s client timeout (a client that gives up hangs up).")
+    print()
+    print("| emulator | requests | req/s | 5xx | client timeouts | p50 ms | p99 ms | admitted | answered 202 | stuck after 120 s | emulator MB | gateway MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, f in (("Lambent's (item snapshots)", ours), ("plain moto 5.2.5 (table copies), the peer", plain)):
+        print(f"| {name} | {f['requests']} | {f['requests'] / f['seconds']:.0f} | {f['5xx']} | {f['timeouts']} | "
+              f"{f['p50']:.1f} | {f['p99']:.1f} | {f['admitted']} | {f['answered']} | {f['stuck']} | "
+              f"{f['emulator_mb']:.0f} | {f['gateway_mb']:.0f} |")
+    print()
+    soak_clients = int(os.environ.get("SOAK_CLIENTS", "16"))
+    soak_seconds = float(os.environ.get("SOAK_SECONDS", "3600"))
+    window = float(os.environ.get("SOAK_WINDOW", "300"))
+    rows = soak(soak_clients, soak_seconds, window)
+    print()
+    print(f"Soak: {soak_clients} clients of mixed traffic for {soak_seconds / 60:.0f} min (new accounts all the time, "
+          f"jobs submitted, polled and some canceled, 30 % with Idempotency-Key, listings, balances, ledgers, "
+          f"upload URLs), a row every {window / 60:.0f} min.")
+    print()
+    print("| minute | requests | 5xx | timeouts | p50 ms | p99 ms | emulator MB | gateway MB | table items | accounts | jobs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['minute']:.0f} | {r['requests']} | {r['5xx']} | {r['timeouts']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+              f"{r['emulator_mb']:.0f} | {r['gateway_mb']:.0f} | {r['items']} | {r['accounts']} | {r['jobs']} |")
+    if len(rows) >= 2:
+        first, last = rows[0], rows[-1]
+        print()
+        print(f"Last window vs first: p50 {last['p50'] / max(first['p50'], 1e-9):.2f}x, "
+              f"p99 {last['p99'] / max(first['p99'], 1e-9):.2f}x, emulator memory "
+              f"{last['emulator_mb'] / max(first['emulator_mb'], 1e-9):.2f}x, table items "
+              f"{last['items'] / max(first['items'], 1):.1f}x.")
+
+
+if __name__ == "__main__":
+    main()
