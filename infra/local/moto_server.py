@@ -8,6 +8,11 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   (inside that lock): its cost and its garbage grow with the table. `transact_write_items` below is moto's
   own logic with a rollback from copies of the items the transaction names, so a transaction costs the same
   on a table of ten items or of a million.
+- Index queries. moto answers a Query on a secondary index by sorting every item of the table and
+  testing each, inside that lock: every listing and every reaper pass cost more as the table grew.
+  `GsiHashes` keeps, per index partition key value, the items that hold it (refreshed after every
+  write of an item, rollbacks included), and a Query on an index tests only those; a Query on the
+  table tests only its partition's items. (Each was a sort of the whole table before.)
 - Key sizes. moto checks them on writes but not on GetItem, DeleteItem, Query or TransactGetItems; DynamoDB
   answers those with a ValidationException (2,048 bytes for a partition key, 1,024 for a sort key), and so
   does this server, so a test sees the 500 an unbounded key would cause in AWS.
@@ -43,6 +48,7 @@ from moto.dynamodb.exceptions import (
 )
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -67,6 +73,112 @@ def _restore(table, hash_value, range_value, original):
         table.items[hash_value][range_value] = original
     else:
         table.items[hash_value] = original
+    GSI_HASHES.refresh(table, hash_value, range_value)
+
+
+def _sort_key(item):
+    """moto's own order of `Table.all_items`."""
+    return (item.hash_key, item.range_key) if item.range_key else item.hash_key
+
+
+class GsiHashes:
+    """Per table and index partition key attribute: each value's items, by (hash, range)."""
+
+    def __init__(self):
+        self.by_value = {}  # (table name, attribute) -> {value: {slot}}
+        self.of_slot = {}  # (table name, slot) -> {attribute: value}
+
+    @staticmethod
+    def attributes(table):
+        return {k["AttributeName"] for index in table.all_indexes() for k in index.schema if k["KeyType"] == "HASH"}
+
+    @staticmethod
+    def value(dynamo):
+        return (dynamo.type, json.dumps(dynamo.value, sort_keys=True, default=str))
+
+    def refresh(self, table, hash_value, range_value):
+        slot = (hash_value, range_value)
+        for attribute, value in self.of_slot.pop((table.name, slot), {}).items():
+            self.by_value.get((table.name, attribute), {}).get(value, set()).discard(slot)
+        try:
+            item = table.get_item(hash_value, range_value)
+        except Exception:  # noqa: BLE001 - a malformed key names no item
+            item = None
+        if item is None:
+            return
+        held = {}
+        for attribute in self.attributes(table):
+            dynamo = item.attrs.get(attribute)
+            if dynamo is not None:
+                value = self.value(dynamo)
+                self.by_value.setdefault((table.name, attribute), {}).setdefault(value, set()).add(slot)
+                held[attribute] = value
+        if held:
+            self.of_slot[(table.name, slot)] = held
+
+    def items(self, table, attribute, dynamo):
+        slots = self.by_value.get((table.name, attribute), {}).get(self.value(dynamo), set())
+        found = [table.get_item(h, r) for h, r in slots]
+        return sorted((item for item in found if item is not None), key=_sort_key)
+
+    def forget(self, table_name):
+        self.by_value = {k: v for k, v in self.by_value.items() if k[0] != table_name}
+        self.of_slot = {k: v for k, v in self.of_slot.items() if k[0] != table_name}
+
+
+GSI_HASHES = GsiHashes()
+
+
+def _tracked(method, keyword):
+    """A backend write that refreshes the index hashes of the item it touched, whatever happened."""
+
+    def write(self, table_name, *args, **kwargs):
+        try:
+            return method(self, table_name, *args, **kwargs)
+        finally:
+            try:
+                table = self.get_table(table_name)
+                attrs = args[0] if args else kwargs[keyword]
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+                GSI_HASHES.refresh(table, *_slot(table, key))
+            except Exception:  # noqa: BLE001 - no table or no key: nothing was written
+                pass
+
+    return write
+
+
+def _table_lifecycle(method):
+    def change(self, name, *args, **kwargs):
+        GSI_HASHES.forget(name)
+        return method(self, name, *args, **kwargs)
+
+    return change
+
+
+_MOTO_QUERY = Table.query
+
+
+def query(self, *args, **kwargs):
+    """moto's Query over the items of the one partition it names (an index's, through
+    `GsiHashes`, or the table's own), instead of over every item of the table."""
+    index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
+    conditions = kwargs.get("hash_key_conditions") or []
+    candidates = None
+    if index_name and len(conditions) == 1 and conditions[0][0] in GsiHashes.attributes(self):
+        attribute, dynamo = conditions[0]
+        candidates = GSI_HASHES.items(self, attribute, dynamo)
+    elif not index_name and args and args[0] is not None and self.range_key_attr is not None:
+        partition = self.items.get(args[0], {})
+        candidates = sorted(partition.values(), key=_sort_key)
+    if candidates is None:
+        return _MOTO_QUERY(self, *args, **kwargs)
+    self.all_items = lambda: candidates
+    try:
+        return _MOTO_QUERY(self, *args, **kwargs)
+    finally:
+        del self.all_items
 
 
 def transact_write_items(self, transact_items):
@@ -158,6 +270,12 @@ def transact_write_items(self, transact_items):
 
 if not os.environ.get("MOTO_PLAIN"):
     DynamoDBBackend.transact_write_items = transact_write_items
+    DynamoDBBackend.put_item = _tracked(DynamoDBBackend.put_item, "item_attrs")
+    DynamoDBBackend.update_item = _tracked(DynamoDBBackend.update_item, "key")
+    DynamoDBBackend.delete_item = _tracked(DynamoDBBackend.delete_item, "key")
+    DynamoDBBackend.create_table = _table_lifecycle(DynamoDBBackend.create_table)
+    DynamoDBBackend.delete_table = _table_lifecycle(DynamoDBBackend.delete_table)
+    Table.query = query
 
 
 def _find_table(name):
