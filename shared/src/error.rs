@@ -62,6 +62,24 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// Whether an internal error is a service we call that did not answer in time, could not be
+/// reached, or throttled us (the AWS SDK's timeout, dispatch failure and throttling errors): the
+/// request may well succeed when retried, so it is a 503 with `Retry-After`, not a 500.
+fn dependency_busy(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        let text = cause.to_string();
+        text == "request has timed out"
+            || text == "dispatch failure"
+            || [
+                "ThrottlingException",
+                "ProvisionedThroughputExceeded",
+                "RequestLimitExceeded",
+            ]
+            .iter()
+            .any(|code| text.contains(code))
+    })
+}
+
 impl ApiError {
     /// A single-field validation error.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -85,6 +103,7 @@ impl ApiError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(err) if dependency_busy(err) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +123,7 @@ impl ApiError {
             Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::TooManyJobs { .. } => "max_concurrent_jobs",
             Self::Unavailable(_) => "unavailable",
+            Self::Internal(err) if dependency_busy(err) => "unavailable",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
@@ -117,6 +137,10 @@ impl ApiError {
         let status = self.status();
         let code = self.code();
         let detail = match &self {
+            Self::Internal(err) if dependency_busy(err) => {
+                tracing::warn!(error = format!("{err:#}"), "a dependency is busy");
+                "a service this request needs did not answer in time; retry shortly".to_owned()
+            }
             Self::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 "the server could not complete the request".to_owned()
@@ -137,6 +161,9 @@ impl ApiError {
             .status(status)
             .header("content-type", "application/problem+json");
         match &self {
+            Self::Internal(err) if dependency_busy(err) => {
+                builder = builder.header("retry-after", "1");
+            }
             Self::Validation(errors) => {
                 body.insert("errors".into(), json!(errors));
             }

@@ -367,3 +367,27 @@ async fn the_discovery_document_ignores_the_host_header() {
         format!("{}/.well-known/jwks.json", app.base)
     );
 }
+
+/// A DynamoDB that throttles us past the SDK's retries is a 503 with `Retry-After` (retry
+/// shortly), not a 500 that hides a fault of ours.
+#[tokio::test]
+async fn a_throttled_dependency_is_a_503_to_retry() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, user_id) = app.user("throttled").await;
+    app.fault(
+        "DynamoDB_20120810.GetItem",
+        &format!("USER#{user_id}"),
+        10,
+        json!({"error": "ProvisionedThroughputExceededException"}),
+    )
+    .await;
+    let response = app.get_with_token("/v1/credits", &token).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    problem(response, 503, "unavailable").await;
+    assert!(
+        app.fired("DynamoDB_20120810.GetItem", &format!("USER#{user_id}"))
+            .await
+            >= 3,
+        "retried first"
+    );
+}
