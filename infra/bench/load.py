@@ -301,7 +301,77 @@ def soak(clients, seconds, window):
     return rows
 
 
+def emulator_operations(plain, items=3000, repeat=200):
+    """ms per DynamoDB operation on a table of `items` items: one emulator started alone."""
+    import tempfile
+    from pathlib import Path
+
+    import boto3
+
+    root = Path(__file__).resolve().parents[2]
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    env = dict(os.environ)
+    env.pop("MOTO_PLAIN", None)
+    if plain:
+        env["MOTO_PLAIN"] = "1"
+    server = subprocess.Popen([str(root / ".venv/bin/python"), str(root / "infra/local/moto_server.py"),
+                               "--port", "0", "--port-file", str(port_file)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not port_file.exists():
+            time.sleep(0.05)
+        dynamodb = boto3.client("dynamodb", endpoint_url=f"http://127.0.0.1:{port_file.read_text()}",
+                                region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+        string = lambda v: {"S": v}
+        dynamodb.create_table(
+            TableName="t", BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "g")],
+            GlobalSecondaryIndexes=[{"IndexName": "gsi1", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                                     "Projection": {"ProjectionType": "ALL"}}])
+        for i in range(items):
+            dynamodb.put_item(TableName="t", Item={"pk": string(f"USER#{i % 300}"), "sk": string(f"ITEM#{i}"),
+                                                   "g": string(f"G{i % 300}"), "v": string("x" * 200)})
+
+        def timed(operation):
+            started = time.perf_counter()
+            for i in range(repeat):
+                operation(i)
+            return (time.perf_counter() - started) * 1000 / repeat
+
+        return {
+            "transaction": timed(lambda i: dynamodb.transact_write_items(TransactItems=[
+                {"Update": {"TableName": "t", "Key": {"pk": string("USER#1"), "sk": string("ITEM#1")},
+                            "UpdateExpression": "SET n = if_not_exists(n, :z) + :one",
+                            "ExpressionAttributeValues": {":z": {"N": "0"}, ":one": {"N": "1"}}}},
+                {"Put": {"TableName": "t", "Item": {"pk": string(f"TX#{i}"), "sk": string("x")}}}])),
+            "index query": timed(lambda i: dynamodb.query(
+                TableName="t", IndexName="gsi1", KeyConditionExpression="g = :g",
+                ExpressionAttributeValues={":g": string(f"G{i % 300}")})),
+            "table query": timed(lambda i: dynamodb.query(
+                TableName="t", KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": string(f"USER#{i % 300}")})),
+            "get item": timed(lambda i: dynamodb.get_item(
+                TableName="t", Key={"pk": string(f"USER#{i % 300}"), "sk": string(f"ITEM#{i}")})),
+        }
+    finally:
+        server.kill()
+        server.wait()
+
+
+def print_emulator_operations():
+    ours, plain = emulator_operations(False), emulator_operations(True)
+    print("DynamoDB operations on the emulator, a table of 3,000 items, ms each (200 of each, one client):")
+    print()
+    print("| operation | Lambent's emulator | plain moto 5.2.5, the peer | peer / ours |")
+    print("|---|---:|---:|---:|")
+    for name in ours:
+        print(f"| {name} | {ours[name]:.1f} | {plain[name]:.1f} | {plain[name] / ours[name]:.1f}x |")
+    print()
+
+
 def main():
+    print_emulator_operations()
     clients = int(os.environ.get("LOAD_CLIENTS", "200"))
     seconds = float(os.environ.get("LOAD_SECONDS", "30"))
     ours = load(False, clients, seconds)
