@@ -13,6 +13,16 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   `GsiHashes` keeps, per index partition key value, the items that hold it (refreshed after every
   write of an item, rollbacks included), and a Query on an index tests only those; a Query on the
   table tests only its partition's items. (Each was a sort of the whole table before.)
+- Memory. moto keeps every model object it ever made in a list on its class (`instances_tracked`, for
+  its dashboard and reset): every item written, every copy of an item a Query or GetItem answered with,
+  every SQS message, for the life of the process. That list, not the data, was the emulator's memory
+  (the attack run's 17.8 GB at 2,497 items). Here the lists hold weak references: an object lives as long
+  as moto itself uses it, and the dashboard and reset still see every live one.
+- TTL. moto records a table's TTL setting and never deletes: rate-limit windows, idempotency records,
+  expired sessions and old deliveries stayed for ever. A sweep every LAMBENT_TTL_SWEEP_SECONDS (60)
+  deletes what DynamoDB's TTL would (a number of epoch seconds in the past, but not more than five
+  years), under the same lock as every request; POST /_lambent/ttl-sweep {"table": name} sweeps one
+  table now (for tests). GET /_lambent/items counts each table's items.
 - Key sizes. moto checks them on writes but not on GetItem, DeleteItem, Query or TransactGetItems; DynamoDB
   answers those with a ValidationException (2,048 bytes for a partition key, 1,024 for a sort key), and so
   does this server, so a test sees the 500 an unbounded key would cause in AWS.
@@ -36,7 +46,9 @@ import os
 import re
 import threading
 import time
+import weakref
 
+from moto.core.common_models import BaseModel
 from moto.dynamodb.comparisons import get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
@@ -278,15 +290,110 @@ if not os.environ.get("MOTO_PLAIN"):
     Table.query = query
 
 
-def _find_table(name):
-    """The emulated table called `name`, in whichever account and region holds it."""
+class WeakInstances:
+    """moto's `instances_tracked` list, holding its objects weakly."""
+
+    def __init__(self, objects=()):
+        self.refs = [weakref.ref(o) for o in objects]
+        self.prune_at = 1024
+
+    def append(self, obj):
+        self.refs.append(weakref.ref(obj))
+        if len(self.refs) >= self.prune_at:
+            self.refs = [r for r in self.refs if r() is not None]
+            self.prune_at = max(1024, 2 * len(self.refs))
+
+    def __iter__(self):
+        return (o for o in (r() for r in list(self.refs)) if o is not None)
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def _new_model(cls, *args, **kwargs):
+    instance = object.__new__(cls)
+    tracked = cls.__dict__.get("instances_tracked")
+    if not isinstance(tracked, WeakInstances):
+        # First object since the class was made or moto's reset put a fresh list there.
+        tracked = WeakInstances(tracked or ())
+        cls.instances_tracked = tracked
+    tracked.append(instance)
+    return instance
+
+
+if not os.environ.get("MOTO_PLAIN"):
+    BaseModel.__new__ = staticmethod(_new_model)
+
+
+def _tables():
+    """Every emulated table, in every account and region."""
     from moto.dynamodb.models import dynamodb_backends
 
     for regions in list(dynamodb_backends.values()):
         for backend in list(regions.values()):
-            if name in backend.tables:
-                return backend.tables[name]
-    return None
+            yield from list(backend.tables.values())
+
+
+def _find_table(name):
+    """The emulated table called `name`, in whichever account and region holds it."""
+    return next((table for table in _tables() if table.name == name), None)
+
+
+def _slots(table):
+    """(hash, range, item) of every item of `table`."""
+    for hash_value, held in list(table.items.items()):
+        if table.range_key_attr is None:
+            yield hash_value, None, held
+        else:
+            for range_value, item in list(held.items()):
+                yield hash_value, range_value, item
+
+
+def item_counts():
+    return {table.name: sum(1 for _ in _slots(table)) for table in _tables()}
+
+
+# DynamoDB leaves alone a TTL value more than five years in the past (it takes it for a mistake).
+TTL_IGNORED_BEFORE_SECONDS = 5 * 365 * 86_400
+
+
+def sweep_expired(now, only=None):
+    """Deletes what DynamoDB's TTL would: items whose TTL attribute is a number of epoch seconds in
+    the past (moto records the setting but never deletes), in every table or the one named `only`.
+    Returns how many were deleted."""
+    deleted = 0
+    for table in _tables():
+        if only is not None and table.name != only:
+            continue
+        if table.ttl.get("TimeToLiveStatus") != "ENABLED" or not table.ttl.get("AttributeName"):
+            continue
+        attribute = table.ttl["AttributeName"]
+        expired = []
+        for hash_value, range_value, item in _slots(table):
+            value = item.attrs.get(attribute)
+            if value is None or value.type != "N":
+                continue
+            try:
+                at = float(value.value)
+            except ValueError:
+                continue
+            if now - TTL_IGNORED_BEFORE_SECONDS < at < now:
+                expired.append((hash_value, range_value))
+        for hash_value, range_value in expired:
+            _restore(table, hash_value, range_value, None)
+        deleted += len(expired)
+    return deleted
+
+
+def ttl_sweeper(lock, period):
+    """DynamoDB deletes expired items in the background, typically within days; here every `period` s."""
+    while True:
+        time.sleep(period)
+        try:
+            with lock:
+                sweep_expired(time.time())
+        except Exception:  # noqa: BLE001 - a table changing under a sweep is swept next time
+            pass
 
 
 def _too_long(value, limit, kind):
@@ -444,6 +551,26 @@ class LocalAws:
             with self.counts_lock:
                 body = json.dumps(self.counts).encode()
             return _answer(start_response, "200 OK", body, "application/json")
+        if path == "/_lambent/items":
+            with self.lock:
+                body = json.dumps(item_counts()).encode()
+            return _answer(start_response, "200 OK", body, "application/json")
+        if path == "/_lambent/ttl-sweep" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                table = json.loads(environ["wsgi.input"].read(length) or b"{}").get("table")
+            except (ValueError, AttributeError) as err:
+                return _answer(start_response, "400 Bad Request", str(err).encode(), "text/plain")
+            with self.lock:
+                body = json.dumps({"deleted": sweep_expired(time.time(), table)}).encode()
+            return _answer(start_response, "200 OK", body, "application/json")
+        if path == "/_lambent/memory":
+            if environ.get("REQUEST_METHOD") == "POST":
+                import tracemalloc
+
+                tracemalloc.start(8)
+                return _answer(start_response, "204 No Content", b"", "text/plain")
+            return _answer(start_response, "200 OK", memory_report().encode(), "text/plain")
         if environ.get("REQUEST_METHOD") == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             try:
@@ -489,6 +616,23 @@ class LocalAws:
             # Consume the whole response inside the lock: moto may build it lazily.
             body = b"".join(self.app(environ, start_response))
         return [body]
+
+
+def memory_report(top=30):
+    """Where the emulator's memory is: its garbage collector's figures and, once a POST to
+    /_lambent/memory has started tracing, the biggest allocation sites since."""
+    import gc
+    import tracemalloc
+
+    lines = [f"gc counts {gc.get_count()} thresholds {gc.get_threshold()} frozen {gc.get_freeze_count()} "
+             f"objects {len(gc.get_objects())}"]
+    if tracemalloc.is_tracing():
+        stats = tracemalloc.take_snapshot().statistics("traceback")
+        lines.append(f"traced {sum(s.size for s in stats) / 1e6:.1f} MB in {len(stats)} sites")
+        for stat in stats[:top]:
+            lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:9d} blocks")
+            lines.extend(f"    {line}" for line in stat.traceback.format()[-6:])
+    return "\n".join(lines) + "\n"
 
 
 class _Replay:
@@ -546,6 +690,9 @@ def main():
         threading.Thread(target=exit_with_parent, daemon=True).start()
 
     app = LocalAws(DomainDispatcherApplication(create_backend_app))
+    if not os.environ.get("MOTO_PLAIN"):
+        period = float(os.environ.get("LAMBENT_TTL_SWEEP_SECONDS", "60"))
+        threading.Thread(target=ttl_sweeper, args=(app.lock, period), daemon=True).start()
     server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietHandler)
     port = server.socket.getsockname()[1]
     if args.port_file:

@@ -391,3 +391,74 @@ async fn a_throttled_dependency_is_a_503_to_retry() {
         "retried first"
     );
 }
+
+/// The emulator deletes what DynamoDB's TTL would, and only that: a number of epoch seconds in
+/// the past goes (from its index partition too); the future, a value more than five years old
+/// (DynamoDB ignores it) and a value that is not a number stay.
+#[tokio::test]
+async fn the_emulator_applies_ttl_as_dynamodb_does() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use lambent::db::{n, s};
+
+    let app = TestApp::spawn().await;
+    let table = app.running.stack.refs["Table"].clone();
+    let client = aws_sdk_dynamodb::Client::new(&app.running.sdk);
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        ("past", n(now - 60)),
+        ("future", n(now + 3_600)),
+        ("ancient", n(now - 6 * 365 * 86_400)),
+        ("text", s((now - 60).to_string())),
+    ];
+    for (name, expires) in &cases {
+        client
+            .put_item()
+            .table_name(&table)
+            .item("pk", s(format!("TTLTEST#{name}")))
+            .item("sk", s("x"))
+            .item("gsi1pk", s("TTLTEST"))
+            .item("gsi1sk", s(*name))
+            .item("expires_at", expires.clone())
+            .send()
+            .await
+            .expect("put");
+    }
+    let swept: Value = app
+        .client
+        .post(format!("{}/_lambent/ttl-sweep", app.endpoint))
+        .json(&json!({"table": table}))
+        .send()
+        .await
+        .expect("sweep")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(swept["deleted"], 1, "only the past item expired: {swept}");
+    let left: Vec<String> = app
+        .items()
+        .await
+        .iter()
+        .filter_map(|i| i["pk"].as_s().ok())
+        .filter_map(|pk| pk.strip_prefix("TTLTEST#").map(str::to_owned))
+        .collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, ["ancient", "future", "text"]);
+    let indexed = client
+        .query()
+        .table_name(&table)
+        .index_name("gsi1")
+        .key_condition_expression("gsi1pk = :p")
+        .expression_attribute_values(":p", s("TTLTEST"))
+        .send()
+        .await
+        .expect("query");
+    let mut names: Vec<&str> = indexed
+        .items()
+        .iter()
+        .filter_map(|i| i.get("gsi1sk").and_then(|v: &AttributeValue| v.as_s().ok()))
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["ancient", "future", "text"]);
+}
