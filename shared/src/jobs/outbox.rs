@@ -19,6 +19,8 @@ use crate::state::State;
 pub struct Entry {
     pub pk: String,
     pub sk: String,
+    /// When the reaper may send the message again (epoch s).
+    pub due: i64,
 }
 
 impl Entry {
@@ -26,23 +28,18 @@ impl Entry {
         Self {
             pk: keys::outbox_shard(job_id),
             sk: keys::outbox_entry(due, job_id),
+            due,
         }
     }
 }
 
-/// The transaction action that records a job's message, due for a resend at `due` (epoch s).
+/// The transaction action that records a job's message, due for a resend at `entry.due`.
 pub fn record(
     db: &Db,
     entry: &Entry,
     job_id: &str,
     queue: Queue,
 ) -> anyhow::Result<TransactWriteItem> {
-    let due = entry
-        .sk
-        .split('#')
-        .next()
-        .and_then(|d| d.parse::<i64>().ok())
-        .context("an outbox entry without its due time")?;
     put_new(
         db,
         vec![
@@ -51,7 +48,7 @@ pub fn record(
             ("job_id", s(job_id)),
             ("queue", s(queue.as_str())),
             // A safety net only: the reaper removes every entry long before.
-            ("expires_at", n(due + 7 * 86_400)),
+            ("expires_at", n(entry.due + 7 * 86_400)),
         ],
     )
 }
@@ -80,11 +77,15 @@ pub async fn send(state: &State, queue: Queue, job_id: &str) -> anyhow::Result<(
 
 /// Removes an entry whose message was sent.
 pub async fn sent(db: &Db, entry: &Entry) -> anyhow::Result<()> {
+    remove(db, &entry.pk, &entry.sk).await
+}
+
+async fn remove(db: &Db, pk: &str, sk: &str) -> anyhow::Result<()> {
     db.client
         .delete_item()
         .table_name(&db.table)
-        .key("pk", s(&entry.pk))
-        .key("sk", s(&entry.sk))
+        .key("pk", s(pk))
+        .key("sk", s(sk))
         .send()
         .await
         .context("removing an outbox entry")?;
@@ -147,14 +148,8 @@ async fn resend(
     state: &State,
     item: &std::collections::HashMap<String, AttributeValue>,
 ) -> anyhow::Result<bool> {
-    let entry = Entry {
-        pk: get_s(item, "pk")
-            .context("outbox entry without pk")?
-            .to_owned(),
-        sk: get_s(item, "sk")
-            .context("outbox entry without sk")?
-            .to_owned(),
-    };
+    let pk = get_s(item, "pk").context("outbox entry without pk")?;
+    let sk = get_s(item, "sk").context("outbox entry without sk")?;
     let job_id = get_s(item, "job_id").context("outbox entry without job_id")?;
     let queue = get_s(item, "queue")
         .and_then(Queue::parse)
@@ -165,6 +160,6 @@ async fn resend(
         send(state, queue, job_id).await?;
         tracing::warn!(job_id, "a queued job's message was sent again");
     }
-    sent(&state.db, &entry).await?;
+    remove(&state.db, pk, sk).await?;
     Ok(queued)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
@@ -727,15 +728,18 @@ pub async fn record_submission(
         .expression_attribute_values(":deadline", n(deadline))
         .expression_attribute_values(":shard", s(keys::poll_shard(job_id)))
         .expression_attribute_values(":heard", n(now.timestamp()))
+        // What stopped the record comes back with the refusal: no second read.
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
-    if unless_condition_failed(result)
-        .context("recording a submission")?
-        .is_some()
-    {
-        return Ok(Recorded::Recorded);
-    }
-    let job = get(db, job_id).await?;
+    let old = match result {
+        Ok(_) => return Ok(Recorded::Recorded),
+        Err(err) => match err.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed.item.clone(),
+            _ => return Err(anyhow::Error::from(err).context("recording a submission")),
+        },
+    };
+    let job = old.map(|item| Job::from_item(&item)).transpose()?;
     Ok(match job {
         Some(job)
             if job.status == Status::InProgress
