@@ -28,6 +28,29 @@ pub enum Gender {
     Female,
 }
 
+/// A gender as clients send it: `male` / `female`, or SelfStar's Korean values for the same two
+/// (`남성` male, `여성` female). Stored and shown as [`Gender`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, ToSchema)]
+pub enum GenderInput {
+    #[serde(rename = "male")]
+    Male,
+    #[serde(rename = "female")]
+    Female,
+    #[serde(rename = "남성")]
+    MaleKorean,
+    #[serde(rename = "여성")]
+    FemaleKorean,
+}
+
+impl From<GenderInput> for Gender {
+    fn from(input: GenderInput) -> Self {
+        match input {
+            GenderInput::Male | GenderInput::MaleKorean => Self::Male,
+            GenderInput::Female | GenderInput::FemaleKorean => Self::Female,
+        }
+    }
+}
+
 /// A membership: the tier in force and when it lapses back to `free`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Membership {
@@ -46,6 +69,8 @@ pub struct UserView {
     /// `YYYY-MM-DD`.
     pub birthday: Option<String>,
     pub gender: Option<Gender>,
+    /// SelfStar's consent screen: `true` until the profile holds both `birthday` and `gender`.
+    pub needs_consent: bool,
     pub membership: Membership,
     /// Credit balance.
     pub credits: i64,
@@ -117,6 +142,7 @@ impl UserRecord {
                 username: stored.username,
                 display_name: stored.display_name,
                 photo_url: stored.photo_url,
+                needs_consent: stored.birthday.is_none() || gender.is_none(),
                 birthday: stored.birthday,
                 gender,
                 membership,
@@ -265,6 +291,7 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
         photo_url: None,
         birthday: None,
         gender: None,
+        needs_consent: true,
         membership: Membership {
             tier: Tier::Free,
             expires_at: None,
@@ -341,10 +368,10 @@ pub struct ProfilePatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub birthday: Option<Option<String>>,
-    /// `male` or `female`.
+    /// `male` or `female` (`남성` and `여성` are accepted for the same two).
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Gender>)]
-    pub gender: Option<Option<Gender>>,
+    #[schema(value_type = Option<GenderInput>)]
+    pub gender: Option<Option<GenderInput>>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field not sent (`None`).
@@ -417,7 +444,7 @@ impl ProfilePatch {
             }
         }
         if let Some(value) = &self.gender {
-            let text = value.map(|g| match g {
+            let text = value.map(|g| match Gender::from(g) {
                 Gender::Male => "male".to_owned(),
                 Gender::Female => "female".to_owned(),
             });

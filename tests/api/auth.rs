@@ -17,6 +17,10 @@ async fn register_login_me_refresh_reuse_logout() {
     assert_eq!(registered["user"]["email"], "ann@example.com");
     assert_eq!(registered["user"]["credits"], 100);
     assert_eq!(registered["user"]["membership"]["tier"], "free");
+    assert_eq!(
+        registered["user"]["needs_consent"], true,
+        "a new account has no birthday or gender"
+    );
     assert!(
         registered["refresh_token"]
             .as_str()
@@ -312,6 +316,27 @@ async fn the_profile_is_patched_validated_and_cleared() {
     assert_eq!(updated["display_name"], "Ann Lee");
     assert_eq!(updated["birthday"], "1990-04-01");
     assert_eq!(updated["gender"], "female");
+    assert_eq!(
+        updated["needs_consent"], false,
+        "birthday and gender are both set"
+    );
+
+    // SelfStar's Korean values are the same two genders, stored and shown as such.
+    for (korean, stored) in [("남성", "male"), ("여성", "female")] {
+        let response = patch(json!({"gender": korean})).await.expect("request");
+        assert_eq!(response.status(), 200, "{korean}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["gender"], stored, "{korean}");
+    }
+    let response = patch(json!({"gender": null})).await.expect("request");
+    let cleared: Value = response.json().await.expect("json");
+    assert_eq!(
+        cleared["needs_consent"], true,
+        "no gender: consent needed again"
+    );
+    assert!(cleared["gender"].is_null());
+    let response = patch(json!({"gender": "female"})).await.expect("request");
+    assert_eq!(response.status(), 200);
 
     // Every bad field is reported, and nothing changes.
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
@@ -322,6 +347,7 @@ async fn the_profile_is_patched_validated_and_cleared() {
         (json!({"birthday": "1899-12-31"}), "birthday"),
         (json!({"birthday": "01/04/1990"}), "birthday"),
         (json!({"gender": "robot"}), "gender"),
+        (json!({"gender": "남자"}), "gender"),
         (json!({"photo_url": "javascript:alert(1)"}), "photo_url"),
         (json!({"display_name": "x".repeat(51)}), "display_name"),
         (json!({"credits": 1_000_000}), "credits"),
