@@ -19,7 +19,9 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
 /// The state of a function: adapters, the registry and every feature's runtime.
 pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
     let registry = registry(&config)?;
-    Ok(State::new(config, sdk, registry)?.with_feature(crate::generation::Runtime::default()))
+    Ok(State::new(config, sdk, registry)?
+        .with_feature(crate::generation::Runtime::default())
+        .with_feature(crate::auth::firebase::Runtime::default()))
 }
 
 /// [`state`] from the environment.

@@ -45,6 +45,10 @@ pub struct Config {
     pub upscale: UpscaleConfig,
     /// The outside providers and their webhooks.
     pub generation: GenerationConfig,
+    /// Firebase sign-in: the project whose ID tokens are accepted (`FIREBASE_PROJECT_ID`; unset,
+    /// `POST /v1/auth/firebase` answers 404) and where Google publishes the certificates that sign
+    /// them (`FIREBASE_CERTS_URL`, default Google's securetoken x509 URL).
+    pub firebase: FirebaseConfig,
     /// The queue of outbound webhook deliveries (`DELIVERIES_QUEUE_URL`); unset, no events are sent.
     pub deliveries_queue_url: Option<String>,
     /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
@@ -275,6 +279,12 @@ impl Config {
                     }
                 },
             },
+            firebase: FirebaseConfig {
+                project_id: optional("FIREBASE_PROJECT_ID").map(|v| v.trim().to_owned()),
+                certs_url: base_url(&lookup, "FIREBASE_CERTS_URL")?
+                    .unwrap_or_else(|| FIREBASE_CERTS_URL.to_owned()),
+                refetch_floor: Duration::from_secs(number("FIREBASE_KEYS_REFETCH_SECONDS", 60)?),
+            },
             generation: GenerationConfig {
                 webhook_base_url: base_url(&lookup, "WEBHOOK_BASE_URL")?,
                 provider_keys_secret_id: optional("PROVIDER_KEYS_SECRET_ID"),
@@ -319,6 +329,22 @@ fn preset_models(raw: Option<&str>) -> Result<Vec<(String, String, String)>, Con
 }
 
 /// An optional absolute http(s) URL without its trailing slash.
+/// Where Google publishes the certificates that sign Firebase ID tokens (a JSON object of
+/// kid → PEM X.509 certificate; firebase.google.com/docs/auth/admin/verify-id-tokens).
+pub const FIREBASE_CERTS_URL: &str =
+    "https://www.googleapis.com/robot/v1/metadata/x509/securetoken@system.gserviceaccount.com";
+
+/// Firebase sign-in's settings.
+#[derive(Clone, Debug)]
+pub struct FirebaseConfig {
+    pub project_id: Option<String>,
+    pub certs_url: String,
+    /// The shortest time between two fetches of the certificates when a token names a key not
+    /// held (`FIREBASE_KEYS_REFETCH_SECONDS`, default 60): tokens with made-up key ids cannot
+    /// make every request fetch.
+    pub refetch_floor: Duration,
+}
+
 fn base_url(
     lookup: &impl Fn(&str) -> Option<String>,
     name: &'static str,

@@ -24,6 +24,12 @@ pub fn username(username: &str) -> String {
     format!("USERNAME#{}", username.to_lowercase())
 }
 
+/// The claim that an outside identity (a provider's subject: a Firebase uid, an OIDC `sub`)
+/// belongs to one account; its sort key is [`UNIQUE`].
+pub fn identity(provider: &str, subject: &str) -> String {
+    format!("IDENTITY#{provider}#{subject}")
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

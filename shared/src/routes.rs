@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::{RefOr, schema::Schema};
 
+use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::credits;
 use crate::error::ApiError;
@@ -163,6 +164,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, meta::get_openid_configuration),
         route!(Public, auth::register),
         route!(Public, auth::login),
+        route!(Public, firebase::sign_in_with_firebase),
         route!(Public, auth::issue_token),
         route!(Public, auth::refresh_token),
         route!(Public, auth::logout),

@@ -62,7 +62,8 @@ pub struct Membership {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserView {
     pub id: String,
-    pub email: String,
+    /// `null` for an account made by an outside sign-in that vouched for no email.
+    pub email: Option<String>,
     pub username: String,
     pub display_name: Option<String>,
     pub photo_url: Option<String>,
@@ -82,16 +83,17 @@ pub struct UserView {
 #[derive(Clone, Debug)]
 pub struct UserRecord {
     pub view: UserView,
-    pub password_hash: String,
+    /// `None` for an account that signs in only through an outside identity.
+    pub password_hash: Option<String>,
 }
 
 /// A profile item as stored; other attributes (keys) are not the user's.
 #[derive(Deserialize)]
 struct StoredUser {
     id: String,
-    email: String,
+    email: Option<String>,
     username: String,
-    password_hash: String,
+    password_hash: Option<String>,
     display_name: Option<String>,
     photo_url: Option<String>,
     birthday: Option<String>,
@@ -228,20 +230,17 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
     let pk = keys::user(&user.id);
     let put = |attributes| put_new(db, attributes);
     let mut actions = vec![
-        put(vec![
-            ("pk", s(&pk)),
-            ("sk", s(keys::PROFILE)),
-            ("id", s(&user.id)),
-            ("email", s(&user.email)),
-            ("username", s(&user.username)),
-            ("password_hash", s(&user.password_hash)),
-            ("tier", s("free")),
-            ("credits", n(user.starting_credits)),
-            ("active_jobs", n(0)),
-            ("role", s("user")),
-            ("created_at", s(&created_at)),
-            ("updated_at", s(&created_at)),
-        ])?,
+        put(new_profile(
+            &pk,
+            &user.id,
+            &user.username,
+            user.starting_credits,
+            &created_at,
+            vec![
+                ("email", s(&user.email)),
+                ("password_hash", s(&user.password_hash)),
+            ],
+        ))?,
         put(vec![
             ("pk", s(keys::email(&user.email))),
             ("sk", s(keys::UNIQUE)),
@@ -253,18 +252,8 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
             ("user_id", s(&user.id)),
         ])?,
     ];
-    if user.starting_credits > 0 {
-        actions.push(put(vec![
-            ("pk", s(&pk)),
-            (
-                "sk",
-                s(keys::ledger(&uuid::Uuid::now_v7().to_string(), "grant")),
-            ),
-            ("amount", n(user.starting_credits)),
-            ("reason", s("grant")),
-            ("note", s("starting grant")),
-            ("created_at", s(&created_at)),
-        ])?);
+    if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
+        actions.push(grant);
     }
     let result = crate::db::transact(db, actions).await;
     match result {
@@ -283,10 +272,78 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
             });
         }
     }
-    Ok(UserView {
-        id: user.id,
-        email: user.email,
-        username: user.username,
+    Ok(new_view(
+        user.id,
+        Some(user.email),
+        user.username,
+        user.starting_credits,
+        created_at,
+    ))
+}
+
+/// A new account's profile item: what every account has, and `extra`.
+fn new_profile(
+    pk: &str,
+    id: &str,
+    username: &str,
+    credits: i64,
+    created_at: &str,
+    extra: Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>,
+) -> Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)> {
+    let mut profile = vec![
+        ("pk", s(pk)),
+        ("sk", s(keys::PROFILE)),
+        ("id", s(id)),
+        ("username", s(username)),
+        ("tier", s("free")),
+        ("credits", n(credits)),
+        ("active_jobs", n(0)),
+        ("role", s("user")),
+        ("created_at", s(created_at)),
+        ("updated_at", s(created_at)),
+    ];
+    profile.extend(extra);
+    profile
+}
+
+/// The ledger entry of a new account's starting grant (none for a grant of 0).
+fn starting_grant(
+    db: &Db,
+    pk: &str,
+    credits: i64,
+    created_at: &str,
+) -> Result<Option<aws_sdk_dynamodb::types::TransactWriteItem>, ApiError> {
+    if credits <= 0 {
+        return Ok(None);
+    }
+    Ok(Some(put_new(
+        db,
+        vec![
+            ("pk", s(pk)),
+            (
+                "sk",
+                s(keys::ledger(&uuid::Uuid::now_v7().to_string(), "grant")),
+            ),
+            ("amount", n(credits)),
+            ("reason", s("grant")),
+            ("note", s("starting grant")),
+            ("created_at", s(created_at)),
+        ],
+    )?))
+}
+
+/// How a new account looks.
+fn new_view(
+    id: String,
+    email: Option<String>,
+    username: String,
+    credits: i64,
+    created_at: String,
+) -> UserView {
+    UserView {
+        id,
+        email,
+        username,
         display_name: None,
         photo_url: None,
         birthday: None,
@@ -296,10 +353,115 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
             tier: Tier::Free,
             expires_at: None,
         },
-        credits: user.starting_credits,
+        credits,
         role: "user".into(),
         created_at,
-    })
+    }
+}
+
+/// A new account made by an outside sign-in: no password, a generated username.
+pub struct NewFederatedUser<'a> {
+    pub id: String,
+    /// The provider (`firebase`, `google`, …) and its subject for the user.
+    pub provider: &'a str,
+    pub subject: &'a str,
+    /// An email the provider vouched for: recorded on the profile, never claimed as the
+    /// account's unique email (an outside sign-in must not take over a password account).
+    pub email: Option<String>,
+    pub starting_credits: i64,
+}
+
+/// How an outside sign-in found its account.
+pub enum Federated {
+    /// A new account was made for the identity.
+    Created(UserView),
+    /// The identity's existing account.
+    Existing(UserRecord),
+}
+
+/// The account an outside identity signs in to, made on its first sign-in: the profile, the
+/// identity claim (`attribute_not_exists`), a generated username's claim and the starting grant
+/// in one transaction. Two first sign-ins at once make one account: the loser reads the winner's.
+pub async fn sign_in_federated(
+    db: &Db,
+    user: NewFederatedUser<'_>,
+    now: DateTime<Utc>,
+) -> Result<Federated, ApiError> {
+    let claim = keys::identity(user.provider, user.subject);
+    if let Some(found) = find_by_identity(db, &claim, now).await? {
+        return Ok(Federated::Existing(found));
+    }
+    let created_at = timestamp(now);
+    let pk = keys::user(&user.id);
+    let username = format!("u_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let email = user.email.iter().map(|e| ("email", s(e))).collect();
+    let profile = new_profile(
+        &pk,
+        &user.id,
+        &username,
+        user.starting_credits,
+        &created_at,
+        email,
+    );
+    let mut actions = vec![
+        put_new(db, profile)?,
+        put_new(
+            db,
+            vec![
+                ("pk", s(&claim)),
+                ("sk", s(keys::UNIQUE)),
+                ("user_id", s(&user.id)),
+                ("provider", s(user.provider)),
+            ],
+        )?,
+        put_new(
+            db,
+            vec![
+                ("pk", s(keys::username(&username))),
+                ("sk", s(keys::UNIQUE)),
+                ("user_id", s(&user.id)),
+            ],
+        )?,
+    ];
+    if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
+        actions.push(grant);
+    }
+    match crate::db::transact(db, actions).await {
+        Ok(_) => Ok(Federated::Created(new_view(
+            user.id,
+            user.email,
+            username,
+            user.starting_credits,
+            created_at,
+        ))),
+        Err(err) if failed_conditions(&err).is_some_and(|f| f.get(1) == Some(&true)) => {
+            // Another first sign-in of the same identity won the race: its account is this one.
+            find_by_identity(db, &claim, now)
+                .await?
+                .map(Federated::Existing)
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("an identity claim without its account"))
+                })
+        }
+        Err(err) => Err(ApiError::Internal(
+            anyhow::Error::new(err).context("creating a federated user"),
+        )),
+    }
+}
+
+async fn find_by_identity(
+    db: &Db,
+    claim: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<UserRecord>> {
+    let Some(item) = db.get(claim, keys::UNIQUE).await? else {
+        return Ok(None);
+    };
+    let user_id = get_s(&item, "user_id").context("an identity claim without its user")?;
+    let profile = db.get(&keys::user(user_id), keys::PROFILE).await?;
+    profile
+        .map(|item| UserRecord::from_item(&item, now))
+        .transpose()
 }
 
 /// How a user names themself at login.

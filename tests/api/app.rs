@@ -31,6 +31,21 @@ impl TestApp {
         Self::start(overrides, true).await
     }
 
+    /// A gateway pointed at `fakes` (their `overrides`), with `extra` on top.
+    pub async fn spawn_with_fakes(
+        fakes: &lambent_local::fakes::FakeProviders,
+        extra: &[(&str, &str)],
+        worker: bool,
+    ) -> Self {
+        let mut overrides = fakes.overrides();
+        overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let overrides: Vec<(&str, &str)> = overrides
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Self::start(&overrides, worker).await
+    }
+
     /// A gateway and the reaper, but no in-process worker (a test runs its own).
     pub async fn spawn_without_worker(overrides: &[(&str, &str)]) -> Self {
         Self::start(overrides, false).await

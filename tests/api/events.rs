@@ -20,6 +20,8 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-openid-configuration", 200),
         ("register", 201),
         ("login", 200),
+        // The template's default: no Firebase project, so Firebase sign-in is off.
+        ("sign-in-with-firebase", 404),
         ("issue-token", 200),
         ("refresh-token", 401),
         ("logout", 204),

@@ -16,17 +16,7 @@ use crate::app::{TestApp, problem};
 /// A stack whose providers are the fakes, with the fakes holding the stack's keys.
 async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, FakeProviders) {
     let fakes = FakeProviders::start().await.expect("fakes start");
-    let mut overrides = fakes.overrides();
-    overrides.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let overrides: Vec<(&str, &str)> = overrides
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let app = if worker {
-        TestApp::spawn_with(&overrides).await
-    } else {
-        TestApp::spawn_without_worker(&overrides).await
-    };
+    let app = TestApp::spawn_with_fakes(&fakes, extra, worker).await;
     let state = &app.running.gateway.state;
     let keys: Value = serde_json::from_str(
         state

@@ -8,6 +8,7 @@ mod bestcut;
 mod deliveries;
 mod docs;
 mod events;
+mod firebase;
 mod generation;
 mod hardening;
 mod jobs;

@@ -20,6 +20,8 @@ const OVERRIDABLE: &[&str] = &[
     "JOB_CAP_PREMIUM",
     "FAL_QUEUE_URL",
     "FAL_JWKS_URL",
+    "FIREBASE_PROJECT_ID",
+    "FIREBASE_CERTS_URL",
     "REPLICATE_API_URL",
     "AI_SERVER_URL",
     "RECONCILE_QUIET_SECONDS",
@@ -73,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     walkthrough(
         &running.base_url,
         &emulator.endpoint,
+        fakes.base_url(),
         &photo.display().to_string(),
     );
     tokio::select! {
@@ -83,10 +86,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn walkthrough(base: &str, emulator: &str, photo: &str) {
+fn walkthrough(base: &str, emulator: &str, fakes: &str, photo: &str) {
     println!(
         r#"
-Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate and an AI server are local fakes)
+Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server and Firebase are local fakes)
 
 Try it, in another terminal:
 
@@ -136,6 +139,13 @@ Try it, in another terminal:
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
+
+  # sign in with Firebase (WEAV): the fake Firebase signs an ID token for a uid as the client SDK
+  # would hold it; the exchange makes the uid's account (201), and signs in to it after (200)
+  ID_TOKEN=$(curl -s -X POST {fakes}/firebase/id-token -d '{{"uid":"weav-user-1","email":"weav@example.com"}}' \
+    | python3 -c 'import json,sys;print(json.load(sys.stdin)["id_token"])')
+  curl -s -X POST {base}/v1/auth/firebase -H 'content-type: application/json' -d "{{\"id_token\":\"$ID_TOKEN\"}}" \
+    | python3 -c 'import json,sys;print(json.dumps(json.load(sys.stdin)["user"]))'
 
   # the API description (or open {base}/docs in a browser)
   curl -s {base}/openapi.json | cut -c1-300

@@ -81,6 +81,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         // The generated image, copied from the fake fal into the bucket.
         r#""content_type":"image/png","height":16"#,
         r#""model":"fal-ai/flux/dev","provider":"fal""#,
+        // The Firebase sign-in's new account, with the email the fake vouched for.
+        r#""email": "weav@example.com""#,
     ] {
         assert!(
             printed.contains(expected),

@@ -169,7 +169,7 @@ async fn sign_in(
     .await?;
     let keys = state.keys().await?;
     let record = users::find_for_login(&state.db, name, now).await?;
-    let stored = record.as_ref().map(|r| r.password_hash.clone());
+    let stored = record.as_ref().and_then(|r| r.password_hash.clone());
     if !password::verify(password, stored).await? {
         return Err(bad_credentials());
     }

@@ -7,6 +7,7 @@
 
 mod ai_server;
 mod fal;
+pub mod firebase;
 mod replicate;
 
 pub use fal::{FAL_USER_ID, fal_headers, fal_headers_of};
@@ -40,6 +41,8 @@ pub struct Behaviour {
     pub fail_with: Option<String>,
     /// Leave requests running (until canceled).
     pub stall: bool,
+    /// Answer Firebase's certificates URL with 503 (Google down: held keys must keep working).
+    pub firebase_certs_down: bool,
 }
 
 /// A webhook a fake sent (or would have sent), to replay or tamper with.
@@ -70,6 +73,9 @@ struct Inner {
     fal_pair: Ed25519KeyPair,
     replicate_secret: String,
     client: reqwest::Client,
+    /// Firebase's signing keys, newest last (a rotation publishes a new one beside the old).
+    firebase: Mutex<Vec<firebase::Signer>>,
+    firebase_fetches: std::sync::atomic::AtomicUsize,
 }
 
 /// The fake providers on one loopback port: `/fal`, `/replicate`, `/ai`, and `/files`.
@@ -194,6 +200,8 @@ impl FakeProviders {
                 base64::engine::general_purpose::STANDARD.encode(secret)
             ),
             client: reqwest::Client::new(),
+            firebase: Mutex::new(vec![firebase::Signer::generate()?]),
+            firebase_fetches: std::sync::atomic::AtomicUsize::new(0),
         });
         let fakes = Self { inner };
         let server = fakes.clone();
@@ -219,7 +227,37 @@ impl FakeProviders {
             ),
             ("REPLICATE_API_URL".into(), format!("{base}/replicate")),
             ("AI_SERVER_URL".into(), format!("{base}/ai")),
+            (
+                "FIREBASE_CERTS_URL".into(),
+                format!("{base}/firebase/certs"),
+            ),
+            ("FIREBASE_PROJECT_ID".into(), firebase::PROJECT_ID.into()),
         ]
+    }
+
+    /// A Firebase ID token with `claims` (see [`firebase::claims`]), signed by the newest key;
+    /// `kid` overrides the header's key id.
+    pub fn firebase_token(&self, claims: &Value, kid: Option<&str>) -> String {
+        let signers = self.inner.firebase.lock().expect("firebase keys");
+        let signer = signers.last().expect("a key");
+        signer.sign(claims, kid).expect("signing")
+    }
+
+    /// Publishes a new Firebase signing key beside the old ones; tokens are signed with it now.
+    pub fn rotate_firebase_key(&self) {
+        let signer = firebase::Signer::generate().expect("key");
+        self.inner
+            .firebase
+            .lock()
+            .expect("firebase keys")
+            .push(signer);
+    }
+
+    /// How often Firebase's certificates were fetched.
+    pub fn firebase_certificate_fetches(&self) -> usize {
+        self.inner
+            .firebase_fetches
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Changes the behaviour.
@@ -314,6 +352,40 @@ impl FakeProviders {
                 .header("content-type", "image/png")
                 .body(Full::new(Bytes::from(output_png())))
                 .unwrap_or_default();
+        }
+        if path == "/firebase/certs" {
+            self.inner
+                .firebase_fetches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if behaviour.firebase_certs_down {
+                return response(503, &json!({"error": "unavailable"}));
+            }
+            let document = self
+                .inner
+                .firebase
+                .lock()
+                .map(|s| firebase::certificates(&s))
+                .unwrap_or_default();
+            return hyper::Response::builder()
+                .header("content-type", "application/json; charset=UTF-8")
+                .header(
+                    "cache-control",
+                    "public, max-age=3600, must-revalidate, no-transform",
+                )
+                .body(Full::new(Bytes::from(document.to_string())))
+                .unwrap_or_default();
+        }
+        if path == "/firebase/id-token" && method == "POST" {
+            // The dev walkthrough's stand-in for a client SDK's sign-in: `{"uid", "email"?}`.
+            let asked: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let Some(uid) = asked["uid"].as_str() else {
+                return response(400, &json!({"error": "send {\"uid\": …}"}));
+            };
+            let claims = firebase::claims(uid, asked["email"].as_str());
+            return response(
+                200,
+                &json!({"id_token": self.firebase_token(&claims, None)}),
+            );
         }
         if path == "/fal/.well-known/jwks.json" {
             let x = base64::engine::general_purpose::URL_SAFE_NO_PAD
