@@ -94,26 +94,17 @@ pub struct Identity {
     pub sign_in_provider: Option<String>,
 }
 
-/// Why a token was refused; every variant is a 401 to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// Why a token was refused; every variant is a 401 to the client (its words: [`Refusal::detail`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    #[error("the token is not a JWT")]
     Malformed,
-    #[error("the token is not signed with RS256")]
     Algorithm,
-    #[error("the token names no key Google publishes (it may have expired)")]
     UnknownKey,
-    #[error("the token's signature is not valid")]
     Signature,
-    #[error("the token was issued for another Firebase project")]
     Audience,
-    #[error("the token was not issued by Firebase for this project")]
     Issuer,
-    #[error("the token has expired")]
     Expired,
-    #[error("the token was issued in the future")]
     IssuedInFuture,
-    #[error("the token names no valid user")]
     Subject,
 }
 
@@ -337,7 +328,7 @@ pub async fn sign_in_with_firebase(
         .clone()
         .ok_or(ApiError::NotFound("Firebase sign-in is not configured"))?;
     let now = chrono::Utc::now();
-    let ip = crate::http::source_ip(&req).unwrap_or_else(|| "unknown".to_owned());
+    let ip = crate::auth::handlers::client_ip(&req);
     crate::ratelimit::spend(
         &state.db,
         &[crate::ratelimit::Budget {
@@ -391,14 +382,8 @@ pub async fn sign_in_with_firebase(
         }
     };
     tracing::info!(user_id = %user.id, created = status.as_u16() == 201, "signed in with Firebase");
-    let subject = crate::auth::sessions::Subject {
-        user_id: &user.id,
-        username: &user.username,
-        role: &user.role,
-    };
-    let mut tokens =
-        crate::auth::sessions::start(&state.db, &state.config, &signing, &subject, now).await?;
-    tokens.user = Some(user);
+    let tokens =
+        crate::auth::sessions::start_for(&state.db, &state.config, &signing, user, now).await?;
     crate::http::json(status, &tokens)
 }
 

@@ -63,7 +63,8 @@ pub struct RefreshRequest {
     pub refresh_token: SecretString,
 }
 
-fn client_ip(req: &Request) -> String {
+/// The caller's address for rate limits (`unknown` when the gateway gave none).
+pub(crate) fn client_ip(req: &Request) -> String {
     source_ip(req).unwrap_or_else(|| "unknown".to_owned())
 }
 
@@ -127,13 +128,7 @@ pub async fn register(state: &State, req: Request) -> Result<Response<Body>, Api
     )
     .await?;
     tracing::info!(user_id = %user.id, "registered");
-    let subject = Subject {
-        user_id: &user.id,
-        username: &user.username,
-        role: &user.role,
-    };
-    let mut tokens = sessions::start(&state.db, &state.config, &keys, &subject, now).await?;
-    tokens.user = Some(user);
+    let tokens = sessions::start_for(&state.db, &state.config, &keys, user, now).await?;
     json(StatusCode::CREATED, &tokens)
 }
 
@@ -178,14 +173,7 @@ async fn sign_in(
     };
     let user = record.view;
     tracing::info!(user_id = %user.id, "signed in");
-    let subject = Subject {
-        user_id: &user.id,
-        username: &user.username,
-        role: &user.role,
-    };
-    let mut tokens = sessions::start(&state.db, &state.config, &keys, &subject, now).await?;
-    tokens.user = Some(user);
-    Ok(tokens)
+    Ok(sessions::start_for(&state.db, &state.config, &keys, user, now).await?)
 }
 
 /// Signs in with an email or a username and a password.

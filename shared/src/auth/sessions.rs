@@ -75,6 +75,24 @@ pub fn access_token(
     })
 }
 
+/// Starts a new session for `user` (who has just signed in) and returns its tokens with the account.
+pub async fn start_for(
+    db: &Db,
+    config: &Config,
+    keys: &KeyRing,
+    user: UserView,
+    now: DateTime<Utc>,
+) -> anyhow::Result<TokenResponse> {
+    let subject = Subject {
+        user_id: &user.id,
+        username: &user.username,
+        role: &user.role,
+    };
+    let mut tokens = start(db, config, keys, &subject, now).await?;
+    tokens.user = Some(user);
+    Ok(tokens)
+}
+
 /// Starts a new session (a new family) and returns its tokens.
 pub async fn start(
     db: &Db,
