@@ -49,6 +49,8 @@ pub struct Config {
     /// `POST /v1/auth/firebase` answers 404) and where Google publishes the certificates that sign
     /// them (`FIREBASE_CERTS_URL`, default Google's securetoken x509 URL).
     pub firebase: FirebaseConfig,
+    /// OpenID Connect sign-in with Google, Kakao and Naver (web code flow and native ID tokens).
+    pub oidc: OidcConfig,
     /// The queue of outbound webhook deliveries (`DELIVERIES_QUEUE_URL`); unset, no events are sent.
     pub deliveries_queue_url: Option<String>,
     /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
@@ -285,6 +287,7 @@ impl Config {
                     .unwrap_or_else(|| FIREBASE_CERTS_URL.to_owned()),
                 refetch_floor: Duration::from_secs(number("FIREBASE_KEYS_REFETCH_SECONDS", 60)?),
             },
+            oidc: oidc_config(&lookup)?,
             generation: GenerationConfig {
                 webhook_base_url: base_url(&lookup, "WEBHOOK_BASE_URL")?,
                 provider_keys_secret_id: optional("PROVIDER_KEYS_SECRET_ID"),
@@ -343,6 +346,166 @@ pub struct FirebaseConfig {
     /// held (`FIREBASE_KEYS_REFETCH_SECONDS`, default 60): tokens with made-up key ids cannot
     /// make every request fetch.
     pub refetch_floor: Duration,
+}
+
+/// The OpenID Connect providers Lambent signs users in with, and the browser flow's settings.
+#[derive(Clone, Debug, Default)]
+pub struct OidcConfig {
+    /// The providers whose client ids are configured; the others answer 404.
+    pub providers: Vec<OidcProvider>,
+    /// Where an app may be sent back to after a browser sign-in (`OAUTH_REDIRECT_URIS`, exact
+    /// strings, comma-separated): never anywhere else.
+    pub redirect_uris: Vec<String>,
+    /// The public URL of this API, for the callback URL registered at each provider
+    /// (`OAUTH_CALLBACK_BASE_URL`: the callback is `<base>/v1/auth/oauth/<provider>/callback`).
+    pub callback_base_url: Option<String>,
+    /// Secrets Manager id of `{"google": "<client secret>", "kakao": …, "naver": …}`
+    /// (`OAUTH_CLIENTS_SECRET_ID`).
+    pub clients_secret_id: Option<String>,
+    /// The shortest time between two fetches of a provider's keys when a token names a key not
+    /// held (`OIDC_KEYS_REFETCH_SECONDS`, default 60).
+    pub refetch_floor: Duration,
+}
+
+impl OidcConfig {
+    pub fn provider(&self, name: &str) -> Option<&OidcProvider> {
+        self.providers.iter().find(|p| p.name == name)
+    }
+}
+
+/// One OpenID Connect provider.
+#[derive(Clone, Debug)]
+pub struct OidcProvider {
+    /// `google`, `kakao` or `naver`.
+    pub name: &'static str,
+    /// The issuer its ID tokens name and its discovery document sits under
+    /// (`<issuer>/.well-known/openid-configuration`): `GOOGLE_ISSUER`, `KAKAO_ISSUER`,
+    /// `NAVER_ISSUER`, each defaulting to the provider's own.
+    pub issuer: String,
+    /// Other issuer strings its tokens may carry (Google's legacy `accounts.google.com`).
+    pub legacy_issuers: Vec<String>,
+    /// The audiences accepted (`GOOGLE_CLIENT_IDS`, …, comma-separated): the first is the web
+    /// client the browser flow uses; the rest are the platform ones (Kakao's native and
+    /// JavaScript keys, Google's Android and iOS client ids) whose SDK-issued tokens apps send.
+    pub client_ids: Vec<String>,
+    /// The scopes the browser flow asks for.
+    pub scopes: &'static str,
+    /// A profile API read when the ID token names no email (Naver's classic `v1/nid/me`;
+    /// `NAVER_PROFILE_URL`).
+    pub profile_url: Option<String>,
+}
+
+impl OidcProvider {
+    /// The web client id (the browser flow's).
+    pub fn web_client_id(&self) -> &str {
+        self.client_ids
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// Whether a token's `iss` names this provider.
+    pub fn issued(&self, iss: &str) -> bool {
+        iss == self.issuer || self.legacy_issuers.iter().any(|l| l == iss)
+    }
+}
+
+fn oidc_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<OidcConfig, ConfigError> {
+    let list = |name: &str| -> Vec<String> {
+        lookup(name)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let known: [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    ); 3] = [
+        (
+            "google",
+            "GOOGLE_CLIENT_IDS",
+            "GOOGLE_ISSUER",
+            "https://accounts.google.com",
+            "openid email profile",
+        ),
+        (
+            "kakao",
+            "KAKAO_CLIENT_IDS",
+            "KAKAO_ISSUER",
+            "https://kauth.kakao.com",
+            "openid",
+        ),
+        (
+            "naver",
+            "NAVER_CLIENT_IDS",
+            "NAVER_ISSUER",
+            "https://nid.naver.com",
+            "openid",
+        ),
+    ];
+    let mut providers = Vec::new();
+    for (name, ids_var, issuer_var, default_issuer, scopes) in known {
+        let client_ids = list(ids_var);
+        if client_ids.is_empty() {
+            continue;
+        }
+        let issuer = base_url(lookup, issuer_var)?.unwrap_or_else(|| default_issuer.to_owned());
+        providers.push(OidcProvider {
+            name,
+            legacy_issuers: if name == "google" && issuer == default_issuer {
+                vec!["accounts.google.com".to_owned()]
+            } else {
+                Vec::new()
+            },
+            issuer,
+            client_ids,
+            scopes,
+            profile_url: if name == "naver" {
+                Some(
+                    base_url(lookup, "NAVER_PROFILE_URL")?
+                        .unwrap_or_else(|| "https://openapi.naver.com/v1/nid/me".to_owned()),
+                )
+            } else {
+                None
+            },
+        });
+    }
+    let redirect_uris = list("OAUTH_REDIRECT_URIS");
+    for uri in &redirect_uris {
+        let parsed = url::Url::parse(uri).map_err(|e| ConfigError::Invalid {
+            name: "OAUTH_REDIRECT_URIS",
+            reason: format!("{uri}: {e}"),
+        })?;
+        if parsed.fragment().is_some() {
+            return Err(ConfigError::Invalid {
+                name: "OAUTH_REDIRECT_URIS",
+                reason: format!("{uri} has a fragment"),
+            });
+        }
+    }
+    let floor = match lookup("OIDC_KEYS_REFETCH_SECONDS").filter(|v| !v.trim().is_empty()) {
+        None => 60,
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                name: "OIDC_KEYS_REFETCH_SECONDS",
+                reason: e.to_string(),
+            })?,
+    };
+    Ok(OidcConfig {
+        providers,
+        redirect_uris,
+        callback_base_url: base_url(lookup, "OAUTH_CALLBACK_BASE_URL")?,
+        clients_secret_id: lookup("OAUTH_CLIENTS_SECRET_ID").filter(|v| !v.trim().is_empty()),
+        refetch_floor: Duration::from_secs(floor),
+    })
 }
 
 fn base_url(

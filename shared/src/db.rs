@@ -42,6 +42,43 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every item of partition `pk` whose sort key begins with `prefix` (strongly consistent; the
+    /// callers' partitions hold at most a few dozen such items, one page).
+    pub async fn query_prefix(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<Item>> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":prefix", s(prefix))
+            .consistent_read(true)
+            .send()
+            .await
+            .with_context(|| format!("querying {prefix} items"))?;
+        Ok(out.items.unwrap_or_default())
+    }
+
+    /// Writes an item whole (`what` names it in errors).
+    pub async fn put(
+        &self,
+        item: Vec<(&str, AttributeValue)>,
+        what: &'static str,
+    ) -> anyhow::Result<()> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(
+                item.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
+            .send()
+            .await
+            .context(what)?;
+        Ok(())
+    }
+}
+
 /// A string attribute.
 pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())

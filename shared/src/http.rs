@@ -13,6 +13,31 @@ use crate::error::{ApiError, FieldError};
 /// The largest request body any handler reads.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// An outside answer's body, read up to `limit` bytes; a longer one is an error before it is
+/// all in memory.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, ReadError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Why an answer's body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the answer is over {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
 /// The request id API Gateway gave this request (the local gateway sets one too).
 pub fn request_id(req: &Request) -> String {
     match req.request_context_ref() {

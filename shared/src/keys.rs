@@ -30,6 +30,43 @@ pub fn identity(provider: &str, subject: &str) -> String {
     format!("IDENTITY#{provider}#{subject}")
 }
 
+/// The prefix of the identities linked to an account, under [`user`].
+pub const LINKED_IDENTITY_PREFIX: &str = "IDENT#";
+
+/// An identity linked to an account, under [`user`]: one per provider.
+pub fn linked_identity(provider: &str) -> String {
+    format!("{LINKED_IDENTITY_PREFIX}{provider}")
+}
+
+/// A browser sign-in in flight, by the hash of its `state` (the state itself is never stored);
+/// its sort key is [`FLOW`].
+pub fn oauth_flow(state: &str) -> String {
+    format!(
+        "OAUTHFLOW#{}",
+        hex::encode(Sha256::digest(state.as_bytes()))
+    )
+}
+
+/// The sort key of a flow's item under [`oauth_flow`].
+pub const FLOW: &str = "FLOW";
+
+/// A one-time code a finished browser sign-in left for its app, by the code's hash; its sort key
+/// is [`CODE`].
+pub fn oauth_code(code: &str) -> String {
+    format!("OAUTHCODE#{}", hex::encode(Sha256::digest(code.as_bytes())))
+}
+
+/// The sort key of a code's item under [`oauth_code`].
+pub const CODE: &str = "CODE";
+
+/// A provider's ID-token nonce that has been used once (by its hash); its sort key is [`UNIQUE`].
+pub fn used_nonce(provider: &str, nonce: &str) -> String {
+    format!(
+        "NONCE#{provider}#{}",
+        hex::encode(Sha256::digest(nonce.as_bytes()))
+    )
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

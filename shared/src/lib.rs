@@ -6,7 +6,10 @@ pub mod bestcut;
 pub mod auth {
     pub mod firebase;
     pub mod handlers;
+    pub mod id_tokens;
+    pub mod identities;
     pub mod keys;
+    pub mod oidc;
     pub mod password;
     pub mod rotation;
     pub mod sessions;

@@ -18,6 +18,8 @@ use utoipa::openapi::{RefOr, schema::Schema};
 
 use crate::auth::firebase;
 use crate::auth::handlers as auth;
+use crate::auth::identities;
+use crate::auth::oidc;
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, styles};
@@ -165,6 +167,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, auth::register),
         route!(Public, auth::login),
         route!(Public, firebase::sign_in_with_firebase),
+        route!(Public, oidc::sign_in_with_oidc),
+        route!(Public, oidc::start_oauth),
+        route!(Public, oidc::oauth_callback),
+        route!(Bearer, identities::list_identities),
+        route!(Bearer, identities::link_identity),
+        route!(Bearer, identities::unlink_identity),
         route!(Public, auth::issue_token),
         route!(Public, auth::refresh_token),
         route!(Public, auth::logout),

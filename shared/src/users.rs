@@ -394,14 +394,15 @@ pub async fn sign_in_federated(
     let created_at = timestamp(now);
     let pk = keys::user(&user.id);
     let username = format!("u_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let email = user.email.iter().map(|e| ("email", s(e))).collect();
+    let mut extra: Vec<_> = user.email.iter().map(|e| ("email", s(e))).collect();
+    extra.push(("identities", n(1)));
     let profile = new_profile(
         &pk,
         &user.id,
         &username,
         user.starting_credits,
         &created_at,
-        email,
+        extra,
     );
     let mut actions = vec![
         put_new(db, profile)?,
@@ -421,6 +422,16 @@ pub async fn sign_in_federated(
                 ("sk", s(keys::UNIQUE)),
                 ("user_id", s(&user.id)),
             ],
+        )?,
+        put_new(
+            db,
+            linked_item(
+                &pk,
+                user.provider,
+                user.subject,
+                user.email.as_deref(),
+                &created_at,
+            ),
         )?,
     ];
     if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
@@ -446,6 +457,216 @@ pub async fn sign_in_federated(
         Err(err) => Err(ApiError::Internal(
             anyhow::Error::new(err).context("creating a federated user"),
         )),
+    }
+}
+
+/// The account's copy of a linked identity (the claim `IDENTITY#…` says whose it is; this says
+/// which identities an account has).
+fn linked_item<'a>(
+    pk: &str,
+    provider: &str,
+    subject: &str,
+    email: Option<&str>,
+    linked_at: &str,
+) -> Vec<(&'a str, aws_sdk_dynamodb::types::AttributeValue)> {
+    let mut item = vec![
+        ("pk", s(pk)),
+        ("sk", s(keys::linked_identity(provider))),
+        ("provider", s(provider)),
+        ("subject", s(subject)),
+        ("linked_at", s(linked_at)),
+    ];
+    if let Some(email) = email {
+        item.push(("email", s(email)));
+    }
+    item
+}
+
+/// A way into an account other than its password.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct LinkedIdentity {
+    /// `firebase`, `google`, `kakao` or `naver`.
+    pub provider: String,
+    /// The provider's id for the user (a Firebase uid, an OpenID Connect `sub`).
+    pub subject: String,
+    /// The email the provider vouched for when it was linked, if any.
+    pub email: Option<String>,
+    pub linked_at: String,
+}
+
+/// The identities linked to an account, by provider.
+pub async fn identities(db: &Db, user_id: &str) -> anyhow::Result<Vec<LinkedIdentity>> {
+    let items = db
+        .query_prefix(&keys::user(user_id), keys::LINKED_IDENTITY_PREFIX)
+        .await?;
+    Ok(items
+        .iter()
+        .filter_map(|item| {
+            Some(LinkedIdentity {
+                provider: get_s(item, "provider")?.to_owned(),
+                subject: get_s(item, "subject")?.to_owned(),
+                email: get_s(item, "email").map(str::to_owned),
+                linked_at: get_s(item, "linked_at")?.to_owned(),
+            })
+        })
+        .collect())
+}
+
+/// What linking found.
+pub enum Linked {
+    /// Linked now.
+    Created(LinkedIdentity),
+    /// It was linked to this account already.
+    Already(LinkedIdentity),
+}
+
+/// Links an outside identity to an account, in one transaction: the identity's claim
+/// (`attribute_not_exists`: an identity belongs to one account), the account's copy (one
+/// identity per provider) and the account's count of identities.
+pub async fn link_identity(
+    db: &Db,
+    user_id: &str,
+    provider: &str,
+    subject: &str,
+    email: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Linked, ApiError> {
+    let pk = keys::user(user_id);
+    let claim = keys::identity(provider, subject);
+    let linked_at = timestamp(now);
+    let count = aws_sdk_dynamodb::types::Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(&pk))
+        .key("sk", s(keys::PROFILE))
+        .update_expression("ADD identities :one")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_values(":one", n(1))
+        .build()
+        .context("update")?;
+    let actions = vec![
+        put_new(
+            db,
+            vec![
+                ("pk", s(&claim)),
+                ("sk", s(keys::UNIQUE)),
+                ("user_id", s(user_id)),
+                ("provider", s(provider)),
+            ],
+        )?,
+        put_new(db, linked_item(&pk, provider, subject, email, &linked_at))?,
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .update(count)
+            .build(),
+    ];
+    let view = LinkedIdentity {
+        provider: provider.to_owned(),
+        subject: subject.to_owned(),
+        email: email.map(str::to_owned),
+        linked_at,
+    };
+    let Err(err) = crate::db::transact(db, actions).await else {
+        return Ok(Linked::Created(view));
+    };
+    let Some(failed) = failed_conditions(&err) else {
+        return Err(ApiError::Internal(
+            anyhow::Error::new(err).context("linking an identity"),
+        ));
+    };
+    if failed.get(2) == Some(&true) {
+        return Err(ApiError::NotFound("no such account"));
+    }
+    if failed.first() == Some(&true) {
+        let owner = db.get(&claim, keys::UNIQUE).await?;
+        if owner.as_ref().and_then(|o| get_s(o, "user_id")) == Some(user_id) {
+            let held = identities(db, user_id).await?;
+            if let Some(found) = held
+                .into_iter()
+                .find(|i| i.provider == provider && i.subject == subject)
+            {
+                return Ok(Linked::Already(found));
+            }
+        }
+        return Err(ApiError::Conflict {
+            code: "identity_in_use",
+            detail: format!("this {provider} account signs in to another Lambent account"),
+        });
+    }
+    Err(ApiError::Conflict {
+        code: "provider_already_linked",
+        detail: format!("the account has a {provider} identity already; unlink it first"),
+    })
+}
+
+/// Unlinks the account's identity at `provider`, unless it is the account's last way in (no
+/// password and no other identity): the claim, the copy and the count go in one transaction
+/// whose condition is that way in, so two unlinks at once cannot both take the last two.
+pub async fn unlink_identity(db: &Db, user_id: &str, provider: &str) -> Result<(), ApiError> {
+    let pk = keys::user(user_id);
+    let Some(copy) = db.get(&pk, &keys::linked_identity(provider)).await? else {
+        return Err(ApiError::NotFound(
+            "the account has no identity at this provider",
+        ));
+    };
+    let subject = get_s(&copy, "subject").context("an identity without its subject")?;
+    let delete = |pk: String, sk: String, condition: &str, user: Option<&str>| {
+        aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&db.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression(condition)
+            .set_expression_attribute_values(
+                user.map(|u| std::collections::HashMap::from([(":user".to_owned(), s(u))])),
+            )
+            .build()
+            .map(|d| {
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .delete(d)
+                    .build()
+            })
+            .context("delete")
+    };
+    let count = aws_sdk_dynamodb::types::Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(&pk))
+        .key("sk", s(keys::PROFILE))
+        .update_expression("SET identities = identities - :one")
+        .condition_expression("attribute_exists(password_hash) OR identities > :one")
+        .expression_attribute_values(":one", n(1))
+        .build()
+        .context("update")?;
+    let actions = vec![
+        delete(
+            pk.clone(),
+            keys::linked_identity(provider),
+            "attribute_exists(pk)",
+            None,
+        )?,
+        delete(
+            keys::identity(provider, subject),
+            keys::UNIQUE.to_owned(),
+            "user_id = :user",
+            Some(user_id),
+        )?,
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .update(count)
+            .build(),
+    ];
+    match crate::db::transact(db, actions).await {
+        Ok(()) => Ok(()),
+        Err(err) => match failed_conditions(&err) {
+            Some(failed) if failed.get(2) == Some(&true) => Err(ApiError::Conflict {
+                code: "last_sign_in_method",
+                detail: "this is the account's only way to sign in; set a password or link \
+                         another identity first"
+                    .into(),
+            }),
+            Some(_) => Err(ApiError::NotFound(
+                "the account has no identity at this provider",
+            )),
+            None => Err(ApiError::Internal(
+                anyhow::Error::new(err).context("unlinking an identity"),
+            )),
+        },
     }
 }
 

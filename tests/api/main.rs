@@ -14,6 +14,7 @@ mod hardening;
 mod jobs;
 mod jwt;
 mod layers;
+mod oidc;
 mod photos;
 mod rate_limits;
 mod rotation;

@@ -63,6 +63,8 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     env.insert("JWT_ISSUER".into(), base_url.clone());
     // One local gateway serves the webhooks API too.
     env.insert("WEBHOOK_BASE_URL".into(), base_url.clone());
+    // And the browser sign-in's callbacks.
+    env.insert("OAUTH_CALLBACK_BASE_URL".into(), base_url.clone());
     env.extend(
         LOCAL_DEFAULTS
             .iter()

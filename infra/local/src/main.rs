@@ -63,6 +63,10 @@ async fn main() -> anyhow::Result<()> {
         &state.secret_string(&refs["ProviderKeys"]).await?,
     ))?;
     let ai_secret = state.secret_string(&refs["AiWebhookSecret"]).await?;
+    let oauth_clients: serde_json::Value = serde_json::from_str(
+        secrecy::ExposeSecret::expose_secret(&state.secret_string(&refs["OAuthClients"]).await?),
+    )?;
+    fakes.set_oauth_client_secrets(&oauth_clients);
     fakes.configure(|b| {
         b.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
         b.replicate_token = keys["replicate_api_token"]
@@ -89,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
 fn walkthrough(base: &str, emulator: &str, fakes: &str, photo: &str) {
     println!(
         r#"
-Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server and Firebase are local fakes)
+Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server, Firebase, Google, Kakao and Naver are local fakes)
 
 Try it, in another terminal:
 
@@ -146,6 +150,19 @@ Try it, in another terminal:
     | python3 -c 'import json,sys;print(json.load(sys.stdin)["id_token"])')
   curl -s -X POST {base}/v1/auth/firebase -H 'content-type: application/json' -d "{{\"id_token\":\"$ID_TOKEN\"}}" \
     | python3 -c 'import json,sys;print(json.dumps(json.load(sys.stdin)["user"]))'
+
+  # sign in with Kakao in a browser (SelfStar): the app's PKCE pair, the start (302 to the fake
+  # Kakao, with the flow's cookie), Kakao's answer (302 to the callback), the callback (302 to the
+  # app with a one-time code), and the app redeeming the code with its verifier (201: a new account)
+  VERIFIER=walkthrough-verifier-$(python3 -c 'import secrets;print(secrets.token_urlsafe(32))')
+  CHALLENGE=$(python3 -c 'import base64,hashlib,sys;print(base64.urlsafe_b64encode(hashlib.sha256(sys.argv[1].encode()).digest()).decode().rstrip("="))' "$VERIFIER")
+  TO_KAKAO=$(curl -s -o /dev/null -w '%{{redirect_url}}' -c /tmp/lambent-oauth-cookies --get {base}/v1/auth/oauth/kakao/start \
+    --data-urlencode 'redirect_uri={fakes}/app/callback' --data-urlencode "code_challenge=$CHALLENGE" --data-urlencode 'login_hint=kakao-user-1')
+  TO_CALLBACK=$(curl -s -o /dev/null -w '%{{redirect_url}}' "$TO_KAKAO")
+  TO_APP=$(curl -s -o /dev/null -w '%{{redirect_url}}' -b /tmp/lambent-oauth-cookies "$TO_CALLBACK")
+  CODE=$(python3 -c 'import sys,urllib.parse as u;print(u.parse_qs(u.urlparse(sys.argv[1]).query)["code"][0])' "$TO_APP")
+  curl -s -X POST {base}/v1/auth/token -d grant_type=authorization_code -d "code=$CODE" -d "code_verifier=$VERIFIER" \
+    | python3 -c 'import json,sys;t=json.load(sys.stdin);print("kakao sign-in:", t["token_type"], t["user"]["username"][:2])'
 
   # the API description (or open {base}/docs in a browser)
   curl -s {base}/openapi.json | cut -c1-300

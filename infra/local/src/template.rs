@@ -429,6 +429,13 @@ pub async fn bootstrap(
                 "replicate_api_token": format!("local-replicate-{}", uuid::Uuid::new_v4().simple()),
             })
             .to_string(),
+            // Client secrets the local fake OpenID Providers accept (they read them from here).
+            Some("oauth-clients") => serde_json::json!({
+                "google": format!("local-google-{}", uuid::Uuid::new_v4().simple()),
+                "kakao": format!("local-kakao-{}", uuid::Uuid::new_v4().simple()),
+                "naver": format!("local-naver-{}", uuid::Uuid::new_v4().simple()),
+            })
+            .to_string(),
             _ => match resource
                 .get("Properties")
                 .and_then(|p| p.get("GenerateSecretString"))

@@ -83,6 +83,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         r#""model":"fal-ai/flux/dev","provider":"fal""#,
         // The Firebase sign-in's new account, with the email the fake vouched for.
         r#""email": "weav@example.com""#,
+        // The Kakao browser sign-in: a new account's tokens from the one-time code.
+        "kakao sign-in: Bearer u_",
     ] {
         assert!(
             printed.contains(expected),

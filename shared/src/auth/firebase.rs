@@ -11,77 +11,20 @@
 //! Source: firebase.google.com/docs/auth/admin/verify-id-tokens and firebase-admin-go's
 //! `auth/token_verifier.go` (`../shared/research/identity-social-facts.md`, section 1).
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::auth::id_tokens::{self, Format, Source};
+pub use crate::auth::id_tokens::{
+    Keys, MAX_TOKEN_BYTES, Refusal, SKEW_SECONDS, parse_certificates,
+};
 
 /// The issuer of a project's tokens is this followed by the project id.
 pub const ISSUER_PREFIX: &str = "https://securetoken.google.com/";
 
-/// Leeway on `exp`, `iat` and `auth_time`, for clocks that disagree.
-pub const SKEW_SECONDS: u64 = 60;
-
 /// The longest uid Firebase issues (firebase-admin checks the same).
 pub const MAX_UID_CHARS: usize = 128;
-
-/// The longest token read at all: Firebase's are about 1 KB.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// The public keys of the certificates, by `kid`.
-pub struct Keys(HashMap<String, DecodingKey>);
-
-impl Keys {
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// The RSA public keys of a certificates document (`{"<kid>": "<PEM certificate>", …}`).
-/// Entries that are not RSA certificates are left out.
-pub fn parse_certificates(document: &Value) -> Keys {
-    let mut keys = HashMap::new();
-    for (kid, pem) in document.as_object().into_iter().flatten() {
-        let Some(pem) = pem.as_str() else { continue };
-        if let Some(key) = rsa_key_of(pem) {
-            keys.insert(kid.clone(), key);
-        }
-    }
-    Keys(keys)
-}
-
-fn rsa_key_of(pem: &str) -> Option<DecodingKey> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
-    let certificate = pem.parse_x509().ok()?;
-    let spki = certificate.public_key();
-    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION {
-        return None;
-    }
-    // The SPKI's bit string is the PKCS#1 RSAPublicKey that `from_rsa_der` reads.
-    Some(DecodingKey::from_rsa_der(&spki.subject_public_key.data))
-}
-
-/// How long a response may be cached, from its `Cache-Control` header (`max-age=N`).
-pub fn max_age(cache_control: &str) -> Option<Duration> {
-    cache_control.split(',').find_map(|directive| {
-        let (name, value) = directive.trim().split_once('=')?;
-        if !name.trim().eq_ignore_ascii_case("max-age") {
-            return None;
-        }
-        value
-            .trim()
-            .trim_matches('"')
-            .parse()
-            .ok()
-            .map(Duration::from_secs)
-    })
-}
 
 /// Who a verified token names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,23 +37,11 @@ pub struct Identity {
     pub sign_in_provider: Option<String>,
 }
 
-/// Why a token was refused; every variant is a 401 to the client (its words: [`Refusal::detail`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    Malformed,
-    Algorithm,
-    UnknownKey,
-    Signature,
-    Audience,
-    Issuer,
-    Expired,
-    IssuedInFuture,
-    Subject,
-}
-
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    aud: String,
+    iss: String,
     exp: i64,
     iat: i64,
     auth_time: i64,
@@ -124,42 +55,14 @@ struct Claims {
 
 /// Verifies a Firebase ID token for `project_id` at `now` (Unix seconds).
 pub fn verify(token: &str, keys: &Keys, project_id: &str, now: i64) -> Result<Identity, Refusal> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(Refusal::Malformed);
+    let claims: Claims = id_tokens::decode(token, keys, &[Algorithm::RS256])?;
+    if claims.aud != project_id {
+        return Err(Refusal::Audience);
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| Refusal::Malformed)?;
-    if header.alg != Algorithm::RS256 {
-        return Err(Refusal::Algorithm);
+    if claims.iss.strip_prefix(ISSUER_PREFIX) != Some(project_id) {
+        return Err(Refusal::Issuer);
     }
-    let kid = header.kid.ok_or(Refusal::UnknownKey)?;
-    let key = keys.0.get(&kid).ok_or(Refusal::UnknownKey)?;
-    let mut validation = Validation::new(Algorithm::RS256);
-    validation.leeway = SKEW_SECONDS;
-    validation.set_audience(&[project_id]);
-    validation.set_issuer(&[format!("{ISSUER_PREFIX}{project_id}")]);
-    validation.set_required_spec_claims(&["exp", "iat", "aud", "iss", "sub"]);
-    // Times are checked below against `now`, not the system clock.
-    validation.validate_exp = false;
-    let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|err| {
-        use jsonwebtoken::errors::ErrorKind;
-        match err.kind() {
-            ErrorKind::InvalidSignature => Refusal::Signature,
-            ErrorKind::InvalidAudience => Refusal::Audience,
-            ErrorKind::InvalidIssuer => Refusal::Issuer,
-            ErrorKind::ExpiredSignature => Refusal::Expired,
-            ErrorKind::InvalidAlgorithm => Refusal::Algorithm,
-            ErrorKind::InvalidSubject => Refusal::Subject,
-            _ => Refusal::Malformed,
-        }
-    })?;
-    let claims = data.claims;
-    let skew = i64::try_from(SKEW_SECONDS).unwrap_or(0);
-    if claims.exp + skew < now {
-        return Err(Refusal::Expired);
-    }
-    if claims.iat > now + skew || claims.auth_time > now + skew {
-        return Err(Refusal::IssuedInFuture);
-    }
+    id_tokens::check_times(claims.exp, claims.iat, Some(claims.auth_time), now)?;
     let uid_chars = claims.sub.chars().count();
     if uid_chars == 0 || uid_chars > MAX_UID_CHARS {
         return Err(Refusal::Subject);
@@ -177,106 +80,35 @@ pub fn verify(token: &str, keys: &Keys, project_id: &str, now: i64) -> Result<Id
     })
 }
 
-// The route: `POST /v1/auth/firebase`.
-
-/// Google's certificates, cached for this process; the composition root installs one per State.
-#[derive(Default)]
-pub struct Runtime {
-    keys: tokio::sync::RwLock<Option<Cached>>,
-}
-
-struct Cached {
-    keys: std::sync::Arc<Keys>,
-    fetched: std::time::Instant,
-    /// From the answer's `Cache-Control: max-age`; the refetch floor after a failed refresh.
-    fresh_for: Duration,
-}
-
-/// How long certificates are kept when Google's answer names no `max-age`.
-const DEFAULT_FRESH_FOR: Duration = Duration::from_secs(3_600);
-
-/// The certificates, fetched when stale (or, with `refresh`, when older than the refetch floor,
-/// a minute by default). A failed refresh keeps the keys already held (firebase-admin-go does the
-/// same) and tries again after the floor; with none held it is a 503.
-async fn certificates(
+/// Verifies `token` against Google's certificates, fetched again once if it names a key not held
+/// (Google may have rotated its keys since): the Firebase uid's identity, or the client's 401.
+pub async fn verified_identity(
     state: &crate::state::State,
-    refresh: bool,
-) -> Result<std::sync::Arc<Keys>, crate::error::ApiError> {
-    let runtime = state.feature::<Runtime>()?;
-    let floor = state.config.firebase.refetch_floor;
-    let usable = |cached: &Option<Cached>| {
-        cached.as_ref().and_then(|c| {
-            let age = c.fetched.elapsed();
-            let fresh = if refresh {
-                age < floor.min(c.fresh_for)
-            } else {
-                age < c.fresh_for
-            };
-            fresh.then(|| c.keys.clone())
-        })
+    token: &str,
+    project: &str,
+    now: i64,
+) -> Result<Identity, crate::error::ApiError> {
+    let source = Source {
+        url: &state.config.firebase.certs_url,
+        format: Format::X509,
+        floor: state.config.firebase.refetch_floor,
+        issuer: "firebase",
     };
-    if let Some(keys) = usable(&*runtime.keys.read().await) {
-        return Ok(keys);
-    }
-    let mut cached = runtime.keys.write().await;
-    if let Some(keys) = usable(&cached) {
-        return Ok(keys);
-    }
-    match fetch(state).await {
-        Ok((keys, fresh_for)) => {
-            let keys = std::sync::Arc::new(keys);
-            *cached = Some(Cached {
-                keys: keys.clone(),
-                fetched: std::time::Instant::now(),
-                fresh_for,
-            });
-            Ok(keys)
-        }
-        Err(err) => {
-            tracing::warn!(
-                error = format!("{err:#}"),
-                "fetching Firebase's certificates"
-            );
-            match cached.as_mut() {
-                Some(held) => {
-                    held.fetched = std::time::Instant::now();
-                    held.fresh_for = floor;
-                    Ok(held.keys.clone())
-                }
-                None => Err(crate::error::ApiError::Unavailable(
-                    "Firebase's signing certificates could not be fetched; try again",
-                )),
-            }
-        }
-    }
-}
-
-async fn fetch(state: &crate::state::State) -> anyhow::Result<(Keys, Duration)> {
-    use anyhow::Context as _;
-    let response = state
-        .http
-        .api
-        .get(&state.config.firebase.certs_url)
-        .send()
-        .await
-        .context("requesting the certificates")?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "the certificates answered {}",
-        response.status()
+    let mut verified = verify(
+        token,
+        &*id_tokens::keys(state, source, false).await?,
+        project,
+        now,
     );
-    let fresh_for = response
-        .headers()
-        .get(reqwest::header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(max_age)
-        .unwrap_or(DEFAULT_FRESH_FOR);
-    let body = response.bytes().await.context("reading the certificates")?;
-    anyhow::ensure!(body.len() <= 256 * 1024, "the certificates are too large");
-    let document: Value = serde_json::from_slice(&body).context("the certificates are not JSON")?;
-    let keys = parse_certificates(&document);
-    anyhow::ensure!(!keys.is_empty(), "the document holds no RSA certificate");
-    Ok((keys, fresh_for))
+    if verified == Err(Refusal::UnknownKey) {
+        verified = verify(
+            token,
+            &*id_tokens::keys(state, source, true).await?,
+            project,
+            now,
+        );
+    }
+    verified.map_err(Refusal::problem)
 }
 
 /// `POST /v1/auth/firebase`.
@@ -286,22 +118,6 @@ pub struct FirebaseSignIn {
     /// The ID token the Firebase client SDK holds (`getIdToken()`).
     #[schema(value_type = String, max_length = 8192)]
     pub id_token: secrecy::SecretString,
-}
-
-impl Refusal {
-    fn detail(self) -> &'static str {
-        match self {
-            Self::Malformed => "the ID token is not a JWT",
-            Self::Algorithm => "the ID token is not signed with RS256",
-            Self::UnknownKey => "the ID token names no key Google publishes (it may have expired)",
-            Self::Signature => "the ID token's signature is not valid",
-            Self::Audience => "the ID token was issued for another Firebase project",
-            Self::Issuer => "the ID token was not issued by Firebase for this project",
-            Self::Expired => "the ID token has expired",
-            Self::IssuedInFuture => "the ID token was issued in the future",
-            Self::Subject => "the ID token names no valid user",
-        }
-    }
 }
 
 /// Exchanges a Firebase ID token for Lambent's tokens (WEAV). The account is the Firebase uid's:
@@ -328,63 +144,19 @@ pub async fn sign_in_with_firebase(
         .clone()
         .ok_or(ApiError::NotFound("Firebase sign-in is not configured"))?;
     let now = chrono::Utc::now();
-    let ip = crate::auth::handlers::client_ip(&req);
-    crate::ratelimit::spend(
-        &state.db,
-        &[crate::ratelimit::Budget {
-            scope: "firebase-ip",
-            key: &ip,
-            limit: state.config.rate_limits.login_per_minute,
-        }],
-        now.timestamp(),
-    )
-    .await?;
-    let token = body.id_token.expose_secret();
-    let mut verified = verify(
-        token,
-        &*certificates(state, false).await?,
+    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    let identity = verified_identity(
+        state,
+        body.id_token.expose_secret(),
         &project,
         now.timestamp(),
-    );
-    if verified == Err(Refusal::UnknownKey) {
-        // Google may have rotated its keys since they were fetched.
-        verified = verify(
-            token,
-            &*certificates(state, true).await?,
-            &project,
-            now.timestamp(),
-        );
-    }
-    let identity = verified.map_err(|refusal| ApiError::Unauthorized {
-        code: "invalid_id_token",
-        detail: refusal.detail(),
-    })?;
-    let signing = state.keys().await?;
-    let found = crate::users::sign_in_federated(
-        &state.db,
-        crate::users::NewFederatedUser {
-            id: uuid::Uuid::new_v4().to_string(),
-            provider: "firebase",
-            subject: &identity.uid,
-            email: identity
-                .email
-                .filter(|_| identity.email_verified)
-                .map(|e| e.to_lowercase()),
-            starting_credits: state.config.starting_credits,
-        },
-        now,
     )
     .await?;
-    let (user, status) = match found {
-        crate::users::Federated::Created(user) => (user, lambda_http::http::StatusCode::CREATED),
-        crate::users::Federated::Existing(record) => {
-            (record.view, lambda_http::http::StatusCode::OK)
-        }
-    };
-    tracing::info!(user_id = %user.id, created = status.as_u16() == 201, "signed in with Firebase");
-    let tokens =
-        crate::auth::sessions::start_for(&state.db, &state.config, &signing, user, now).await?;
-    crate::http::json(status, &tokens)
+    let email = identity
+        .email
+        .filter(|_| identity.email_verified)
+        .map(|e| e.to_lowercase());
+    crate::auth::identities::sign_in(state, "firebase", &identity.uid, email, now).await
 }
 
 #[cfg(test)]
@@ -462,7 +234,7 @@ mod tests {
             change(&mut c);
             sign(&google, Algorithm::RS256, Some("k1"), &c)
         };
-        let skew = i64::try_from(SKEW_SECONDS).expect("skew");
+        let skew = SKEW_SECONDS;
         let cases: Vec<(&str, String, Refusal)> = vec![
             ("garbage", "x.y.z".into(), Refusal::Malformed),
             (
@@ -553,16 +325,5 @@ mod tests {
     fn base64url(value: &Value) -> String {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
-    }
-
-    #[test]
-    fn max_age_is_read_from_cache_control() {
-        assert_eq!(
-            max_age("public, max-age=19809, must-revalidate, no-transform"),
-            Some(Duration::from_secs(19_809))
-        );
-        assert_eq!(max_age("MAX-AGE = 60"), Some(Duration::from_secs(60)));
-        assert_eq!(max_age("no-cache"), None);
-        assert_eq!(max_age("max-age=soon"), None);
     }
 }

@@ -40,10 +40,11 @@ pub struct LoginRequest {
     pub password: SecretString,
 }
 
-/// `POST /v1/auth/token`: the OAuth2 password grant (RFC 6749 §4.3) or a refresh (§6), form-encoded.
+/// `POST /v1/auth/token`: the OAuth2 password grant (RFC 6749 §4.3), a refresh (§6) or the
+/// code a browser sign-in left at the app's redirect_uri (§4.1.3 with PKCE), form-encoded.
 #[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
-    /// `password` or `refresh_token`.
+    /// `password`, `refresh_token` or `authorization_code`.
     pub grant_type: String,
     /// An email or a username (password grant).
     pub username: Option<String>,
@@ -51,6 +52,13 @@ pub struct TokenForm {
     pub password: Option<SecretString>,
     #[schema(value_type = Option<String>)]
     pub refresh_token: Option<SecretString>,
+    /// The one-time code (authorization_code grant).
+    pub code: Option<String>,
+    /// The PKCE verifier of the sign-in's code_challenge (authorization_code grant).
+    #[schema(value_type = Option<String>)]
+    pub code_verifier: Option<SecretString>,
+    /// The redirect_uri the sign-in began with (authorization_code grant; checked when sent).
+    pub redirect_uri: Option<String>,
     /// Accepted and ignored; every token carries the caller's role as its scope.
     pub scope: Option<String>,
 }
@@ -199,7 +207,10 @@ pub async fn login(state: &State, req: Request) -> Result<Response<Body>, ApiErr
 /// The OAuth2 token endpoint (password and refresh_token grants), for clients that speak OAuth2.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses((status = 200, body = TokenResponse), (status = 401, body = crate::error::Problem),
+    responses((status = 200, body = TokenResponse),
+        (status = 201, description = "authorization_code: a new account was made for the identity", body = TokenResponse),
+        (status = 400, description = "invalid_grant: the code is unknown, used, expired, or its verifier or redirect_uri does not match", body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 pub async fn issue_token(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let form: TokenForm = form_body(&req)?;
@@ -227,10 +238,36 @@ pub async fn issue_token(state: &State, req: Request) -> Result<Response<Body>, 
             };
             refresh_tokens(state, &refresh).await?
         }
+        "authorization_code" => {
+            let (Some(code), Some(verifier)) = (form.code, form.code_verifier) else {
+                return Err(ApiError::invalid(
+                    "code",
+                    "the authorization_code grant needs code and code_verifier",
+                ));
+            };
+            let redeemed = crate::auth::oidc::redeem(
+                state,
+                &code,
+                secrecy::ExposeSecret::expose_secret(&verifier),
+                form.redirect_uri.as_deref(),
+                crate::auth::oidc::Intent::SignIn,
+                None,
+            )
+            .await?;
+            let (status, tokens) = crate::auth::identities::tokens_for(
+                state,
+                &redeemed.provider,
+                &redeemed.subject,
+                redeemed.email,
+                Utc::now(),
+            )
+            .await?;
+            return json(status, &tokens);
+        }
         _ => {
             return Err(ApiError::invalid(
                 "grant_type",
-                "must be password or refresh_token",
+                "must be password, refresh_token or authorization_code",
             ));
         }
     };

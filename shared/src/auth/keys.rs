@@ -171,7 +171,7 @@ impl KeyRing {
 }
 
 /// A fresh 2048-bit RSA private key as PKCS#8 PEM.
-fn new_private_key_pem() -> anyhow::Result<String> {
+pub fn new_private_key_pem() -> anyhow::Result<String> {
     use aws_lc_rs::encoding::AsDer;
     use base64::Engine as _;
 

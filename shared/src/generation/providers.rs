@@ -182,19 +182,15 @@ pub async fn answer(response: reqwest::Response) -> Result<Value, ProviderError>
 
 /// Reads at most `limit` bytes of a body; a longer body is an error.
 pub async fn read_limited(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     limit: usize,
 ) -> Result<Vec<u8>, ProviderError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            return Err(ProviderError::Rejected(format!(
-                "the answer is over {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+    crate::http::read_limited(response, limit)
+        .await
+        .map_err(|err| match err {
+            crate::http::ReadError::TooLarge(_) => ProviderError::Rejected(err.to_string()),
+            crate::http::ReadError::Transport(err) => err.into(),
+        })
 }
 
 /// The start of a provider's error body, for messages and logs.

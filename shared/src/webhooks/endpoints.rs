@@ -110,18 +110,10 @@ fn from_item(item: &Item) -> Option<(Endpoint, String)> {
 
 /// The owner's endpoints with their secrets.
 pub async fn of_user(db: &Db, user_id: &str) -> anyhow::Result<Vec<(Endpoint, String)>> {
-    let out = db
-        .client
-        .query()
-        .table_name(&db.table)
-        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-        .expression_attribute_values(":pk", s(keys::user(user_id)))
-        .expression_attribute_values(":prefix", s(keys::ENDPOINT_PREFIX))
-        .consistent_read(true)
-        .send()
-        .await
-        .context("listing webhook endpoints")?;
-    Ok(out.items().iter().filter_map(from_item).collect())
+    let items = db
+        .query_prefix(&keys::user(user_id), keys::ENDPOINT_PREFIX)
+        .await?;
+    Ok(items.iter().filter_map(from_item).collect())
 }
 
 /// One of the owner's endpoints with its secret.

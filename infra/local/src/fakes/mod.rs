@@ -8,6 +8,7 @@
 mod ai_server;
 mod fal;
 pub mod firebase;
+pub mod oidc;
 mod replicate;
 
 pub use fal::{FAL_USER_ID, fal_headers, fal_headers_of};
@@ -76,6 +77,8 @@ struct Inner {
     /// Firebase's signing keys, newest last (a rotation publishes a new one beside the old).
     firebase: Mutex<Vec<firebase::Signer>>,
     firebase_fetches: std::sync::atomic::AtomicUsize,
+    /// Google's, Kakao's and Naver's OpenID Providers.
+    oidc: Mutex<Vec<oidc::Issuer>>,
 }
 
 /// The fake providers on one loopback port: `/fal`, `/replicate`, `/ai`, and `/files`.
@@ -189,7 +192,7 @@ impl FakeProviders {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| anyhow::anyhow!("no randomness"))?;
         let inner = Arc::new(Inner {
-            base_url,
+            base_url: base_url.clone(),
             behaviour: Mutex::new(Behaviour::default()),
             requests: Mutex::new(HashMap::new()),
             submissions: Mutex::new(Vec::new()),
@@ -202,6 +205,12 @@ impl FakeProviders {
             client: reqwest::Client::new(),
             firebase: Mutex::new(vec![firebase::Signer::generate()?]),
             firebase_fetches: std::sync::atomic::AtomicUsize::new(0),
+            oidc: Mutex::new(
+                oidc::PROVIDERS
+                    .iter()
+                    .map(|(name, _)| oidc::Issuer::new(name, &base_url))
+                    .collect::<anyhow::Result<_>>()?,
+            ),
         });
         let fakes = Self { inner };
         let server = fakes.clone();
@@ -232,7 +241,74 @@ impl FakeProviders {
                 format!("{base}/firebase/certs"),
             ),
             ("FIREBASE_PROJECT_ID".into(), firebase::PROJECT_ID.into()),
+            ("GOOGLE_ISSUER".into(), format!("{base}/oidc/google")),
+            ("KAKAO_ISSUER".into(), format!("{base}/oidc/kakao")),
+            ("NAVER_ISSUER".into(), format!("{base}/oidc/naver")),
+            (
+                "NAVER_PROFILE_URL".into(),
+                format!("{base}/oidc/naver/v1/nid/me"),
+            ),
+            ("GOOGLE_CLIENT_IDS".into(), oidc::PROVIDERS[0].1.join(",")),
+            ("KAKAO_CLIENT_IDS".into(), oidc::PROVIDERS[1].1.join(",")),
+            ("NAVER_CLIENT_IDS".into(), oidc::PROVIDERS[2].1.join(",")),
+            ("OAUTH_REDIRECT_URIS".into(), self.app_redirect_uri()),
         ]
+    }
+
+    /// The redirect URI of the stand-in app a browser sign-in returns to (it shows the query).
+    pub fn app_redirect_uri(&self) -> String {
+        format!("{}/app/callback", self.inner.base_url)
+    }
+
+    /// Makes the fake providers' token endpoints want the client secrets of the stack's
+    /// OAuthClients secret (`{"google": …, "kakao": …, "naver": …}`).
+    pub fn set_oauth_client_secrets(&self, secrets: &Value) {
+        for issuer in self.inner.oidc.lock().expect("oidc").iter_mut() {
+            issuer.client_secret = secrets[issuer.name].as_str().map(str::to_owned);
+        }
+    }
+
+    fn with_issuer<T>(&self, provider: &str, f: impl FnOnce(&mut oidc::Issuer) -> T) -> T {
+        let mut issuers = self.inner.oidc.lock().expect("oidc");
+        let issuer = issuers
+            .iter_mut()
+            .find(|i| i.name == provider)
+            .expect("a faked provider");
+        f(issuer)
+    }
+
+    /// The claims `provider` puts in an ID token for `subject` issued to `aud` (see
+    /// [`oidc::Issuer::claims`]).
+    pub fn oidc_claims(
+        &self,
+        provider: &str,
+        subject: &str,
+        aud: &str,
+        nonce: Option<&str>,
+    ) -> Value {
+        self.with_issuer(provider, |i| i.claims(subject, aud, nonce))
+    }
+
+    /// An ID token of `provider` with `claims`, signed by its newest key; `kid` overrides the
+    /// header's key id.
+    pub fn oidc_token(&self, provider: &str, claims: &Value, kid: Option<&str>) -> String {
+        self.with_issuer(provider, |i| i.sign(claims, kid).expect("signing"))
+    }
+
+    /// The issuer URL of a faked provider.
+    pub fn oidc_issuer(&self, provider: &str) -> String {
+        self.with_issuer(provider, |i| i.url.clone())
+    }
+
+    /// Publishes a new signing key for `provider` beside the old; tokens are signed with it now.
+    pub fn rotate_oidc_key(&self, provider: &str) {
+        let signer = oidc::Signer::generate(provider).expect("key");
+        self.with_issuer(provider, |i| i.signers.push(signer));
+    }
+
+    /// How often `provider`'s JWKS was fetched.
+    pub fn oidc_jwks_fetches(&self, provider: &str) -> usize {
+        self.with_issuer(provider, |i| i.jwks_fetches)
     }
 
     /// A Firebase ID token with `claims` (see [`firebase::claims`]), signed by the newest key;
@@ -328,6 +404,60 @@ impl FakeProviders {
         Ok(request.send().await?.status().as_u16())
     }
 
+    fn oidc(
+        &self,
+        method: &str,
+        rest: &str,
+        query: &str,
+        body: &[u8],
+        authorization: &str,
+    ) -> hyper::Response<Full<Bytes>> {
+        let (provider, endpoint) = rest.split_once('/').unwrap_or((rest, ""));
+        let mut issuers = self.inner.oidc.lock().expect("oidc");
+        let Some(issuer) = issuers.iter_mut().find(|i| i.name == provider) else {
+            return response(404, &json!({"error": "no such provider"}));
+        };
+        let pairs = |raw: &[u8]| -> HashMap<String, String> {
+            url::form_urlencoded::parse(raw).into_owned().collect()
+        };
+        match (method, endpoint) {
+            ("GET", ".well-known/openid-configuration") => response(200, &issuer.discovery()),
+            ("GET", "jwks") => {
+                issuer.jwks_fetches += 1;
+                hyper::Response::builder()
+                    .header("content-type", "application/json")
+                    .header("cache-control", "public, max-age=3600")
+                    .body(Full::new(Bytes::from(issuer.jwks().to_string())))
+                    .unwrap_or_default()
+            }
+            ("GET", "authorize") => match issuer.authorize(&pairs(query.as_bytes())) {
+                Ok(location) => hyper::Response::builder()
+                    .status(302)
+                    .header("location", location)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default(),
+                Err(error) => response(
+                    400,
+                    &json!({"error": "invalid_request", "error_description": error}),
+                ),
+            },
+            ("POST", "token") => match issuer.token(&pairs(body)) {
+                Ok(answer) => response(200, &answer),
+                Err((status, error)) => response(status, &json!({"error": error})),
+            },
+            ("GET", "v1/nid/me") if provider == "naver" => {
+                match issuer.naver_profile(authorization) {
+                    Some(profile) => response(200, &profile),
+                    None => response(
+                        401,
+                        &json!({"resultcode": "024", "message": "Authentication failed"}),
+                    ),
+                }
+            }
+            _ => response(404, &json!({"error": "not found"})),
+        }
+    }
+
     async fn dispatch(&self, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
         let body = body
@@ -374,6 +504,17 @@ impl FakeProviders {
                 )
                 .body(Full::new(Bytes::from(document.to_string())))
                 .unwrap_or_default();
+        }
+        if let Some(rest) = path.strip_prefix("/oidc/") {
+            return self.oidc(method, rest, &query, &body, &header("authorization"));
+        }
+        if path == "/app/callback" {
+            // The stand-in app: shows what the browser came back with.
+            let pairs: serde_json::Map<String, Value> =
+                url::form_urlencoded::parse(query.as_bytes())
+                    .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+                    .collect();
+            return response(200, &Value::Object(pairs));
         }
         if path == "/firebase/id-token" && method == "POST" {
             // The dev walkthrough's stand-in for a client SDK's sign-in: `{"uid", "email"?}`.

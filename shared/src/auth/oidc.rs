@@ -1,0 +1,844 @@
+//! OpenID Connect sign-in with Google, Kakao and Naver, both ways apps use it.
+//!
+//! - **Native**: the platform SDK signed the user in and the app sends its ID token
+//!   (`POST /v1/auth/oidc/{provider}`). The token is verified against the provider's JWKS: a
+//!   pinned asymmetric algorithm, a `kid` the provider publishes, `iss` the provider's issuer,
+//!   `aud` one of the configured client ids (Kakao's REST, native and JavaScript keys differ; so
+//!   do Google's web and platform client ids), the times with a minute's skew, a lifetime of at
+//!   most a day, and a `nonce` used once.
+//! - **Web**: the authorization code flow with PKCE S256, `state` and `nonce`
+//!   (`GET /v1/auth/oauth/{provider}/start` → the provider → `…/callback`). The flow is kept ten
+//!   minutes in DynamoDB under the hash of its `state`, bound to the browser by an HttpOnly
+//!   cookie, used once. The answer's issuer (RFC 9207's `iss` parameter where sent, and the ID
+//!   token's `iss`) must be the provider the flow started with: a code from one provider
+//!   presented at another's callback is refused (RFC 9700 §2.1's mix-up defence). The app gets a
+//!   one-time code at its exactly allow-listed `redirect_uri`, never tokens in a URL, and redeems
+//!   it with its own PKCE verifier at `/v1/auth/token` (sign-in) or `/v1/auth/identities` (link).
+//!
+//! Sources: `../shared/research/identity-social-facts.md` sections 2–4 (Google's OIDC reference,
+//! Kakao's SDKs and docs, Naver's developer guide) and RFC 9700.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::Algorithm;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::id_tokens::{self, Format, Refusal, Source};
+use crate::config::OidcProvider;
+use crate::db::{get_i64, get_s, n, s};
+use crate::error::ApiError;
+use crate::keys;
+use crate::state::State;
+
+/// The algorithms an OpenID Provider's ID token may be signed with here (never `none`, never a
+/// symmetric one: the keys come from a document anyone can read).
+pub const ALGORITHMS: &[Algorithm] = &[Algorithm::RS256, Algorithm::ES256];
+
+/// The longest `sub` accepted (OpenID Connect Core §2: at most 255 ASCII characters).
+pub const MAX_SUBJECT_CHARS: usize = 255;
+
+/// Google's libraries refuse an ID token valid for more than a day; so does Lambent.
+pub const MAX_LIFETIME_SECONDS: i64 = 86_400;
+
+/// How long a browser sign-in may take, start to callback.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+
+/// How long the app has to redeem its one-time code.
+pub const CODE_TTL: Duration = Duration::from_secs(120);
+
+/// The cookie that binds a flow to the browser that started it.
+pub const BINDING_COOKIE: &str = "lambent_oauth";
+
+/// Who a verified ID token names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    /// An email the provider says it verified (`email_verified`); anything else is left out.
+    pub email: Option<String>,
+    pub nonce: Option<String>,
+    pub expires_at: i64,
+}
+
+/// `aud`: one string or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains_any(&self, accepted: &[String]) -> bool {
+        match self {
+            Self::One(aud) => accepted.contains(aud),
+            Self::Many(auds) => auds.iter().any(|a| accepted.contains(a)),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    aud: Audience,
+    exp: i64,
+    iat: i64,
+    #[serde(default)]
+    azp: Option<String>,
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    /// Google sends a boolean; some providers send `"true"`.
+    #[serde(default, deserialize_with = "loose_bool")]
+    email_verified: bool,
+}
+
+fn loose_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    Ok(match Value::deserialize(deserializer)? {
+        Value::Bool(b) => b,
+        Value::String(s) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    })
+}
+
+/// Verifies an ID token of `provider` for one of `audiences` at `now`. With `nonce`, the token
+/// must carry exactly it; a token that carries a nonce needs the caller to know it.
+pub fn verify(
+    token: &str,
+    keys: &id_tokens::Keys,
+    provider: &OidcProvider,
+    audiences: &[String],
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<Identity, Refusal> {
+    let claims: Claims = id_tokens::decode(token, keys, ALGORITHMS)?;
+    if !provider.issued(&claims.iss) {
+        return Err(Refusal::Issuer);
+    }
+    if !claims.aud.contains_any(audiences) {
+        return Err(Refusal::Audience);
+    }
+    // With several audiences, the party it was issued to must be one of ours (OIDC Core §3.1.3.7).
+    if let (Audience::Many(_), Some(azp)) = (&claims.aud, &claims.azp)
+        && !audiences.contains(azp)
+    {
+        return Err(Refusal::Audience);
+    }
+    id_tokens::check_times(claims.exp, claims.iat, None, now)?;
+    if claims.exp - claims.iat > MAX_LIFETIME_SECONDS {
+        return Err(Refusal::Lifetime);
+    }
+    let chars = claims.sub.chars().count();
+    if chars == 0 || chars > MAX_SUBJECT_CHARS {
+        return Err(Refusal::Subject);
+    }
+    match (nonce, claims.nonce.as_deref()) {
+        (Some(expected), Some(got)) if same(expected, got) => {}
+        (None, None) => {}
+        _ => return Err(Refusal::Nonce),
+    }
+    Ok(Identity {
+        subject: claims.sub,
+        email: claims
+            .email
+            .filter(|e| claims.email_verified && e.len() <= crate::users::MAX_EMAIL_BYTES)
+            .map(|e| e.to_lowercase()),
+        nonce: claims.nonce,
+        expires_at: claims.exp,
+    })
+}
+
+/// Constant-time equality of two secrets' bytes.
+fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// The part of an OpenID Provider's configuration Lambent uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+}
+
+/// The provider's configuration (`<issuer>/.well-known/openid-configuration`), whose `issuer`
+/// must be the configured one (OpenID Connect Discovery §4.3).
+pub async fn discovery(state: &State, provider: &OidcProvider) -> Result<Discovery, ApiError> {
+    let url = format!("{}/.well-known/openid-configuration", provider.issuer);
+    let document = id_tokens::document(state, &url).await.map_err(|err| {
+        tracing::warn!(
+            provider = provider.name,
+            error = format!("{err:#}"),
+            "reading the provider's configuration"
+        );
+        ApiError::Unavailable("the provider's configuration could not be read; try again")
+    })?;
+    let discovery = Discovery::deserialize(&*document).map_err(|err| {
+        tracing::warn!(provider = provider.name, error = %err, "the provider's configuration is incomplete");
+        ApiError::Unavailable("the provider's configuration could not be read; try again")
+    })?;
+    if discovery.issuer != provider.issuer {
+        tracing::warn!(provider = provider.name, issuer = %discovery.issuer, "the provider's configuration names another issuer");
+        return Err(ApiError::Unavailable(
+            "the provider's configuration names another issuer",
+        ));
+    }
+    Ok(discovery)
+}
+
+/// The configured provider a path names; 404 for any other.
+pub fn provider<'a>(state: &'a State, req: &Request) -> Result<&'a OidcProvider, ApiError> {
+    let name = crate::http::path_param(req, "provider").unwrap_or_default();
+    state
+        .config
+        .oidc
+        .provider(&name)
+        .ok_or(ApiError::NotFound("no such sign-in provider is configured"))
+}
+
+/// Verifies `token` against the provider's keys, fetched again once when it names a key not held.
+pub async fn verified(
+    state: &State,
+    provider: &OidcProvider,
+    token: &str,
+    audiences: &[String],
+    nonce: Option<&str>,
+    now: i64,
+) -> Result<Identity, ApiError> {
+    let discovery = discovery(state, provider).await?;
+    let source = Source {
+        url: &discovery.jwks_uri,
+        format: Format::Jwks,
+        floor: state.config.oidc.refetch_floor,
+        issuer: provider.name,
+    };
+    let check = |keys: &id_tokens::Keys| verify(token, keys, provider, audiences, nonce, now);
+    let mut result = check(&*id_tokens::keys(state, source, false).await?);
+    if result == Err(Refusal::UnknownKey) {
+        result = check(&*id_tokens::keys(state, source, true).await?);
+    }
+    result.map_err(Refusal::problem)
+}
+
+/// Marks a token's nonce used (kept until the token expires); a second use is refused.
+pub async fn spend_nonce(
+    state: &State,
+    provider: &str,
+    identity: &Identity,
+) -> Result<(), ApiError> {
+    let Some(nonce) = &identity.nonce else {
+        return Ok(());
+    };
+    let result = state
+        .db
+        .client
+        .put_item()
+        .table_name(&state.db.table)
+        .item("pk", s(keys::used_nonce(provider, nonce)))
+        .item("sk", s(keys::UNIQUE))
+        .item(
+            "expires_at",
+            n(identity.expires_at + id_tokens::SKEW_SECONDS),
+        )
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    match crate::db::unless_condition_failed(result)? {
+        Some(_) => Ok(()),
+        None => Err(Refusal::Nonce.problem()),
+    }
+}
+
+/// 32 random bytes, base64url.
+fn random_token() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// `BASE64URL(SHA256(verifier))`, PKCE's S256 (RFC 7636 §4.2).
+pub fn s256(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn sha256_hex(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
+}
+
+fn callback_url(state: &State, provider: &OidcProvider) -> Result<String, ApiError> {
+    let base = state
+        .config
+        .oidc
+        .callback_base_url
+        .as_deref()
+        .ok_or(ApiError::NotFound("browser sign-in is not configured"))?;
+    Ok(format!("{base}/v1/auth/oauth/{}/callback", provider.name))
+}
+
+/// What the app asks for in a browser sign-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Intent {
+    /// Sign in (or up): the code is redeemed at `/v1/auth/token`.
+    SignIn,
+    /// Link to the signed-in account: the code is redeemed at `POST /v1/auth/identities/{provider}`.
+    Link,
+}
+
+impl Intent {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SignIn => "sign_in",
+            Self::Link => "link",
+        }
+    }
+}
+
+fn bad(code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::BadRequest {
+        code,
+        detail: detail.into(),
+    }
+}
+
+/// The PKCE challenge an app sends: 43 to 128 base64url characters (RFC 7636 §4.2).
+fn valid_challenge(challenge: &str) -> bool {
+    (43..=128).contains(&challenge.len())
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Starts a browser sign-in: checks the app's `redirect_uri` against the allow-list (exact
+/// strings; no redirect anywhere else), keeps the flow ten minutes, binds it to this browser
+/// with a cookie and sends the browser to the provider.
+#[utoipa::path(get, path = "/v1/auth/oauth/{provider}/start", tag = "auth",
+    params(("provider" = String, Path, description = "`google`, `kakao` or `naver`"),
+        ("redirect_uri" = String, Query, description = "where the app wants the browser back: one of the configured `OAUTH_REDIRECT_URIS`, exactly"),
+        ("code_challenge" = String, Query, description = "the app's PKCE challenge, `BASE64URL(SHA256(code_verifier))`; the verifier redeems the code"),
+        ("code_challenge_method" = Option<String>, Query, description = "`S256` (the only one accepted)"),
+        ("state" = Option<String>, Query, description = "the app's own state, given back at its redirect_uri (at most 512 characters)"),
+        ("intent" = Option<String>, Query, description = "`sign_in` (default) or `link` (the code links the identity to a signed-in account)"),
+        ("login_hint" = Option<String>, Query, description = "passed to the provider")),
+    responses((status = 302, description = "to the provider's authorization endpoint; sets the flow's browser cookie"),
+        (status = 400, description = "redirect_uri_not_allowed or invalid_request", body = crate::error::Problem),
+        (status = 404, description = "no such provider is configured", body = crate::error::Problem),
+        (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
+pub async fn start_oauth(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let provider = provider(state, &req)?;
+    let query = |name| crate::http::query_param(&req, name);
+    let redirect_uri = query("redirect_uri").unwrap_or_default();
+    if !state.config.oidc.redirect_uris.contains(&redirect_uri) {
+        return Err(bad(
+            "redirect_uri_not_allowed",
+            "redirect_uri is not one of the app's registered redirect URIs",
+        ));
+    }
+    let challenge = query("code_challenge").unwrap_or_default();
+    if !valid_challenge(&challenge) {
+        return Err(bad(
+            "invalid_request",
+            "code_challenge must be the app's PKCE S256 challenge (43 base64url characters)",
+        ));
+    }
+    if query("code_challenge_method").is_some_and(|m| m != "S256") {
+        return Err(bad("invalid_request", "code_challenge_method must be S256"));
+    }
+    let app_state = query("state");
+    if app_state.as_ref().is_some_and(|s| s.len() > 512) {
+        return Err(bad(
+            "invalid_request",
+            "state is longer than 512 characters",
+        ));
+    }
+    let intent = match query("intent").as_deref() {
+        None | Some("sign_in") => Intent::SignIn,
+        Some("link") => Intent::Link,
+        Some(_) => return Err(bad("invalid_request", "intent must be sign_in or link")),
+    };
+    let login_hint = query("login_hint").filter(|h| h.len() <= 256);
+    let callback = callback_url(state, provider)?;
+    let now = Utc::now();
+    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    let discovery = discovery(state, provider).await?;
+    let flow_state = random_token()?;
+    let nonce = random_token()?;
+    let verifier = random_token()?;
+    let binding = random_token()?;
+    let expires = now.timestamp() + i64::try_from(FLOW_TTL.as_secs()).unwrap_or(600);
+    let mut item = vec![
+        ("pk", s(keys::oauth_flow(&flow_state))),
+        ("sk", s(keys::FLOW)),
+        ("provider", s(provider.name)),
+        ("redirect_uri", s(&redirect_uri)),
+        ("app_challenge", s(&challenge)),
+        ("intent", s(intent.as_str())),
+        ("nonce", s(&nonce)),
+        ("verifier", s(&verifier)),
+        ("browser", s(sha256_hex(&binding))),
+        ("expires_at", n(expires)),
+    ];
+    if let Some(app_state) = &app_state {
+        item.push(("app_state", s(app_state)));
+    }
+    state.db.put(item, "keeping the flow").await?;
+    let mut location = url::Url::parse(&discovery.authorization_endpoint)
+        .map_err(|_| ApiError::Unavailable("the provider's authorization endpoint is not a URL"))?;
+    {
+        let mut pairs = location.query_pairs_mut();
+        pairs
+            .append_pair("response_type", "code")
+            .append_pair("client_id", provider.web_client_id())
+            .append_pair("redirect_uri", &callback)
+            .append_pair("scope", provider.scopes)
+            .append_pair("state", &flow_state)
+            .append_pair("nonce", &nonce)
+            .append_pair("code_challenge", &s256(&verifier))
+            .append_pair("code_challenge_method", "S256");
+        if let Some(hint) = &login_hint {
+            pairs.append_pair("login_hint", hint);
+        }
+    }
+    let secure = if callback.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{BINDING_COOKIE}={binding}; Path=/v1/auth/oauth/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        FLOW_TTL.as_secs()
+    );
+    redirect(location.as_str(), Some(&cookie))
+}
+
+fn redirect(location: &str, cookie: Option<&str>) -> Result<Response<Body>, ApiError> {
+    let mut builder = Response::builder()
+        .status(StatusCode::FOUND)
+        .header("location", location)
+        .header("cache-control", "no-store")
+        .header("referrer-policy", "no-referrer");
+    if let Some(cookie) = cookie {
+        builder = builder.header("set-cookie", cookie);
+    }
+    builder
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// The binding cookie's value, from API Gateway's `cookies` (payload 2.0) or a `Cookie` header.
+fn binding_cookie(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BINDING_COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn clear_cookie() -> String {
+    format!("{BINDING_COOKIE}=; Path=/v1/auth/oauth/; Max-Age=0; HttpOnly; SameSite=Lax")
+}
+
+/// A flow as kept.
+struct Flow {
+    provider: String,
+    redirect_uri: String,
+    app_state: Option<String>,
+    app_challenge: String,
+    intent: String,
+    nonce: String,
+    verifier: String,
+}
+
+/// The provider sends the browser back here. Refused with a 400 and nothing written: a `state`
+/// unknown, used or expired, from another browser, or begun at another provider; an `iss` that is
+/// not this provider's. Otherwise the flow is used up, the code exchanged with the PKCE verifier,
+/// the ID token verified (issuer, audience, nonce), and the browser sent to the app's
+/// `redirect_uri` with a one-time `code` (or an `error`) and the app's `state`.
+#[utoipa::path(get, path = "/v1/auth/oauth/{provider}/callback", tag = "auth",
+    params(("provider" = String, Path, description = "the provider the flow started with"),
+        ("state" = String, Query), ("code" = Option<String>, Query), ("error" = Option<String>, Query),
+        ("iss" = Option<String>, Query, description = "RFC 9207: the issuer of the answer")),
+    responses((status = 302, description = "to the app's redirect_uri with `code` and `state`, or `error`"),
+        (status = 400, description = "invalid_state, browser_mismatch, provider_mismatch or issuer_mismatch", body = crate::error::Problem),
+        (status = 404, description = "no such provider is configured", body = crate::error::Problem)))]
+pub async fn oauth_callback(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let provider = provider(state, &req)?;
+    let query = |name| crate::http::query_param(&req, name);
+    let flow_state = query("state")
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+        .ok_or_else(|| bad("invalid_state", "the answer carries no state"))?;
+    let now = Utc::now();
+    let key = keys::oauth_flow(&flow_state);
+    let unknown = || {
+        bad(
+            "invalid_state",
+            "the sign-in is unknown, finished or expired; start again",
+        )
+    };
+    let item = state.db.get(&key, keys::FLOW).await?.ok_or_else(unknown)?;
+    if get_i64(&item, "expires_at").is_none_or(|at| at <= now.timestamp()) {
+        return Err(unknown());
+    }
+    let field = |name| get_s(&item, name).map(str::to_owned);
+    let flow = Flow {
+        provider: field("provider").unwrap_or_default(),
+        redirect_uri: field("redirect_uri").unwrap_or_default(),
+        app_state: field("app_state"),
+        app_challenge: field("app_challenge").unwrap_or_default(),
+        intent: field("intent").unwrap_or_default(),
+        nonce: field("nonce").unwrap_or_default(),
+        verifier: field("verifier").unwrap_or_default(),
+    };
+    if flow.provider != provider.name {
+        return Err(bad(
+            "provider_mismatch",
+            format!(
+                "this sign-in began at {}, not {}",
+                flow.provider, provider.name
+            ),
+        ));
+    }
+    let browser = binding_cookie(&req)
+        .map(|c| sha256_hex(&c))
+        .unwrap_or_default();
+    if !same(&browser, field("browser").as_deref().unwrap_or("-")) {
+        return Err(bad(
+            "browser_mismatch",
+            "this sign-in began in another browser",
+        ));
+    }
+    if let Some(iss) = query("iss")
+        && !provider.issued(&iss)
+    {
+        return Err(bad(
+            "issuer_mismatch",
+            "the answer comes from another issuer than the one this sign-in began at",
+        ));
+    }
+    // One use: whoever deletes the flow finishes it.
+    let consumed = state
+        .db
+        .client
+        .delete_item()
+        .table_name(&state.db.table)
+        .key("pk", s(&key))
+        .key("sk", s(keys::FLOW))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await;
+    if crate::db::unless_condition_failed(consumed)?.is_none() {
+        return Err(unknown());
+    }
+    let back = |params: &[(&str, &str)]| -> Result<Response<Body>, ApiError> {
+        let mut url = url::Url::parse(&flow.redirect_uri)
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("a kept redirect_uri: {e}")))?;
+        {
+            let mut pairs = url.query_pairs_mut();
+            for (k, v) in params {
+                pairs.append_pair(k, v);
+            }
+            if let Some(app_state) = &flow.app_state {
+                pairs.append_pair("state", app_state);
+            }
+        }
+        redirect(url.as_str(), Some(&clear_cookie()))
+    };
+    if let Some(error) = query("error") {
+        // The provider's error code, as OAuth names them; anything else is not passed on.
+        let error =
+            if error.len() <= 64 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                error
+            } else {
+                "access_denied".to_owned()
+            };
+        return back(&[("error", &error)]);
+    }
+    let Some(code) = query("code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
+        return back(&[("error", "invalid_request")]);
+    };
+    let outcome = finish(state, provider, &flow, &code, now).await;
+    match outcome {
+        Ok(identity) => {
+            let lambent_code = random_token()?;
+            let mut item = vec![
+                ("pk", s(keys::oauth_code(&lambent_code))),
+                ("sk", s(keys::CODE)),
+                ("provider", s(provider.name)),
+                ("subject", s(&identity.subject)),
+                ("intent", s(&flow.intent)),
+                ("app_challenge", s(&flow.app_challenge)),
+                ("redirect_uri", s(&flow.redirect_uri)),
+                (
+                    "expires_at",
+                    n(now.timestamp() + i64::try_from(CODE_TTL.as_secs()).unwrap_or(120)),
+                ),
+            ];
+            if let Some(email) = &identity.email {
+                item.push(("email", s(email)));
+            }
+            state.db.put(item, "keeping the code").await?;
+            tracing::info!(provider = provider.name, intent = %flow.intent, "browser sign-in finished");
+            back(&[("code", &lambent_code)])
+        }
+        Err(error) => {
+            tracing::warn!(provider = provider.name, error = %error.log, "browser sign-in failed");
+            back(&[("error", error.code)])
+        }
+    }
+}
+
+/// Why a flow failed after it was used up: the code the app sees, and what the log says.
+struct Failure {
+    code: &'static str,
+    log: String,
+}
+
+/// Exchanges the provider's code (with the flow's PKCE verifier and the client secret) and
+/// verifies the ID token it answers with: this provider's issuer, the web client's audience, the
+/// flow's nonce. Naver's email comes from its profile API when the ID token names none.
+async fn finish(
+    state: &State,
+    provider: &OidcProvider,
+    flow: &Flow,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<Identity, Failure> {
+    let failure = |code: &'static str| move |log: String| Failure { code, log };
+    let discovery = discovery(state, provider)
+        .await
+        .map_err(|e| failure("temporarily_unavailable")(e.to_string()))?;
+    let callback =
+        callback_url(state, provider).map_err(|e| failure("server_error")(e.to_string()))?;
+    let secret = client_secret(state, provider.name)
+        .await
+        .map_err(|e| failure("server_error")(format!("{e:#}")))?;
+    let mut form = vec![
+        ("grant_type", "authorization_code".to_owned()),
+        ("code", code.to_owned()),
+        ("redirect_uri", callback),
+        ("client_id", provider.web_client_id().to_owned()),
+        ("code_verifier", flow.verifier.clone()),
+    ];
+    if let Some(secret) = secret {
+        form.push(("client_secret", secret));
+    }
+    let response = state
+        .http
+        .api
+        .post(&discovery.token_endpoint)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| failure("temporarily_unavailable")(e.without_url().to_string()))?;
+    let status = response.status();
+    let body = crate::http::read_limited(response, 64 * 1024)
+        .await
+        .map_err(|e| failure("temporarily_unavailable")(e.to_string()))?;
+    if !status.is_success() {
+        return Err(failure("access_denied")(format!(
+            "the token endpoint answered {status}"
+        )));
+    }
+    let answer: Value = serde_json::from_slice(&body)
+        .map_err(|e| failure("server_error")(format!("the token answer is not JSON: {e}")))?;
+    let id_token = answer["id_token"]
+        .as_str()
+        .ok_or_else(|| failure("server_error")("the token answer has no id_token".into()))?;
+    let audiences = [provider.web_client_id().to_owned()];
+    let mut identity = verified(
+        state,
+        provider,
+        id_token,
+        &audiences,
+        Some(&flow.nonce),
+        now.timestamp(),
+    )
+    .await
+    .map_err(|e| failure("invalid_id_token")(e.to_string()))?;
+    if identity.email.is_none()
+        && let (Some(url), Some(access)) = (&provider.profile_url, answer["access_token"].as_str())
+    {
+        identity.email = profile_email(state, url, access).await;
+    }
+    Ok(identity)
+}
+
+/// Naver's classic profile API (`{resultcode: "00", response: {id, email, …}}`): the email the
+/// account holds, when the user agreed to share it.
+async fn profile_email(state: &State, url: &str, access_token: &str) -> Option<String> {
+    let response = state
+        .http
+        .api
+        .get(url)
+        .bearer_auth(access_token)
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = crate::http::read_limited(response, 64 * 1024).await.ok()?;
+    let profile: Value = serde_json::from_slice(&body).ok()?;
+    if profile["resultcode"] != "00" {
+        return None;
+    }
+    profile["response"]["email"]
+        .as_str()
+        .filter(|e| e.len() <= crate::users::MAX_EMAIL_BYTES && e.contains('@'))
+        .map(str::to_lowercase)
+}
+
+/// The provider's client secret, from the Secrets Manager secret `OAUTH_CLIENTS_SECRET_ID`
+/// (`{"google": "…", "kakao": "…", "naver": "…"}`); `None` where none is set (Kakao's is optional).
+async fn client_secret(state: &State, provider: &str) -> anyhow::Result<Option<String>> {
+    use secrecy::ExposeSecret as _;
+    let Some(id) = &state.config.oidc.clients_secret_id else {
+        return Ok(None);
+    };
+    let text = state.secret_string(id).await?;
+    let secrets: Value = serde_json::from_str(text.expose_secret())
+        .map_err(|_| anyhow::anyhow!("the OAuth clients secret is not a JSON object"))?;
+    Ok(secrets[provider].as_str().map(str::to_owned))
+}
+
+/// A browser sign-in's result, as the app redeems it.
+pub struct Redeemed {
+    pub provider: String,
+    pub subject: String,
+    pub email: Option<String>,
+}
+
+/// Redeems a one-time code for `intent`: used up whatever happens next; the app's PKCE verifier
+/// and (where given) its redirect_uri must match the flow's.
+pub async fn redeem(
+    state: &State,
+    code: &str,
+    verifier: &str,
+    redirect_uri: Option<&str>,
+    intent: Intent,
+    provider: Option<&str>,
+) -> Result<Redeemed, ApiError> {
+    let invalid = |detail: &'static str| ApiError::BadRequest {
+        code: "invalid_grant",
+        detail: detail.into(),
+    };
+    if code.is_empty() || code.len() > 128 {
+        return Err(invalid("the code is unknown, used or expired"));
+    }
+    let out = state
+        .db
+        .client
+        .delete_item()
+        .table_name(&state.db.table)
+        .key("pk", s(keys::oauth_code(code)))
+        .key("sk", s(keys::CODE))
+        .condition_expression("attribute_exists(pk)")
+        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+        .send()
+        .await;
+    let item = crate::db::unless_condition_failed(out)?
+        .and_then(|o| o.attributes)
+        .ok_or_else(|| invalid("the code is unknown, used or expired"))?;
+    if get_i64(&item, "expires_at").is_none_or(|at| at <= Utc::now().timestamp()) {
+        return Err(invalid("the code is unknown, used or expired"));
+    }
+    if !same(
+        &s256(verifier),
+        get_s(&item, "app_challenge").unwrap_or("-"),
+    ) {
+        return Err(invalid(
+            "code_verifier does not match the sign-in's code_challenge",
+        ));
+    }
+    if redirect_uri.is_some_and(|r| Some(r) != get_s(&item, "redirect_uri")) {
+        return Err(invalid(
+            "redirect_uri is not the one the sign-in began with",
+        ));
+    }
+    if get_s(&item, "intent") != Some(intent.as_str()) {
+        return Err(invalid(match intent {
+            Intent::SignIn => "this code links an identity; redeem it at /v1/auth/identities",
+            Intent::Link => "this code signs in; redeem it at /v1/auth/token",
+        }));
+    }
+    let found = get_s(&item, "provider").unwrap_or_default();
+    if provider.is_some_and(|p| p != found) {
+        return Err(invalid("this code is another provider's"));
+    }
+    Ok(Redeemed {
+        provider: found.to_owned(),
+        subject: get_s(&item, "subject").unwrap_or_default().to_owned(),
+        email: get_s(&item, "email").map(str::to_owned),
+    })
+}
+
+/// `POST /v1/auth/oidc/{provider}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NativeSignIn {
+    /// The ID token the platform SDK holds (Google Sign-In's `idToken`, Kakao SDK's `idToken`).
+    #[schema(value_type = String, max_length = 8192)]
+    pub id_token: secrecy::SecretString,
+    /// The nonce the app gave the SDK; required when the token carries one, and used once.
+    #[schema(max_length = 256)]
+    pub nonce: Option<String>,
+}
+
+/// Verifies a native SDK's ID token for `provider` (any configured audience) and spends its nonce.
+pub async fn verify_native(
+    state: &State,
+    provider: &OidcProvider,
+    body: &NativeSignIn,
+    now: i64,
+) -> Result<Identity, ApiError> {
+    use secrecy::ExposeSecret as _;
+    if body.nonce.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(ApiError::invalid("nonce", "must be at most 256 characters"));
+    }
+    let identity = verified(
+        state,
+        provider,
+        body.id_token.expose_secret(),
+        &provider.client_ids,
+        body.nonce.as_deref(),
+        now,
+    )
+    .await?;
+    spend_nonce(state, provider.name, &identity).await?;
+    Ok(identity)
+}
+
+/// Exchanges a provider SDK's ID token for Lambent's tokens: the account is the provider
+/// subject's, made on its first sign-in (201), the same one after (200). An email the provider
+/// vouches for is recorded on a new account, never used to find or merge one.
+#[utoipa::path(post, path = "/v1/auth/oidc/{provider}", tag = "auth", request_body = NativeSignIn,
+    params(("provider" = String, Path, description = "`google`, `kakao` or `naver`")),
+    responses((status = 200, description = "signed in to the identity's account", body = crate::auth::sessions::TokenResponse),
+        (status = 201, description = "a new account was made for the identity", body = crate::auth::sessions::TokenResponse),
+        (status = 401, description = "invalid_id_token", body = crate::error::Problem),
+        (status = 404, description = "no such provider is configured", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem),
+        (status = 503, body = crate::error::Problem)))]
+pub async fn sign_in_with_oidc(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let provider = provider(state, &req)?;
+    let body: NativeSignIn = crate::http::json_body(&req, &["application/json"])?;
+    let now = Utc::now();
+    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    let identity = verify_native(state, provider, &body, now.timestamp()).await?;
+    crate::auth::identities::sign_in(state, provider.name, &identity.subject, identity.email, now)
+        .await
+}
