@@ -22,7 +22,8 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   expired sessions and old deliveries stayed for ever. A sweep every LAMBENT_TTL_SWEEP_SECONDS (60)
   deletes what DynamoDB's TTL would (a number of epoch seconds in the past, but not more than five
   years), under the same lock as every request; POST /_lambent/ttl-sweep {"table": name} sweeps one
-  table now (for tests). GET /_lambent/items counts each table's items.
+  table now (for tests). GET /_lambent/items counts each table's items. GET /_lambent/ses/messages
+  lists every message SES sent ({id, source, destinations, subject, body}), for tests to read.
 - Key sizes. moto checks them on writes but not on GetItem, DeleteItem, Query or TransactGetItems; DynamoDB
   answers those with a ValidationException (2,048 bytes for a partition key, 1,024 for a sort key), and so
   does this server, so a test sees the 500 an unbounded key would cause in AWS.
@@ -334,6 +335,24 @@ def _tables():
             yield from list(backend.tables.values())
 
 
+def sent_messages():
+    """Every message SES (v1 or v2) sent, in every account and region, oldest first."""
+    from moto.ses.models import ses_backends
+
+    messages = []
+    for regions in list(ses_backends.values()):
+        for backend in list(regions.values()):
+            for message in list(backend.sent_messages):
+                messages.append({
+                    "id": message.id,
+                    "source": getattr(message, "source", None),
+                    "destinations": getattr(message, "destinations", None),
+                    "subject": getattr(message, "subject", None),
+                    "body": getattr(message, "body", None),
+                })
+    return messages
+
+
 def _find_table(name):
     """The emulated table called `name`, in whichever account and region holds it."""
     return next((table for table in _tables() if table.name == name), None)
@@ -563,6 +582,10 @@ class LocalAws:
                 return _answer(start_response, "400 Bad Request", str(err).encode(), "text/plain")
             with self.lock:
                 body = json.dumps({"deleted": sweep_expired(time.time(), table)}).encode()
+            return _answer(start_response, "200 OK", body, "application/json")
+        if path == "/_lambent/ses/messages":
+            with self.lock:
+                body = json.dumps(sent_messages()).encode()
             return _answer(start_response, "200 OK", body, "application/json")
         if path == "/_lambent/memory":
             if environ.get("REQUEST_METHOD") == "POST":

@@ -21,7 +21,8 @@ pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
     let registry = registry(&config)?;
     Ok(State::new(config, sdk, registry)?
         .with_feature(crate::generation::Runtime::default())
-        .with_feature(crate::auth::id_tokens::Runtime::default()))
+        .with_feature(crate::auth::id_tokens::Runtime::default())
+        .with_feature(crate::auth::account::Runtime::new(sdk)))
 }
 
 /// [`state`] from the environment.

@@ -51,6 +51,11 @@ pub struct Config {
     pub firebase: FirebaseConfig,
     /// OpenID Connect sign-in with Google, Kakao and Naver (web code flow and native ID tokens).
     pub oidc: OidcConfig,
+    /// Mail to account holders (email verification, password reset).
+    pub mail: MailConfig,
+    /// The queue of account deletions and provider unlinks to carry out
+    /// (`ACCOUNT_REMOVAL_QUEUE_URL`); unset, `DELETE /v1/users/me` answers 404.
+    pub removal_queue_url: Option<String>,
     /// The queue of outbound webhook deliveries (`DELIVERIES_QUEUE_URL`); unset, no events are sent.
     pub deliveries_queue_url: Option<String>,
     /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
@@ -288,6 +293,12 @@ impl Config {
                 refetch_floor: Duration::from_secs(number("FIREBASE_KEYS_REFETCH_SECONDS", 60)?),
             },
             oidc: oidc_config(&lookup)?,
+            removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
+            mail: MailConfig {
+                queue_url: optional("ACCOUNT_MAIL_QUEUE_URL"),
+                from: optional("MAIL_FROM").map(|v| v.trim().to_owned()),
+                link_base_url: base_url(&lookup, "ACCOUNT_LINK_BASE_URL")?,
+            },
             generation: GenerationConfig {
                 webhook_base_url: base_url(&lookup, "WEBHOOK_BASE_URL")?,
                 provider_keys_secret_id: optional("PROVIDER_KEYS_SECRET_ID"),
@@ -348,6 +359,20 @@ pub struct FirebaseConfig {
     pub refetch_floor: Duration,
 }
 
+/// Mail to account holders: sent by the mail queue's consumer through Amazon SES.
+#[derive(Clone, Debug, Default)]
+pub struct MailConfig {
+    /// The queue of mail to send (`ACCOUNT_MAIL_QUEUE_URL`); unset, the routes that send mail
+    /// answer 404.
+    pub queue_url: Option<String>,
+    /// The sender, an SES-verified identity (`MAIL_FROM`).
+    pub from: Option<String>,
+    /// The app's pages that take a token (`ACCOUNT_LINK_BASE_URL`): the mail links to
+    /// `<base>/verify-email?token=…` and `<base>/reset-password?token=…`; unset, the mail
+    /// carries the token alone for the app to ask for.
+    pub link_base_url: Option<String>,
+}
+
 /// The OpenID Connect providers Lambent signs users in with, and the browser flow's settings.
 #[derive(Clone, Debug, Default)]
 pub struct OidcConfig {
@@ -365,6 +390,9 @@ pub struct OidcConfig {
     /// The shortest time between two fetches of a provider's keys when a token names a key not
     /// held (`OIDC_KEYS_REFETCH_SECONDS`, default 60).
     pub refetch_floor: Duration,
+    /// Kakao's user API (`KAKAO_API_URL`, default `https://kapi.kakao.com`): a deleted account's
+    /// Kakao link is ended there with the admin key.
+    pub kakao_api_url: String,
 }
 
 impl OidcConfig {
@@ -505,6 +533,8 @@ fn oidc_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<OidcConfig, C
         callback_base_url: base_url(lookup, "OAUTH_CALLBACK_BASE_URL")?,
         clients_secret_id: lookup("OAUTH_CLIENTS_SECRET_ID").filter(|v| !v.trim().is_empty()),
         refetch_floor: Duration::from_secs(floor),
+        kakao_api_url: base_url(lookup, "KAKAO_API_URL")?
+            .unwrap_or_else(|| "https://kapi.kakao.com".to_owned()),
     })
 }
 

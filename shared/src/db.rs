@@ -60,6 +60,80 @@ impl Db {
         Ok(out.items.unwrap_or_default())
     }
 
+    /// Deletes an item if it exists and returns it: whoever takes it has it, once.
+    pub async fn take(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Item>> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await;
+        Ok(unless_condition_failed(out)?.and_then(|o| o.attributes))
+    }
+
+    /// Deletes every item of partition `pk`, a page at a time (batches of 25, what DynamoDB
+    /// leaves unprocessed sent again); the count deleted. Safe to repeat.
+    pub async fn delete_partition(&self, pk: &str) -> anyhow::Result<usize> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .projection_expression("pk, sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .context("reading a partition")?;
+            for chunk in out.items().chunks(25) {
+                let mut requests = chunk
+                    .iter()
+                    .map(|item| {
+                        DeleteRequest::builder()
+                            .set_key(Some(item.clone()))
+                            .build()
+                            .map(|d| WriteRequest::builder().delete_request(d).build())
+                            .context("delete request")
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                deleted += requests.len();
+                for attempt in 0..8u64 {
+                    if requests.is_empty() {
+                        break;
+                    }
+                    if attempt > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(attempt * 50)).await;
+                    }
+                    let answer = self
+                        .client
+                        .batch_write_item()
+                        .request_items(&self.table, requests)
+                        .send()
+                        .await
+                        .context("deleting a partition's items")?;
+                    requests = answer
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&self.table))
+                        .unwrap_or_default();
+                }
+                anyhow::ensure!(requests.is_empty(), "DynamoDB left deletes unprocessed");
+            }
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Writes an item whole (`what` names it in errors).
     pub async fn put(
         &self,

@@ -67,6 +67,15 @@ pub fn used_nonce(provider: &str, nonce: &str) -> String {
     )
 }
 
+/// A single-use token mailed to an account holder (email verification, password reset), by the
+/// token's hash; its sort key is [`TOKEN`].
+pub fn account_token(token: &str) -> String {
+    format!(
+        "ACCTTOKEN#{}",
+        hex::encode(Sha256::digest(token.as_bytes()))
+    )
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

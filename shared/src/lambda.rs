@@ -16,6 +16,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("run-job", || Box::pin(serve_worker())),
     ("fail-dead-jobs", || Box::pin(serve_dead_letters())),
     ("deliver-webhooks", || Box::pin(serve_deliveries())),
+    ("send-account-mail", || Box::pin(serve_account_mail())),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
@@ -125,6 +126,11 @@ pub async fn serve_worker() -> Result<(), Error> {
         },
     ))
     .await
+}
+
+/// The account mail queue's consumer: verification and reset mail through SES.
+pub async fn serve_account_mail() -> Result<(), Error> {
+    serve_queue(crate::auth::account::MAIL).await
 }
 
 /// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.

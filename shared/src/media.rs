@@ -15,6 +15,42 @@ pub fn user_prefix(user_id: &str) -> String {
     format!("uploads/{user_id}/")
 }
 
+/// Where kinds keep what they make for a job: `{area}/{user}/{job}/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outputs {
+    /// Upscaled photos and best-cut results.
+    Photos,
+    /// Files copied from the generation providers (images, video, audio, style weights).
+    Generations,
+}
+
+impl Outputs {
+    pub const ALL: [Self; 2] = [Self::Photos, Self::Generations];
+
+    fn area(self) -> &'static str {
+        match self {
+            Self::Photos => "photos",
+            Self::Generations => "generations",
+        }
+    }
+}
+
+/// The prefix of a job's outputs.
+pub fn output_prefix(outputs: Outputs, user_id: &str, job_id: &str) -> String {
+    format!("{}/{user_id}/{job_id}/", outputs.area())
+}
+
+/// Every prefix a user's files are under: their uploads and every job's outputs.
+pub fn user_prefixes(user_id: &str) -> Vec<String> {
+    let mut prefixes = vec![user_prefix(user_id)];
+    prefixes.extend(
+        Outputs::ALL
+            .iter()
+            .map(|o| format!("{}/{user_id}/", o.area())),
+    );
+    prefixes
+}
+
 pub fn bucket(state: &State) -> anyhow::Result<&str> {
     state
         .config
@@ -60,6 +96,53 @@ pub async fn check_uploads(state: &State, caller: &Caller, keys: &[&str]) -> Res
         }
     }
     Ok(())
+}
+
+/// Deletes every object under `prefix` in the media bucket (a thousand at a time); the count.
+/// Safe to repeat.
+pub async fn delete_prefix(state: &State, prefix: &str) -> anyhow::Result<usize> {
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let bucket = bucket(state)?;
+    let mut deleted = 0;
+    let mut token = None;
+    loop {
+        let page = state
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_continuation_token(token.take())
+            .send()
+            .await
+            .context("listing files")?;
+        let objects = page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key())
+            .map(|key| ObjectIdentifier::builder().key(key).build())
+            .collect::<Result<Vec<_>, _>>()
+            .context("object identifier")?;
+        if !objects.is_empty() {
+            deleted += objects.len();
+            state
+                .s3
+                .delete_objects()
+                .bucket(bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(objects))
+                        .quiet(true)
+                        .build()?,
+                )
+                .send()
+                .await
+                .context("deleting files")?;
+        }
+        match page.next_continuation_token {
+            Some(next) if page.is_truncated == Some(true) => token = Some(next),
+            _ => return Ok(deleted),
+        }
+    }
 }
 
 #[cfg(test)]

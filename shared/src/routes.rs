@@ -16,6 +16,7 @@ use tracing::Instrument as _;
 use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::{RefOr, schema::Schema};
 
+use crate::auth::account;
 use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::auth::identities;
@@ -173,6 +174,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, identities::list_identities),
         route!(Bearer, identities::link_identity),
         route!(Bearer, identities::unlink_identity),
+        route!(Bearer, account::request_email_verification),
+        route!(Public, account::verify_email),
+        route!(Public, account::forgot_password),
+        route!(Public, account::reset_password),
+        route!(Bearer, account::change_password),
         route!(Public, auth::issue_token),
         route!(Public, auth::refresh_token),
         route!(Public, auth::logout),

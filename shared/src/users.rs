@@ -2,7 +2,7 @@
 //! usernames unique without a read-then-write.
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use chrono::{DateTime, Datelike as _, NaiveDate, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -64,6 +64,9 @@ pub struct UserView {
     pub id: String,
     /// `null` for an account made by an outside sign-in that vouched for no email.
     pub email: Option<String>,
+    /// Whether the email is known to be the user's: its owner followed the verification mail's
+    /// link, or the provider that made the account vouched for it.
+    pub email_verified: bool,
     pub username: String,
     pub display_name: Option<String>,
     pub photo_url: Option<String>,
@@ -92,6 +95,8 @@ pub struct UserRecord {
 struct StoredUser {
     id: String,
     email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
     username: String,
     password_hash: Option<String>,
     display_name: Option<String>,
@@ -141,6 +146,7 @@ impl UserRecord {
             view: UserView {
                 id: stored.id,
                 email: stored.email,
+                email_verified: stored.email_verified,
                 username: stored.username,
                 display_name: stored.display_name,
                 photo_url: stored.photo_url,
@@ -275,6 +281,7 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
     Ok(new_view(
         user.id,
         Some(user.email),
+        false,
         user.username,
         user.starting_credits,
         created_at,
@@ -336,12 +343,15 @@ fn starting_grant(
 fn new_view(
     id: String,
     email: Option<String>,
+    vouched: bool,
     username: String,
     credits: i64,
     created_at: String,
 ) -> UserView {
     UserView {
         id,
+        // A new password account's email is unverified; an outside sign-in's was vouched for.
+        email_verified: email.is_some() && vouched,
         email,
         username,
         display_name: None,
@@ -395,6 +405,9 @@ pub async fn sign_in_federated(
     let pk = keys::user(&user.id);
     let username = format!("u_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let mut extra: Vec<_> = user.email.iter().map(|e| ("email", s(e))).collect();
+    if user.email.is_some() {
+        extra.push(("email_verified", AttributeValue::Bool(true)));
+    }
     extra.push(("identities", n(1)));
     let profile = new_profile(
         &pk,
@@ -441,6 +454,7 @@ pub async fn sign_in_federated(
         Ok(_) => Ok(Federated::Created(new_view(
             user.id,
             user.email,
+            true,
             username,
             user.starting_credits,
             created_at,
@@ -670,6 +684,87 @@ pub async fn unlink_identity(db: &Db, user_id: &str, provider: &str) -> Result<(
     }
 }
 
+/// What a new password replaces; each is the update's condition.
+pub enum Replacing<'a> {
+    /// The account's current hash (a change by its holder: a change made meanwhile wins).
+    Hash(&'a str),
+    /// No password (an account made by an outside sign-in sets its first).
+    Nothing,
+    /// Whatever was set before a reset token was issued at this time (ms): a token issued before
+    /// the last change or reset no longer works.
+    IssuedBefore(i64),
+}
+
+/// Sets an account's password hash and ends its sessions begun before now (refresh rotation
+/// checks `sessions_after`). `false` when `replacing` no longer holds.
+pub async fn set_password(
+    db: &Db,
+    user_id: &str,
+    hash: &str,
+    replacing: Replacing<'_>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let update = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(keys::user(user_id)))
+        .key("sk", s(keys::PROFILE))
+        .update_expression(
+            "SET password_hash = :hash, password_changed_ms = :now, sessions_after = :now, \
+             updated_at = :at",
+        )
+        .expression_attribute_values(":hash", s(hash))
+        .expression_attribute_values(":now", n(now.timestamp_millis()))
+        .expression_attribute_values(":at", s(timestamp(now)));
+    let update = match replacing {
+        Replacing::Hash(old) => update
+            .condition_expression("password_hash = :old")
+            .expression_attribute_values(":old", s(old)),
+        Replacing::Nothing => update
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(password_hash)"),
+        Replacing::IssuedBefore(issued) => update
+            .condition_expression(
+                "attribute_exists(password_hash) AND \
+                 (attribute_not_exists(password_changed_ms) OR password_changed_ms < :issued)",
+            )
+            .expression_attribute_values(":issued", n(issued)),
+    };
+    Ok(crate::db::unless_condition_failed(update.send().await)?.is_some())
+}
+
+/// Marks the account's email verified, if it is still `email`. `false` when it is not.
+pub async fn mark_email_verified(
+    db: &Db,
+    user_id: &str,
+    email: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let result = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(keys::user(user_id)))
+        .key("sk", s(keys::PROFILE))
+        .update_expression("SET email_verified = :yes, updated_at = :at")
+        .condition_expression("email = :email")
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":email", s(email))
+        .expression_attribute_values(":at", s(timestamp(now)))
+        .send()
+        .await;
+    Ok(crate::db::unless_condition_failed(result)?.is_some())
+}
+
+/// The password account an email is claimed by, if any (one read, the claim; then the profile).
+pub async fn find_by_email(
+    db: &Db,
+    email: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<UserRecord>> {
+    find_for_login(db, LoginName::Email(email), now).await
+}
+
 async fn find_by_identity(
     db: &Db,
     claim: &str,
@@ -728,11 +823,124 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 /// The longest username an account can have (30 ASCII characters; registration checks it).
 pub const MAX_USERNAME_BYTES: usize = 30;
 
-/// Reads an account by id.
+/// Reads an account by id; an account being deleted is none.
 pub async fn get(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<Option<UserRecord>> {
     let item = db.get(&keys::user(user_id), keys::PROFILE).await?;
-    item.map(|item| UserRecord::from_item(&item, now))
+    item.filter(|item| !item.contains_key("deleted_at"))
+        .map(|item| UserRecord::from_item(&item, now))
         .transpose()
+}
+
+/// Starts an account's deletion, in one transaction: the profile is marked (every read by id
+/// then finds no account, and every session ends) and the claims that lead to it go (its
+/// username, its email, each identity's), so nothing signs in to it and each is free for a new
+/// account at once. The rest (its jobs, files, ledger, endpoints) is the purge's. `false` when
+/// the account is gone already. Safe to repeat.
+pub async fn begin_deletion(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
+    let pk = keys::user(user_id);
+    let Some(profile) = db.get(&pk, keys::PROFILE).await? else {
+        return Ok(false);
+    };
+    let mut claims = Vec::new();
+    if let Some(username) = get_s(&profile, "username") {
+        claims.push(keys::username(username));
+    }
+    if let Some(email) = get_s(&profile, "email") {
+        // An outside sign-in's account records an email it never claimed: the claim may be
+        // another account's, and the condition below leaves it alone.
+        claims.push(keys::email(email));
+    }
+    for identity in identities(db, user_id).await? {
+        claims.push(keys::identity(&identity.provider, &identity.subject));
+    }
+    let mut actions =
+        vec![TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name(&db.table)
+                .key("pk", s(&pk))
+                .key("sk", s(keys::PROFILE))
+                .update_expression(
+                    "SET deleted_at = if_not_exists(deleted_at, :at), sessions_after = :never",
+                )
+                .expression_attribute_values(":at", s(timestamp(now)))
+                .expression_attribute_values(":never", n(i64::MAX))
+                .build()
+                .context("update")?,
+        )
+        .build()];
+    for claim in claims {
+        let owner = db.get(&claim, keys::UNIQUE).await?;
+        if owner.as_ref().and_then(|o| get_s(o, "user_id")) != Some(user_id) {
+            continue;
+        }
+        actions.push(
+            TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&db.table)
+                        .key("pk", s(claim))
+                        .key("sk", s(keys::UNIQUE))
+                        .condition_expression("attribute_not_exists(pk) OR user_id = :user")
+                        .expression_attribute_values(":user", s(user_id))
+                        .build()
+                        .context("delete")?,
+                )
+                .build(),
+        );
+    }
+    crate::db::transact(db, actions)
+        .await
+        .context("starting an account's deletion")?;
+    Ok(true)
+}
+
+/// Removes an identity the provider says is no longer linked (the user left it there): its claim,
+/// the account's copy and its count, whatever ways in remain. `None` when no account has it.
+pub async fn forget_identity(
+    db: &Db,
+    provider: &str,
+    subject: &str,
+) -> anyhow::Result<Option<String>> {
+    use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
+    let claim = keys::identity(provider, subject);
+    let Some(owner) = db.get(&claim, keys::UNIQUE).await? else {
+        return Ok(None);
+    };
+    let user_id = get_s(&owner, "user_id")
+        .context("an identity claim without its user")?
+        .to_owned();
+    let pk = keys::user(&user_id);
+    let delete = |pk: String, sk: String| {
+        Delete::builder()
+            .table_name(&db.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .build()
+            .map(|d| TransactWriteItem::builder().delete(d).build())
+            .context("delete")
+    };
+    let count = Update::builder()
+        .table_name(&db.table)
+        .key("pk", s(&pk))
+        .key("sk", s(keys::PROFILE))
+        .update_expression("ADD identities :minus")
+        .condition_expression("attribute_exists(pk)")
+        .expression_attribute_values(":minus", n(-1))
+        .build()
+        .context("update")?;
+    let mut actions = vec![
+        delete(claim, keys::UNIQUE.to_owned())?,
+        delete(pk.clone(), keys::linked_identity(provider))?,
+    ];
+    if db.get(&pk, keys::PROFILE).await?.is_some() {
+        actions.push(TransactWriteItem::builder().update(count).build());
+    }
+    crate::db::transact(db, actions)
+        .await
+        .context("forgetting an identity")?;
+    Ok(Some(user_id))
 }
 
 /// `PATCH /v1/users/me`: JSON merge-patch semantics; a field set to `null` is cleared.

@@ -1,6 +1,7 @@
 //! Integration tests over HTTP: each test starts its own gateway over its own resources in one
 //! shared emulator, and talks to it as a client would.
 
+mod account;
 mod app;
 mod auth;
 mod bad_input;

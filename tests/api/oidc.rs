@@ -595,6 +595,39 @@ async fn an_identity_belongs_to_one_account_and_an_account_has_one_per_provider(
     let again = body(native(&app, "kakao", &token("k-ann"), None).await, 200).await;
     assert_eq!(again["user"]["id"], ann["user"]["id"]);
     body(native(&app, "kakao", &token("k-bob"), None).await, 201).await;
+    // Ann sets a first password (no current one): it is a way in, so Kakao can go.
+    let ann_access = ann["access_token"].as_str().expect("access");
+    problem(
+        unlink(&app, ann_access, "kakao").await,
+        409,
+        "last_sign_in_method",
+    )
+    .await;
+    let set = app
+        .client
+        .post(app.url("/v1/auth/password"))
+        .bearer_auth(ann_access)
+        .json(&json!({"new_password": "ann's first password"}))
+        .send()
+        .await
+        .expect("set");
+    let set = body(set, 200).await;
+    let ann_access = set["access_token"].as_str().expect("access").to_owned();
+    let listed = body(
+        app.get_with_token("/v1/auth/identities", &ann_access).await,
+        200,
+    )
+    .await;
+    assert_eq!(listed["password"], true);
+    assert_eq!(unlink(&app, &ann_access, "kakao").await.status(), 204);
+    let username = ann["user"]["username"].as_str().expect("username");
+    let login = app
+        .post_json(
+            "/v1/auth/login",
+            &json!({"username": username, "password": "ann's first password"}),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
     // Neither proof, or both: a 422.
     let response = link(&app, &bob, "google", &json!({})).await;
     problem(response, 422, "validation_failed").await;

@@ -111,6 +111,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 "run-job" => (Consumer::JOBS, 16),
                 "fail-dead-jobs" => (Consumer::DEAD_LETTERS, 4),
                 "deliver-webhooks" => (lambent::webhooks::deliver::DELIVERIES, 16),
+                "send-account-mail" => (lambent::auth::account::MAIL, 4),
                 other => anyhow::bail!("no local consumer for {other}"),
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));

@@ -464,6 +464,22 @@ pub async fn bootstrap(
         stack.refs.insert(id, name);
     }
 
+    // The mail sender: moto's SES, like SES after its verification, sends only from an identity.
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+    for (id, resource) in template.resources("AWS::SES::EmailIdentity") {
+        let identity = resource
+            .get("Properties")
+            .and_then(|p| p.get("EmailIdentity"))
+            .and_then(|v| template.resolve(v, &stack))
+            .with_context(|| format!("{id}'s EmailIdentity"))?;
+        ses.create_email_identity()
+            .email_identity(&identity)
+            .send()
+            .await
+            .with_context(|| format!("creating the SES identity {identity}"))?;
+        stack.refs.insert(id, identity);
+    }
+
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
             .force_path_style(true)

@@ -739,19 +739,10 @@ pub async fn redeem(
     if code.is_empty() || code.len() > 128 {
         return Err(invalid("the code is unknown, used or expired"));
     }
-    let out = state
+    let item = state
         .db
-        .client
-        .delete_item()
-        .table_name(&state.db.table)
-        .key("pk", s(keys::oauth_code(code)))
-        .key("sk", s(keys::CODE))
-        .condition_expression("attribute_exists(pk)")
-        .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-        .send()
-        .await;
-    let item = crate::db::unless_condition_failed(out)?
-        .and_then(|o| o.attributes)
+        .take(&keys::oauth_code(code), keys::CODE)
+        .await?
         .ok_or_else(|| invalid("the code is unknown, used or expired"))?;
     if get_i64(&item, "expires_at").is_none_or(|at| at <= Utc::now().timestamp()) {
         return Err(invalid("the code is unknown, used or expired"));

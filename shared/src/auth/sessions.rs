@@ -123,6 +123,7 @@ pub async fn start(
                 ("sk", s(keys::TOKEN)),
                 ("user_id", s(subject.user_id)),
                 ("family_id", s(&family_id)),
+                ("started_ms", n(now.timestamp_millis())),
                 ("expires_at", n(expires_at)),
             ],
         )?,
@@ -139,12 +140,13 @@ pub async fn start(
     })
 }
 
-/// A refresh token's family and owner, if the token exists and has not expired.
+/// A refresh token's family, owner, expiry and its session's start (ms), if the token exists and
+/// has not expired.
 async fn lookup(
     db: &Db,
     token: &SecretString,
     now: DateTime<Utc>,
-) -> anyhow::Result<Option<(String, String, i64)>> {
+) -> anyhow::Result<Option<(String, String, i64, i64)>> {
     let Some(item) = db
         .get(&keys::refresh_token(token.expose_secret()), keys::TOKEN)
         .await?
@@ -161,7 +163,9 @@ async fn lookup(
     let user = get_s(&item, "user_id")
         .context("token lacks user")?
         .to_owned();
-    Ok(Some((family, user, expires_at)))
+    // A token from before sessions carried their start counts as the oldest.
+    let started = get_i64(&item, "started_ms").unwrap_or(0);
+    Ok(Some((family, user, expires_at, started)))
 }
 
 /// Marks a family revoked; every token in it stops working.
@@ -190,7 +194,7 @@ pub async fn rotate(
     token: &SecretString,
     now: DateTime<Utc>,
 ) -> Result<(String, SecretString), ApiError> {
-    let (family_id, user_id, expires_at) =
+    let (family_id, user_id, expires_at, started) =
         lookup(db, token, now).await?.ok_or_else(invalid_refresh)?;
     let next = new_refresh_token()?;
     let mark_used = Update::builder()
@@ -209,6 +213,15 @@ pub async fn rotate(
         .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
         .build()
         .context("condition check")?;
+    // Sessions begun before the account's last password change or reset are over.
+    let account_allows = ConditionCheck::builder()
+        .table_name(&db.table)
+        .key("pk", s(keys::user(&user_id)))
+        .key("sk", s(keys::PROFILE))
+        .condition_expression("attribute_not_exists(sessions_after) OR sessions_after <= :started")
+        .expression_attribute_values(":started", n(started))
+        .build()
+        .context("condition check")?;
     let actions = vec![
         TransactWriteItem::builder().update(mark_used).build(),
         TransactWriteItem::builder()
@@ -221,9 +234,13 @@ pub async fn rotate(
                 ("sk", s(keys::TOKEN)),
                 ("user_id", s(&user_id)),
                 ("family_id", s(&family_id)),
+                ("started_ms", n(started)),
                 ("expires_at", n(expires_at)),
             ],
         )?,
+        TransactWriteItem::builder()
+            .condition_check(account_allows)
+            .build(),
     ];
     match crate::db::transact(db, actions).await {
         Ok(_) => Ok((user_id, next)),
@@ -236,7 +253,9 @@ pub async fn rotate(
                     detail: "this refresh token was already used; the session is revoked",
                 })
             }
-            Some(failed) if failed.get(1) == Some(&true) => Err(invalid_refresh()),
+            Some(failed) if failed.get(1) == Some(&true) || failed.get(3) == Some(&true) => {
+                Err(invalid_refresh())
+            }
             _ => Err(ApiError::Internal(
                 anyhow::Error::new(err).context("rotating a refresh token"),
             )),
@@ -246,7 +265,7 @@ pub async fn rotate(
 
 /// Revokes the session a refresh token belongs to. Unknown tokens are ignored.
 pub async fn revoke(db: &Db, token: &SecretString, now: DateTime<Utc>) -> anyhow::Result<()> {
-    if let Some((family_id, _, _)) = lookup(db, token, now).await? {
+    if let Some((family_id, ..)) = lookup(db, token, now).await? {
         revoke_family(db, &family_id, now).await?;
     }
     Ok(())

@@ -65,9 +65,8 @@ fn extension(content_type: &str) -> &'static str {
 /// The key of a job's `index`-th file.
 pub fn file_key(job: &Job, index: usize, content_type: &str) -> String {
     format!(
-        "generations/{}/{}/{index}.{}",
-        job.user_id,
-        job.id,
+        "{}{index}.{}",
+        crate::media::output_prefix(crate::media::Outputs::Generations, &job.user_id, &job.id),
         extension(content_type)
     )
 }
@@ -170,7 +169,8 @@ pub async fn add_urls(state: &State, job: &mut Job) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let prefix = format!("generations/{}/{}/", job.user_id, job.id);
+    let prefix =
+        crate::media::output_prefix(crate::media::Outputs::Generations, &job.user_id, &job.id);
     let bucket = crate::media::bucket(state)?;
     for file in files {
         let Some(key) = file["key"].as_str().filter(|k| k.starts_with(&prefix)) else {

@@ -313,6 +313,62 @@ pub async fn page_of_jobs(
     Ok((jobs, page.next_cursor(next)))
 }
 
+/// What one attempt to stop a job did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Canceled now (queued, or at a provider, which was told to stop): released and refunded.
+    Canceled,
+    /// Running here: asked to stop at its next checkpoint.
+    Requested,
+    /// It had ended already.
+    Ended,
+    /// It moved meanwhile (claimed, or ended): read it again and retry.
+    Moved,
+}
+
+/// One attempt to stop `job` as it was read: a queued job is canceled at once, one at a provider
+/// is canceled here and abandoned there, one running here is asked to stop at its next
+/// checkpoint. Its owner's cancel and an account's deletion both stop jobs this way.
+pub async fn stop(
+    state: &State,
+    job: &Job,
+    message: &str,
+    now: chrono::DateTime<Utc>,
+) -> anyhow::Result<Stopped> {
+    let outcome = Outcome::Canceled {
+        message: message.to_owned(),
+    };
+    Ok(match job.status {
+        Status::InQueue => {
+            if crate::jobs::finish(state, &JobRef::from(job), &outcome, now).await? {
+                Stopped::Canceled
+            } else {
+                Stopped::Moved
+            }
+        }
+        // At a provider there is no checkpoint of ours: stop it there and end it here.
+        Status::InProgress if job.provider.is_some() => {
+            if crate::jobs::finish(state, &JobRef::from(job), &outcome, now).await? {
+                state
+                    .registry
+                    .abandon(state, &job.id, job.provider.as_ref())
+                    .await;
+                Stopped::Canceled
+            } else {
+                Stopped::Moved
+            }
+        }
+        Status::InProgress => {
+            if store::request_cancel(&state.db, &job.id, now).await? {
+                Stopped::Requested
+            } else {
+                Stopped::Moved
+            }
+        }
+        Status::Completed | Status::Failed | Status::Canceled => Stopped::Ended,
+    })
+}
+
 /// Cancels a job: a queued job at once (released, refunded); a running one at its next checkpoint.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "canceled", body = JobView), (status = 202, description = "cancellation requested", body = JobView),
@@ -321,65 +377,42 @@ pub async fn cancel_job(state: &State, req: Request) -> Result<Response<Body>, A
     let (_, mut job) = owned(state, &req).await?;
     // A job may move while we act; each attempt re-reads it. Three always suffice: it only moves forward.
     for _ in 0..3 {
-        let now = Utc::now();
-        match job.status {
-            Status::InQueue => {
-                let outcome = Outcome::Canceled {
-                    message: "canceled by its owner".into(),
+        match stop(state, &job, "canceled by its owner", Utc::now()).await? {
+            Stopped::Canceled => {
+                tracing::info!(job_id = %job.id, "canceled");
+                let job = store::get(&state.db, &job.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                return json(StatusCode::OK, &JobView::from(job));
+            }
+            Stopped::Requested => {
+                tracing::info!(job_id = %job.id, "cancellation requested");
+                let job = store::get(&state.db, &job.id)
+                    .await?
+                    .ok_or_else(not_found)?;
+                // The answer says what happened: canceled already, or asked and pending, or
+                // the job ended otherwise before its next checkpoint.
+                return match job.status {
+                    Status::Canceled => json(StatusCode::OK, &JobView::from(job)),
+                    Status::InQueue | Status::InProgress => {
+                        json(StatusCode::ACCEPTED, &JobView::from(job))
+                    }
+                    Status::Completed | Status::Failed => Err(ApiError::Conflict {
+                        code: "job_finished",
+                        detail: format!(
+                            "the job ended {} before it could be canceled",
+                            job.status.as_str()
+                        ),
+                    }),
                 };
-                if crate::jobs::finish(state, &JobRef::from(&job), &outcome, now).await? {
-                    tracing::info!(job_id = %job.id, "canceled while queued");
-                    let job = store::get(&state.db, &job.id)
-                        .await?
-                        .ok_or_else(not_found)?;
-                    return json(StatusCode::OK, &JobView::from(job));
-                }
             }
-            Status::InProgress if job.provider.is_some() => {
-                // At a provider there is no checkpoint of ours: stop it there and end it here.
-                let outcome = Outcome::Canceled {
-                    message: "canceled by its owner".into(),
-                };
-                if crate::jobs::finish(state, &JobRef::from(&job), &outcome, now).await? {
-                    state
-                        .registry
-                        .abandon(state, &job.id, job.provider.as_ref())
-                        .await;
-                    let job = store::get(&state.db, &job.id)
-                        .await?
-                        .ok_or_else(not_found)?;
-                    return json(StatusCode::OK, &JobView::from(job));
-                }
-            }
-            Status::InProgress => {
-                if store::request_cancel(&state.db, &job.id, now).await? {
-                    tracing::info!(job_id = %job.id, "cancellation requested");
-                    let job = store::get(&state.db, &job.id)
-                        .await?
-                        .ok_or_else(not_found)?;
-                    // The answer says what happened: canceled already, or asked and pending, or
-                    // the job ended otherwise before its next checkpoint.
-                    return match job.status {
-                        Status::Canceled => json(StatusCode::OK, &JobView::from(job)),
-                        Status::InQueue | Status::InProgress => {
-                            json(StatusCode::ACCEPTED, &JobView::from(job))
-                        }
-                        Status::Completed | Status::Failed => Err(ApiError::Conflict {
-                            code: "job_finished",
-                            detail: format!(
-                                "the job ended {} before it could be canceled",
-                                job.status.as_str()
-                            ),
-                        }),
-                    };
-                }
-            }
-            _ => {
+            Stopped::Ended => {
                 return Err(ApiError::Conflict {
                     code: "job_finished",
                     detail: format!("the job already ended {}", job.status.as_str()),
                 });
             }
+            Stopped::Moved => {}
         }
         job = store::get(&state.db, &job.id)
             .await?

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_s3::presigning::PresigningConfig;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use chrono::Utc;
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Serialize;
@@ -312,37 +311,10 @@ pub async fn delete_photo(state: &State, req: Request) -> Result<Response<Body>,
     if !job.status.is_terminal() {
         return Err(processing());
     }
-    let bucket = crate::media::bucket(state)?;
     // Files first: a failure leaves the record, so the delete can be retried.
-    let listed = state
-        .s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(media::photo_prefix(&job.user_id, &job.id))
-        .send()
+    crate::media::delete_prefix(state, &media::photo_prefix(&job.user_id, &job.id))
         .await
-        .context("listing a photo's files")?;
-    let objects: Vec<ObjectIdentifier> = listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key())
-        .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
-        .collect();
-    if !objects.is_empty() {
-        state
-            .s3
-            .delete_objects()
-            .bucket(bucket)
-            .delete(
-                Delete::builder()
-                    .set_objects(Some(objects))
-                    .build()
-                    .context("delete request")?,
-            )
-            .send()
-            .await
-            .context("deleting a photo's files")?;
-    }
+        .context("deleting a photo's files")?;
     if !store::delete_finished(&state.db, &job.id).await? {
         return Err(processing());
     }

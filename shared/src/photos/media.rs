@@ -214,7 +214,7 @@ pub fn photo_key(user_id: &str, photo_id: &str, variant: &str, format: ImageForm
 
 /// The prefix of every file of a photo.
 pub fn photo_prefix(user_id: &str, photo_id: &str) -> String {
-    format!("photos/{user_id}/{photo_id}/")
+    crate::media::output_prefix(crate::media::Outputs::Photos, user_id, photo_id)
 }
 
 /// Stores `bytes` at `key` and describes it.
