@@ -76,13 +76,15 @@ pub struct Granted {
 }
 
 /// The caller's balance.
-#[utoipa::path(get, path = "/v1/credits", tag = "credits", security(("bearer" = [])), responses((status = 200, body = Balance)))]
+#[utoipa::path(get, path = "/v1/credits", tag = "credits", security(("bearer" = [])),
+    responses((status = 200, body = Balance), (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem)))]
 pub async fn get_credits(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let item = state
         .db
         .get(&keys::user(&caller.user_id), keys::PROFILE)
         .await?
+        .filter(|item| !item.contains_key("deleted_at"))
         .ok_or(ApiError::NotFound("the account no longer exists"))?;
     json(
         StatusCode::OK,

@@ -17,6 +17,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("fail-dead-jobs", || Box::pin(serve_dead_letters())),
     ("deliver-webhooks", || Box::pin(serve_deliveries())),
     ("send-account-mail", || Box::pin(serve_account_mail())),
+    ("remove-account-data", || Box::pin(serve_account_removals())),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
@@ -131,6 +132,11 @@ pub async fn serve_worker() -> Result<(), Error> {
 /// The account mail queue's consumer: verification and reset mail through SES.
 pub async fn serve_account_mail() -> Result<(), Error> {
     serve_queue(crate::auth::account::MAIL).await
+}
+
+/// The account removal queue's consumer: deleted accounts' purges and providers' unlinks.
+pub async fn serve_account_removals() -> Result<(), Error> {
+    serve_queue(crate::auth::deletion::REMOVALS).await
 }
 
 /// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.

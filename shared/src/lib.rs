@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod bestcut;
 pub mod auth {
     pub mod account;
+    pub mod deletion;
     pub mod firebase;
     pub mod handlers;
     pub mod id_tokens;

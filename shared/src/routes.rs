@@ -17,6 +17,7 @@ use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::{RefOr, schema::Schema};
 
 use crate::auth::account;
+use crate::auth::deletion;
 use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::auth::identities;
@@ -184,6 +185,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, auth::logout),
         route!(Bearer, auth::get_me),
         route!(Bearer, auth::update_me),
+        route!(Bearer, deletion::delete_me),
         route!(Bearer, jobs::create_job),
         route!(Bearer, jobs::list_jobs),
         route!(Bearer, jobs::get_job),
@@ -203,6 +205,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, inbound::receive_ai_progress),
         route!(Public, inbound::receive_ai_completion),
         route!(Public, inbound::receive_ai_failure),
+        route!(Public, deletion::receive_kakao_unlink),
         route!(Bearer, endpoints::create_webhook_endpoint),
         route!(Bearer, endpoints::list_webhook_endpoints),
         route!(Bearer, endpoints::delete_webhook_endpoint),

@@ -41,6 +41,8 @@ async fn every_sample_event_reaches_its_handler() {
         ("logout", 204),
         ("get-me", 404),
         ("update-me", 404),
+        // Deleting an account that is gone already is harmless.
+        ("delete-me", 202),
         ("create-job", 404),
         ("list-jobs", 200),
         ("get-job", 404),
@@ -61,6 +63,8 @@ async fn every_sample_event_reaches_its_handler() {
         ("receive-ai-progress", 401),
         ("receive-ai-completion", 401),
         ("receive-ai-failure", 401),
+        // Not Kakao's admin key.
+        ("receive-kakao-unlink", 401),
         ("create-webhook-endpoint", 201),
         ("list-webhook-endpoints", 200),
         ("delete-webhook-endpoint", 404),
@@ -138,6 +142,15 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     let mail: SqsEvent = serde_json::from_str(&read("send-account-mail")).expect("an SQS event");
     assert!(
         worker::handle_batch(state, lambent::auth::account::MAIL, mail)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    // A purge of an account that is gone finds nothing to do.
+    let removal: SqsEvent =
+        serde_json::from_str(&read("remove-account-data")).expect("an SQS event");
+    assert!(
+        worker::handle_batch(state, lambent::auth::deletion::REMOVALS, removal)
             .await
             .batch_item_failures
             .is_empty()

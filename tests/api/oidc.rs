@@ -11,18 +11,27 @@ use sha2::{Digest as _, Sha256};
 use crate::app::{TestApp, problem};
 
 async fn start() -> (TestApp, FakeProviders) {
+    with_providers(false).await
+}
+
+/// A stack pointed at the fake OpenID Providers, whose token endpoints want the stack's client
+/// secrets; with the worker and the queues' consumers when `worker`.
+pub(crate) async fn with_providers(worker: bool) -> (TestApp, FakeProviders) {
     let fakes = FakeProviders::start().await.expect("fakes start");
-    let app = TestApp::spawn_with_fakes(&fakes, &[("LOGIN_RATE_PER_MINUTE", "1000")], false).await;
+    let app = TestApp::spawn_with_fakes(&fakes, &[("LOGIN_RATE_PER_MINUTE", "1000")], worker).await;
+    fakes.set_oauth_client_secrets(&oauth_clients(&app).await);
+    (app, fakes)
+}
+
+/// The stack's OAuthClients secret: `{"google", "kakao", "naver", "kakao_admin_key"}`.
+pub(crate) async fn oauth_clients(app: &TestApp) -> Value {
     let secrets = aws_sdk_secretsmanager::Client::new(&app.running.sdk)
         .get_secret_value()
         .secret_id(&app.running.stack.refs["OAuthClients"])
         .send()
         .await
         .expect("secret");
-    let secrets: Value =
-        serde_json::from_str(secrets.secret_string().expect("string")).expect("json");
-    fakes.set_oauth_client_secrets(&secrets);
-    (app, fakes)
+    serde_json::from_str(secrets.secret_string().expect("string")).expect("json")
 }
 
 fn no_redirects() -> reqwest::Client {
@@ -150,7 +159,7 @@ async fn redeem(app: &TestApp, code: &str, verifier: &str) -> reqwest::Response 
         .expect("token")
 }
 
-async fn native(
+pub(crate) async fn native(
     app: &TestApp,
     provider: &str,
     token: &str,
@@ -164,7 +173,12 @@ async fn native(
         .await
 }
 
-async fn link(app: &TestApp, access: &str, provider: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn link(
+    app: &TestApp,
+    access: &str,
+    provider: &str,
+    body: &Value,
+) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/v1/auth/identities/{provider}")))
         .bearer_auth(access)
@@ -183,7 +197,7 @@ async fn unlink(app: &TestApp, access: &str, provider: &str) -> reqwest::Respons
         .expect("unlink")
 }
 
-async fn body(response: reqwest::Response, status: u16) -> Value {
+pub(crate) async fn body(response: reqwest::Response, status: u16) -> Value {
     let got = response.status();
     let text = response.text().await.expect("text");
     assert_eq!(got, status, "{text}");

@@ -112,6 +112,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 "fail-dead-jobs" => (Consumer::DEAD_LETTERS, 4),
                 "deliver-webhooks" => (lambent::webhooks::deliver::DELIVERIES, 16),
                 "send-account-mail" => (lambent::auth::account::MAIL, 4),
+                "remove-account-data" => (lambent::auth::deletion::REMOVALS, 4),
                 other => anyhow::bail!("no local consumer for {other}"),
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));

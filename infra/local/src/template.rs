@@ -434,6 +434,7 @@ pub async fn bootstrap(
                 "google": format!("local-google-{}", uuid::Uuid::new_v4().simple()),
                 "kakao": format!("local-kakao-{}", uuid::Uuid::new_v4().simple()),
                 "naver": format!("local-naver-{}", uuid::Uuid::new_v4().simple()),
+                "kakao_admin_key": format!("local-kakao-admin-{}", uuid::Uuid::new_v4().simple()),
             })
             .to_string(),
             _ => match resource

@@ -426,6 +426,7 @@ pub struct ChangePassword {
     request_body = ChangePassword,
     responses((status = 200, description = "changed; the other sessions are over", body = crate::auth::sessions::TokenResponse),
         (status = 401, description = "invalid_credentials: the current password is wrong", body = crate::error::Problem),
+        (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem),
         (status = 409, description = "password_changed: it changed meanwhile", body = crate::error::Problem),
         (status = 422, body = crate::error::Problem), (status = 429, body = crate::error::Problem)))]
 pub async fn change_password(state: &State, req: Request) -> Result<Response<Body>, ApiError> {

@@ -330,7 +330,8 @@ async fn current_user(state: &State, req: &Request) -> Result<UserView, ApiError
 
 /// The caller's account.
 #[utoipa::path(get, path = "/v1/auth/me", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem),
+        (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem)))]
 pub async fn get_me(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     json(StatusCode::OK, &current_user(state, &req).await?)
 }
@@ -338,7 +339,8 @@ pub async fn get_me(state: &State, req: Request) -> Result<Response<Body>, ApiEr
 /// Changes the caller's profile (JSON merge patch: `null` clears a field).
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
     request_body(content = ProfilePatch, content_type = "application/json"),
-    responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem)))]
 pub async fn update_me(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let patch: ProfilePatch =

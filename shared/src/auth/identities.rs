@@ -89,7 +89,8 @@ pub struct Identities {
 
 /// The identities linked to the caller's account, and whether it has a password.
 #[utoipa::path(get, path = "/v1/auth/identities", tag = "auth", security(("bearer" = [])),
-    responses((status = 200, body = Identities), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = Identities), (status = 401, body = crate::error::Problem),
+        (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem)))]
 pub async fn list_identities(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let now = Utc::now();

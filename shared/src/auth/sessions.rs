@@ -213,12 +213,15 @@ pub async fn rotate(
         .condition_expression("attribute_exists(pk) AND attribute_not_exists(revoked_at)")
         .build()
         .context("condition check")?;
-    // Sessions begun before the account's last password change or reset are over.
+    // Sessions of an account that is gone, or begun before its last password change or reset,
+    // or of an account being deleted, are over.
     let account_allows = ConditionCheck::builder()
         .table_name(&db.table)
         .key("pk", s(keys::user(&user_id)))
         .key("sk", s(keys::PROFILE))
-        .condition_expression("attribute_not_exists(sessions_after) OR sessions_after <= :started")
+        .condition_expression(
+            "attribute_exists(pk) AND (attribute_not_exists(sessions_after) OR sessions_after <= :started)",
+        )
         .expression_attribute_values(":started", n(started))
         .build()
         .context("condition check")?;

@@ -252,6 +252,7 @@ impl FakeProviders {
             ("KAKAO_CLIENT_IDS".into(), oidc::PROVIDERS[1].1.join(",")),
             ("NAVER_CLIENT_IDS".into(), oidc::PROVIDERS[2].1.join(",")),
             ("OAUTH_REDIRECT_URIS".into(), self.app_redirect_uri()),
+            ("KAKAO_API_URL".into(), format!("{base}/oidc/kakao")),
         ]
     }
 
@@ -265,6 +266,9 @@ impl FakeProviders {
     pub fn set_oauth_client_secrets(&self, secrets: &Value) {
         for issuer in self.inner.oidc.lock().expect("oidc").iter_mut() {
             issuer.client_secret = secrets[issuer.name].as_str().map(str::to_owned);
+            if issuer.name == "kakao" {
+                issuer.admin_key = secrets["kakao_admin_key"].as_str().map(str::to_owned);
+            }
         }
     }
 
@@ -304,6 +308,11 @@ impl FakeProviders {
     pub fn rotate_oidc_key(&self, provider: &str) {
         let signer = oidc::Signer::generate(provider).expect("key");
         self.with_issuer(provider, |i| i.signers.push(signer));
+    }
+
+    /// The Kakao user ids the admin unlink API was called for.
+    pub fn kakao_unlinked(&self) -> Vec<String> {
+        self.with_issuer("kakao", |i| i.unlinked.clone())
     }
 
     /// How often `provider`'s JWKS was fetched.
@@ -445,6 +454,10 @@ impl FakeProviders {
                 Ok(answer) => response(200, &answer),
                 Err((status, error)) => response(status, &json!({"error": error})),
             },
+            ("POST", "v1/user/unlink") if provider == "kakao" => {
+                let (status, answer) = issuer.kakao_unlink(authorization, &pairs(body));
+                response(status, &answer)
+            }
             ("GET", "v1/nid/me") if provider == "naver" => {
                 match issuer.naver_profile(authorization) {
                     Some(profile) => response(200, &profile),

@@ -87,6 +87,10 @@ pub struct Issuer {
     pub jwks_fetches: usize,
     /// The client secret the token endpoint wants (from the stack's OAuthClients secret).
     pub client_secret: Option<String>,
+    /// Kakao's admin key (`Authorization: KakaoAK …` on the admin APIs).
+    pub admin_key: Option<String>,
+    /// The user ids the admin unlink API was called for.
+    pub unlinked: Vec<String>,
 }
 
 impl Issuer {
@@ -99,6 +103,8 @@ impl Issuer {
             access: HashMap::new(),
             jwks_fetches: 0,
             client_secret: None,
+            admin_key: None,
+            unlinked: Vec::new(),
         })
     }
 
@@ -248,6 +254,40 @@ impl Issuer {
             "refresh_token": format!("{}-refresh-{}", self.name, uuid::Uuid::new_v4().simple()),
             "scope": "openid", "id_token": id_token,
         }))
+    }
+
+    /// Kakao's admin unlink (`POST /v1/user/unlink`, `target_id_type=user_id&target_id=…`):
+    /// `{id}`, or Kakao's error for a forged key (-401) or a user not linked (-101).
+    pub fn kakao_unlink(
+        &mut self,
+        authorization: &str,
+        form: &HashMap<String, String>,
+    ) -> (u16, Value) {
+        let genuine = self
+            .admin_key
+            .as_ref()
+            .is_some_and(|key| authorization == format!("KakaoAK {key}"));
+        if !genuine {
+            return (401, json!({"msg": "wrong appKey", "code": -401}));
+        }
+        let target = form.get("target_id").cloned().unwrap_or_default();
+        if form.get("target_id_type").map(String::as_str) != Some("user_id") || target.is_empty() {
+            return (
+                400,
+                json!({"msg": "target_id_type and target_id are required", "code": -2}),
+            );
+        }
+        if self.unlinked.contains(&target) {
+            return (
+                400,
+                json!({"msg": "NotRegisteredUserException", "code": -101}),
+            );
+        }
+        self.unlinked.push(target.clone());
+        (
+            200,
+            json!({"id": target.parse::<i64>().unwrap_or_default()}),
+        )
     }
 
     /// Naver's classic profile API for an access token.
