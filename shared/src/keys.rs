@@ -76,6 +76,14 @@ pub fn account_token(token: &str) -> String {
     )
 }
 
+/// The prefix of a user's personas under [`user`].
+pub const PERSONA_PREFIX: &str = "PERSONA#";
+
+/// A persona's sort key under [`user`].
+pub fn persona(id: &str) -> String {
+    format!("{PERSONA_PREFIX}{id}")
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

@@ -33,6 +33,8 @@ pub mod media;
 pub mod meta;
 pub mod net;
 pub mod openapi;
+pub mod persona;
+pub mod personas;
 pub mod photos;
 pub mod ratelimit;
 pub mod routes;

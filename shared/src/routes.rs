@@ -28,6 +28,7 @@ use crate::generation::{inbound, styles};
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
+use crate::personas;
 use crate::photos::handlers as photos;
 use crate::state::State;
 use crate::uploads;
@@ -210,6 +211,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, endpoints::list_webhook_endpoints),
         route!(Bearer, endpoints::delete_webhook_endpoint),
         route!(Bearer, endpoints::list_webhook_deliveries),
+        route!(Bearer, personas::create_persona),
+        route!(Bearer, personas::list_personas),
+        route!(Bearer, personas::get_persona),
+        route!(Bearer, personas::update_persona),
+        route!(Bearer, personas::delete_persona),
         route!(Bearer, styles::create_style),
         route!(Bearer, styles::list_styles),
         route!(Bearer, styles::get_style),

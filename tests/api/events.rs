@@ -70,6 +70,11 @@ async fn every_sample_event_reaches_its_handler() {
         ("delete-webhook-endpoint", 404),
         ("list-webhook-deliveries", 404),
         // The sample's uploads do not exist in a fresh stack.
+        ("create-persona", 404),
+        ("list-personas", 200),
+        ("get-persona", 404),
+        ("update-persona", 404),
+        ("delete-persona", 404),
         ("create-style", 404),
         ("list-styles", 200),
         ("get-style", 404),

@@ -14,7 +14,7 @@ use sha2::Digest as _;
 use crate::app::{TestApp, problem};
 
 /// A stack whose providers are the fakes, with the fakes holding the stack's keys.
-async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, FakeProviders) {
+pub(crate) async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, FakeProviders) {
     let fakes = FakeProviders::start().await.expect("fakes start");
     let app = TestApp::spawn_with_fakes(&fakes, extra, worker).await;
     let state = &app.running.gateway.state;

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ratelimit",
             "net",
             "users",
+            "persona",
             "auth::keys",
             "auth::password",
         ],
@@ -38,7 +39,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("jobs core", &["jobs", "state", "media", "credits"]),
     (
         "features",
-        &["auth", "uploads", "photos", "generation", "webhooks"],
+        &[
+            "auth",
+            "uploads",
+            "photos",
+            "generation",
+            "webhooks",
+            "personas",
+        ],
     ),
     (
         "composition root",

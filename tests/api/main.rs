@@ -17,6 +17,7 @@ mod jobs;
 mod jwt;
 mod layers;
 mod oidc;
+mod personas;
 mod photos;
 mod rate_limits;
 mod rotation;

@@ -230,6 +230,7 @@ pub fn parse_training(input: &Value) -> Result<Spec, Vec<FieldError>> {
                 duration_seconds: 0,
                 template: None,
                 style_id: None,
+                persona_id: None,
                 arguments,
             })
         }
@@ -308,6 +309,8 @@ pub struct Spec {
     pub template: Option<String>,
     /// A style trained here (`train_style`) whose weights the provider applies.
     pub style_id: Option<String>,
+    /// One of the owner's personas: the prompt describes it first.
+    pub persona_id: Option<String>,
     /// Provider-specific extras, passed through under our own fields.
     pub arguments: Map<String, Value>,
 }
@@ -494,6 +497,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             "strength",
             "duration_seconds",
             "style_id",
+            "persona_id",
             "arguments",
         ],
         Some("template") => &["upload_key", "template", "prompt"],
@@ -606,6 +610,11 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         },
         "must be the id of one of your styles, for image tasks",
     );
+    let persona_id = fields.take(
+        "persona_id",
+        |id: &String| uuid::Uuid::parse_str(id).is_ok() && prompt.is_some(),
+        "must be the id of one of your personas, with a prompt",
+    );
     let arguments = fields
         .take(
             "arguments",
@@ -635,6 +644,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             duration_seconds: u32::try_from(duration_seconds).unwrap_or(5),
             template,
             style_id,
+            persona_id,
             arguments,
         }),
         _ => Err(fields.errors),

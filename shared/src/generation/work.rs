@@ -39,14 +39,15 @@ fn backoff(attempt: u32) -> Duration {
 
 /// Submits a claimed generation job and hands it to its provider.
 pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
-    let spec = kinds::configured_spec(&state.config, &job.kind, &job.input).map_err(|errors| {
-        let message = errors
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect::<Vec<_>>()
-            .join("; ");
-        permanent("invalid_input", message)
-    })?;
+    let mut spec =
+        kinds::configured_spec(&state.config, &job.kind, &job.input).map_err(|errors| {
+            let message = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            permanent("invalid_input", message)
+        })?;
     let adapter = match generation::adapter(state, spec.provider).await {
         Ok(adapter) => adapter,
         Err(Unavailable::NotConfigured(name)) => {
@@ -64,6 +65,16 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
     }
     if let Some(style_id) = &spec.style_id {
         images.push(("style", style_weights(state, job, style_id, run_for).await?));
+    }
+    if let Some(persona_id) = &spec.persona_id {
+        // The persona as it is now: its owner may have edited it since the job was admitted.
+        let persona = crate::persona::get(&state.db, &job.user_id, persona_id)
+            .await?
+            .ok_or_else(|| permanent("not_found", format!("no persona {persona_id}")))?;
+        spec.prompt = spec
+            .prompt
+            .take()
+            .map(|prompt| format!("{}. {prompt}", persona.describe()));
     }
     let input = kinds::provider_input(&spec, &images);
     let webhook_url = generation::webhook_url(state, spec.provider, &job.id)
