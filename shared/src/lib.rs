@@ -32,6 +32,7 @@ pub mod lambda;
 pub mod media;
 pub mod meta;
 pub mod net;
+pub mod oauth;
 pub mod openapi;
 pub mod persona;
 pub mod personas;

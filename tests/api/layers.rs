@@ -36,7 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "auth::password",
         ],
     ),
-    ("jobs core", &["jobs", "state", "media", "credits"]),
+    ("jobs core", &["jobs", "state", "media", "credits", "oauth"]),
     (
         "features",
         &[

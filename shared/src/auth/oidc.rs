@@ -18,22 +18,18 @@
 //! Sources: `../shared/research/identity-social-facts.md` sections 2–4 (Google's OIDC reference,
 //! Kakao's SDKs and docs, Naver's developer guide) and RFC 9700.
 
-use std::time::Duration;
-
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::Algorithm;
-use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use crate::auth::id_tokens::{self, Format, Refusal, Source};
 use crate::config::OidcProvider;
-use crate::db::{get_i64, get_s, n, s};
+use crate::db::{get_s, n, s};
 use crate::error::ApiError;
 use crate::keys;
+use crate::oauth::{self, same};
 use crate::state::State;
 
 /// The algorithms an OpenID Provider's ID token may be signed with here (never `none`, never a
@@ -45,15 +41,6 @@ pub const MAX_SUBJECT_CHARS: usize = 255;
 
 /// Google's libraries refuse an ID token valid for more than a day; so does Lambent.
 pub const MAX_LIFETIME_SECONDS: i64 = 86_400;
-
-/// How long a browser sign-in may take, start to callback.
-pub const FLOW_TTL: Duration = Duration::from_secs(600);
-
-/// How long the app has to redeem its one-time code.
-pub const CODE_TTL: Duration = Duration::from_secs(120);
-
-/// The cookie that binds a flow to the browser that started it.
-pub const BINDING_COOKIE: &str = "lambent_oauth";
 
 /// Who a verified ID token names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,12 +142,6 @@ pub fn verify(
     })
 }
 
-/// Constant-time equality of two secrets' bytes.
-fn same(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq as _;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
-}
-
 /// The part of an OpenID Provider's configuration Lambent uses.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Discovery {
@@ -260,31 +241,8 @@ pub async fn spend_nonce(
     }
 }
 
-/// 32 random bytes, base64url.
-fn random_token() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| ApiError::Internal(anyhow::anyhow!("no randomness")))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// `BASE64URL(SHA256(verifier))`, PKCE's S256 (RFC 7636 §4.2).
-pub fn s256(verifier: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-fn sha256_hex(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
-}
-
 fn callback_url(state: &State, provider: &OidcProvider) -> Result<String, ApiError> {
-    let base = state
-        .config
-        .oidc
-        .callback_base_url
-        .as_deref()
-        .ok_or(ApiError::NotFound("browser sign-in is not configured"))?;
-    Ok(format!("{base}/v1/auth/oauth/{}/callback", provider.name))
+    oauth::callback_url(state, &format!("/v1/auth/oauth/{}/callback", provider.name))
 }
 
 /// What the app asks for in a browser sign-in.
@@ -305,21 +263,6 @@ impl Intent {
     }
 }
 
-fn bad(code: &'static str, detail: impl Into<String>) -> ApiError {
-    ApiError::BadRequest {
-        code,
-        detail: detail.into(),
-    }
-}
-
-/// The PKCE challenge an app sends: 43 to 128 base64url characters (RFC 7636 §4.2).
-fn valid_challenge(challenge: &str) -> bool {
-    (43..=128).contains(&challenge.len())
-        && challenge
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 /// Starts a browser sign-in: checks the app's `redirect_uri` against the allow-list (exact
 /// strings; no redirect anywhere else), keeps the flow ten minutes, binds it to this browser
 /// with a cookie and sends the browser to the provider.
@@ -337,62 +280,36 @@ fn valid_challenge(challenge: &str) -> bool {
         (status = 429, body = crate::error::Problem), (status = 503, body = crate::error::Problem)))]
 pub async fn start_oauth(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let provider = provider(state, &req)?;
+    let app = oauth::app_request(state, &req)?;
     let query = |name| crate::http::query_param(&req, name);
-    let redirect_uri = query("redirect_uri").unwrap_or_default();
-    if !state.config.oidc.redirect_uris.contains(&redirect_uri) {
-        return Err(bad(
-            "redirect_uri_not_allowed",
-            "redirect_uri is not one of the app's registered redirect URIs",
-        ));
-    }
-    let challenge = query("code_challenge").unwrap_or_default();
-    if !valid_challenge(&challenge) {
-        return Err(bad(
-            "invalid_request",
-            "code_challenge must be the app's PKCE S256 challenge (43 base64url characters)",
-        ));
-    }
-    if query("code_challenge_method").is_some_and(|m| m != "S256") {
-        return Err(bad("invalid_request", "code_challenge_method must be S256"));
-    }
-    let app_state = query("state");
-    if app_state.as_ref().is_some_and(|s| s.len() > 512) {
-        return Err(bad(
-            "invalid_request",
-            "state is longer than 512 characters",
-        ));
-    }
     let intent = match query("intent").as_deref() {
         None | Some("sign_in") => Intent::SignIn,
         Some("link") => Intent::Link,
-        Some(_) => return Err(bad("invalid_request", "intent must be sign_in or link")),
+        Some(_) => {
+            return Err(oauth::bad(
+                "invalid_request",
+                "intent must be sign_in or link",
+            ));
+        }
     };
     let login_hint = query("login_hint").filter(|h| h.len() <= 256);
     let callback = callback_url(state, provider)?;
-    let now = Utc::now();
-    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    crate::auth::identities::limit_sign_ins(state, &req, Utc::now()).await?;
     let discovery = discovery(state, provider).await?;
-    let flow_state = random_token()?;
-    let nonce = random_token()?;
-    let verifier = random_token()?;
-    let binding = random_token()?;
-    let expires = now.timestamp() + i64::try_from(FLOW_TTL.as_secs()).unwrap_or(600);
-    let mut item = vec![
-        ("pk", s(keys::oauth_flow(&flow_state))),
-        ("sk", s(keys::FLOW)),
-        ("provider", s(provider.name)),
-        ("redirect_uri", s(&redirect_uri)),
-        ("app_challenge", s(&challenge)),
-        ("intent", s(intent.as_str())),
-        ("nonce", s(&nonce)),
-        ("verifier", s(&verifier)),
-        ("browser", s(sha256_hex(&binding))),
-        ("expires_at", n(expires)),
-    ];
-    if let Some(app_state) = &app_state {
-        item.push(("app_state", s(app_state)));
-    }
-    state.db.put(item, "keeping the flow").await?;
+    let nonce = oauth::random_token()?;
+    let verifier = oauth::random_token()?;
+    let begun = oauth::begin(
+        state,
+        &app,
+        provider.name,
+        vec![
+            ("intent", s(intent.as_str())),
+            ("nonce", s(&nonce)),
+            ("verifier", s(&verifier)),
+        ],
+        COOKIE_PATH,
+    )
+    .await?;
     let mut location = url::Url::parse(&discovery.authorization_endpoint)
         .map_err(|_| ApiError::Unavailable("the provider's authorization endpoint is not a URL"))?;
     {
@@ -402,66 +319,19 @@ pub async fn start_oauth(state: &State, req: Request) -> Result<Response<Body>, 
             .append_pair("client_id", provider.web_client_id())
             .append_pair("redirect_uri", &callback)
             .append_pair("scope", provider.scopes)
-            .append_pair("state", &flow_state)
+            .append_pair("state", &begun.state)
             .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &s256(&verifier))
+            .append_pair("code_challenge", &oauth::s256(&verifier))
             .append_pair("code_challenge_method", "S256");
         if let Some(hint) = &login_hint {
             pairs.append_pair("login_hint", hint);
         }
     }
-    let secure = if callback.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{BINDING_COOKIE}={binding}; Path=/v1/auth/oauth/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
-        FLOW_TTL.as_secs()
-    );
-    redirect(location.as_str(), Some(&cookie))
+    oauth::redirect(location.as_str(), Some(&begun.cookie))
 }
 
-fn redirect(location: &str, cookie: Option<&str>) -> Result<Response<Body>, ApiError> {
-    let mut builder = Response::builder()
-        .status(StatusCode::FOUND)
-        .header("location", location)
-        .header("cache-control", "no-store")
-        .header("referrer-policy", "no-referrer");
-    if let Some(cookie) = cookie {
-        builder = builder.header("set-cookie", cookie);
-    }
-    builder
-        .body(Body::Empty)
-        .map_err(|e| ApiError::Internal(e.into()))
-}
-
-/// The binding cookie's value, from API Gateway's `cookies` (payload 2.0) or a `Cookie` header.
-fn binding_cookie(req: &Request) -> Option<String> {
-    req.headers()
-        .get_all("cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == BINDING_COOKIE)
-        .map(|(_, value)| value.to_owned())
-}
-
-fn clear_cookie() -> String {
-    format!("{BINDING_COOKIE}=; Path=/v1/auth/oauth/; Max-Age=0; HttpOnly; SameSite=Lax")
-}
-
-/// A flow as kept.
-struct Flow {
-    provider: String,
-    redirect_uri: String,
-    app_state: Option<String>,
-    app_challenge: String,
-    intent: String,
-    nonce: String,
-    verifier: String,
-}
+/// Where the flows' binding cookie is sent: the callbacks.
+const COOKIE_PATH: &str = "/v1/auth/oauth/";
 
 /// The provider sends the browser back here. Refused with a 400 and nothing written: a `state`
 /// unknown, used or expired, from another browser, or begun at another provider; an `iss` that is
@@ -477,126 +347,46 @@ struct Flow {
         (status = 404, description = "no such provider is configured", body = crate::error::Problem)))]
 pub async fn oauth_callback(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let provider = provider(state, &req)?;
-    let query = |name| crate::http::query_param(&req, name);
-    let flow_state = query("state")
-        .filter(|s| !s.is_empty() && s.len() <= 128)
-        .ok_or_else(|| bad("invalid_state", "the answer carries no state"))?;
-    let now = Utc::now();
-    let key = keys::oauth_flow(&flow_state);
-    let unknown = || {
-        bad(
-            "invalid_state",
-            "the sign-in is unknown, finished or expired; start again",
+    let flow =
+        oauth::returning(
+            state,
+            &req,
+            provider.name,
+            COOKIE_PATH,
+            || match crate::http::query_param(&req, "iss") {
+                Some(iss) if !provider.issued(&iss) => Err(oauth::bad(
+                    "issuer_mismatch",
+                    "the answer comes from another issuer than the one this sign-in began at",
+                )),
+                _ => Ok(()),
+            },
         )
+        .await?;
+    if let Some(error) = oauth::Flow::provider_error(&req) {
+        return flow.back(&[("error", &error)]);
+    }
+    let Some(code) =
+        crate::http::query_param(&req, "code").filter(|c| !c.is_empty() && c.len() <= 2048)
+    else {
+        return flow.back(&[("error", "invalid_request")]);
     };
-    let item = state.db.get(&key, keys::FLOW).await?.ok_or_else(unknown)?;
-    if get_i64(&item, "expires_at").is_none_or(|at| at <= now.timestamp()) {
-        return Err(unknown());
-    }
-    let field = |name| get_s(&item, name).map(str::to_owned);
-    let flow = Flow {
-        provider: field("provider").unwrap_or_default(),
-        redirect_uri: field("redirect_uri").unwrap_or_default(),
-        app_state: field("app_state"),
-        app_challenge: field("app_challenge").unwrap_or_default(),
-        intent: field("intent").unwrap_or_default(),
-        nonce: field("nonce").unwrap_or_default(),
-        verifier: field("verifier").unwrap_or_default(),
-    };
-    if flow.provider != provider.name {
-        return Err(bad(
-            "provider_mismatch",
-            format!(
-                "this sign-in began at {}, not {}",
-                flow.provider, provider.name
-            ),
-        ));
-    }
-    let browser = binding_cookie(&req)
-        .map(|c| sha256_hex(&c))
-        .unwrap_or_default();
-    if !same(&browser, field("browser").as_deref().unwrap_or("-")) {
-        return Err(bad(
-            "browser_mismatch",
-            "this sign-in began in another browser",
-        ));
-    }
-    if let Some(iss) = query("iss")
-        && !provider.issued(&iss)
-    {
-        return Err(bad(
-            "issuer_mismatch",
-            "the answer comes from another issuer than the one this sign-in began at",
-        ));
-    }
-    // One use: whoever deletes the flow finishes it.
-    let consumed = state
-        .db
-        .client
-        .delete_item()
-        .table_name(&state.db.table)
-        .key("pk", s(&key))
-        .key("sk", s(keys::FLOW))
-        .condition_expression("attribute_exists(pk)")
-        .send()
-        .await;
-    if crate::db::unless_condition_failed(consumed)?.is_none() {
-        return Err(unknown());
-    }
-    let back = |params: &[(&str, &str)]| -> Result<Response<Body>, ApiError> {
-        let mut url = url::Url::parse(&flow.redirect_uri)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("a kept redirect_uri: {e}")))?;
-        {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in params {
-                pairs.append_pair(k, v);
-            }
-            if let Some(app_state) = &flow.app_state {
-                pairs.append_pair("state", app_state);
-            }
-        }
-        redirect(url.as_str(), Some(&clear_cookie()))
-    };
-    if let Some(error) = query("error") {
-        // The provider's error code, as OAuth names them; anything else is not passed on.
-        let error =
-            if error.len() <= 64 && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-                error
-            } else {
-                "access_denied".to_owned()
-            };
-        return back(&[("error", &error)]);
-    }
-    let Some(code) = query("code").filter(|c| !c.is_empty() && c.len() <= 2048) else {
-        return back(&[("error", "invalid_request")]);
-    };
-    let outcome = finish(state, provider, &flow, &code, now).await;
-    match outcome {
+    let intent = flow.field("intent").unwrap_or_default().to_owned();
+    match finish(state, provider, &flow, &code, Utc::now()).await {
         Ok(identity) => {
-            let lambent_code = random_token()?;
-            let mut item = vec![
-                ("pk", s(keys::oauth_code(&lambent_code))),
-                ("sk", s(keys::CODE)),
+            let mut attributes = vec![
                 ("provider", s(provider.name)),
                 ("subject", s(&identity.subject)),
-                ("intent", s(&flow.intent)),
-                ("app_challenge", s(&flow.app_challenge)),
-                ("redirect_uri", s(&flow.redirect_uri)),
-                (
-                    "expires_at",
-                    n(now.timestamp() + i64::try_from(CODE_TTL.as_secs()).unwrap_or(120)),
-                ),
             ];
             if let Some(email) = &identity.email {
-                item.push(("email", s(email)));
+                attributes.push(("email", s(email)));
             }
-            state.db.put(item, "keeping the code").await?;
-            tracing::info!(provider = provider.name, intent = %flow.intent, "browser sign-in finished");
-            back(&[("code", &lambent_code)])
+            let lambent_code = flow.leave_code(state, &intent, attributes).await?;
+            tracing::info!(provider = provider.name, intent = %intent, "browser sign-in finished");
+            flow.back(&[("code", &lambent_code)])
         }
         Err(error) => {
             tracing::warn!(provider = provider.name, error = %error.log, "browser sign-in failed");
-            back(&[("error", error.code)])
+            flow.back(&[("error", error.code)])
         }
     }
 }
@@ -613,7 +403,7 @@ struct Failure {
 async fn finish(
     state: &State,
     provider: &OidcProvider,
-    flow: &Flow,
+    flow: &oauth::Flow,
     code: &str,
     now: DateTime<Utc>,
 ) -> Result<Identity, Failure> {
@@ -631,7 +421,10 @@ async fn finish(
         ("code", code.to_owned()),
         ("redirect_uri", callback),
         ("client_id", provider.web_client_id().to_owned()),
-        ("code_verifier", flow.verifier.clone()),
+        (
+            "code_verifier",
+            flow.field("verifier").unwrap_or_default().to_owned(),
+        ),
     ];
     if let Some(secret) = secret {
         form.push(("client_secret", secret));
@@ -664,7 +457,7 @@ async fn finish(
         provider,
         id_token,
         &audiences,
-        Some(&flow.nonce),
+        flow.field("nonce").or(Some("-")),
         now.timestamp(),
     )
     .await
@@ -722,8 +515,8 @@ pub struct Redeemed {
     pub email: Option<String>,
 }
 
-/// Redeems a one-time code for `intent`: used up whatever happens next; the app's PKCE verifier
-/// and (where given) its redirect_uri must match the flow's.
+/// Redeems a browser sign-in's one-time code for `intent` (see [`oauth::redeem`]); with
+/// `provider`, the code must be that provider's.
 pub async fn redeem(
     state: &State,
     code: &str,
@@ -732,43 +525,17 @@ pub async fn redeem(
     intent: Intent,
     provider: Option<&str>,
 ) -> Result<Redeemed, ApiError> {
-    let invalid = |detail: &'static str| ApiError::BadRequest {
-        code: "invalid_grant",
-        detail: detail.into(),
+    let wrong = match intent {
+        Intent::SignIn => "this code links an identity; redeem it at /v1/auth/identities",
+        Intent::Link => "this code signs in; redeem it at /v1/auth/token",
     };
-    if code.is_empty() || code.len() > 128 {
-        return Err(invalid("the code is unknown, used or expired"));
-    }
-    let item = state
-        .db
-        .take(&keys::oauth_code(code), keys::CODE)
-        .await?
-        .ok_or_else(|| invalid("the code is unknown, used or expired"))?;
-    if get_i64(&item, "expires_at").is_none_or(|at| at <= Utc::now().timestamp()) {
-        return Err(invalid("the code is unknown, used or expired"));
-    }
-    if !same(
-        &s256(verifier),
-        get_s(&item, "app_challenge").unwrap_or("-"),
-    ) {
-        return Err(invalid(
-            "code_verifier does not match the sign-in's code_challenge",
-        ));
-    }
-    if redirect_uri.is_some_and(|r| Some(r) != get_s(&item, "redirect_uri")) {
-        return Err(invalid(
-            "redirect_uri is not the one the sign-in began with",
-        ));
-    }
-    if get_s(&item, "intent") != Some(intent.as_str()) {
-        return Err(invalid(match intent {
-            Intent::SignIn => "this code links an identity; redeem it at /v1/auth/identities",
-            Intent::Link => "this code signs in; redeem it at /v1/auth/token",
-        }));
-    }
+    let item = oauth::redeem(state, code, verifier, redirect_uri, intent.as_str(), wrong).await?;
     let found = get_s(&item, "provider").unwrap_or_default();
     if provider.is_some_and(|p| p != found) {
-        return Err(invalid("this code is another provider's"));
+        return Err(ApiError::BadRequest {
+            code: "invalid_grant",
+            detail: "this code is another provider's".into(),
+        });
     }
     Ok(Redeemed {
         provider: found.to_owned(),
