@@ -12,6 +12,7 @@ use crate::state::State;
 pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     let mut kinds = crate::photos::kinds::kinds(config.upscale.queue);
     kinds.extend(crate::generation::kinds::kinds(config)?);
+    kinds.extend(crate::personas::instagram::kinds());
     kinds.extend(registry::test_kinds(config));
     Ok(Registry::new(kinds).with_abandon(crate::generation::work::ABANDON))
 }
@@ -22,7 +23,8 @@ pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
     Ok(State::new(config, sdk, registry)?
         .with_feature(crate::generation::Runtime::default())
         .with_feature(crate::auth::id_tokens::Runtime::default())
-        .with_feature(crate::auth::account::Runtime::new(sdk)))
+        .with_feature(crate::auth::account::Runtime::new(sdk))
+        .with_feature(crate::personas::instagram::Runtime::new(sdk)))
 }
 
 /// [`state`] from the environment.

@@ -53,6 +53,8 @@ pub struct Config {
     pub oidc: OidcConfig,
     /// Mail to account holders (email verification, password reset).
     pub mail: MailConfig,
+    /// Instagram accounts linked to personas ("Instagram API with Instagram Login").
+    pub instagram: InstagramConfig,
     /// The queue of account deletions and provider unlinks to carry out
     /// (`ACCOUNT_REMOVAL_QUEUE_URL`); unset, `DELETE /v1/users/me` answers 404.
     pub removal_queue_url: Option<String>,
@@ -294,6 +296,14 @@ impl Config {
             },
             oidc: oidc_config(&lookup)?,
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
+            instagram: InstagramConfig {
+                app_id: optional("INSTAGRAM_APP_ID").map(|v| v.trim().to_owned()),
+                oauth_url: base_url(&lookup, "INSTAGRAM_OAUTH_URL")?
+                    .unwrap_or_else(|| "https://api.instagram.com".to_owned()),
+                graph_url: base_url(&lookup, "INSTAGRAM_GRAPH_URL")?
+                    .unwrap_or_else(|| "https://graph.instagram.com".to_owned()),
+                tokens_key_id: optional("TOKENS_KMS_KEY_ID"),
+            },
             mail: MailConfig {
                 queue_url: optional("ACCOUNT_MAIL_QUEUE_URL"),
                 from: optional("MAIL_FROM").map(|v| v.trim().to_owned()),
@@ -357,6 +367,20 @@ pub struct FirebaseConfig {
     /// held (`FIREBASE_KEYS_REFETCH_SECONDS`, default 60): tokens with made-up key ids cannot
     /// make every request fetch.
     pub refetch_floor: Duration,
+}
+
+/// Instagram linking and publishing.
+#[derive(Clone, Debug, Default)]
+pub struct InstagramConfig {
+    /// The Instagram app id (`INSTAGRAM_APP_ID`); unset, the Instagram routes answer 404. Its
+    /// secret is `instagram` in the OAuth clients secret.
+    pub app_id: Option<String>,
+    /// Instagram's OAuth host (`INSTAGRAM_OAUTH_URL`, default `https://api.instagram.com`).
+    pub oauth_url: String,
+    /// The Graph API (`INSTAGRAM_GRAPH_URL`, default `https://graph.instagram.com`).
+    pub graph_url: String,
+    /// The KMS key whose data keys encrypt the linked accounts' tokens (`TOKENS_KMS_KEY_ID`).
+    pub tokens_key_id: Option<String>,
 }
 
 /// Mail to account holders: sent by the mail queue's consumer through Amazon SES.

@@ -84,6 +84,33 @@ pub fn persona(id: &str) -> String {
     format!("{PERSONA_PREFIX}{id}")
 }
 
+/// The personas an Instagram account is linked to: `{user}#{persona}` sort keys under this
+/// (Meta's data-deletion callback names the Instagram user).
+pub fn instagram_user(ig_user_id: &str) -> String {
+    format!("IGUSER#{ig_user_id}")
+}
+
+/// The sort key of a link under [`instagram_user`].
+pub fn instagram_link(user_id: &str, persona_id: &str) -> String {
+    format!("{INSTAGRAM_LINK_PREFIX}{user_id}#{persona_id}")
+}
+
+/// The prefix of the links under [`instagram_user`].
+pub const INSTAGRAM_LINK_PREFIX: &str = "LINK#";
+
+/// The partition of the linked Instagram tokens' refresh schedule.
+pub const INSTAGRAM_REFRESH: &str = "IGREFRESH";
+
+/// A token's place in the refresh schedule: due first, then whose.
+pub fn instagram_refresh(due: i64, user_id: &str, persona_id: &str) -> String {
+    format!("{due:012}#{user_id}#{persona_id}")
+}
+
+/// A data-deletion request Meta made, by its confirmation code; its sort key is [`UNIQUE`].
+pub fn instagram_deletion(code: &str) -> String {
+    format!("IGDELETION#{code}")
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

@@ -18,6 +18,9 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("deliver-webhooks", || Box::pin(serve_deliveries())),
     ("send-account-mail", || Box::pin(serve_account_mail())),
     ("remove-account-data", || Box::pin(serve_account_removals())),
+    ("refresh-instagram-tokens", || {
+        Box::pin(serve_instagram_refresh())
+    }),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
@@ -190,6 +193,24 @@ pub async fn serve_reconciler() -> Result<(), Error> {
                 .map_err(|err| Error::from(format!("{err:#}")))?;
             tracing::info!(?report, "reconciler ran");
             Ok::<_, Error>(serde_json::to_value(report)?)
+        },
+    ))
+    .await
+}
+
+/// The Instagram token refresher (daily): every linked token 20 days before it runs out.
+pub async fn serve_instagram_refresh() -> Result<(), Error> {
+    use lambda_runtime::LambdaEvent;
+
+    crate::telemetry::init();
+    let state = &crate::compose::state_from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |_: LambdaEvent<serde_json::Value>| async move {
+            let report = crate::personas::instagram::refresh_due(state)
+                .await
+                .map_err(|err| Error::from(format!("{err:#}")))?;
+            tracing::info!(?report, "Instagram tokens refreshed");
+            Ok::<_, Error>(serde_json::json!({"refreshed": report.refreshed, "lost": report.lost}))
         },
     ))
     .await

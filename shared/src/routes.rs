@@ -29,6 +29,7 @@ use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
 use crate::personas;
+use crate::personas::instagram;
 use crate::photos::handlers as photos;
 use crate::state::State;
 use crate::uploads;
@@ -207,6 +208,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, inbound::receive_ai_completion),
         route!(Public, inbound::receive_ai_failure),
         route!(Public, deletion::receive_kakao_unlink),
+        route!(Public, instagram::receive_meta_data_deletion),
         route!(Bearer, endpoints::create_webhook_endpoint),
         route!(Bearer, endpoints::list_webhook_endpoints),
         route!(Bearer, endpoints::delete_webhook_endpoint),
@@ -216,6 +218,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, personas::get_persona),
         route!(Bearer, personas::update_persona),
         route!(Bearer, personas::delete_persona),
+        route!(Public, instagram::start_instagram),
+        route!(Public, instagram::instagram_callback),
+        route!(Bearer, instagram::link_instagram),
+        route!(Bearer, instagram::unlink_instagram),
+        route!(Public, instagram::get_data_deletion),
         route!(Bearer, styles::create_style),
         route!(Bearer, styles::list_styles),
         route!(Bearer, styles::get_style),

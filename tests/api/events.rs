@@ -65,6 +65,7 @@ async fn every_sample_event_reaches_its_handler() {
         ("receive-ai-failure", 401),
         // Not Kakao's admin key.
         ("receive-kakao-unlink", 401),
+        ("receive-meta-data-deletion", 404),
         ("create-webhook-endpoint", 201),
         ("list-webhook-endpoints", 200),
         ("delete-webhook-endpoint", 404),
@@ -75,6 +76,12 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-persona", 404),
         ("update-persona", 404),
         ("delete-persona", 404),
+        // Instagram is off in the template's default.
+        ("start-instagram", 404),
+        ("instagram-callback", 404),
+        ("link-instagram", 404),
+        ("unlink-instagram", 404),
+        ("get-data-deletion", 404),
         ("create-style", 404),
         ("list-styles", 200),
         ("get-style", 404),
@@ -163,6 +170,13 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     // The schedule's event carries nothing the reaper needs; with nothing overdue it reaps nothing.
     let _: Value = serde_json::from_str(&read("reap-jobs")).expect("a scheduled event");
     assert_eq!(worker::reap(state).await.expect("reap").reaped, 0);
+    // Likewise the Instagram refresher: no token is linked.
+    let _: Value =
+        serde_json::from_str(&read("refresh-instagram-tokens")).expect("a scheduled event");
+    let refreshed = lambent::personas::instagram::refresh_due(state)
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.refreshed + refreshed.lost, 0);
     // Likewise the reconciler: nothing waits on a provider.
     let _: Value = serde_json::from_str(&read("reconcile-jobs")).expect("a scheduled event");
     let report = lambent::generation::reconcile::run(state)

@@ -13,6 +13,7 @@ mod events;
 mod firebase;
 mod generation;
 mod hardening;
+mod instagram;
 mod jobs;
 mod jwt;
 mod layers;

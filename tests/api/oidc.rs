@@ -34,14 +34,14 @@ pub(crate) async fn oauth_clients(app: &TestApp) -> Value {
     serde_json::from_str(secrets.secret_string().expect("string")).expect("json")
 }
 
-fn no_redirects() -> reqwest::Client {
+pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client")
 }
 
-fn location(response: &reqwest::Response) -> url::Url {
+pub(crate) fn location(response: &reqwest::Response) -> url::Url {
     assert_eq!(response.status(), 302, "a redirect");
     url::Url::parse(response.headers()["location"].to_str().expect("location")).expect("url")
 }

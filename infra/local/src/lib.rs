@@ -128,6 +128,9 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 if let Err(err) = worker::reap(&reaper_state).await {
                     tracing::warn!(error = format!("{err:#}"), "reaper failed");
                 }
+                if let Err(err) = lambent::personas::instagram::refresh_due(&reaper_state).await {
+                    tracing::warn!(error = format!("{err:#}"), "Instagram refresh failed");
+                }
                 if let Err(err) = lambent::generation::reconcile::run(&reaper_state).await {
                     tracing::warn!(error = format!("{err:#}"), "reconciler failed");
                 }

@@ -435,6 +435,7 @@ pub async fn bootstrap(
                 "kakao": format!("local-kakao-{}", uuid::Uuid::new_v4().simple()),
                 "naver": format!("local-naver-{}", uuid::Uuid::new_v4().simple()),
                 "kakao_admin_key": format!("local-kakao-admin-{}", uuid::Uuid::new_v4().simple()),
+                "instagram": format!("local-instagram-{}", uuid::Uuid::new_v4().simple()),
             })
             .to_string(),
             _ => match resource
@@ -463,6 +464,23 @@ pub async fn bootstrap(
             .arns
             .insert(id.clone(), out.arn.unwrap_or_else(|| name.clone()));
         stack.refs.insert(id, name);
+    }
+
+    // KMS keys (linked accounts' tokens are encrypted under data keys of one).
+    let kms = aws_sdk_kms::Client::new(sdk);
+    for (id, _) in template.resources("AWS::KMS::Key") {
+        let out = kms
+            .create_key()
+            .description(format!("{prefix}/{id}"))
+            .send()
+            .await
+            .with_context(|| format!("creating the KMS key {id}"))?;
+        let metadata = out.key_metadata.context("the key's metadata")?;
+        stack.arns.insert(
+            id.clone(),
+            metadata.arn.unwrap_or_else(|| metadata.key_id.clone()),
+        );
+        stack.refs.insert(id, metadata.key_id);
     }
 
     // The mail sender: moto's SES, like SES after its verification, sends only from an identity.

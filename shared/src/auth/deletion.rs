@@ -162,6 +162,24 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
     for prefix in crate::media::user_prefixes(user_id) {
         crate::media::delete_prefix(state, &prefix).await?;
     }
+    // Personas' Instagram links: their lookups and refresh entries live outside the partition.
+    for persona in crate::persona::items(&state.db, user_id).await? {
+        let (Some(persona_id), Some(ig_user_id)) =
+            (get_s(&persona, "id"), get_s(&persona, "ig_user_id"))
+        else {
+            continue;
+        };
+        state
+            .db
+            .take(
+                &keys::instagram_user(ig_user_id),
+                &keys::instagram_link(user_id, persona_id),
+            )
+            .await?;
+        if let Some(refresh) = get_s(&persona, "ig_refresh_sk") {
+            state.db.take(keys::INSTAGRAM_REFRESH, refresh).await?;
+        }
+    }
     for endpoint in state.db.query_prefix(&pk, keys::ENDPOINT_PREFIX).await? {
         if let Some(id) =
             get_s(&endpoint, "sk").and_then(|sk| sk.strip_prefix(keys::ENDPOINT_PREFIX))

@@ -2,6 +2,8 @@
 //! Generation names one with `persona_id`; an Instagram professional account can be linked to
 //! one and published to (`instagram`).
 
+pub mod instagram;
+
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use chrono::Utc;
 use lambda_http::http::StatusCode;
@@ -194,6 +196,8 @@ pub async fn delete_persona(state: &State, req: Request) -> Result<Response<Body
     if id.is_empty() || id.len() > 64 {
         return Err(not_found());
     }
+    // Its Instagram link first (the token, the lookup, the refresh entry).
+    instagram::forget_link(state, &caller.user_id, &id).await?;
     let pk = keys::user(&caller.user_id);
     let delete = aws_sdk_dynamodb::types::Delete::builder()
         .table_name(&state.db.table)

@@ -8,6 +8,7 @@
 mod ai_server;
 mod fal;
 pub mod firebase;
+pub mod instagram;
 pub mod oidc;
 mod replicate;
 
@@ -79,6 +80,8 @@ struct Inner {
     firebase_fetches: std::sync::atomic::AtomicUsize,
     /// Google's, Kakao's and Naver's OpenID Providers.
     oidc: Mutex<Vec<oidc::Issuer>>,
+    /// Instagram's OAuth and Graph endpoints.
+    instagram: Mutex<instagram::Instagram>,
 }
 
 /// The fake providers on one loopback port: `/fal`, `/replicate`, `/ai`, and `/files`.
@@ -211,6 +214,7 @@ impl FakeProviders {
                     .map(|(name, _)| oidc::Issuer::new(name, &base_url))
                     .collect::<anyhow::Result<_>>()?,
             ),
+            instagram: Mutex::new(instagram::Instagram::default()),
         });
         let fakes = Self { inner };
         let server = fakes.clone();
@@ -253,6 +257,12 @@ impl FakeProviders {
             ("NAVER_CLIENT_IDS".into(), oidc::PROVIDERS[2].1.join(",")),
             ("OAUTH_REDIRECT_URIS".into(), self.app_redirect_uri()),
             ("KAKAO_API_URL".into(), format!("{base}/oidc/kakao")),
+            ("INSTAGRAM_APP_ID".into(), instagram::APP_ID.into()),
+            ("INSTAGRAM_OAUTH_URL".into(), format!("{base}/instagram")),
+            (
+                "INSTAGRAM_GRAPH_URL".into(),
+                format!("{base}/instagram-graph"),
+            ),
         ]
     }
 
@@ -264,6 +274,7 @@ impl FakeProviders {
     /// Makes the fake providers' token endpoints want the client secrets of the stack's
     /// OAuthClients secret (`{"google": …, "kakao": …, "naver": …}`).
     pub fn set_oauth_client_secrets(&self, secrets: &Value) {
+        self.with_instagram(|i| i.secret = secrets["instagram"].as_str().map(str::to_owned));
         for issuer in self.inner.oidc.lock().expect("oidc").iter_mut() {
             issuer.client_secret = secrets[issuer.name].as_str().map(str::to_owned);
             if issuer.name == "kakao" {
@@ -308,6 +319,16 @@ impl FakeProviders {
     pub fn rotate_oidc_key(&self, provider: &str) {
         let signer = oidc::Signer::generate(provider).expect("key");
         self.with_issuer(provider, |i| i.signers.push(signer));
+    }
+
+    /// Runs `f` on the fake Instagram's state.
+    pub fn with_instagram<T>(&self, f: impl FnOnce(&mut instagram::Instagram) -> T) -> T {
+        f(&mut self.inner.instagram.lock().expect("instagram"))
+    }
+
+    /// What was published to the fake Instagram, oldest first.
+    pub fn instagram_published(&self) -> Vec<instagram::Published> {
+        self.with_instagram(|i| i.published.clone())
     }
 
     /// The Kakao user ids the admin unlink API was called for.
@@ -411,6 +432,62 @@ impl FakeProviders {
             request = request.header(name, value);
         }
         Ok(request.send().await?.status().as_u16())
+    }
+
+    async fn instagram_graph(
+        &self,
+        method: &str,
+        rest: &str,
+        query: &str,
+        body: &[u8],
+    ) -> hyper::Response<Full<Bytes>> {
+        let query: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let form: HashMap<String, String> =
+            url::form_urlencoded::parse(body).into_owned().collect();
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (status, answer) = match (method, segments.as_slice()) {
+            ("GET", ["access_token"]) => self.with_instagram(|i| i.exchange(&query)),
+            ("GET", ["refresh_access_token"]) => self.with_instagram(|i| i.refresh(&query)),
+            ("GET", ["me"]) => self.with_instagram(|i| i.me(&query)),
+            ("POST", [user, "media"]) => {
+                let token = form.get("access_token").cloned().unwrap_or_default();
+                if !self.with_instagram(|i| i.owner(&token, user)) {
+                    return response(
+                        400,
+                        &json!({"error": {"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190}}),
+                    );
+                }
+                // Instagram fetches the image itself, from the URL it is given.
+                let url = form.get("image_url").cloned().unwrap_or_default();
+                let fetched = match self.inner.client.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        r.bytes().await.map(|b| b.len()).unwrap_or(0)
+                    }
+                    _ => 0,
+                };
+                if fetched == 0 {
+                    return response(
+                        400,
+                        &json!({"error": {"message": "The image could not be fetched", "type": "OAuthException", "code": 9004}}),
+                    );
+                }
+                let caption = form.get("caption").cloned().unwrap_or_default();
+                let id = self.with_instagram(|i| i.container(user, &caption, fetched));
+                (200, json!({"id": id}))
+            }
+            ("POST", [user, "media_publish"]) => self.with_instagram(|i| i.publish(user, &form)),
+            ("GET", [container]) => {
+                let token = query.get("access_token").cloned().unwrap_or_default();
+                self.with_instagram(|i| i.status(container, &token))
+            }
+            _ => (
+                404,
+                json!({"error": {"message": "Unknown path", "code": 803}}),
+            ),
+        };
+        response(status, &answer)
     }
 
     fn oidc(
@@ -517,6 +594,27 @@ impl FakeProviders {
                 )
                 .body(Full::new(Bytes::from(document.to_string())))
                 .unwrap_or_default();
+        }
+        if let Some(rest) = path.strip_prefix("/instagram-graph/") {
+            return self.instagram_graph(method, rest, &query, &body).await;
+        }
+        if path == "/instagram/oauth/authorize" && method == "GET" {
+            let pairs = url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            return match self.with_instagram(|i| i.authorize(&pairs)) {
+                Ok(location) => hyper::Response::builder()
+                    .status(302)
+                    .header("location", location)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_default(),
+                Err(error) => response(400, &json!({"error_message": error})),
+            };
+        }
+        if path == "/instagram/oauth/access_token" && method == "POST" {
+            let form = url::form_urlencoded::parse(&body).into_owned().collect();
+            let (status, answer) = self.with_instagram(|i| i.access_token(&form));
+            return response(status, &answer);
         }
         if let Some(rest) = path.strip_prefix("/oidc/") {
             return self.oidc(method, rest, &query, &body, &header("authorization"));
