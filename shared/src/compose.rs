@@ -24,7 +24,7 @@ pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
         .with_feature(crate::generation::Runtime::default())
         .with_feature(crate::auth::id_tokens::Runtime::default())
         .with_feature(crate::auth::account::Runtime::new(sdk))
-        .with_feature(crate::personas::instagram::Runtime::new(sdk)))
+        .with_feature(crate::sealed::Runtime::new(sdk)))
 }
 
 /// [`state`] from the environment.

@@ -55,6 +55,8 @@ pub struct Config {
     pub mail: MailConfig,
     /// Instagram accounts linked to personas ("Instagram API with Instagram Login").
     pub instagram: InstagramConfig,
+    /// The KMS key whose data keys encrypt linked accounts' tokens (`TOKENS_KMS_KEY_ID`).
+    pub tokens_key_id: Option<String>,
     /// The queue of account deletions and provider unlinks to carry out
     /// (`ACCOUNT_REMOVAL_QUEUE_URL`); unset, `DELETE /v1/users/me` answers 404.
     pub removal_queue_url: Option<String>,
@@ -296,13 +298,13 @@ impl Config {
             },
             oidc: oidc_config(&lookup)?,
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
+            tokens_key_id: optional("TOKENS_KMS_KEY_ID"),
             instagram: InstagramConfig {
                 app_id: optional("INSTAGRAM_APP_ID").map(|v| v.trim().to_owned()),
                 oauth_url: base_url(&lookup, "INSTAGRAM_OAUTH_URL")?
                     .unwrap_or_else(|| "https://api.instagram.com".to_owned()),
                 graph_url: base_url(&lookup, "INSTAGRAM_GRAPH_URL")?
                     .unwrap_or_else(|| "https://graph.instagram.com".to_owned()),
-                tokens_key_id: optional("TOKENS_KMS_KEY_ID"),
             },
             mail: MailConfig {
                 queue_url: optional("ACCOUNT_MAIL_QUEUE_URL"),
@@ -379,8 +381,6 @@ pub struct InstagramConfig {
     pub oauth_url: String,
     /// The Graph API (`INSTAGRAM_GRAPH_URL`, default `https://graph.instagram.com`).
     pub graph_url: String,
-    /// The KMS key whose data keys encrypt the linked accounts' tokens (`TOKENS_KMS_KEY_ID`).
-    pub tokens_key_id: Option<String>,
 }
 
 /// Mail to account holders: sent by the mail queue's consumer through Amazon SES.

@@ -39,6 +39,7 @@ pub mod personas;
 pub mod photos;
 pub mod ratelimit;
 pub mod routes;
+pub mod sealed;
 pub mod state;
 pub mod telemetry;
 pub mod uploads;

@@ -379,6 +379,8 @@ pub struct NewFederatedUser<'a> {
     /// account's unique email (an outside sign-in must not take over a password account).
     pub email: Option<String>,
     pub starting_credits: i64,
+    /// More attributes for the account's copy of the identity (a sealed provider token).
+    pub identity_extra: Vec<(&'static str, AttributeValue)>,
 }
 
 /// How an outside sign-in found its account.
@@ -399,6 +401,7 @@ pub async fn sign_in_federated(
 ) -> Result<Federated, ApiError> {
     let claim = keys::identity(user.provider, user.subject);
     if let Some(found) = find_by_identity(db, &claim, now).await? {
+        keep_on_identity(db, &found.view.id, user.provider, &user.identity_extra).await?;
         return Ok(Federated::Existing(found));
     }
     let created_at = timestamp(now);
@@ -436,16 +439,17 @@ pub async fn sign_in_federated(
                 ("user_id", s(&user.id)),
             ],
         )?,
-        put_new(
-            db,
-            linked_item(
+        put_new(db, {
+            let mut copy = linked_item(
                 &pk,
                 user.provider,
                 user.subject,
                 user.email.as_deref(),
                 &created_at,
-            ),
-        )?,
+            );
+            copy.extend(user.identity_extra.iter().cloned());
+            copy
+        })?,
     ];
     if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
         actions.push(grant);
@@ -496,6 +500,39 @@ fn linked_item<'a>(
     item
 }
 
+/// Sets `attributes` on the account's copy of an identity (a newer provider token); nothing
+/// when there are none.
+async fn keep_on_identity(
+    db: &Db,
+    user_id: &str,
+    provider: &str,
+    attributes: &[(&'static str, AttributeValue)],
+) -> anyhow::Result<()> {
+    if attributes.is_empty() {
+        return Ok(());
+    }
+    let mut update = db
+        .client
+        .update_item()
+        .table_name(&db.table)
+        .key("pk", s(keys::user(user_id)))
+        .key("sk", s(keys::linked_identity(provider)))
+        .condition_expression("attribute_exists(pk)");
+    let mut sets = Vec::new();
+    for (i, (name, value)) in attributes.iter().enumerate() {
+        sets.push(format!("#a{i} = :a{i}"));
+        update = update
+            .expression_attribute_names(format!("#a{i}"), *name)
+            .expression_attribute_values(format!(":a{i}"), value.clone());
+    }
+    let result = update
+        .update_expression(format!("SET {}", sets.join(", ")))
+        .send()
+        .await;
+    crate::db::unless_condition_failed(result).context("keeping a provider token")?;
+    Ok(())
+}
+
 /// A way into an account other than its password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LinkedIdentity {
@@ -543,6 +580,7 @@ pub async fn link_identity(
     provider: &str,
     subject: &str,
     email: Option<&str>,
+    extra: Vec<(&'static str, AttributeValue)>,
     now: DateTime<Utc>,
 ) -> Result<Linked, ApiError> {
     let pk = keys::user(user_id);
@@ -567,7 +605,11 @@ pub async fn link_identity(
                 ("provider", s(provider)),
             ],
         )?,
-        put_new(db, linked_item(&pk, provider, subject, email, &linked_at))?,
+        put_new(db, {
+            let mut copy = linked_item(&pk, provider, subject, email, &linked_at);
+            copy.extend(extra.iter().cloned());
+            copy
+        })?,
         aws_sdk_dynamodb::types::TransactWriteItem::builder()
             .update(count)
             .build(),

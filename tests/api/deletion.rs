@@ -8,7 +8,7 @@ use lambent_local::fakes::{FakeProviders, oidc as fake_oidc};
 use serde_json::{Value, json};
 
 use crate::app::{PASSWORD, TestApp, problem};
-use crate::oidc::{body, link, native, oauth_clients, with_providers};
+use crate::oidc::{body, browser_code, link, native, oauth_clients, with_providers};
 
 /// Every item that belongs to `user_id`: its partitions, and items that name it (jobs, claims).
 /// Rate counters, sessions (pseudonymous, removed by TTL) and idempotency records are not data.
@@ -128,6 +128,22 @@ async fn a_deleted_account_is_gone_with_its_data_and_no_one_elses() {
     let (app, fakes) = with_providers(true).await;
     let (ann, ann_refresh, ann_id) = busy_account(&app, &fakes, "ann", "1001").await;
     let (_bob, _, bob_id) = busy_account(&app, &fakes, "bob", "2002").await;
+    // Ann links Google and Naver in a browser too: their tokens are kept (sealed) to revoke.
+    for provider in ["google", "naver"] {
+        let (code, verifier) =
+            browser_code(&app, &fakes, provider, &format!("ann-{provider}"), "link").await;
+        body(
+            link(
+                &app,
+                &ann,
+                provider,
+                &json!({"code": code, "code_verifier": verifier}),
+            )
+            .await,
+            201,
+        )
+        .await;
+    }
     // Ann also has a job running when she leaves.
     let running = app
         .submit_id(&ann, &json!({"kind": "sleep", "input": {"ms": 20000}}))
@@ -163,6 +179,8 @@ async fn a_deleted_account_is_gone_with_its_data_and_no_one_elses() {
         items_of(&app, &ann_id).await.is_empty() && files_of(&app, &ann_id).await.is_empty()
     })
     .await;
+    assert_eq!(fakes.oidc_revoked("google"), vec!["ann-google".to_owned()]);
+    assert_eq!(fakes.oidc_revoked("naver"), vec!["ann-naver".to_owned()]);
     assert_eq!(
         fakes.kakao_unlinked(),
         vec!["1001".to_owned()],

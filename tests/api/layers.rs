@@ -36,7 +36,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "auth::password",
         ],
     ),
-    ("jobs core", &["jobs", "state", "media", "credits", "oauth"]),
+    (
+        "jobs core",
+        &["jobs", "state", "media", "credits", "oauth", "sealed"],
+    ),
     (
         "features",
         &[

@@ -127,7 +127,7 @@ async fn callback(answer: &Answer, cookie: Option<&str>) -> reqwest::Response {
 }
 
 /// A browser sign-in to its end: the app's one-time code and its verifier.
-async fn browser_code(
+pub(crate) async fn browser_code(
     app: &TestApp,
     fakes: &FakeProviders,
     provider: &str,
@@ -609,6 +609,32 @@ async fn an_identity_belongs_to_one_account_and_an_account_has_one_per_provider(
     let again = body(native(&app, "kakao", &token("k-ann"), None).await, 200).await;
     assert_eq!(again["user"]["id"], ann["user"]["id"]);
     body(native(&app, "kakao", &token("k-bob"), None).await, 201).await;
+    // A Firebase identity links too (WEAV's), and then signs in to the same account.
+    let ann_first = ann["access_token"].as_str().expect("access");
+    let firebase_token = fakes.firebase_token(
+        &lambent_local::fakes::firebase::claims("fb-ann", None),
+        None,
+    );
+    let linked = body(
+        link(
+            &app,
+            ann_first,
+            "firebase",
+            &json!({"id_token": firebase_token}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(linked["subject"], "fb-ann");
+    let via_firebase = body(
+        app.post_json("/v1/auth/firebase", &json!({"id_token": firebase_token}))
+            .await,
+        200,
+    )
+    .await;
+    assert_eq!(via_firebase["user"]["id"], ann["user"]["id"]);
+    assert_eq!(unlink(&app, ann_first, "firebase").await.status(), 204);
     // Ann sets a first password (no current one): it is a way in, so Kakao can go.
     let ann_access = ann["access_token"].as_str().expect("access");
     problem(

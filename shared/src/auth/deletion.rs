@@ -4,7 +4,7 @@
 //! The request ends the account at once (one transaction: the profile marked, every session
 //! over, the username, email and identity claims gone, so nothing signs in to it and each is free
 //! again) and queues the purge; the queue's consumer then stops the account's jobs, ends its
-//! Kakao link with the admin key, deletes its files, its jobs and their delivery logs, its
+//! Kakao link with the admin key and revokes its Google and Naver tokens, deletes its files, its jobs and their delivery logs, its
 //! webhook endpoints and theirs, its ledger and its profile. Every step is safe to repeat, so
 //! the queue retrying a failed purge, or the user asking twice, finishes the same deletion.
 
@@ -147,16 +147,32 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
-    for identity in users::identities(&state.db, user_id).await? {
+    // The providers' links: Kakao's ended with the admin key, Google's and Naver's revoked with
+    // the token a browser sign-in left (a native sign-in's tokens are the app's SDK's).
+    for copy in state
+        .db
+        .query_prefix(&pk, keys::LINKED_IDENTITY_PREFIX)
+        .await?
+    {
+        let (Some(provider), Some(subject)) = (get_s(&copy, "provider"), get_s(&copy, "subject"))
+        else {
+            continue;
+        };
         // Signed up again since (the deletion freed the identity)? That link is the new account's.
-        let claim = keys::identity(&identity.provider, &identity.subject);
-        let owner = state.db.get(&claim, keys::UNIQUE).await?;
-        let taken = owner
+        let owner = state
+            .db
+            .get(&keys::identity(provider, subject), keys::UNIQUE)
+            .await?;
+        if owner
             .as_ref()
             .and_then(|o| get_s(o, "user_id"))
-            .is_some_and(|owner| owner != user_id);
-        if identity.provider == "kakao" && !taken {
-            kakao_unlink(state, &identity.subject).await?;
+            .is_some_and(|owner| owner != user_id)
+        {
+            continue;
+        }
+        match provider {
+            "kakao" => kakao_unlink(state, subject).await?,
+            _ => crate::auth::oidc::revoke(state, &copy).await?,
         }
     }
     for prefix in crate::media::user_prefixes(user_id) {

@@ -259,6 +259,7 @@ pub async fn issue_token(state: &State, req: Request) -> Result<Response<Body>, 
                 &redeemed.provider,
                 &redeemed.subject,
                 redeemed.email,
+                redeemed.token,
                 Utc::now(),
             )
             .await?;

@@ -42,6 +42,7 @@ pub async fn tokens_for(
     provider: &str,
     subject: &str,
     email: Option<String>,
+    identity_extra: Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>,
     now: DateTime<Utc>,
 ) -> Result<(StatusCode, TokenResponse), ApiError> {
     let signing = state.keys().await?;
@@ -53,6 +54,7 @@ pub async fn tokens_for(
             subject,
             email,
             starting_credits: state.config.starting_credits,
+            identity_extra,
         },
         now,
     )
@@ -75,7 +77,7 @@ pub async fn sign_in(
     email: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<Response<Body>, ApiError> {
-    let (status, tokens) = tokens_for(state, provider, subject, email, now).await?;
+    let (status, tokens) = tokens_for(state, provider, subject, email, Vec::new(), now).await?;
     json(status, &tokens)
 }
 
@@ -146,7 +148,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
     let body: LinkRequest = json_body(&req, &["application/json"])?;
     let now = Utc::now();
     limit_sign_ins(state, &req, now).await?;
-    let (subject, email) = match (&body.id_token, &body.code) {
+    let (subject, email, extra) = match (&body.id_token, &body.code) {
         (Some(token), None) if name == "firebase" => {
             let project = state
                 .config
@@ -162,7 +164,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
             )
             .await?;
             let email = identity.email.filter(|_| identity.email_verified);
-            (identity.uid, email.map(|e| e.to_lowercase()))
+            (identity.uid, email.map(|e| e.to_lowercase()), Vec::new())
         }
         (Some(token), None) => {
             let provider = oidc::provider(state, &req)?;
@@ -171,7 +173,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
                 nonce: body.nonce.clone(),
             };
             let identity = oidc::verify_native(state, provider, &native, now.timestamp()).await?;
-            (identity.subject, identity.email)
+            (identity.subject, identity.email, Vec::new())
         }
         (None, Some(code)) => {
             oidc::provider(state, &req)?;
@@ -187,7 +189,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
                 Some(&name),
             )
             .await?;
-            (redeemed.subject, redeemed.email)
+            (redeemed.subject, redeemed.email, redeemed.token)
         }
         _ => {
             return Err(ApiError::invalid(
@@ -206,6 +208,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
         provider,
         &subject,
         email.as_deref(),
+        extra,
         now,
     )
     .await?

@@ -372,13 +372,17 @@ pub async fn oauth_callback(state: &State, req: Request) -> Result<Response<Body
     };
     let intent = flow.field("intent").unwrap_or_default().to_owned();
     match finish(state, provider, &flow, &code, Utc::now()).await {
-        Ok(identity) => {
+        Ok((identity, token)) => {
             let mut attributes = vec![
                 ("provider", s(provider.name)),
                 ("subject", s(&identity.subject)),
             ];
             if let Some(email) = &identity.email {
                 attributes.push(("email", s(email)));
+            }
+            if let Some(token) = token {
+                attributes
+                    .extend(seal_token(state, provider.name, &identity.subject, &token).await?);
             }
             let lambent_code = flow.leave_code(state, &intent, attributes).await?;
             tracing::info!(provider = provider.name, intent = %intent, "browser sign-in finished");
@@ -389,6 +393,118 @@ pub async fn oauth_callback(state: &State, req: Request) -> Result<Response<Body
             flow.back(&[("error", error.code)])
         }
     }
+}
+
+/// A token the provider's token endpoint answered.
+pub struct ProviderToken {
+    /// `refresh_token` or `access_token` (RFC 7009's `token_type_hint`).
+    pub kind: &'static str,
+    pub token: String,
+}
+
+/// Where an identity's provider token is kept: on the account's copy of the identity.
+pub const PROVIDER_TOKEN: crate::sealed::Names = crate::sealed::Names {
+    ciphertext: "provider_token",
+    key: "provider_token_key",
+    nonce: "provider_token_nonce",
+};
+
+/// The KMS encryption context of an identity's provider token.
+fn token_context(identity: &str) -> [(&'static str, &str); 2] {
+    [("purpose", "provider-token"), ("identity", identity)]
+}
+
+/// The attributes that keep a provider's token sealed (none where no KMS key is configured: then
+/// the link is left to the user to end at the provider).
+async fn seal_token(
+    state: &State,
+    provider: &str,
+    subject: &str,
+    token: &ProviderToken,
+) -> Result<Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>, ApiError> {
+    if state.config.tokens_key_id.is_none() {
+        return Ok(Vec::new());
+    }
+    let identity = format!("{provider}#{subject}");
+    let sealed = crate::sealed::seal(state, &token_context(&identity), &token.token).await?;
+    let mut attributes = sealed.attributes(PROVIDER_TOKEN);
+    attributes.push(("provider_token_kind", s(token.kind)));
+    Ok(attributes)
+}
+
+/// The sealed provider token attributes of an item (a code, an identity's copy).
+pub fn token_attributes(
+    item: &crate::db::Item,
+) -> Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)> {
+    let Some(sealed) = crate::sealed::Sealed::from_item(item, PROVIDER_TOKEN) else {
+        return Vec::new();
+    };
+    let mut attributes = sealed.attributes(PROVIDER_TOKEN);
+    if let Some(kind) = get_s(item, "provider_token_kind") {
+        attributes.push(("provider_token_kind", s(kind)));
+    }
+    attributes
+}
+
+/// Revokes the app's access at the provider with the token an identity's copy keeps (RFC 7009:
+/// Google's `revocation_endpoint`, Naver's `oauth2.0/revoke` with the client's credentials). A
+/// copy without a token (a native sign-in: the SDK holds the tokens) has nothing to revoke; a
+/// token the provider no longer knows is revoked already.
+pub async fn revoke(state: &State, copy: &crate::db::Item) -> anyhow::Result<()> {
+    let (Some(provider_name), Some(subject), Some(sealed)) = (
+        get_s(copy, "provider"),
+        get_s(copy, "subject"),
+        crate::sealed::Sealed::from_item(copy, PROVIDER_TOKEN),
+    ) else {
+        return Ok(());
+    };
+    let Some(provider) = state.config.oidc.provider(provider_name) else {
+        return Ok(());
+    };
+    let identity = format!("{provider_name}#{subject}");
+    let token = crate::sealed::unseal(state, &token_context(&identity), &sealed).await?;
+    let discovery = discovery(state, provider)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let endpoint = match (&discovery.revocation_endpoint, provider.name) {
+        (Some(endpoint), _) => endpoint.clone(),
+        (None, "naver") => format!("{}/oauth2.0/revoke", provider.issuer),
+        (None, _) => return Ok(()),
+    };
+    let mut form = vec![
+        ("token", token),
+        (
+            "token_type_hint",
+            get_s(copy, "provider_token_kind")
+                .unwrap_or("refresh_token")
+                .to_owned(),
+        ),
+    ];
+    if provider.name == "naver" {
+        form.push(("client_id", provider.web_client_id().to_owned()));
+        if let Some(secret) = client_secret(state, provider.name).await? {
+            form.push(("client_secret", secret));
+        }
+    }
+    let response = state
+        .http
+        .api
+        .post(&endpoint)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("revoking at {}: {}", provider.name, e.without_url()))?;
+    let status = response.status();
+    let body = crate::http::read_limited(response, 16 * 1024).await?;
+    let answer: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if status.is_success()
+        || answer["error"] == "invalid_token"
+        || answer["error"] == "invalid_grant"
+    {
+        tracing::info!(provider = provider.name, "revoked the app's access");
+        return Ok(());
+    }
+    anyhow::bail!("{}'s revocation answered {status}", provider.name)
 }
 
 /// Why a flow failed after it was used up: the code the app sees, and what the log says.
@@ -406,7 +522,7 @@ async fn finish(
     flow: &oauth::Flow,
     code: &str,
     now: DateTime<Utc>,
-) -> Result<Identity, Failure> {
+) -> Result<(Identity, Option<ProviderToken>), Failure> {
     let failure = |code: &'static str| move |log: String| Failure { code, log };
     let discovery = discovery(state, provider)
         .await
@@ -467,7 +583,18 @@ async fn finish(
     {
         identity.email = profile_email(state, url, access).await;
     }
-    Ok(identity)
+    // Kept (sealed) to revoke the app's access when the account is deleted: the refresh token
+    // where the provider gives one (revoking it revokes its access tokens), else the access token.
+    let token = ["refresh_token", "access_token"].iter().find_map(|kind| {
+        answer[*kind]
+            .as_str()
+            .filter(|t| !t.is_empty() && t.len() <= 4096)
+            .map(|t| ProviderToken {
+                kind,
+                token: t.to_owned(),
+            })
+    });
+    Ok((identity, token))
 }
 
 /// Naver's classic profile API (`{resultcode: "00", response: {id, email, …}}`): the email the
@@ -513,6 +640,8 @@ pub struct Redeemed {
     pub provider: String,
     pub subject: String,
     pub email: Option<String>,
+    /// The provider's token, sealed, for the identity's copy.
+    pub token: Vec<(&'static str, aws_sdk_dynamodb::types::AttributeValue)>,
 }
 
 /// Redeems a browser sign-in's one-time code for `intent` (see [`oauth::redeem`]); with
@@ -541,6 +670,7 @@ pub async fn redeem(
         provider: found.to_owned(),
         subject: get_s(&item, "subject").unwrap_or_default().to_owned(),
         email: get_s(&item, "email").map(str::to_owned),
+        token: token_attributes(&item),
     })
 }
 

@@ -52,19 +52,6 @@ const COOKIE_PATH: &str = "/v1/instagram/";
 /// The longest caption Instagram takes.
 pub const MAX_CAPTION_CHARS: usize = 2_200;
 
-/// KMS, for the tokens' data keys; the composition root installs it.
-pub struct Runtime {
-    kms: aws_sdk_kms::Client,
-}
-
-impl Runtime {
-    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
-        Self {
-            kms: aws_sdk_kms::Client::new(sdk),
-        }
-    }
-}
-
 fn configured(state: &State) -> Result<&str, ApiError> {
     state
         .config
@@ -95,97 +82,35 @@ async fn app_secret(state: &State) -> anyhow::Result<String> {
 
 // Tokens at rest.
 
-/// A token encrypted under a KMS data key: the ciphertext, the data key as KMS encrypted it,
-/// the nonce; each base64.
-struct Sealed {
-    ciphertext: String,
-    key: String,
-    nonce: String,
-}
+/// Where a persona's token is stored.
+const TOKEN: crate::sealed::Names = crate::sealed::Names {
+    ciphertext: "ig_token",
+    key: "ig_token_key",
+    nonce: "ig_token_nonce",
+};
 
-fn b64() -> base64::engine::GeneralPurpose {
-    base64::engine::general_purpose::STANDARD
-}
-
-async fn seal(state: &State, persona_id: &str, token: &str) -> anyhow::Result<Sealed> {
-    use anyhow::Context as _;
-    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let key_id = state
-        .config
-        .instagram
-        .tokens_key_id
-        .as_deref()
-        .context("TOKENS_KMS_KEY_ID is not set")?;
-    let runtime = state.feature::<Runtime>()?;
-    let data_key = runtime
-        .kms
-        .generate_data_key()
-        .key_id(key_id)
-        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
-        .encryption_context("purpose", "instagram-token")
-        .encryption_context("persona", persona_id)
-        .send()
-        .await
-        .context("a data key from KMS")?;
-    let plain = data_key.plaintext.context("no plaintext key")?;
-    let wrapped = data_key.ciphertext_blob.context("no encrypted key")?;
-    let key = LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, plain.as_ref())
-            .map_err(|_| anyhow::anyhow!("a bad data key"))?,
-    );
-    let mut nonce = [0u8; 12];
-    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| anyhow::anyhow!("no randomness"))?;
-    let mut data = token.as_bytes().to_vec();
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(persona_id.as_bytes()),
-        &mut data,
+async fn seal(
+    state: &State,
+    persona_id: &str,
+    token: &str,
+) -> anyhow::Result<crate::sealed::Sealed> {
+    crate::sealed::seal(
+        state,
+        &[("purpose", "instagram-token"), ("persona", persona_id)],
+        token,
     )
-    .map_err(|_| anyhow::anyhow!("sealing a token"))?;
-    Ok(Sealed {
-        ciphertext: b64().encode(data),
-        key: b64().encode(wrapped.as_ref()),
-        nonce: b64().encode(nonce),
-    })
+    .await
 }
 
 async fn unseal(state: &State, persona_id: &str, item: &Item) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let field = |name| -> anyhow::Result<Vec<u8>> {
-        let text = get_s(item, name).with_context(|| format!("no {name}"))?;
-        b64()
-            .decode(text)
-            .with_context(|| format!("{name} is not base64"))
-    };
-    let runtime = state.feature::<Runtime>()?;
-    let plain = runtime
-        .kms
-        .decrypt()
-        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(field("ig_token_key")?))
-        .encryption_context("purpose", "instagram-token")
-        .encryption_context("persona", persona_id)
-        .send()
-        .await
-        .context("decrypting the data key")?
-        .plaintext
-        .context("no plaintext key")?;
-    let key = LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, plain.as_ref())
-            .map_err(|_| anyhow::anyhow!("a bad data key"))?,
-    );
-    let nonce: [u8; 12] = field("ig_token_nonce")?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("a bad nonce"))?;
-    let mut data = field("ig_token")?;
-    let opened = key
-        .open_in_place(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(persona_id.as_bytes()),
-            &mut data,
-        )
-        .map_err(|_| anyhow::anyhow!("a token that does not open"))?;
-    String::from_utf8(opened.to_vec()).context("a token that is not text")
+    let sealed = crate::sealed::Sealed::from_item(item, TOKEN)
+        .ok_or_else(|| anyhow::anyhow!("the persona holds no token"))?;
+    crate::sealed::unseal(
+        state,
+        &[("purpose", "instagram-token"), ("persona", persona_id)],
+        &sealed,
+    )
+    .await
 }
 
 // The Graph API.
@@ -331,14 +256,12 @@ pub async fn instagram_callback(state: &State, req: Request) -> Result<Response<
     let mut attributes = vec![
         ("persona_id", s(&persona_id)),
         ("ig_user_id", s(&linked.ig_user_id)),
-        ("ig_token", s(sealed.ciphertext)),
-        ("ig_token_key", s(sealed.key)),
-        ("ig_token_nonce", s(sealed.nonce)),
         (
             "ig_expires_epoch",
             n(Utc::now().timestamp() + linked.expires_in),
         ),
     ];
+    attributes.extend(sealed.attributes(TOKEN));
     if let Some(username) = &linked.username {
         attributes.push(("ig_username", s(username)));
     }
@@ -555,10 +478,14 @@ pub async fn link_instagram(state: &State, req: Request) -> Result<Response<Body
             ("ig_user_id", s(&ig_user_id)),
             ("ig_username", s(field("ig_username"))),
             ("ig_linked_at", s(crate::users::timestamp(Utc::now()))),
-            ("ig_token", s(field("ig_token"))),
-            ("ig_token_key", s(field("ig_token_key"))),
-            ("ig_token_nonce", s(field("ig_token_nonce"))),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            crate::sealed::Sealed::from_item(&item, TOKEN)
+                .map(|sealed| sealed.attributes(TOKEN))
+                .unwrap_or_default(),
+        )
+        .collect(),
     )?;
     // Relinked to another account: the old account's lookup goes.
     if let Some(old) = current
@@ -750,11 +677,7 @@ async fn refresh_one(
         ig_user_id,
         expires_epoch,
         get_s(stored, "ig_refresh_sk"),
-        vec![
-            ("ig_token", s(sealed.ciphertext)),
-            ("ig_token_key", s(sealed.key)),
-            ("ig_token_nonce", s(sealed.nonce)),
-        ],
+        sealed.attributes(TOKEN),
     )
     .map_err(|e| GraphError::Transient(e.to_string()))?;
     crate::db::transact(&state.db, actions)

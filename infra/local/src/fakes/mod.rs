@@ -331,6 +331,11 @@ impl FakeProviders {
         self.with_instagram(|i| i.published.clone())
     }
 
+    /// The subjects whose tokens `provider`'s revoke endpoint revoked.
+    pub fn oidc_revoked(&self, provider: &str) -> Vec<String> {
+        self.with_issuer(provider, |i| i.revoked.clone())
+    }
+
     /// The Kakao user ids the admin unlink API was called for.
     pub fn kakao_unlinked(&self) -> Vec<String> {
         self.with_issuer("kakao", |i| i.unlinked.clone())
@@ -531,6 +536,10 @@ impl FakeProviders {
                 Ok(answer) => response(200, &answer),
                 Err((status, error)) => response(status, &json!({"error": error})),
             },
+            ("POST", "revoke") => {
+                let (status, answer) = issuer.revoke(&pairs(body));
+                response(status, &answer)
+            }
             ("POST", "v1/user/unlink") if provider == "kakao" => {
                 let (status, answer) = issuer.kakao_unlink(authorization, &pairs(body));
                 response(status, &answer)

@@ -91,6 +91,10 @@ pub struct Issuer {
     pub admin_key: Option<String>,
     /// The user ids the admin unlink API was called for.
     pub unlinked: Vec<String>,
+    /// Refresh tokens issued, with their subject.
+    pub refresh: HashMap<String, String>,
+    /// The subjects whose tokens were revoked (RFC 7009 `revoke`).
+    pub revoked: Vec<String>,
 }
 
 impl Issuer {
@@ -105,6 +109,8 @@ impl Issuer {
             client_secret: None,
             admin_key: None,
             unlinked: Vec::new(),
+            refresh: HashMap::new(),
+            revoked: Vec::new(),
         })
     }
 
@@ -248,11 +254,12 @@ impl Issuer {
             .sign(&claims, None)
             .map_err(|_| (500, "server_error"))?;
         let access = format!("{}-access-{}", self.name, uuid::Uuid::new_v4().simple());
-        self.access.insert(access.clone(), grant.subject);
+        let refresh = format!("{}-refresh-{}", self.name, uuid::Uuid::new_v4().simple());
+        self.access.insert(access.clone(), grant.subject.clone());
+        self.refresh.insert(refresh.clone(), grant.subject);
         Ok(json!({
             "access_token": access, "token_type": "bearer", "expires_in": 3599,
-            "refresh_token": format!("{}-refresh-{}", self.name, uuid::Uuid::new_v4().simple()),
-            "scope": "openid", "id_token": id_token,
+            "refresh_token": refresh, "scope": "openid", "id_token": id_token,
         }))
     }
 
@@ -288,6 +295,29 @@ impl Issuer {
             200,
             json!({"id": target.parse::<i64>().unwrap_or_default()}),
         )
+    }
+
+    /// `POST revoke` (RFC 7009): the token and its pair stop working; Naver also wants the
+    /// client's id and secret. A token it does not know is fine (200), as RFC 7009 says.
+    pub fn revoke(&mut self, form: &HashMap<String, String>) -> (u16, Value) {
+        let get = |k: &str| form.get(k).cloned().unwrap_or_default();
+        if self.name == "naver"
+            && (get("client_id") != web_client_id(self.name)
+                || self.client_secret.as_deref() != Some(get("client_secret").as_str()))
+        {
+            return (401, json!({"error": "unauthorized_client"}));
+        }
+        let token = get("token");
+        let subject = self
+            .refresh
+            .remove(&token)
+            .or_else(|| self.access.remove(&token));
+        if let Some(subject) = subject {
+            self.access.retain(|_, s| *s != subject);
+            self.refresh.retain(|_, s| *s != subject);
+            self.revoked.push(subject);
+        }
+        (200, json!({}))
     }
 
     /// Naver's classic profile API for an access token.
