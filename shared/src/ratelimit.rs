@@ -20,6 +20,21 @@ pub struct Budget<'a> {
 
 /// Spends one request from every budget; 429 with `Retry-After` when any is exhausted.
 /// Keys are hashed so no address or email is stored in the counter items.
+/// Spends a try from one budget of this minute's (`key`'s in `scope`).
+pub async fn spend_one(
+    db: &Db,
+    scope: &'static str,
+    key: &str,
+    limit: u32,
+) -> Result<(), ApiError> {
+    spend(
+        db,
+        &[Budget { scope, key, limit }],
+        chrono::Utc::now().timestamp(),
+    )
+    .await
+}
+
 pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiError> {
     let window = now.div_euclid(WINDOW_SECS);
     let retry_after = u64::try_from(WINDOW_SECS - now.rem_euclid(WINDOW_SECS)).unwrap_or(1);

@@ -356,3 +356,26 @@ async fn metas_data_deletion_callback_is_verified_and_removes_the_links() {
         .expect("status");
     problem(unknown, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn starting_links_is_rate_limited_per_address() {
+    let fakes = FakeProviders::start().await.expect("fakes start");
+    let app = TestApp::spawn_with_fakes(&fakes, &[("LOGIN_RATE_PER_MINUTE", "2")], false).await;
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let persona_id = uuid::Uuid::new_v4().to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let started = no_redirects()
+            .get(app.url("/v1/instagram/start"))
+            .query(&[
+                ("persona_id", persona_id.as_str()),
+                ("redirect_uri", &fakes.app_redirect_uri()),
+                ("code_challenge", challenge),
+            ])
+            .send()
+            .await
+            .expect("start");
+        statuses.push(started.status().as_u16());
+    }
+    assert_eq!(statuses, [302, 302, 429]);
+}

@@ -244,12 +244,7 @@ async fn consume(
 
 /// Spends a try from a budget of this minute's.
 async fn limit(state: &State, scope: &'static str, key: &str, limit: u32) -> Result<(), ApiError> {
-    crate::ratelimit::spend(
-        &state.db,
-        &[crate::ratelimit::Budget { scope, key, limit }],
-        Utc::now().timestamp(),
-    )
-    .await
+    crate::ratelimit::spend_one(&state.db, scope, key, limit).await
 }
 
 /// The answer to a mail request: the same whether or not anyone gets mail.

@@ -144,7 +144,7 @@ pub async fn sign_in_with_firebase(
         .clone()
         .ok_or(ApiError::NotFound("Firebase sign-in is not configured"))?;
     let now = chrono::Utc::now();
-    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    crate::auth::identities::limit_sign_ins(state, &req).await?;
     let identity = verified_identity(
         state,
         body.id_token.expose_secret(),

@@ -18,20 +18,13 @@ use crate::users::{self, LinkedIdentity};
 pub const PROVIDERS: &[&str] = &["firebase", "google", "kakao", "naver"];
 
 /// Spends a try from the caller's address's budget of outside sign-ins (shared by every provider).
-pub async fn limit_sign_ins(
-    state: &State,
-    req: &Request,
-    now: DateTime<Utc>,
-) -> Result<(), ApiError> {
+pub async fn limit_sign_ins(state: &State, req: &Request) -> Result<(), ApiError> {
     let ip = crate::auth::handlers::client_ip(req);
-    crate::ratelimit::spend(
+    crate::ratelimit::spend_one(
         &state.db,
-        &[crate::ratelimit::Budget {
-            scope: "federated-ip",
-            key: &ip,
-            limit: state.config.rate_limits.login_per_minute,
-        }],
-        now.timestamp(),
+        "federated-ip",
+        &ip,
+        state.config.rate_limits.login_per_minute,
     )
     .await
 }
@@ -147,7 +140,7 @@ pub async fn link_identity(state: &State, req: Request) -> Result<Response<Body>
     let name = crate::http::path_param(&req, "provider").unwrap_or_default();
     let body: LinkRequest = json_body(&req, &["application/json"])?;
     let now = Utc::now();
-    limit_sign_ins(state, &req, now).await?;
+    limit_sign_ins(state, &req).await?;
     let (subject, email, extra) = match (&body.id_token, &body.code) {
         (Some(token), None) if name == "firebase" => {
             let project = state

@@ -294,7 +294,7 @@ pub async fn start_oauth(state: &State, req: Request) -> Result<Response<Body>, 
     };
     let login_hint = query("login_hint").filter(|h| h.len() <= 256);
     let callback = callback_url(state, provider)?;
-    crate::auth::identities::limit_sign_ins(state, &req, Utc::now()).await?;
+    crate::auth::identities::limit_sign_ins(state, &req).await?;
     let discovery = discovery(state, provider).await?;
     let nonce = oauth::random_token()?;
     let verifier = oauth::random_token()?;
@@ -725,7 +725,7 @@ pub async fn sign_in_with_oidc(state: &State, req: Request) -> Result<Response<B
     let provider = provider(state, &req)?;
     let body: NativeSignIn = crate::http::json_body(&req, &["application/json"])?;
     let now = Utc::now();
-    crate::auth::identities::limit_sign_ins(state, &req, now).await?;
+    crate::auth::identities::limit_sign_ins(state, &req).await?;
     let identity = verify_native(state, provider, &body, now.timestamp()).await?;
     crate::auth::identities::sign_in(state, provider.name, &identity.subject, identity.email, now)
         .await

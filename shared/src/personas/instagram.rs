@@ -185,7 +185,8 @@ async fn graph(request: reqwest::RequestBuilder) -> Result<Value, GraphError> {
         ("code_challenge_method" = Option<String>, Query), ("state" = Option<String>, Query)),
     responses((status = 302, description = "to Instagram's authorize page; sets the flow's cookie"),
         (status = 400, description = "redirect_uri_not_allowed or invalid_request", body = crate::error::Problem),
-        (status = 404, description = "Instagram linking is not configured", body = crate::error::Problem)))]
+        (status = 404, description = "Instagram linking is not configured", body = crate::error::Problem),
+        (status = 429, body = crate::error::Problem)))]
 pub async fn start_instagram(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let app_id = configured(state)?;
     let app = oauth::app_request(state, &req)?;
@@ -193,6 +194,15 @@ pub async fn start_instagram(state: &State, req: Request) -> Result<Response<Bod
         .filter(|id| uuid::Uuid::parse_str(id).is_ok())
         .ok_or_else(|| oauth::bad("invalid_request", "persona_id must be a persona's id"))?;
     let callback = oauth::callback_url(state, "/v1/instagram/callback")?;
+    // Each start keeps a flow: an address gets the login budget's worth a minute.
+    let ip = crate::http::source_ip(&req).unwrap_or_else(|| "unknown".to_owned());
+    crate::ratelimit::spend_one(
+        &state.db,
+        "instagram-ip",
+        &ip,
+        state.config.rate_limits.login_per_minute,
+    )
+    .await?;
     let begun = oauth::begin(
         state,
         &app,
