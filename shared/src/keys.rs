@@ -111,6 +111,30 @@ pub fn instagram_deletion(code: &str) -> String {
     format!("IGDELETION#{code}")
 }
 
+/// A follow, the item of truth that `follower` follows `followee`; its sort key is [`EDGE`].
+pub fn follow(follower: &str, followee: &str) -> String {
+    format!("FOLLOW#{follower}#{followee}")
+}
+
+/// The sort key of a follow under [`follow`].
+pub const EDGE: &str = "EDGE";
+
+/// The prefix of an account's followers under [`user`].
+pub const FOLLOWER_PREFIX: &str = "FOLLOWER#";
+
+/// A follower in the followee's list: by when (ms, so the list is in time order), then who.
+pub fn follower_entry(at_ms: i64, follower: &str) -> String {
+    format!("{FOLLOWER_PREFIX}{at_ms:013}#{follower}")
+}
+
+/// The prefix of the accounts an account follows, under [`user`].
+pub const FOLLOWING_PREFIX: &str = "FOLLOWING#";
+
+/// A followee in the follower's list.
+pub fn following_entry(at_ms: i64, followee: &str) -> String {
+    format!("{FOLLOWING_PREFIX}{at_ms:013}#{followee}")
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

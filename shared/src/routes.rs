@@ -31,6 +31,7 @@ use crate::meta;
 use crate::personas;
 use crate::personas::instagram;
 use crate::photos::handlers as photos;
+use crate::social::{follows, profiles};
 use crate::state::State;
 use crate::uploads;
 use crate::webhooks::endpoints;
@@ -188,6 +189,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, auth::get_me),
         route!(Bearer, auth::update_me),
         route!(Bearer, deletion::delete_me),
+        route!(Public, profiles::get_user_profile),
+        route!(Bearer, follows::follow_user),
+        route!(Bearer, follows::unfollow_user),
+        route!(Bearer, follows::get_relationship),
+        route!(Public, follows::list_followers),
+        route!(Public, follows::list_following),
         route!(Bearer, jobs::create_job),
         route!(Bearer, jobs::list_jobs),
         route!(Bearer, jobs::get_job),

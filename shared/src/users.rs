@@ -73,6 +73,8 @@ pub struct UserView {
     /// `YYYY-MM-DD`.
     pub birthday: Option<String>,
     pub gender: Option<Gender>,
+    /// Shown on the public profile.
+    pub bio: Option<String>,
     /// SelfStar's consent screen: `true` until the profile holds both `birthday` and `gender`.
     pub needs_consent: bool,
     pub membership: Membership,
@@ -103,6 +105,8 @@ struct StoredUser {
     photo_url: Option<String>,
     birthday: Option<String>,
     gender: Option<String>,
+    #[serde(default)]
+    bio: Option<String>,
     tier: Option<String>,
     tier_expires_at: Option<String>,
     #[serde(default)]
@@ -153,6 +157,7 @@ impl UserRecord {
                 needs_consent: stored.birthday.is_none() || gender.is_none(),
                 birthday: stored.birthday,
                 gender,
+                bio: stored.bio,
                 membership,
                 credits: stored.credits,
                 role: stored.role.unwrap_or_else(|| "user".to_owned()),
@@ -358,6 +363,7 @@ fn new_view(
         photo_url: None,
         birthday: None,
         gender: None,
+        bio: None,
         needs_consent: true,
         membership: Membership {
             tier: Tier::Free,
@@ -879,7 +885,7 @@ pub async fn get(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<O
 /// account at once. The rest (its jobs, files, ledger, endpoints) is the purge's. `false` when
 /// the account is gone already. Safe to repeat.
 pub async fn begin_deletion(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    use aws_sdk_dynamodb::types::{Delete, TransactWriteItem, Update};
+    use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
     let pk = keys::user(user_id);
     let Some(profile) = db.get(&pk, keys::PROFILE).await? else {
         return Ok(false);
@@ -917,25 +923,31 @@ pub async fn begin_deletion(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyho
         if owner.as_ref().and_then(|o| get_s(o, "user_id")) != Some(user_id) {
             continue;
         }
-        actions.push(
-            TransactWriteItem::builder()
-                .delete(
-                    Delete::builder()
-                        .table_name(&db.table)
-                        .key("pk", s(claim))
-                        .key("sk", s(keys::UNIQUE))
-                        .condition_expression("attribute_not_exists(pk) OR user_id = :user")
-                        .expression_attribute_values(":user", s(user_id))
-                        .build()
-                        .context("delete")?,
-                )
-                .build(),
-        );
+        actions.push(release_claim(db, &claim, user_id)?);
     }
     crate::db::transact(db, actions)
         .await
         .context("starting an account's deletion")?;
     Ok(true)
+}
+
+/// Deletes a uniqueness claim if it is `user_id`'s (or already gone); someone else's stays.
+fn release_claim(
+    db: &Db,
+    claim: &str,
+    user_id: &str,
+) -> anyhow::Result<aws_sdk_dynamodb::types::TransactWriteItem> {
+    let delete = aws_sdk_dynamodb::types::Delete::builder()
+        .table_name(&db.table)
+        .key("pk", s(claim))
+        .key("sk", s(keys::UNIQUE))
+        .condition_expression("attribute_not_exists(pk) OR user_id = :user")
+        .expression_attribute_values(":user", s(user_id))
+        .build()
+        .context("delete")?;
+    Ok(aws_sdk_dynamodb::types::TransactWriteItem::builder()
+        .delete(delete)
+        .build())
 }
 
 /// Removes an identity the provider says is no longer linked (the user left it there): its claim,
@@ -1005,6 +1017,14 @@ pub struct ProfilePatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<GenderInput>)]
     pub gender: Option<Option<GenderInput>>,
+    /// At most 300 characters, shown on the public profile.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub bio: Option<Option<String>>,
+    /// A new handle (the username: 3 to 30 letters, digits, `_` or `.`), unique; the old one is
+    /// free for others at once.
+    #[serde(default)]
+    pub username: Option<String>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from a field not sent (`None`).
@@ -1076,6 +1096,29 @@ impl ProfilePatch {
                 }
             }
         }
+        if let Some(value) = &self.bio {
+            let value = value
+                .as_ref()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            match &value {
+                Some(v)
+                    if v.chars().count() > MAX_BIO_CHARS
+                        || v.chars().any(|c| c.is_control() && c != '\n') =>
+                {
+                    errors.push(FieldError::new(
+                        "bio",
+                        format!("must be at most {MAX_BIO_CHARS} characters"),
+                    ));
+                }
+                _ => changes.push(("bio", value)),
+            }
+        }
+        if let Some(username) = &self.username
+            && let Err(error) = validate_username(username)
+        {
+            errors.push(error);
+        }
         if let Some(value) = &self.gender {
             let text = value.map(|g| match Gender::from(g) {
                 Gender::Male => "male".to_owned(),
@@ -1088,6 +1131,75 @@ impl ProfilePatch {
         } else {
             Err(ApiError::Validation(errors))
         }
+    }
+}
+
+/// The longest bio.
+pub const MAX_BIO_CHARS: usize = 300;
+
+/// Changes an account's username (its handle) in one transaction: the new name's claim
+/// (`attribute_not_exists`: 409 `username_taken`), the old claim's release, the profile.
+pub async fn change_username(
+    db: &Db,
+    user_id: &str,
+    new: &str,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+    let Some(record) = get(db, user_id, now).await? else {
+        return Err(ApiError::NotFound("the account no longer exists"));
+    };
+    let old = record.view.username;
+    if old == new {
+        return Ok(());
+    }
+    let same_claim = keys::username(&old) == keys::username(new);
+    let mut actions = Vec::new();
+    if !same_claim {
+        actions.push(put_new(
+            db,
+            vec![
+                ("pk", s(keys::username(new))),
+                ("sk", s(keys::UNIQUE)),
+                ("user_id", s(user_id)),
+            ],
+        )?);
+        actions.push(release_claim(db, &keys::username(&old), user_id)?);
+    }
+    actions.push(
+        TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&db.table)
+                    .key("pk", s(keys::user(user_id)))
+                    .key("sk", s(keys::PROFILE))
+                    .update_expression("SET username = :new, updated_at = :at")
+                    .condition_expression("username = :old")
+                    .expression_attribute_values(":new", s(new))
+                    .expression_attribute_values(":old", s(&old))
+                    .expression_attribute_values(":at", s(timestamp(now)))
+                    .build()
+                    .context("update")?,
+            )
+            .build(),
+    );
+    match crate::db::transact(db, actions).await {
+        Ok(()) => Ok(()),
+        Err(err) => match failed_conditions(&err) {
+            Some(failed) if !same_claim && failed.first() == Some(&true) => {
+                Err(ApiError::Conflict {
+                    code: "username_taken",
+                    detail: "this username is taken".into(),
+                })
+            }
+            Some(_) => Err(ApiError::Conflict {
+                code: "username_changed",
+                detail: "the username changed meanwhile; try again".into(),
+            }),
+            None => Err(ApiError::Internal(
+                anyhow::Error::new(err).context("changing a username"),
+            )),
+        },
     }
 }
 

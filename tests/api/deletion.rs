@@ -127,7 +127,7 @@ async fn delete_me(app: &TestApp, access: &str) -> reqwest::Response {
 async fn a_deleted_account_is_gone_with_its_data_and_no_one_elses() {
     let (app, fakes) = with_providers(true).await;
     let (ann, ann_refresh, ann_id) = busy_account(&app, &fakes, "ann", "1001").await;
-    let (_bob, _, bob_id) = busy_account(&app, &fakes, "bob", "2002").await;
+    let (bob_token, _, bob_id) = busy_account(&app, &fakes, "bob", "2002").await;
     // Ann links Google and Naver in a browser too: their tokens are kept (sealed) to revoke.
     for provider in ["google", "naver"] {
         let (code, verifier) =
@@ -152,6 +152,17 @@ async fn a_deleted_account_is_gone_with_its_data_and_no_one_elses() {
         .await;
     let bobs_items = items_of(&app, &bob_id).await;
     let bobs_files = files_of(&app, &bob_id).await;
+    // Ann and Bob follow each other: Ann's deletion takes both follows out of Bob's lists and counts.
+    for (token, other) in [(&ann, &bob_id), (&bob_token, &ann_id)] {
+        let followed = app
+            .client
+            .post(app.url(&format!("/v1/users/{other}/follow")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("follow");
+        assert_eq!(followed.status(), 201);
+    }
     assert!(!items_of(&app, &ann_id).await.is_empty() && !files_of(&app, &ann_id).await.is_empty());
 
     let deleted = delete_me(&app, &ann).await;
@@ -190,6 +201,19 @@ async fn a_deleted_account_is_gone_with_its_data_and_no_one_elses() {
         items_of(&app, &bob_id).await,
         bobs_items,
         "Bob's items are untouched"
+    );
+    let bob: Value = app
+        .client
+        .get(app.url(&format!("/v1/users/{bob_id}")))
+        .send()
+        .await
+        .expect("profile")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        bob["counts"],
+        json!({"posts": 0, "followers": 0, "following": 0})
     );
     assert_eq!(
         files_of(&app, &bob_id).await,

@@ -43,6 +43,13 @@ async fn every_sample_event_reaches_its_handler() {
         ("update-me", 404),
         // Deleting an account that is gone already is harmless.
         ("delete-me", 202),
+        // The sample's account to look at does not exist.
+        ("get-user-profile", 404),
+        ("follow-user", 404),
+        ("unfollow-user", 204),
+        ("get-relationship", 404),
+        ("list-followers", 404),
+        ("list-following", 404),
         ("create-job", 404),
         ("list-jobs", 200),
         ("get-job", 404),

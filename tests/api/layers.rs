@@ -32,6 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "net",
             "users",
             "persona",
+            "follow",
             "auth::keys",
             "auth::password",
         ],
@@ -49,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "generation",
             "webhooks",
             "personas",
+            "social",
         ],
     ),
     (

@@ -22,5 +22,6 @@ mod personas;
 mod photos;
 mod rate_limits;
 mod rotation;
+mod social;
 mod template;
 mod uploads;

@@ -196,6 +196,17 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
             state.db.take(keys::INSTAGRAM_REFRESH, refresh).await?;
         }
     }
+    // Follows both ways: each taken out of the other account's list and count too.
+    for entry in state.db.query_prefix(&pk, keys::FOLLOWING_PREFIX).await? {
+        if let Some(followee) = get_s(&entry, "user_id") {
+            crate::follow::remove(&state.db, user_id, followee).await?;
+        }
+    }
+    for entry in state.db.query_prefix(&pk, keys::FOLLOWER_PREFIX).await? {
+        if let Some(follower) = get_s(&entry, "user_id") {
+            crate::follow::remove(&state.db, follower, user_id).await?;
+        }
+    }
     for endpoint in state.db.query_prefix(&pk, keys::ENDPOINT_PREFIX).await? {
         if let Some(id) =
             get_s(&endpoint, "sk").and_then(|sk| sk.strip_prefix(keys::ENDPOINT_PREFIX))

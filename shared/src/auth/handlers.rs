@@ -341,6 +341,7 @@ pub async fn get_me(state: &State, req: Request) -> Result<Response<Body>, ApiEr
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
     request_body(content = ProfilePatch, content_type = "application/json"),
     responses((status = 200, body = UserView), (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem),
+        (status = 409, description = "username_taken", body = crate::error::Problem),
         (status = 404, description = "the account no longer exists (deleted)", body = crate::error::Problem)))]
 pub async fn update_me(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
@@ -348,6 +349,9 @@ pub async fn update_me(state: &State, req: Request) -> Result<Response<Body>, Ap
         json_body(&req, &["application/json", "application/merge-patch+json"])?;
     let now = Utc::now();
     let changes = patch.validate(now.date_naive())?;
+    if let Some(username) = &patch.username {
+        users::change_username(&state.db, &caller.user_id, username.trim(), now).await?;
+    }
     if changes.is_empty() {
         return json(StatusCode::OK, &current_user(state, &req).await?);
     }
