@@ -134,6 +134,48 @@ impl Db {
         }
     }
 
+    /// The items of up to 100 keys (`pk`, `sk`) in one BatchGetItem (strongly consistent; what
+    /// DynamoDB leaves unprocessed asked again), in no particular order; missing ones left out.
+    pub async fn batch_get(&self, keys: &[(String, String)]) -> anyhow::Result<Vec<Item>> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        anyhow::ensure!(keys.len() <= 100, "a batch of at most 100 keys");
+        let mut items = Vec::new();
+        let mut pending: Vec<Item> = keys
+            .iter()
+            .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
+            .collect();
+        for attempt in 0..8u64 {
+            if pending.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(attempt * 50)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .context("batch keys")?;
+            let out = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .context("reading a batch")?;
+            if let Some(mut found) = out.responses {
+                items.extend(found.remove(&self.table).unwrap_or_default());
+            }
+            pending = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+        }
+        anyhow::ensure!(pending.is_empty(), "DynamoDB left reads unprocessed");
+        Ok(items)
+    }
+
     /// Writes an item whole (`what` names it in errors).
     pub async fn put(
         &self,
@@ -150,6 +192,30 @@ impl Db {
             .await
             .context(what)?;
         Ok(())
+    }
+}
+
+/// `SET #f0 = :v0, …` for a list of attributes, with the names and values it uses.
+pub struct SetAll {
+    pub expression: String,
+    pub names: HashMap<String, String>,
+    pub values: HashMap<String, AttributeValue>,
+}
+
+/// The `SET` of every attribute given (names through placeholders: any may be a reserved word).
+pub fn set_all<'a>(attributes: impl IntoIterator<Item = (&'a str, AttributeValue)>) -> SetAll {
+    let mut sets = Vec::new();
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    for (i, (name, value)) in attributes.into_iter().enumerate() {
+        sets.push(format!("#f{i} = :v{i}"));
+        names.insert(format!("#f{i}"), name.to_owned());
+        values.insert(format!(":v{i}"), value);
+    }
+    SetAll {
+        expression: format!("SET {}", sets.join(", ")),
+        names,
+        values,
     }
 }
 

@@ -38,6 +38,11 @@ pub enum ReadError {
     Transport(#[from] reqwest::Error),
 }
 
+/// The caller's address for rate limits (`unknown` when the gateway gave none).
+pub fn client_ip(req: &Request) -> String {
+    source_ip(req).unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// The request id API Gateway gave this request (the local gateway sets one too).
 pub fn request_id(req: &Request) -> String {
     match req.request_context_ref() {

@@ -162,55 +162,46 @@ async fn serve_queue(consumer: crate::jobs::worker::Consumer) -> Result<(), Erro
     .await
 }
 
-/// The reaper, run on a schedule: unfinished jobs past their deadline fail as `timed_out`.
+/// The reaper, run on a schedule: unfinished jobs past their deadline are failed and refunded.
 pub async fn serve_reaper() -> Result<(), Error> {
-    use lambda_runtime::LambdaEvent;
-
-    crate::telemetry::init();
-    let state = &crate::compose::state_from_env().await?;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: LambdaEvent<serde_json::Value>| async move {
-            let pass = crate::jobs::worker::reap(state)
-                .await
-                .map_err(|err| Error::from(format!("{err:#}")))?;
-            tracing::info!(?pass, "reaper ran");
-            Ok::<_, Error>(serde_json::to_value(pass)?)
-        },
-    ))
+    serve_schedule("reaper ran", |state| {
+        Box::pin(crate::jobs::worker::reap(state))
+    })
     .await
 }
 
 /// The reconciler, run on a schedule: jobs at a provider with no news for a while are polled there.
 pub async fn serve_reconciler() -> Result<(), Error> {
-    use lambda_runtime::LambdaEvent;
-
-    crate::telemetry::init();
-    let state = &crate::compose::state_from_env().await?;
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |_: LambdaEvent<serde_json::Value>| async move {
-            let report = crate::generation::reconcile::run(state)
-                .await
-                .map_err(|err| Error::from(format!("{err:#}")))?;
-            tracing::info!(?report, "reconciler ran");
-            Ok::<_, Error>(serde_json::to_value(report)?)
-        },
-    ))
+    serve_schedule("reconciler ran", |state| {
+        Box::pin(crate::generation::reconcile::run(state))
+    })
     .await
 }
 
 /// The Instagram token refresher (daily): every linked token 20 days before it runs out.
 pub async fn serve_instagram_refresh() -> Result<(), Error> {
+    serve_schedule("Instagram tokens refreshed", |state| {
+        Box::pin(crate::personas::instagram::refresh_due(state))
+    })
+    .await
+}
+
+/// A scheduled function: each event runs `pass` once; its report is logged and answered.
+async fn serve_schedule<T: serde::Serialize + std::fmt::Debug>(
+    done: &'static str,
+    pass: for<'a> fn(&'a crate::state::State) -> futures::future::BoxFuture<'a, anyhow::Result<T>>,
+) -> Result<(), Error> {
     use lambda_runtime::LambdaEvent;
 
     crate::telemetry::init();
     let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
-            let report = crate::personas::instagram::refresh_due(state)
+            let report = pass(state)
                 .await
                 .map_err(|err| Error::from(format!("{err:#}")))?;
-            tracing::info!(?report, "Instagram tokens refreshed");
-            Ok::<_, Error>(serde_json::json!({"refreshed": report.refreshed, "lost": report.lost}))
+            tracing::info!(?report, "{done}");
+            Ok::<_, Error>(serde_json::to_value(report)?)
         },
     ))
     .await

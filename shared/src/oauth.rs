@@ -108,6 +108,22 @@ pub fn app_request(state: &State, req: &Request) -> Result<AppRequest, ApiError>
     })
 }
 
+/// One entry of the OAuth clients secret (`OAUTH_CLIENTS_SECRET_ID`: `{"google", "kakao",
+/// "naver", "kakao_admin_key", "instagram"}`); `None` where it is unset or empty.
+pub async fn client_secret(state: &State, name: &str) -> anyhow::Result<Option<String>> {
+    use secrecy::ExposeSecret as _;
+    let Some(id) = &state.config.oidc.clients_secret_id else {
+        return Ok(None);
+    };
+    let text = state.secret_string(id).await?;
+    let secrets: serde_json::Value = serde_json::from_str(text.expose_secret())
+        .map_err(|_| anyhow::anyhow!("the OAuth clients secret is not a JSON object"))?;
+    Ok(secrets[name]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned))
+}
+
 /// The callback URL registered at a provider: `<OAUTH_CALLBACK_BASE_URL><path>`.
 pub fn callback_url(state: &State, path: &str) -> Result<String, ApiError> {
     let base = state

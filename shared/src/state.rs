@@ -131,6 +131,22 @@ impl State {
         Ok(key)
     }
 
+    /// Puts `message`, as JSON, on the queue `queue_url`.
+    pub async fn send_json(
+        &self,
+        queue_url: &str,
+        message: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
+        self.sqs
+            .send_message()
+            .queue_url(queue_url)
+            .message_body(serde_json::to_string(message)?)
+            .send()
+            .await
+            .with_context(|| format!("queueing on {queue_url}"))?;
+        Ok(())
+    }
+
     /// A secret's string value.
     pub async fn secret_string(&self, id: &str) -> anyhow::Result<SecretString> {
         let out = self

@@ -517,22 +517,21 @@ async fn keep_on_identity(
     if attributes.is_empty() {
         return Ok(());
     }
-    let mut update = db
+    let set = crate::db::set_all(
+        attributes
+            .iter()
+            .map(|(name, value)| (*name, value.clone())),
+    );
+    let result = db
         .client
         .update_item()
         .table_name(&db.table)
         .key("pk", s(keys::user(user_id)))
         .key("sk", s(keys::linked_identity(provider)))
-        .condition_expression("attribute_exists(pk)");
-    let mut sets = Vec::new();
-    for (i, (name, value)) in attributes.iter().enumerate() {
-        sets.push(format!("#a{i} = :a{i}"));
-        update = update
-            .expression_attribute_names(format!("#a{i}"), *name)
-            .expression_attribute_values(format!(":a{i}"), value.clone());
-    }
-    let result = update
-        .update_expression(format!("SET {}", sets.join(", ")))
+        .condition_expression("attribute_exists(pk)")
+        .update_expression(set.expression)
+        .set_expression_attribute_names(Some(set.names))
+        .set_expression_attribute_values(Some(set.values))
         .send()
         .await;
     crate::db::unless_condition_failed(result).context("keeping a provider token")?;

@@ -73,15 +73,7 @@ async fn enqueue(state: &State, mail: &Mail) -> Result<(), ApiError> {
         .ok_or(ApiError::NotFound(
             "mail to account holders is not configured",
         ))?;
-    state
-        .sqs
-        .send_message()
-        .queue_url(queue)
-        .message_body(serde_json::to_string(mail).map_err(anyhow::Error::from)?)
-        .send()
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("queueing mail")))?;
-    Ok(())
+    Ok(state.send_json(queue, mail).await?)
 }
 
 /// The mail queue's consumer.
@@ -215,7 +207,7 @@ async fn consume(
     token: &str,
     purpose: &str,
 ) -> Result<(String, String, i64), ApiError> {
-    let ip = crate::auth::handlers::client_ip(req);
+    let ip = crate::http::client_ip(req);
     let per_minute = state.config.rate_limits.login_per_minute;
     limit(state, "mail-token-ip", &ip, per_minute).await?;
     let invalid = || ApiError::BadRequest {
@@ -352,7 +344,7 @@ pub struct ForgotPassword {
 pub async fn forgot_password(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let body: ForgotPassword = json_body(&req, &["application/json"])?;
     let email = users::validate_email(&body.email).map_err(|e| ApiError::Validation(vec![e]))?;
-    let ip = crate::auth::handlers::client_ip(&req);
+    let ip = crate::http::client_ip(&req);
     let per_minute = state.config.rate_limits.login_per_minute;
     limit(state, "reset-mail-ip", &ip, per_minute).await?;
     limit(state, "reset-mail-email", &email, 3).await?;

@@ -44,15 +44,7 @@ async fn enqueue(state: &State, removal: &Removal) -> Result<(), ApiError> {
         .removal_queue_url
         .as_deref()
         .ok_or(ApiError::NotFound("account deletion is not configured"))?;
-    state
-        .sqs
-        .send_message()
-        .queue_url(queue)
-        .message_body(serde_json::to_string(removal).map_err(anyhow::Error::from)?)
-        .send()
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("queueing a removal")))?;
-    Ok(())
+    Ok(state.send_json(queue, removal).await?)
 }
 
 /// What a deletion request is told.
@@ -254,7 +246,7 @@ async fn stop_and_delete_jobs(state: &State, user_id: &str) -> anyhow::Result<us
 /// `Authorization: KakaoAK <admin key>`, `target_id_type=user_id`). A user Kakao no longer links
 /// (error -101) is done already; other failures are retried by the queue.
 async fn kakao_unlink(state: &State, kakao_id: &str) -> anyhow::Result<()> {
-    let Some(admin_key) = kakao_admin_key(state).await? else {
+    let Some(admin_key) = crate::oauth::client_secret(state, "kakao_admin_key").await? else {
         tracing::warn!("no Kakao admin key is configured: the Kakao link is left to Kakao");
         return Ok(());
     };
@@ -279,21 +271,6 @@ async fn kakao_unlink(state: &State, kakao_id: &str) -> anyhow::Result<()> {
     anyhow::bail!("Kakao's unlink answered {status}")
 }
 
-/// Kakao's admin key, from the OAuth clients secret (`kakao_admin_key`).
-async fn kakao_admin_key(state: &State) -> anyhow::Result<Option<String>> {
-    use secrecy::ExposeSecret as _;
-    let Some(id) = &state.config.oidc.clients_secret_id else {
-        return Ok(None);
-    };
-    let text = state.secret_string(id).await?;
-    let secrets: serde_json::Value = serde_json::from_str(text.expose_secret())
-        .map_err(|_| anyhow::anyhow!("the OAuth clients secret is not a JSON object"))?;
-    Ok(secrets["kakao_admin_key"]
-        .as_str()
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned))
-}
-
 /// Kakao's unlink callback: Kakao calls it (GET or POST, `app_id`, `user_id`, `referrer_type`)
 /// when a user unlinks the app on Kakao's side or leaves Kakao. Its `Authorization: KakaoAK
 /// <admin key>` is compared in constant time; the answer is a 200 at once, for a user Lambent
@@ -308,7 +285,7 @@ async fn kakao_admin_key(state: &State) -> anyhow::Result<Option<String>> {
         (status = 404, description = "Kakao sign-in is not configured", body = crate::error::Problem)))]
 pub async fn receive_kakao_unlink(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     use subtle::ConstantTimeEq as _;
-    let Some(admin_key) = kakao_admin_key(state).await? else {
+    let Some(admin_key) = crate::oauth::client_secret(state, "kakao_admin_key").await? else {
         return Err(ApiError::NotFound("Kakao sign-in is not configured"));
     };
     let presented = req

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::password;
 use crate::auth::sessions::{self, Subject, TokenResponse};
 use crate::error::{ApiError, FieldError};
-use crate::http::{Caller, form_body, json, json_body, source_ip};
+use crate::http::{Caller, form_body, json, json_body};
 use crate::ratelimit::{self, Budget};
 use crate::state::State;
 use crate::users::{self, LoginName, NewUser, ProfilePatch, UserView};
@@ -71,11 +71,6 @@ pub struct RefreshRequest {
     pub refresh_token: SecretString,
 }
 
-/// The caller's address for rate limits (`unknown` when the gateway gave none).
-pub(crate) fn client_ip(req: &Request) -> String {
-    source_ip(req).unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn bad_credentials() -> ApiError {
     ApiError::Unauthorized {
         code: "invalid_credentials",
@@ -103,7 +98,7 @@ pub async fn register(state: &State, req: Request) -> Result<Response<Body>, Api
     };
     let now = Utc::now();
     let limit = state.config.rate_limits.register_per_minute;
-    let ip = client_ip(&req);
+    let ip = crate::http::client_ip(&req);
     ratelimit::spend(
         &state.db,
         &[
@@ -152,7 +147,7 @@ async fn sign_in(
         LoginName::Email(e) | LoginName::Username(e) => e.trim().to_lowercase(),
     };
     let limit = state.config.rate_limits.login_per_minute;
-    let ip = client_ip(req);
+    let ip = crate::http::client_ip(req);
     ratelimit::spend(
         &state.db,
         &[

@@ -19,7 +19,7 @@ pub const PROVIDERS: &[&str] = &["firebase", "google", "kakao", "naver"];
 
 /// Spends a try from the caller's address's budget of outside sign-ins (shared by every provider).
 pub async fn limit_sign_ins(state: &State, req: &Request) -> Result<(), ApiError> {
-    let ip = crate::auth::handlers::client_ip(req);
+    let ip = crate::http::client_ip(req);
     crate::ratelimit::spend_one(
         &state.db,
         "federated-ip",

@@ -482,7 +482,7 @@ pub async fn revoke(state: &State, copy: &crate::db::Item) -> anyhow::Result<()>
     ];
     if provider.name == "naver" {
         form.push(("client_id", provider.web_client_id().to_owned()));
-        if let Some(secret) = client_secret(state, provider.name).await? {
+        if let Some(secret) = oauth::client_secret(state, provider.name).await? {
             form.push(("client_secret", secret));
         }
     }
@@ -529,7 +529,7 @@ async fn finish(
         .map_err(|e| failure("temporarily_unavailable")(e.to_string()))?;
     let callback =
         callback_url(state, provider).map_err(|e| failure("server_error")(e.to_string()))?;
-    let secret = client_secret(state, provider.name)
+    let secret = oauth::client_secret(state, provider.name)
         .await
         .map_err(|e| failure("server_error")(format!("{e:#}")))?;
     let mut form = vec![
@@ -620,19 +620,6 @@ async fn profile_email(state: &State, url: &str, access_token: &str) -> Option<S
         .as_str()
         .filter(|e| e.len() <= crate::users::MAX_EMAIL_BYTES && e.contains('@'))
         .map(str::to_lowercase)
-}
-
-/// The provider's client secret, from the Secrets Manager secret `OAUTH_CLIENTS_SECRET_ID`
-/// (`{"google": "…", "kakao": "…", "naver": "…"}`); `None` where none is set (Kakao's is optional).
-async fn client_secret(state: &State, provider: &str) -> anyhow::Result<Option<String>> {
-    use secrecy::ExposeSecret as _;
-    let Some(id) = &state.config.oidc.clients_secret_id else {
-        return Ok(None);
-    };
-    let text = state.secret_string(id).await?;
-    let secrets: Value = serde_json::from_str(text.expose_secret())
-        .map_err(|_| anyhow::anyhow!("the OAuth clients secret is not a JSON object"))?;
-    Ok(secrets[provider].as_str().map(str::to_owned))
 }
 
 /// A browser sign-in's result, as the app redeems it.

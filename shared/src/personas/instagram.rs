@@ -63,20 +63,8 @@ fn configured(state: &State) -> Result<&str, ApiError> {
 
 /// The Instagram app's secret (`instagram` in the OAuth clients secret).
 async fn app_secret(state: &State) -> anyhow::Result<String> {
-    use secrecy::ExposeSecret as _;
-    let id = state
-        .config
-        .oidc
-        .clients_secret_id
-        .as_deref()
-        .ok_or_else(|| anyhow::anyhow!("OAUTH_CLIENTS_SECRET_ID is not set"))?;
-    let text = state.secret_string(id).await?;
-    let secrets: Value = serde_json::from_str(text.expose_secret())
-        .map_err(|_| anyhow::anyhow!("the OAuth clients secret is not a JSON object"))?;
-    secrets["instagram"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    oauth::client_secret(state, "instagram")
+        .await?
         .ok_or_else(|| anyhow::anyhow!("the OAuth clients secret has no instagram secret"))
 }
 
@@ -195,7 +183,7 @@ pub async fn start_instagram(state: &State, req: Request) -> Result<Response<Bod
         .ok_or_else(|| oauth::bad("invalid_request", "persona_id must be a persona's id"))?;
     let callback = oauth::callback_url(state, "/v1/instagram/callback")?;
     // Each start keeps a flow: an address gets the login budget's worth a minute.
-    let ip = crate::http::source_ip(&req).unwrap_or_else(|| "unknown".to_owned());
+    let ip = crate::http::client_ip(&req);
     crate::ratelimit::spend_one(
         &state.db,
         "instagram-ip",
@@ -386,20 +374,15 @@ fn link_actions(
     set.push(("ig_expires_epoch", n(expires_epoch)));
     set.push(("ig_expires_at", s(expires_text(expires_epoch))));
     set.push(("ig_refresh_sk", s(&refresh_sk)));
-    let mut update = Update::builder()
+    let set = crate::db::set_all(set);
+    let update = Update::builder()
         .table_name(&state.db.table)
         .key("pk", s(keys::user(user_id)))
         .key("sk", s(keys::persona(persona_id)))
-        .condition_expression("attribute_exists(pk)");
-    let mut sets = Vec::new();
-    for (i, (name, value)) in set.into_iter().enumerate() {
-        sets.push(format!("#f{i} = :v{i}"));
-        update = update
-            .expression_attribute_names(format!("#f{i}"), name)
-            .expression_attribute_values(format!(":v{i}"), value);
-    }
-    let update = update
-        .update_expression(format!("SET {}", sets.join(", ")))
+        .condition_expression("attribute_exists(pk)")
+        .update_expression(set.expression)
+        .set_expression_attribute_names(Some(set.names))
+        .set_expression_attribute_values(Some(set.values))
         .build()
         .map_err(|e| ApiError::Internal(e.into()))?;
     let put = |pk: String, sk: String| {
@@ -586,7 +569,7 @@ pub async fn unlink_instagram(state: &State, req: Request) -> Result<Response<Bo
 // Refresh.
 
 /// What a refresh pass did.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Refreshed {
     pub refreshed: usize,
     /// Tokens Instagram would not refresh (expired or revoked): their links stay until unlinked,

@@ -154,7 +154,7 @@ pub async fn update_persona(state: &State, req: Request) -> Result<Response<Body
     {
         return Err(not_found());
     }
-    let mut update = state
+    let update = state
         .db
         .client
         .update_item()
@@ -162,18 +162,11 @@ pub async fn update_persona(state: &State, req: Request) -> Result<Response<Body
         .key("pk", s(keys::user(&caller.user_id)))
         .key("sk", s(keys::persona(&id)))
         .condition_expression("attribute_exists(pk)");
-    let mut sets = Vec::new();
-    for (i, (name, value)) in persona::attributes(&fields, Utc::now())
-        .into_iter()
-        .enumerate()
-    {
-        sets.push(format!("#f{i} = :v{i}"));
-        update = update
-            .expression_attribute_names(format!("#f{i}"), name)
-            .expression_attribute_values(format!(":v{i}"), value);
-    }
+    let set = crate::db::set_all(persona::attributes(&fields, Utc::now()));
     let result = update
-        .update_expression(format!("SET {}", sets.join(", ")))
+        .update_expression(set.expression)
+        .set_expression_attribute_names(Some(set.names))
+        .set_expression_attribute_values(Some(set.values))
         .send()
         .await;
     if crate::db::unless_condition_failed(result)?.is_none() {

@@ -96,9 +96,10 @@ fn target(req: &Request, caller: &Caller) -> Result<String, ApiError> {
 pub async fn follow_user(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let followee = target(&req, &caller)?;
-    if profiles::find(state, &followee).await?.is_none() {
+    if followee.is_empty() || followee.len() > 64 {
         return Err(ApiError::NotFound("no such account"));
     }
+    // The followee's existence is the transaction's condition on its profile.
     let at = Utc::now().timestamp_millis();
     let me = caller.user_id.as_str();
     let actions = vec![
@@ -255,26 +256,40 @@ async fn page(
         .last_evaluated_key()
         .and_then(|k| get_s(k, "sk"))
         .map(str::to_owned);
-    let mut items = Vec::new();
-    for entry in out.items() {
-        let Some(other) = get_s(entry, "user_id") else {
-            continue;
-        };
-        // An account being deleted is left out of the lists until its purge takes it out.
-        if let Some(profile) = profiles::find(state, other).await? {
+    // The accounts of the page in one read; one being deleted is left out of the lists until its
+    // purge takes it out.
+    let keys: Vec<(String, String)> = out
+        .items()
+        .iter()
+        .filter_map(|entry| get_s(entry, "user_id"))
+        .map(|other| (keys::user(other), keys::PROFILE.to_owned()))
+        .collect();
+    let profiles: std::collections::HashMap<String, profiles::PublicProfile> = state
+        .db
+        .batch_get(&keys)
+        .await?
+        .iter()
+        .filter_map(profiles::public)
+        .map(|p| (p.id.clone(), p))
+        .collect();
+    let items = out
+        .items()
+        .iter()
+        .filter_map(|entry| {
+            let profile = profiles.get(get_s(entry, "user_id")?)?.clone();
             let since = get_i64(entry, "at")
                 .and_then(chrono::DateTime::from_timestamp_millis)
                 .map(crate::users::timestamp)
                 .unwrap_or_default();
-            items.push(Follow {
+            Some(Follow {
                 id: profile.id,
                 username: profile.username,
                 display_name: profile.display_name,
                 photo_url: profile.photo_url,
                 since,
-            });
-        }
-    }
+            })
+        })
+        .collect();
     json(
         StatusCode::OK,
         &FollowPage {

@@ -65,7 +65,7 @@ pub async fn find(state: &State, id: &str) -> Result<Option<PublicProfile>, ApiE
 
 /// Spends a try from the caller's address's budget of public reads.
 pub async fn limit_reads(state: &State, req: &Request) -> Result<(), ApiError> {
-    let ip = crate::http::source_ip(req).unwrap_or_else(|| "unknown".to_owned());
+    let ip = crate::http::client_ip(req);
     crate::ratelimit::spend_one(&state.db, "public-read-ip", &ip, PUBLIC_READS_PER_MINUTE).await
 }
 
