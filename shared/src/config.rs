@@ -60,6 +60,15 @@ pub struct Config {
     /// The queue of account deletions and provider unlinks to carry out
     /// (`ACCOUNT_REMOVAL_QUEUE_URL`); unset, `DELETE /v1/users/me` answers 404.
     pub removal_queue_url: Option<String>,
+    /// The social layer's queue (`SOCIAL_QUEUE_URL`): deleted posts' purges; unset, a purge runs
+    /// in the request that deletes.
+    pub social_queue_url: Option<String>,
+    /// The most followers an account's posts are fanned out to (`FANOUT_MAX_FOLLOWERS`, default
+    /// 10,000); an account with more has its posts merged into its followers' feeds as they read.
+    pub fanout_max_followers: u64,
+    /// Followers one fan-out message serves before it queues the next page
+    /// (`FANOUT_PAGE_SIZE`, default 1,000).
+    pub fanout_page_size: u64,
     /// The queue of outbound webhook deliveries (`DELIVERIES_QUEUE_URL`); unset, no events are sent.
     pub deliveries_queue_url: Option<String>,
     /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
@@ -298,6 +307,9 @@ impl Config {
             },
             oidc: oidc_config(&lookup)?,
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
+            social_queue_url: optional("SOCIAL_QUEUE_URL"),
+            fanout_max_followers: number("FANOUT_MAX_FOLLOWERS", 10_000)?,
+            fanout_page_size: number("FANOUT_PAGE_SIZE", 1_000)?.clamp(1, 1_000),
             tokens_key_id: optional("TOKENS_KMS_KEY_ID"),
             instagram: InstagramConfig {
                 app_id: optional("INSTAGRAM_APP_ID").map(|v| v.trim().to_owned()),

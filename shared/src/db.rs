@@ -78,7 +78,6 @@ impl Db {
     /// Deletes every item of partition `pk`, a page at a time (batches of 25, what DynamoDB
     /// leaves unprocessed sent again); the count deleted. Safe to repeat.
     pub async fn delete_partition(&self, pk: &str) -> anyhow::Result<usize> {
-        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
         let mut deleted = 0;
         let mut start = None;
         loop {
@@ -94,44 +93,90 @@ impl Db {
                 .send()
                 .await
                 .context("reading a partition")?;
-            for chunk in out.items().chunks(25) {
-                let mut requests = chunk
-                    .iter()
-                    .map(|item| {
-                        DeleteRequest::builder()
-                            .set_key(Some(item.clone()))
-                            .build()
-                            .map(|d| WriteRequest::builder().delete_request(d).build())
-                            .context("delete request")
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                deleted += requests.len();
-                for attempt in 0..8u64 {
-                    if requests.is_empty() {
-                        break;
-                    }
-                    if attempt > 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(attempt * 50)).await;
-                    }
-                    let answer = self
-                        .client
-                        .batch_write_item()
-                        .request_items(&self.table, requests)
-                        .send()
-                        .await
-                        .context("deleting a partition's items")?;
-                    requests = answer
-                        .unprocessed_items
-                        .and_then(|mut u| u.remove(&self.table))
-                        .unwrap_or_default();
-                }
-                anyhow::ensure!(requests.is_empty(), "DynamoDB left deletes unprocessed");
-            }
+            deleted += out.items().len();
+            self.delete_keys(out.items().to_vec()).await?;
             start = out.last_evaluated_key;
             if start.is_none() {
                 return Ok(deleted);
             }
         }
+    }
+
+    /// Deletes the items of these keys (`pk`, `sk`), 25 to a BatchWriteItem, what DynamoDB leaves
+    /// unprocessed sent again. A missing item is no error.
+    pub async fn delete_keys(&self, keys: Vec<Item>) -> anyhow::Result<()> {
+        use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+        let requests = keys
+            .into_iter()
+            .map(|key| {
+                let key = key
+                    .into_iter()
+                    .filter(|(name, _)| name == "pk" || name == "sk")
+                    .collect();
+                DeleteRequest::builder()
+                    .set_key(Some(key))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .context("delete request")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.write_batches(requests).await
+    }
+
+    /// Puts these items whole, 25 to a BatchWriteItem, what DynamoDB leaves unprocessed sent
+    /// again.
+    pub async fn put_items(&self, items: Vec<Item>) -> anyhow::Result<()> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .context("put request")
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.write_batches(requests).await
+    }
+
+    async fn write_batches(
+        &self,
+        requests: Vec<aws_sdk_dynamodb::types::WriteRequest>,
+    ) -> anyhow::Result<()> {
+        for chunk in requests.chunks(25) {
+            let mut requests = chunk.to_vec();
+            for attempt in 0..10u64 {
+                if requests.is_empty() {
+                    break;
+                }
+                if attempt > 0 {
+                    let wait = std::time::Duration::from_millis(25 << attempt.min(5));
+                    tokio::time::sleep(crate::backoff::jittered(wait, 0.5)).await;
+                }
+                let answer = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, requests)
+                    .send()
+                    .await
+                    .context("writing a batch")?;
+                requests = answer
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table))
+                    .unwrap_or_default();
+            }
+            anyhow::ensure!(requests.is_empty(), "DynamoDB left writes unprocessed");
+        }
+        Ok(())
+    }
+
+    /// The items of any number of keys, in BatchGetItems of 100 at once.
+    pub async fn batch_get_many(&self, keys: &[(String, String)]) -> anyhow::Result<Vec<Item>> {
+        let batches =
+            futures::future::try_join_all(keys.chunks(100).map(|chunk| self.batch_get(chunk)))
+                .await?;
+        Ok(batches.into_iter().flatten().collect())
     }
 
     /// The items of up to 100 keys (`pk`, `sk`) in one BatchGetItem (strongly consistent; what
@@ -296,6 +341,104 @@ pub async fn transact(
         }
         let wait = std::time::Duration::from_millis(attempt * 10 + 10);
         tokio::time::sleep(crate::backoff::jittered(wait, 0.5)).await;
+    }
+}
+
+/// Builders of transaction actions: an item, its condition (`None`: none) and the names and
+/// values the expressions use.
+pub mod tx {
+    use anyhow::Context as _;
+    use aws_sdk_dynamodb::types::{
+        AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update,
+    };
+
+    use super::{Db, s};
+
+    /// `#name` placeholders and `:value`s an action's expressions use.
+    pub type Names<'a> = &'a [(&'a str, &'a str)];
+    pub type Values<'a> = Vec<(&'a str, AttributeValue)>;
+
+    /// Puts `item` (its `pk` and `sk` among the attributes).
+    pub fn put(
+        db: &Db,
+        item: Values<'_>,
+        condition: Option<&str>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let mut put = Put::builder()
+            .table_name(&db.table)
+            .set_condition_expression(condition.map(str::to_owned));
+        for (name, value) in item {
+            put = put.item(name, value);
+        }
+        Ok(TransactWriteItem::builder()
+            .put(put.build().context("put")?)
+            .build())
+    }
+
+    /// Updates the item `(pk, sk)` with `expression`.
+    pub fn update(
+        db: &Db,
+        (pk, sk): (&str, &str),
+        expression: &str,
+        condition: Option<&str>,
+        names: Names<'_>,
+        values: Values<'_>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let mut update = Update::builder()
+            .table_name(&db.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned));
+        for (name, attribute) in names {
+            update = update.expression_attribute_names(*name, *attribute);
+        }
+        for (name, value) in values {
+            update = update.expression_attribute_values(name, value);
+        }
+        Ok(TransactWriteItem::builder()
+            .update(update.build().context("update")?)
+            .build())
+    }
+
+    /// Deletes the item `(pk, sk)`.
+    pub fn delete(
+        db: &Db,
+        (pk, sk): (&str, &str),
+        condition: Option<&str>,
+        names: Names<'_>,
+        values: Values<'_>,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let mut delete = Delete::builder()
+            .table_name(&db.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .set_condition_expression(condition.map(str::to_owned));
+        for (name, attribute) in names {
+            delete = delete.expression_attribute_names(*name, *attribute);
+        }
+        for (name, value) in values {
+            delete = delete.expression_attribute_values(name, value);
+        }
+        Ok(TransactWriteItem::builder()
+            .delete(delete.build().context("delete")?)
+            .build())
+    }
+
+    /// Holds the transaction to `condition` on the item `(pk, sk)` without writing it.
+    pub fn check(
+        db: &Db,
+        (pk, sk): (&str, &str),
+        condition: &str,
+    ) -> anyhow::Result<TransactWriteItem> {
+        let check = ConditionCheck::builder()
+            .table_name(&db.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .condition_expression(condition);
+        Ok(TransactWriteItem::builder()
+            .condition_check(check.build().context("condition check")?)
+            .build())
     }
 }
 

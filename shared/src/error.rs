@@ -56,6 +56,12 @@ pub enum ApiError {
     InsufficientCredits { balance: i64, cost: i64 },
     #[error("at most {max_concurrent} jobs may run at once; wait for one to finish")]
     TooManyJobs { max_concurrent: u32 },
+    /// 412: the `If-Match` names a version that is not the current one.
+    #[error("{0}")]
+    PreconditionFailed(&'static str),
+    /// 428: the change needs an `If-Match`.
+    #[error("{0}")]
+    PreconditionRequired(&'static str),
     #[error("{0}")]
     Unavailable(&'static str),
     #[error(transparent)]
@@ -102,6 +108,8 @@ impl ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::InsufficientCredits { .. } => StatusCode::PAYMENT_REQUIRED,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired(_) => StatusCode::PRECONDITION_REQUIRED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(err) if dependency_busy(err) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -122,6 +130,8 @@ impl ApiError {
             Self::Forbidden { .. } => "forbidden",
             Self::InsufficientCredits { .. } => "insufficient_credits",
             Self::TooManyJobs { .. } => "max_concurrent_jobs",
+            Self::PreconditionFailed(_) => "stale_version",
+            Self::PreconditionRequired(_) => "precondition_required",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(err) if dependency_busy(err) => "unavailable",
             Self::NotFound(_) => "not_found",

@@ -135,6 +135,148 @@ pub fn following_entry(at_ms: i64, followee: &str) -> String {
     format!("{FOLLOWING_PREFIX}{at_ms:013}#{followee}")
 }
 
+/// A post's item; its sort key is [`POST`].
+pub fn post(post_id: &str) -> String {
+    format!("POST#{post_id}")
+}
+
+/// The sort key of a post's item under [`post`].
+pub const POST: &str = "POST";
+
+/// The prefix of an author's posts (every visibility) under [`user`].
+pub const POSTS_PREFIX: &str = "POSTS#";
+
+/// An author's post in their list, by when (ms), then which.
+pub fn post_entry(at_ms: i64, post_id: &str) -> String {
+    format!("{POSTS_PREFIX}{}", feed_entry(at_ms, post_id))
+}
+
+/// The prefix of an author's public posts under [`user`] (the logged-out listing).
+pub const PUBLIC_POSTS_PREFIX: &str = "PUBPOSTS#";
+
+/// An author's public post in their public list.
+pub fn public_post_entry(at_ms: i64, post_id: &str) -> String {
+    format!("{PUBLIC_POSTS_PREFIX}{at_ms:013}#{post_id}")
+}
+
+/// Shards of a post's counters: a like, a comment or a share adds to one of them (the actor's),
+/// so a viral post's counts are written across this many items (each takes about 1,000 writes a
+/// second; a transactional write of a small item costs 2), and a read sums them.
+pub const POST_STAT_SHARDS: u32 = 16;
+
+/// One shard of a post's counters; its sort key is [`STAT`].
+pub fn post_stat(post_id: &str, shard: u32) -> String {
+    format!("POSTSTAT#{post_id}#{shard}")
+}
+
+/// The sort key of a counter shard under [`post_stat`].
+pub const STAT: &str = "STAT";
+
+/// The shard of a post's counters (and of its reactions' index) an account's reactions go to.
+pub fn stat_shard(user_id: &str) -> u32 {
+    let digest = Sha256::digest(user_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % POST_STAT_SHARDS
+}
+
+/// A reaction's item of truth under the reacting account's [`user`]: `LIKE#<post>`,
+/// `SHARE#<post>`, `BOOKMARK#<post>`.
+pub fn reaction(kind: &str, post_id: &str) -> String {
+    format!("{}#{post_id}", kind.to_uppercase())
+}
+
+/// The `gsi1` partition of a post's reactions, sharded as its counters are (a viral post's likes
+/// spread over [`POST_STAT_SHARDS`] index partitions).
+pub fn reactions_of(post_id: &str, shard: u32) -> String {
+    format!("REACT#{post_id}#{shard}")
+}
+
+/// A reaction's `gsi1` sort key: the kind, then when (ms), then who; a listing of one kind is a
+/// range of these, newest first.
+pub fn reaction_index(kind: &str, at_ms: i64, user_id: &str) -> String {
+    format!("{kind}#{at_ms:013}#{user_id}")
+}
+
+/// The prefix of an account's bookmarks list under [`user`].
+pub const BOOKMARKS_PREFIX: &str = "BOOKMARKS#";
+
+/// A bookmark in its account's list, newest first by when.
+pub fn bookmark_entry(at_ms: i64, post_id: &str) -> String {
+    format!("{BOOKMARKS_PREFIX}{at_ms:013}#{post_id}")
+}
+
+/// A post's comments: top-level ones at [`comment`], replies at [`reply`], and where each is at
+/// [`comment_locator`].
+pub fn comments(post_id: &str) -> String {
+    format!("COMMENTS#{post_id}")
+}
+
+/// The prefix of a post's top-level comments under [`comments`].
+pub const COMMENT_PREFIX: &str = "C#";
+
+/// A top-level comment (ids are time-ordered, so the sort key is the time order).
+pub fn comment(comment_id: &str) -> String {
+    format!("{COMMENT_PREFIX}{comment_id}")
+}
+
+/// The prefix of a comment's replies under [`comments`].
+pub fn replies_prefix(parent_id: &str) -> String {
+    format!("R#{parent_id}#")
+}
+
+/// A reply to the comment `parent_id`.
+pub fn reply(parent_id: &str, comment_id: &str) -> String {
+    format!("{}{comment_id}", replies_prefix(parent_id))
+}
+
+/// Where a comment (top-level or reply) is kept, by its id, under [`comments`].
+pub fn comment_locator(comment_id: &str) -> String {
+    format!("ID#{comment_id}")
+}
+
+/// An account's following feed (its timeline): the posts fanned out to it, newest first.
+pub fn feed(user_id: &str) -> String {
+    format!("FEED#{user_id}")
+}
+
+/// A post's place in a timeline (or in an author's list, after [`POSTS_PREFIX`]): when (ms),
+/// then which; one position orders both.
+pub fn feed_entry(at_ms: i64, post_id: &str) -> String {
+    format!("{at_ms:013}#{post_id}")
+}
+
+/// The accounts with more followers than fan-out serves: their posts are merged into their
+/// followers' feeds at read time; sort keys are [`widely_followed`].
+pub const WIDELY_FOLLOWED: &str = "WIDELYFOLLOWED";
+
+/// The prefix of the accounts under [`WIDELY_FOLLOWED`].
+pub const ACCOUNT_PREFIX: &str = "ACCOUNT#";
+
+/// A widely followed account's entry under [`WIDELY_FOLLOWED`].
+pub fn widely_followed(user_id: &str) -> String {
+    format!("{ACCOUNT_PREFIX}{user_id}")
+}
+
+/// A hashtag's posts (public ones), newest first by [`feed_entry`].
+pub fn hashtag(tag: &str) -> String {
+    format!("TAG#{tag}")
+}
+
+/// The prefix of the accounts an account blocks, under [`user`].
+pub const BLOCK_PREFIX: &str = "BLOCK#";
+
+/// That the account blocks `blocked`, under the blocker's [`user`].
+pub fn block(blocked: &str) -> String {
+    format!("{BLOCK_PREFIX}{blocked}")
+}
+
+/// The prefix of the accounts that block an account, under [`user`].
+pub const BLOCKED_BY_PREFIX: &str = "BLOCKEDBY#";
+
+/// That `blocker` blocks the account, under the blocked account's [`user`].
+pub fn blocked_by(blocker: &str) -> String {
+    format!("{BLOCKED_BY_PREFIX}{blocker}")
+}
+
 /// A job's item.
 pub fn job(job_id: &str) -> String {
     format!("JOB#{job_id}")

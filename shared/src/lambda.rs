@@ -18,6 +18,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("deliver-webhooks", || Box::pin(serve_deliveries())),
     ("send-account-mail", || Box::pin(serve_account_mail())),
     ("remove-account-data", || Box::pin(serve_account_removals())),
+    ("process-social-events", || Box::pin(serve_social_events())),
     ("refresh-instagram-tokens", || {
         Box::pin(serve_instagram_refresh())
     }),
@@ -140,6 +141,11 @@ pub async fn serve_account_mail() -> Result<(), Error> {
 /// The account removal queue's consumer: deleted accounts' purges and providers' unlinks.
 pub async fn serve_account_removals() -> Result<(), Error> {
     serve_queue(crate::auth::deletion::REMOVALS).await
+}
+
+/// The social queue's consumer: deleted posts' purges.
+pub async fn serve_social_events() -> Result<(), Error> {
+    serve_queue(crate::social::events::SOCIAL).await
 }
 
 /// The dead-letter consumer: jobs whose messages exhausted their deliveries fail as `worker_crashed`.

@@ -38,6 +38,7 @@ pub mod openapi;
 pub mod persona;
 pub mod personas;
 pub mod photos;
+pub mod post;
 pub mod ratelimit;
 pub mod routes;
 pub mod sealed;

@@ -40,7 +40,7 @@ pub fn output_prefix(outputs: Outputs, user_id: &str, job_id: &str) -> String {
     format!("{}/{user_id}/{job_id}/", outputs.area())
 }
 
-/// Every prefix a user's files are under: their uploads and every job's outputs.
+/// Every prefix a user's files are under: their uploads, every job's outputs, their posts' files.
 pub fn user_prefixes(user_id: &str) -> Vec<String> {
     let mut prefixes = vec![user_prefix(user_id)];
     prefixes.extend(
@@ -48,6 +48,8 @@ pub fn user_prefixes(user_id: &str) -> Vec<String> {
             .iter()
             .map(|o| format!("{}/{user_id}/", o.area())),
     );
+    // Posts' own copies of their files.
+    prefixes.push(format!("posts/{user_id}/"));
     prefixes
 }
 
@@ -57,6 +59,26 @@ pub fn bucket(state: &State) -> anyhow::Result<&str> {
         .media_bucket
         .as_deref()
         .context("MEDIA_BUCKET is not set")
+}
+
+/// A presigned GET of `key` in the media bucket that works for `lifetime`.
+pub async fn presign_get(
+    state: &State,
+    key: &str,
+    lifetime: std::time::Duration,
+) -> anyhow::Result<String> {
+    let presigned = state
+        .s3
+        .get_object()
+        .bucket(bucket(state)?)
+        .key(key)
+        .presigned(
+            aws_sdk_s3::presigning::PresigningConfig::expires_in(lifetime)
+                .context("presigning config")?,
+        )
+        .await
+        .context("presigning a file")?;
+    Ok(presigned.uri().to_owned())
 }
 
 /// Whether `key` is one of `user_id`'s uploads. Anyone else's key reads as missing.

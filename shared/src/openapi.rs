@@ -21,7 +21,7 @@ use crate::routes::ROUTES;
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
         (name = "styles", description = "Styles (LoRA) trained on your images by your AI servers"),
-        (name = "social", description = "Public profiles and follows"),
+        (name = "social", description = "Public profiles, follows, posts, likes, shares, bookmarks, comments and blocks"),
         (name = "personas", description = "SelfStar's personas: AI characters that generation can name"),
         (name = "webhooks", description = "Webhook endpoints and deliveries to you; signed webhooks from providers and AI servers (no bearer token)"),
         (name = "meta", description = "Health and documents")),

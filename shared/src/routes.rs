@@ -31,7 +31,7 @@ use crate::meta;
 use crate::personas;
 use crate::personas::instagram;
 use crate::photos::handlers as photos;
-use crate::social::{follows, profiles};
+use crate::social::{blocks, comments, feeds, follows, posts, profiles, reactions};
 use crate::state::State;
 use crate::uploads;
 use crate::webhooks::endpoints;
@@ -195,6 +195,30 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, follows::get_relationship),
         route!(Public, follows::list_followers),
         route!(Public, follows::list_following),
+        route!(Bearer, blocks::block_user),
+        route!(Bearer, blocks::unblock_user),
+        route!(Bearer, blocks::list_blocks),
+        route!(Bearer, posts::create_post),
+        route!(Bearer, posts::get_post),
+        route!(Public, posts::get_public_post),
+        route!(Bearer, posts::update_post),
+        route!(Bearer, posts::delete_post),
+        route!(Public, posts::list_user_posts),
+        route!(Bearer, posts::list_my_posts),
+        route!(Bearer, reactions::like_post),
+        route!(Bearer, reactions::unlike_post),
+        route!(Bearer, reactions::list_likes),
+        route!(Bearer, reactions::share_post),
+        route!(Bearer, reactions::bookmark_post),
+        route!(Bearer, reactions::unbookmark_post),
+        route!(Bearer, reactions::list_bookmarks),
+        route!(Bearer, feeds::get_following_feed),
+        route!(Public, feeds::list_hashtag_posts),
+        route!(Bearer, comments::create_comment),
+        route!(Bearer, comments::list_comments),
+        route!(Public, comments::list_public_comments),
+        route!(Bearer, comments::update_comment),
+        route!(Bearer, comments::delete_comment),
         route!(Bearer, jobs::create_job),
         route!(Bearer, jobs::list_jobs),
         route!(Bearer, jobs::get_job),
@@ -264,17 +288,31 @@ pub enum Match {
 }
 
 /// Matches a method and path as API Gateway does: literal segments exactly, `{name}` segments bind
-/// one non-empty segment.
+/// one non-empty segment, and of the routes that match, the most specific wins (a literal
+/// segment before a variable one, from the left: `/v1/users/me/posts` over
+/// `/v1/users/{id}/posts`).
 pub fn match_route(method: &str, path: &str) -> Match {
     let mut allow = Vec::new();
+    let mut best: Option<(Vec<bool>, &'static Route, HashMap<String, String>)> = None;
     for spec in ROUTES.iter() {
         let Some(params) = match_path(spec.path, path) else {
             continue;
         };
         if spec.method == method {
-            return Match::Found(spec, params);
+            let literal: Vec<bool> = spec
+                .path
+                .split('/')
+                .map(|s| !(s.starts_with('{') && s.ends_with('}')))
+                .collect();
+            if best.as_ref().is_none_or(|(b, _, _)| literal > *b) {
+                best = Some((literal, spec, params));
+            }
+            continue;
         }
         allow.push(spec.method);
+    }
+    if let Some((_, spec, params)) = best {
+        return Match::Found(spec, params);
     }
     if allow.is_empty() {
         Match::NotFound
@@ -327,6 +365,21 @@ pub async fn handle(state: &State, route: &Route, req: Request) -> Response<Body
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_most_specific_route_wins_as_in_api_gateway() {
+        let Match::Found(mine, _) = match_route("GET", "/v1/users/me/posts") else {
+            panic!("a route");
+        };
+        assert_eq!(mine.function, "list-my-posts");
+        let Match::Found(theirs, params) = match_route("GET", "/v1/users/u1/posts") else {
+            panic!("a route");
+        };
+        assert_eq!(
+            (theirs.function, params["id"].as_str()),
+            ("list-user-posts", "u1")
+        );
+    }
 
     #[test]
     fn paths_bind_parameters_and_methods_are_told_apart() {

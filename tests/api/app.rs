@@ -224,6 +224,15 @@ impl TestApp {
 }
 
 /// Asserts a problem+json response and returns its body.
+/// Waits until `check` holds (60 s at most, which fails the test with `what`).
+pub async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn problem(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status, "status");
     let content_type = response.headers()["content-type"]
@@ -328,4 +337,43 @@ pub fn run_job_command() -> std::process::Command {
     let mut command = std::process::Command::new(lambent_binary());
     command.arg("run-job");
     command
+}
+
+impl TestApp {
+    /// Uploads `bytes` through a presigned PUT and returns the key. `declared` is the size asked
+    /// for, which a lying client may exceed.
+    pub(crate) async fn upload_declared(
+        &self,
+        token: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+        declared: usize,
+    ) -> String {
+        let response = self
+            .client
+            .post(self.url("/v1/uploads"))
+            .bearer_auth(token)
+            .json(&json!({"content_type": content_type, "size": declared}))
+            .send()
+            .await
+            .expect("r");
+        assert_eq!(response.status(), 201);
+        let upload: Value = response.json().await.expect("json");
+        // moto checks no signature or length: the worker's own checks are what is tested.
+        let stored = self
+            .client
+            .put(upload["url"].as_str().expect("url"))
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("put");
+        assert!(stored.status().is_success(), "{}", stored.status());
+        upload["key"].as_str().expect("key").to_owned()
+    }
+
+    pub(crate) async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
+        let size = bytes.len().max(1);
+        self.upload_declared(token, bytes, content_type, size).await
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use lambent_local::fakes::{FakeProviders, oidc as fake_oidc};
 use serde_json::{Value, json};
 
-use crate::app::{PASSWORD, TestApp, problem};
+use crate::app::{PASSWORD, TestApp, problem, wait_until};
 use crate::oidc::{body, browser_code, link, native, oauth_clients, with_providers};
 
 /// Every item that belongs to `user_id`: its partitions, and items that name it (jobs, claims).
@@ -104,14 +104,6 @@ async fn busy_account(
         .expect("endpoint");
     assert_eq!(endpoint.status(), 201);
     (access, refresh, id)
-}
-
-async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn delete_me(app: &TestApp, access: &str) -> reqwest::Response {

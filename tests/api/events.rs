@@ -50,6 +50,32 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-relationship", 404),
         ("list-followers", 404),
         ("list-following", 404),
+        ("block-user", 404),
+        ("unblock-user", 204),
+        ("list-blocks", 200),
+        // The sample's upload does not exist in a fresh stack.
+        ("create-post", 404),
+        // Nor its post.
+        ("get-post", 404),
+        ("get-public-post", 404),
+        ("update-post", 404),
+        ("delete-post", 404),
+        ("list-user-posts", 404),
+        ("list-my-posts", 200),
+        ("like-post", 404),
+        ("unlike-post", 200),
+        ("list-likes", 404),
+        ("share-post", 404),
+        ("bookmark-post", 404),
+        ("unbookmark-post", 200),
+        ("list-bookmarks", 200),
+        ("get-following-feed", 200),
+        ("list-hashtag-posts", 200),
+        ("create-comment", 404),
+        ("list-comments", 404),
+        ("list-public-comments", 404),
+        ("update-comment", 404),
+        ("delete-comment", 404),
         ("create-job", 404),
         ("list-jobs", 200),
         ("get-job", 404),
@@ -170,6 +196,15 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
         serde_json::from_str(&read("remove-account-data")).expect("an SQS event");
     assert!(
         worker::handle_batch(state, lambent::auth::deletion::REMOVALS, removal)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    // A deleted post's purge: nothing of it left to remove, done.
+    let social: SqsEvent =
+        serde_json::from_str(&read("process-social-events")).expect("an SQS event");
+    assert!(
+        worker::handle_batch(state, lambent::social::events::SOCIAL, social)
             .await
             .batch_item_failures
             .is_empty()

@@ -33,6 +33,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "users",
             "persona",
             "follow",
+            "post",
             "auth::keys",
             "auth::password",
         ],

@@ -25,43 +25,6 @@ fn s3(app: &TestApp) -> aws_sdk_s3::Client {
 }
 
 impl TestApp {
-    /// Uploads `bytes` through a presigned PUT and returns the key. `declared` is the size asked
-    /// for, which a lying client may exceed.
-    pub(crate) async fn upload_declared(
-        &self,
-        token: &str,
-        bytes: Vec<u8>,
-        content_type: &str,
-        declared: usize,
-    ) -> String {
-        let response = self
-            .client
-            .post(self.url("/v1/uploads"))
-            .bearer_auth(token)
-            .json(&json!({"content_type": content_type, "size": declared}))
-            .send()
-            .await
-            .expect("r");
-        assert_eq!(response.status(), 201);
-        let upload: Value = response.json().await.expect("json");
-        // moto checks no signature or length: the worker's own checks are what is tested.
-        let stored = self
-            .client
-            .put(upload["url"].as_str().expect("url"))
-            .header("content-type", content_type)
-            .body(bytes)
-            .send()
-            .await
-            .expect("put");
-        assert!(stored.status().is_success(), "{}", stored.status());
-        upload["key"].as_str().expect("key").to_owned()
-    }
-
-    pub(crate) async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> String {
-        let size = bytes.len().max(1);
-        self.upload_declared(token, bytes, content_type, size).await
-    }
-
     async fn post_photo(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))

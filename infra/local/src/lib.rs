@@ -113,6 +113,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 "deliver-webhooks" => (lambent::webhooks::deliver::DELIVERIES, 16),
                 "send-account-mail" => (lambent::auth::account::MAIL, 4),
                 "remove-account-data" => (lambent::auth::deletion::REMOVALS, 4),
+                "process-social-events" => (lambent::social::events::SOCIAL, 8),
                 other => anyhow::bail!("no local consumer for {other}"),
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));

@@ -140,6 +140,20 @@ Try it, in another terminal:
   until curl -s {base}/v1/jobs/$GEN -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
   curl -s {base}/v1/jobs/$GEN -H "authorization: Bearer $TOKEN"; echo
 
+  # publish the generation as a post (201); Bob signs up, follows Ann (201), likes the post (201)
+  # and reads his following feed, where the follow's backfill brought it (from the social queue)
+  POST=$(curl -s -X POST {base}/v1/posts -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"job_id\":\"$GEN\",\"caption\":\"a lighthouse at dusk #lighthouse\"}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  ANN=$(curl -s {base}/v1/auth/me -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  BOB=$(curl -s -X POST {base}/v1/auth/register -H 'content-type: application/json' \
+    -d '{{"email":"bob@example.com","username":"bob","password":"correct horse"}}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["access_token"])')
+  curl -s -X POST {base}/v1/users/$ANN/follow -H "authorization: Bearer $BOB"; echo
+  curl -s -X POST {base}/v1/posts/$POST/like -H "authorization: Bearer $BOB"; echo
+  until curl -s {base}/v1/feeds/following -H "authorization: Bearer $BOB" | grep -q "$POST"; do sleep 0.2; done
+  curl -s {base}/v1/feeds/following -H "authorization: Bearer $BOB" \
+    | python3 -c 'import json,sys;p=json.load(sys.stdin)["items"][0];print("feed of bob:", p["caption"], "- likes", p["counts"]["likes"])'
+  curl -s {base}/v1/hashtags/lighthouse/posts | cut -c1-200; echo
+
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

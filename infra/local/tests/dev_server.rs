@@ -85,6 +85,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         r#""email": "weav@example.com""#,
         // The Kakao browser sign-in: a new account's tokens from the one-time code.
         "kakao sign-in: Bearer u_",
+        // The generation published, followed, liked and in the follower's feed.
+        "feed of bob: a lighthouse at dusk #lighthouse - likes 1",
     ] {
         assert!(
             printed.contains(expected),

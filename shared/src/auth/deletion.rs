@@ -199,6 +199,25 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
             crate::follow::remove(&state.db, follower, user_id).await?;
         }
     }
+    // Posts (with what hangs on them), likes and shares (taken back from the posts' counts).
+    crate::post::remove_account(&state.db, user_id).await?;
+    state.db.delete_partition(&keys::feed(user_id)).await?;
+    // Blocks both ways: their mirrors in the other accounts' partitions.
+    let mut mirrors = Vec::new();
+    for (prefix, mirror) in [
+        (keys::BLOCK_PREFIX, keys::blocked_by as fn(&str) -> String),
+        (keys::BLOCKED_BY_PREFIX, keys::block),
+    ] {
+        for entry in state.db.query_prefix(&pk, prefix).await? {
+            if let Some(other) = get_s(&entry, "user_id") {
+                mirrors.push(crate::db::Item::from([
+                    ("pk".to_owned(), crate::db::s(keys::user(other))),
+                    ("sk".to_owned(), crate::db::s(mirror(user_id))),
+                ]));
+            }
+        }
+    }
+    state.db.delete_keys(mirrors).await?;
     for endpoint in state.db.query_prefix(&pk, keys::ENDPOINT_PREFIX).await? {
         if let Some(id) =
             get_s(&endpoint, "sk").and_then(|sk| sk.strip_prefix(keys::ENDPOINT_PREFIX))

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-use aws_sdk_s3::presigning::PresigningConfig;
 use chrono::Utc;
 
 use crate::generation::kinds;
@@ -214,15 +212,7 @@ async fn style_weights(
 
 async fn presign(state: &State, key: &str, run_for: Duration) -> Result<String, JobError> {
     let lifetime = (run_for + Duration::from_secs(3600)).min(Duration::from_secs(7 * 86_400));
-    let url = state
-        .s3
-        .get_object()
-        .bucket(media::bucket(state)?)
-        .key(key)
-        .presigned(PresigningConfig::expires_in(lifetime).context("presigning")?)
-        .await
-        .context("presigning a file")?;
-    Ok(url.uri().to_owned())
+    Ok(media::presign_get(state, key, lifetime).await?)
 }
 
 /// Asks a job's provider to stop its request; failures are logged (the provider's own run-time

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use aws_sdk_s3::presigning::PresigningConfig;
 use chrono::Utc;
 use lambda_http::{Body, Request, Response, http::StatusCode};
 use serde::Serialize;
@@ -96,16 +95,7 @@ fn urls(id: &str) -> PhotoUrls {
 }
 
 async fn presign(state: &State, key: &str) -> Result<String, ApiError> {
-    let bucket = crate::media::bucket(state)?;
-    let presigned = state
-        .s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .presigned(PresigningConfig::expires_in(URL_LIFETIME).context("presigning config")?)
-        .await
-        .context("presigning a photo")?;
-    Ok(presigned.uri().to_owned())
+    Ok(crate::media::presign_get(state, key, URL_LIFETIME).await?)
 }
 
 fn artifact(output: Option<&Value>, variant: &str) -> Option<Artifact> {

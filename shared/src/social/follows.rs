@@ -7,7 +7,7 @@ use lambda_http::{Body, Request, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::db::{failed_conditions, get_i64, get_s, n, s};
+use crate::db::{failed_conditions, n, s};
 use crate::error::ApiError;
 use crate::http::{Caller, json, path_param};
 use crate::keys;
@@ -136,16 +136,37 @@ pub async fn follow_user(state: &State, req: Request) -> Result<Response<Body>, 
         )?,
         count(state, &followee, "followers_count", 1, true)?,
         count(state, me, "following_count", 1, true)?,
+        // Neither blocks the other (a block removes follows both ways and keeps them out).
+        crate::db::tx::check(
+            &state.db,
+            (&keys::user(&followee), &keys::block(me)),
+            "attribute_not_exists(pk)",
+        )?,
+        crate::db::tx::check(
+            &state.db,
+            (&keys::user(me), &keys::block(&followee)),
+            "attribute_not_exists(pk)",
+        )?,
     ];
     let followed_by = follows(state, &followee, me).await?;
     match crate::db::transact(&state.db, actions).await {
-        Ok(()) => json(
-            StatusCode::CREATED,
-            &Relationship {
-                following: true,
-                followed_by,
-            },
-        ),
+        Ok(()) => {
+            crate::social::events::notify(
+                state,
+                crate::social::events::Event::Followed {
+                    follower: me.to_owned(),
+                    followee: followee.clone(),
+                },
+            )
+            .await;
+            json(
+                StatusCode::CREATED,
+                &Relationship {
+                    following: true,
+                    followed_by,
+                },
+            )
+        }
         Err(err) => match failed_conditions(&err) {
             Some(failed) if failed.first() == Some(&true) => json(
                 StatusCode::OK,
@@ -170,8 +191,15 @@ pub async fn follow_user(state: &State, req: Request) -> Result<Response<Body>, 
 pub async fn unfollow_user(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let followee = target(&req, &caller)?;
-    if followee.len() <= 64 {
-        crate::follow::remove(&state.db, &caller.user_id, &followee).await?;
+    if followee.len() <= 64 && crate::follow::remove(&state.db, &caller.user_id, &followee).await? {
+        crate::social::events::notify(
+            state,
+            crate::social::events::Event::Unfollowed {
+                follower: caller.user_id.clone(),
+                followee,
+            },
+        )
+        .await;
     }
     Response::builder()
         .status(StatusCode::NO_CONTENT)
@@ -199,21 +227,10 @@ pub async fn get_relationship(state: &State, req: Request) -> Result<Response<Bo
     )
 }
 
-/// An account in a follow list.
-#[derive(Serialize, ToSchema)]
-pub struct Follow {
-    pub id: String,
-    pub username: String,
-    pub display_name: Option<String>,
-    pub photo_url: Option<String>,
-    /// When the follow began.
-    pub since: String,
-}
-
 /// A page of a follow list.
 #[derive(Serialize, ToSchema)]
 pub struct FollowPage {
-    pub items: Vec<Follow>,
+    pub items: Vec<profiles::AccountEntry>,
     /// The next page's cursor; `null` on the last page.
     pub next_cursor: Option<String>,
 }
@@ -233,69 +250,19 @@ async fn page(
         state.cursor_key().await?,
         format!("{prefix}|{id}"),
     )?;
-    let mut query = state
-        .db
-        .client
-        .query()
-        .table_name(&state.db.table)
-        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-        .expression_attribute_values(":pk", s(keys::user(&id)))
-        .expression_attribute_values(":prefix", s(prefix))
-        .scan_index_forward(false)
-        .limit(i32::try_from(paging.limit).unwrap_or(20));
-    if let Some(after) = &paging.after {
-        query = query
-            .exclusive_start_key("pk", s(keys::user(&id)))
-            .exclusive_start_key("sk", s(after));
-    }
-    let out = query
-        .send()
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("listing follows")))?;
-    let next = out
-        .last_evaluated_key()
-        .and_then(|k| get_s(k, "sk"))
-        .map(str::to_owned);
+    let (items, next) =
+        crate::social::list_page(state, (&keys::user(&id), prefix), &paging, true).await?;
     // The accounts of the page in one read; one being deleted is left out of the lists until its
     // purge takes it out.
-    let keys: Vec<(String, String)> = out
-        .items()
-        .iter()
-        .filter_map(|entry| get_s(entry, "user_id"))
-        .map(|other| (keys::user(other), keys::PROFILE.to_owned()))
-        .collect();
-    let profiles: std::collections::HashMap<String, profiles::PublicProfile> = state
-        .db
-        .batch_get(&keys)
-        .await?
-        .iter()
-        .filter_map(profiles::public)
-        .map(|p| (p.id.clone(), p))
-        .collect();
-    let items = out
-        .items()
-        .iter()
-        .filter_map(|entry| {
-            let profile = profiles.get(get_s(entry, "user_id")?)?.clone();
-            let since = get_i64(entry, "at")
-                .and_then(chrono::DateTime::from_timestamp_millis)
-                .map(crate::users::timestamp)
-                .unwrap_or_default();
-            Some(Follow {
-                id: profile.id,
-                username: profile.username,
-                display_name: profile.display_name,
-                photo_url: profile.photo_url,
-                since,
-            })
-        })
-        .collect();
-    json(
-        StatusCode::OK,
+    let items = profiles::entries(state, &items, &Default::default()).await?;
+    let next_cursor = paging.next_cursor(next);
+    crate::social::page_response(
+        req,
         &FollowPage {
             items,
-            next_cursor: paging.next_cursor(next),
+            next_cursor: next_cursor.clone(),
         },
+        next_cursor.as_deref(),
     )
 }
 

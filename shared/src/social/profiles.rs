@@ -63,6 +63,65 @@ pub async fn find(state: &State, id: &str) -> Result<Option<PublicProfile>, ApiE
     Ok(item.as_ref().and_then(public))
 }
 
+/// An account in a list (followers, following, likers, blocks).
+#[derive(Serialize, ToSchema)]
+pub struct AccountEntry {
+    pub id: String,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub photo_url: Option<String>,
+    /// When it joined the list (the follow, the like, the block).
+    pub since: String,
+}
+
+/// The accounts of a list's page (items naming one by `user_id`, since `at` in ms), in order,
+/// their profiles read in one batch; accounts being deleted, and those in `hidden`, are left out.
+pub async fn entries(
+    state: &State,
+    items: &[Item],
+    hidden: &std::collections::HashSet<String>,
+) -> Result<Vec<AccountEntry>, ApiError> {
+    let page: Vec<(String, i64)> = items
+        .iter()
+        .filter_map(|i| {
+            Some((
+                get_s(i, "user_id")?.to_owned(),
+                get_i64(i, "at").unwrap_or(0),
+            ))
+        })
+        .collect();
+    let mut keys: Vec<(String, String)> = page
+        .iter()
+        .map(|(id, _)| (keys::user(id), keys::PROFILE.to_owned()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let profiles: std::collections::HashMap<String, PublicProfile> = state
+        .db
+        .batch_get_many(&keys)
+        .await?
+        .iter()
+        .filter_map(public)
+        .map(|p| (p.id.clone(), p))
+        .collect();
+    Ok(page
+        .iter()
+        .filter(|(id, _)| !hidden.contains(id))
+        .filter_map(|(id, at)| {
+            let profile = profiles.get(id)?.clone();
+            Some(AccountEntry {
+                id: profile.id,
+                username: profile.username,
+                display_name: profile.display_name,
+                photo_url: profile.photo_url,
+                since: chrono::DateTime::from_timestamp_millis(*at)
+                    .map(crate::users::timestamp)
+                    .unwrap_or_default(),
+            })
+        })
+        .collect())
+}
+
 /// Spends a try from the caller's address's budget of public reads.
 pub async fn limit_reads(state: &State, req: &Request) -> Result<(), ApiError> {
     let ip = crate::http::client_ip(req);

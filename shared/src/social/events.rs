@@ -1,0 +1,122 @@
+//! The social layer's queue and its consumer: what follows from a request without holding it up
+//! (a deleted post's reactions, comments and files).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::jobs::worker::{Consumer, Disposition};
+use crate::social::feeds::{self, FanOut};
+use crate::state::State;
+
+/// A message on the social queue.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A post was deleted: remove what hangs on it.
+    PostDeleted { post_id: String, author_id: String },
+    /// A post was published to followers (or everyone): fan it out, a page of followers at a
+    /// time from `after`.
+    PostPublished {
+        post_id: String,
+        author_id: String,
+        at: i64,
+        #[serde(default)]
+        after: Option<String>,
+    },
+    /// A follow began: bring the followed account's latest posts into the follower's feed.
+    Followed { follower: String, followee: String },
+    /// A follow ended: take the followed account's posts out of the follower's feed.
+    Unfollowed { follower: String, followee: String },
+}
+
+/// The social queue's consumer.
+pub const SOCIAL: Consumer = Consumer {
+    name: "social events",
+    handle: |state, body| Box::pin(process(state, body)),
+};
+
+/// Carries out one event; a failure is retried by the queue (each step is safe to repeat).
+pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
+    let Ok(event) = serde_json::from_str::<Event>(body) else {
+        tracing::warn!("dropping a social event that does not parse");
+        return Ok(Disposition::Done);
+    };
+    match event {
+        Event::PostDeleted { post_id, author_id } => {
+            purge(state, &author_id, &post_id).await?;
+        }
+        Event::PostPublished {
+            post_id,
+            author_id,
+            at,
+            after,
+        } => {
+            let step = feeds::fan_out(state, &post_id, &author_id, at, after.as_deref()).await?;
+            tracing::info!(post_id, ?step, "fan-out step");
+            if let FanOut::Wrote {
+                next: Some(next), ..
+            } = step
+            {
+                // The next page of followers, as a message of its own: no one message (or
+                // Lambda) holds the whole fan-out of a large account.
+                let event = Event::PostPublished {
+                    post_id,
+                    author_id,
+                    at,
+                    after: Some(next),
+                };
+                send(state, &event).await?;
+            }
+        }
+        Event::Followed { follower, followee } => {
+            let posts = feeds::backfill(state, &follower, &followee).await?;
+            tracing::info!(posts, "feed backfilled");
+        }
+        Event::Unfollowed { follower, followee } => {
+            let posts = feeds::unfill(state, &follower, &followee).await?;
+            tracing::info!(posts, "feed cleaned");
+        }
+    }
+    Ok(Disposition::Done)
+}
+
+async fn purge(state: &State, author_id: &str, post_id: &str) -> anyhow::Result<()> {
+    crate::post::purge(&state.db, post_id).await?;
+    let files = crate::media::delete_prefix(
+        state,
+        &crate::social::posts::media_prefix(author_id, post_id),
+    )
+    .await?;
+    tracing::info!(post_id, files, "deleted post purged");
+    Ok(())
+}
+
+async fn send(state: &State, event: &Event) -> anyhow::Result<()> {
+    match &state.config.social_queue_url {
+        Some(queue) => state.send_json(queue, event).await,
+        None => Box::pin(process(state, &serde_json::to_string(event)?))
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// Queues work that follows from a request; a failure to queue is logged, not the request's
+/// (the post, the follow is made: what follows is the feed's, which reads the follows anyway).
+pub async fn notify(state: &State, event: Event) {
+    if let Err(err) = send(state, &event).await {
+        tracing::error!(
+            error = format!("{err:#}"),
+            ?event,
+            "a social event was not queued"
+        );
+    }
+}
+
+/// Asks for a deleted post's purge: from the queue, or here when there is none.
+pub async fn deleted(state: &State, author_id: &str, post_id: &str) -> Result<(), ApiError> {
+    let event = Event::PostDeleted {
+        post_id: post_id.to_owned(),
+        author_id: author_id.to_owned(),
+    };
+    Ok(send(state, &event).await?)
+}
