@@ -70,16 +70,16 @@ pub async fn fan_out(
         };
         let widely = u64::try_from(followers).unwrap_or(0) > state.config.fanout_max_followers;
         if widely {
+            // The mark and the author's own timeline entry, in one batch.
             state
                 .db
-                .put_items(vec![Item::from([
-                    ("pk".to_owned(), s(keys::WIDELY_FOLLOWED)),
-                    ("sk".to_owned(), s(keys::widely_followed(author_id))),
-                ])])
-                .await?;
-            state
-                .db
-                .put_items(vec![timeline_item(author_id, post_id, author_id, at)])
+                .put_items(vec![
+                    Item::from([
+                        ("pk".to_owned(), s(keys::WIDELY_FOLLOWED)),
+                        ("sk".to_owned(), s(keys::widely_followed(author_id))),
+                    ]),
+                    timeline_item(author_id, post_id, author_id, at),
+                ])
                 .await?;
             return Ok(FanOut::Merged);
         }
