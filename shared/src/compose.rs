@@ -14,7 +14,10 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     kinds.extend(crate::generation::kinds::kinds(config)?);
     kinds.extend(crate::personas::instagram::kinds());
     kinds.extend(registry::test_kinds(config));
-    Ok(Registry::new(kinds).with_abandon(crate::generation::work::ABANDON))
+    Ok(Registry::new(kinds)
+        .with_abandon(crate::generation::work::ABANDON)
+        .with_ended(crate::social::notifications::JOB_ENDED)
+        .with_check(crate::social::remixes::CHECK))
 }
 
 /// The state of a function: adapters, the registry and every feature's runtime.

@@ -66,6 +66,9 @@ pub struct Config {
     /// The most followers an account's posts are fanned out to (`FANOUT_MAX_FOLLOWERS`, default
     /// 10,000); an account with more has its posts merged into its followers' feeds as they read.
     pub fanout_max_followers: u64,
+    /// Distinct reporters that hide a post or comment until an admin decides
+    /// (`REPORT_HIDE_THRESHOLD`, default 5).
+    pub report_hide_threshold: u64,
     /// Followers one fan-out message serves before it queues the next page
     /// (`FANOUT_PAGE_SIZE`, default 1,000).
     pub fanout_page_size: u64,
@@ -310,6 +313,7 @@ impl Config {
             social_queue_url: optional("SOCIAL_QUEUE_URL"),
             fanout_max_followers: number("FANOUT_MAX_FOLLOWERS", 10_000)?,
             fanout_page_size: number("FANOUT_PAGE_SIZE", 1_000)?.clamp(1, 1_000),
+            report_hide_threshold: number("REPORT_HIDE_THRESHOLD", 5)?.max(1),
             tokens_key_id: optional("TOKENS_KMS_KEY_ID"),
             instagram: InstagramConfig {
                 app_id: optional("INSTAGRAM_APP_ID").map(|v| v.trim().to_owned()),

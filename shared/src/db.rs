@@ -60,6 +60,31 @@ impl Db {
         Ok(out.items.unwrap_or_default())
     }
 
+    /// Every item of partition `pk`, every page (strongly consistent): for partitions a pass
+    /// reads whole (a purge, a schedule's count).
+    pub async fn query_all(&self, pk: &str) -> anyhow::Result<Vec<Item>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .context("reading a partition")?;
+            items.extend(out.items.unwrap_or_default());
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
     /// Deletes an item if it exists and returns it: whoever takes it has it, once.
     pub async fn take(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Item>> {
         let out = self

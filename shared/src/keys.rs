@@ -256,9 +256,122 @@ pub fn widely_followed(user_id: &str) -> String {
     format!("{ACCOUNT_PREFIX}{user_id}")
 }
 
+/// A post's remixes (the posts that name it as their source), newest first by [`remix_entry`].
+pub fn remixes(post_id: &str) -> String {
+    format!("REMIXES#{post_id}")
+}
+
+/// The prefix of the entries under [`remixes`].
+pub const REMIX_PREFIX: &str = "R#";
+
+/// A remix's entry under its source's [`remixes`].
+pub fn remix_entry(at_ms: i64, post_id: &str) -> String {
+    format!("{REMIX_PREFIX}{}", feed_entry(at_ms, post_id))
+}
+
 /// A hashtag's posts (public ones), newest first by [`feed_entry`].
 pub fn hashtag(tag: &str) -> String {
     format!("TAG#{tag}")
+}
+
+/// An account's notifications: its groups ([`notification_group`]), the actors counted in each
+/// ([`notification_actor`]) and its unread count ([`UNREAD`]). The groups are indexed newest
+/// first in `gsi1` under this same key by [`notification_position`], the unread ones in `gsi2`
+/// under [`unread_notifications`] by the time alone (that index's sort key is a number).
+pub fn notifications(user_id: &str) -> String {
+    format!("NOTIFS#{user_id}")
+}
+
+/// A notification group ("Ann and 12 others liked your post") under [`notifications`].
+pub fn notification_group(group: &str) -> String {
+    format!("G#{group}")
+}
+
+/// That `actor` is counted in `group` already (a repeated event counts once).
+pub fn notification_actor(group: &str, actor: &str) -> String {
+    format!("A#{group}#{actor}")
+}
+
+/// The unread count of an account, under [`notifications`]: the number of its unread groups.
+pub const UNREAD: &str = "UNREAD";
+
+/// The `gsi2` partition of an account's unread notification groups (sparse: reading a group
+/// removes its keys).
+pub fn unread_notifications(user_id: &str) -> String {
+    format!("UNREAD#{user_id}")
+}
+
+/// A notification group's place in its indexes: when it last changed (ms), then which.
+pub fn notification_position(at_ms: i64, group: &str) -> String {
+    format!("{at_ms:013}#{group}")
+}
+
+/// The notification groups an account is counted in as an actor (sort keys
+/// `N#<account>#<group>`), for its deletion.
+pub fn actor_notifications(actor_id: &str) -> String {
+    format!("ACTORNOTIF#{actor_id}")
+}
+
+/// The notification groups that hang on a post (sort keys `<account>#<group>`), for its purge.
+pub fn post_notifications(post_id: &str) -> String {
+    format!("POSTNOTIF#{post_id}")
+}
+
+/// Partitions of each hour's hashtag counts (and of each day's recent public posts).
+pub const RANKING_SHARDS: u32 = 8;
+
+fn ranking_shard(text: &str) -> u32 {
+    let digest = Sha256::digest(text.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % RANKING_SHARDS
+}
+
+/// A shard of one hour's hashtag counts (`hour`: hours since the epoch); sort keys are the tags.
+pub fn tag_hour(hour: i64, shard: u32) -> String {
+    format!("TAGHOUR#{hour}#{shard}")
+}
+
+/// The shard of [`tag_hour`] a tag is counted in.
+pub fn tag_shard(tag: &str) -> u32 {
+    ranking_shard(tag)
+}
+
+/// A shard of one day's public posts (`day`: days since the epoch), newest first by
+/// [`feed_entry`]: the for-you ranking's candidates.
+pub fn recent_posts(day: i64, shard: u32) -> String {
+    format!("RECENT#{day}#{shard}")
+}
+
+/// The shard of [`recent_posts`] a post is listed in.
+pub fn recent_shard(post_id: &str) -> u32 {
+    ranking_shard(post_id)
+}
+
+/// The rankings the schedule computes: sort keys [`TRENDING_TAGS`] and [`FOR_YOU`].
+pub const RANKINGS: &str = "RANKINGS";
+pub const TRENDING_TAGS: &str = "TAGS";
+pub const FOR_YOU: &str = "FORYOU";
+
+/// A moderation case: what was reported (`post`, `comment`, `user`) and which; its sort key is
+/// [`CASE`], each report's [`report`]. Cases are indexed in `gsi1` by status
+/// ([`cases`]), latest report first.
+pub fn moderation(target_type: &str, target_id: &str) -> String {
+    format!("MOD#{target_type}#{target_id}")
+}
+
+/// The sort key of a moderation case under [`moderation`].
+pub const CASE: &str = "CASE";
+
+/// The prefix of the reports under [`moderation`].
+pub const REPORT_PREFIX: &str = "R#";
+
+/// One account's report of a case (one per account and target).
+pub fn report(reporter: &str) -> String {
+    format!("{REPORT_PREFIX}{reporter}")
+}
+
+/// The `gsi1` partition of the cases in one status.
+pub fn cases(status: &str) -> String {
+    format!("REPORTS#{status}")
 }
 
 /// The prefix of the accounts an account blocks, under [`user`].

@@ -22,6 +22,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("refresh-instagram-tokens", || {
         Box::pin(serve_instagram_refresh())
     }),
+    ("refresh-rankings", || Box::pin(serve_rankings())),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
@@ -188,6 +189,14 @@ pub async fn serve_reconciler() -> Result<(), Error> {
 pub async fn serve_instagram_refresh() -> Result<(), Error> {
     serve_schedule("Instagram tokens refreshed", |state| {
         Box::pin(crate::personas::instagram::refresh_due(state))
+    })
+    .await
+}
+
+/// The rankings (every 10 minutes): trending hashtags and the for-you feed.
+pub async fn serve_rankings() -> Result<(), Error> {
+    serve_schedule("rankings refreshed", |state| {
+        Box::pin(crate::social::rankings::refresh(state))
     })
     .await
 }

@@ -33,6 +33,7 @@ pub mod lambda;
 pub mod media;
 pub mod meta;
 pub mod net;
+pub mod notification;
 pub mod oauth;
 pub mod openapi;
 pub mod persona;

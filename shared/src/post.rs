@@ -63,6 +63,20 @@ pub fn count(
     )
 }
 
+/// `ADD posts <by>` on a hashtag's count in the hour a post was published at (`at`, ms): the
+/// trending window's counts, kept with the post's publication, edits and deletion.
+pub fn tag_hour_count(db: &Db, at: i64, tag: &str, by: i64) -> anyhow::Result<TransactWriteItem> {
+    let hour = at.div_euclid(3_600_000);
+    tx::update(
+        db,
+        (&keys::tag_hour(hour, keys::tag_shard(tag)), tag),
+        "ADD posts :by SET expires_at = if_not_exists(expires_at, :expires)",
+        None,
+        &[],
+        vec![(":by", n(by)), (":expires", n(at / 1000 + 2 * 24 * 3600))],
+    )
+}
+
 /// Takes `user_id`'s reaction to a post back, if there is one: its item (and a bookmark's list
 /// entry) and its count, in one transaction conditioned on the item (two at once take it once).
 /// `false` when there was none. A post that is gone has no count left to keep.
@@ -151,6 +165,17 @@ pub async fn remove(db: &Db, author_id: &str, post_id: &str) -> anyhow::Result<b
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default();
         let position = keys::feed_entry(at, post_id);
+        // Off its day's list (the rankings' candidates).
+        actions.push(tx::delete(
+            db,
+            (
+                &keys::recent_posts(at.div_euclid(24 * 3_600_000), keys::recent_shard(post_id)),
+                &position,
+            ),
+            None,
+            &[],
+            vec![],
+        )?);
         for tag in tags {
             actions.push(tx::delete(
                 db,
@@ -159,6 +184,7 @@ pub async fn remove(db: &Db, author_id: &str, post_id: &str) -> anyhow::Result<b
                 &[],
                 vec![],
             )?);
+            actions.push(tag_hour_count(db, at, &tag, -1)?);
         }
     }
     for shard in 0..keys::POST_STAT_SHARDS {
@@ -169,6 +195,21 @@ pub async fn remove(db: &Db, author_id: &str, post_id: &str) -> anyhow::Result<b
             &[],
             vec![],
         )?);
+    }
+    if let Some(source) = get_s(&item, "remix_of") {
+        // Off its source's list and count (the count only while the source exists: its shards go
+        // with it).
+        actions.push(tx::delete(
+            db,
+            (&keys::remixes(source), &keys::remix_entry(at, post_id)),
+            None,
+            &[],
+            vec![],
+        )?);
+        let shard = keys::post_stat(source, keys::stat_shard(author_id));
+        if db.get(&shard, keys::STAT).await?.is_some() {
+            actions.push(count(db, source, author_id, "remixes", -1)?);
+        }
     }
     if db.get(&user, keys::PROFILE).await?.is_some() {
         actions.push(tx::update(
@@ -260,6 +301,9 @@ pub async fn purge(db: &Db, post_id: &str) -> anyhow::Result<()> {
         }
     }
     db.delete_partition(&keys::comments(post_id)).await?;
+    // Its remixes stay (they are their authors' posts); their list under it goes.
+    db.delete_partition(&keys::remixes(post_id)).await?;
+    crate::notification::purge_post(db, post_id).await?;
     db.delete_keys(vec![key(&keys::post(post_id), PURGE)]).await
 }
 

@@ -31,7 +31,10 @@ use crate::meta;
 use crate::personas;
 use crate::personas::instagram;
 use crate::photos::handlers as photos;
-use crate::social::{blocks, comments, feeds, follows, posts, profiles, reactions};
+use crate::social::{
+    blocks, comments, feeds, follows, moderation, notifications, posts, profiles, rankings,
+    reactions, remixes,
+};
 use crate::state::State;
 use crate::uploads;
 use crate::webhooks::endpoints;
@@ -212,8 +215,20 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, reactions::bookmark_post),
         route!(Bearer, reactions::unbookmark_post),
         route!(Bearer, reactions::list_bookmarks),
+        route!(Bearer, remixes::list_remixes),
+        route!(Bearer, remixes::get_remix_chain),
         route!(Bearer, feeds::get_following_feed),
         route!(Public, feeds::list_hashtag_posts),
+        route!(Public, rankings::get_trending_tags),
+        route!(Bearer, rankings::get_for_you_feed),
+        route!(Bearer, moderation::create_report),
+        route!(Bearer, moderation::list_reports),
+        route!(Bearer, moderation::get_report),
+        route!(Bearer, moderation::resolve_report),
+        route!(Bearer, notifications::list_notifications),
+        route!(Bearer, notifications::get_unread_count),
+        route!(Bearer, notifications::read_notification),
+        route!(Bearer, notifications::read_all_notifications),
         route!(Bearer, comments::create_comment),
         route!(Bearer, comments::list_comments),
         route!(Public, comments::list_public_comments),

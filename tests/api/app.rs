@@ -69,6 +69,7 @@ impl TestApp {
                 overrides,
                 worker,
                 reaper_every: Some(std::time::Duration::from_millis(500)),
+                rankings_every: None,
             },
         )
         .await
@@ -376,4 +377,57 @@ impl TestApp {
         let size = bytes.len().max(1);
         self.upload_declared(token, bytes, content_type, size).await
     }
+}
+
+/// The fixture photo the social tests post.
+pub(crate) fn scene() -> Vec<u8> {
+    std::fs::read(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/scene.png"),
+    )
+    .expect("fixture")
+}
+
+pub(crate) async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.expect("request")
+}
+
+pub(crate) async fn publish(app: &TestApp, token: &str, body: Value) -> Value {
+    let response = call(
+        app,
+        reqwest::Method::POST,
+        "/v1/posts",
+        Some(token),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json().await.expect("json")
+}
+
+pub(crate) async fn photo_post(
+    app: &TestApp,
+    token: &str,
+    caption: &str,
+    visibility: &str,
+) -> Value {
+    let key = app.upload(token, scene(), "image/png").await;
+    publish(
+        app,
+        token,
+        json!({"caption": caption, "visibility": visibility, "upload_keys": [key]}),
+    )
+    .await
 }

@@ -69,8 +69,22 @@ async fn every_sample_event_reaches_its_handler() {
         ("bookmark-post", 404),
         ("unbookmark-post", 200),
         ("list-bookmarks", 200),
+        ("list-remixes", 404),
+        ("get-remix-chain", 404),
         ("get-following-feed", 200),
         ("list-hashtag-posts", 200),
+        ("get-trending-tags", 200),
+        ("get-for-you-feed", 200),
+        // Nor its post; the sample's caller is no admin.
+        ("create-report", 404),
+        ("list-reports", 403),
+        ("get-report", 403),
+        ("resolve-report", 403),
+        ("list-notifications", 200),
+        ("get-unread-count", 200),
+        // The sample's notification does not exist.
+        ("read-notification", 404),
+        ("read-all-notifications", 200),
         ("create-comment", 404),
         ("list-comments", 404),
         ("list-public-comments", 404),
@@ -219,6 +233,12 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
         .await
         .expect("refresh");
     assert_eq!(refreshed.refreshed + refreshed.lost, 0);
+    // Likewise the rankings: nothing published, nothing ranked.
+    let _: Value = serde_json::from_str(&read("refresh-rankings")).expect("a scheduled event");
+    let ranked = lambent::social::rankings::refresh(state)
+        .await
+        .expect("rankings");
+    assert_eq!((ranked.tags, ranked.ranked), (0, 0));
     // Likewise the reconciler: nothing waits on a provider.
     let _: Value = serde_json::from_str(&read("reconcile-jobs")).expect("a scheduled event");
     let report = lambent::generation::reconcile::run(state)

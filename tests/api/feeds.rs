@@ -4,14 +4,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, wait_until};
-
-fn scene() -> Vec<u8> {
-    std::fs::read(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/scene.png"),
-    )
-    .expect("fixture")
-}
+use crate::app::{TestApp, scene, wait_until};
 
 async fn call(app: &TestApp, method: Method, path: &str, token: Option<&str>) -> reqwest::Response {
     let mut request = app.client.request(method, app.url(path));

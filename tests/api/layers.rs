@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "persona",
             "follow",
             "post",
+            "notification",
             "auth::keys",
             "auth::password",
         ],

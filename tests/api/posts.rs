@@ -5,47 +5,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, problem, wait_until};
-
-fn scene() -> Vec<u8> {
-    std::fs::read(
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/images/scene.png"),
-    )
-    .expect("fixture")
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.expect("request")
-}
-
-async fn publish(app: &TestApp, token: &str, body: Value) -> Value {
-    let response = call(app, Method::POST, "/v1/posts", Some(token), Some(&body)).await;
-    assert_eq!(response.status(), 201, "{:?}", response.text().await);
-    response.json().await.expect("json")
-}
-
-async fn photo_post(app: &TestApp, token: &str, caption: &str, visibility: &str) -> Value {
-    let key = app.upload(token, scene(), "image/png").await;
-    publish(
-        app,
-        token,
-        json!({"caption": caption, "visibility": visibility, "upload_keys": [key]}),
-    )
-    .await
-}
+use crate::app::{TestApp, call, photo_post, problem, scene, wait_until};
 
 async fn count_items(app: &TestApp, pk_prefix: &str) -> usize {
     app.items()
@@ -79,7 +39,7 @@ async fn a_post_is_published_read_edited_with_if_match_and_deleted_with_what_han
     assert_eq!(post["author"]["username"], "ann");
     assert_eq!(
         post["counts"],
-        json!({"likes": 0, "comments": 0, "shares": 0})
+        json!({"likes": 0, "comments": 0, "shares": 0, "remixes": 0})
     );
     // The post keeps its own copy of the photo, served by a presigned URL.
     let url = post["media"][0]["url"].as_str().expect("url");
@@ -314,7 +274,7 @@ async fn a_post_is_published_read_edited_with_if_match_and_deleted_with_what_han
     let seen: Value = app.get_json(&format!("/v1/posts/{id}"), &bob).await;
     assert_eq!(
         seen["counts"],
-        json!({"likes": 1, "comments": 1, "shares": 1})
+        json!({"likes": 1, "comments": 1, "shares": 1, "remixes": 0})
     );
     assert_eq!(
         seen["viewer"],

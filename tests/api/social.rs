@@ -3,24 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, problem};
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(body);
-    }
-    request.send().await.expect("request")
-}
+use crate::app::{TestApp, call, problem};
 
 async fn profile(app: &TestApp, id: &str) -> Value {
     let response = call(

@@ -112,7 +112,7 @@ async fn two_hundred_likes_and_comments_at_once_count_exactly_and_come_back_to_z
     let seen: Value = app.get_json(&format!("/v1/posts/{id}"), &star).await;
     assert_eq!(
         seen["counts"],
-        json!({"likes": 0, "comments": 0, "shares": 0})
+        json!({"likes": 0, "comments": 0, "shares": 0, "remixes": 0})
     );
     let likes: Value = app.get_json(&format!("/v1/posts/{id}/likes"), &star).await;
     assert_eq!(likes["items"], json!([]));

@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             overrides,
             worker: true,
             reaper_every: Some(Duration::from_secs(5)),
+            rankings_every: None,
         },
     )
     .await?;

@@ -31,6 +31,9 @@ pub struct Options {
     pub worker: bool,
     /// Run the reaper and the reconciler this often (AWS runs them every minute).
     pub reaper_every: Option<std::time::Duration>,
+    /// Rank trending tags and the for-you feed this often (AWS: every 10 minutes; tests rank
+    /// when they choose, calling `lambent::social::rankings::refresh`).
+    pub rankings_every: Option<std::time::Duration>,
 }
 
 /// Local settings a developer expects: the test job kinds, and webhooks to local receivers.
@@ -118,6 +121,18 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));
         }
+    }
+    if let Some(every) = options.rankings_every {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                if let Err(err) = lambent::social::rankings::refresh(&state).await {
+                    tracing::warn!(error = format!("{err:#}"), "rankings failed");
+                }
+            }
+        });
     }
     if let Some(every) = options.reaper_every {
         use lambent::jobs::worker;

@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
             overrides,
             worker: true,
             reaper_every: Some(std::time::Duration::from_secs(5)),
+            rankings_every: Some(std::time::Duration::from_secs(30)),
         },
     )
     .await?;
@@ -153,6 +154,12 @@ Try it, in another terminal:
   curl -s {base}/v1/feeds/following -H "authorization: Bearer $BOB" \
     | python3 -c 'import json,sys;p=json.load(sys.stdin)["items"][0];print("feed of bob:", p["caption"], "- likes", p["counts"]["likes"])'
   curl -s {base}/v1/hashtags/lighthouse/posts | cut -c1-200; echo
+
+  # Ann's notifications, written by the social queue's consumer (her jobs' too), and her unread count
+  until curl -s {base}/v1/notifications -H "authorization: Bearer $TOKEN" | grep -q 'liked your post'; do sleep 0.2; done
+  curl -s {base}/v1/notifications -H "authorization: Bearer $TOKEN" \
+    | python3 -c 'import json,sys;print("notifications of ann:", "; ".join(n["text"] for n in json.load(sys.stdin)["items"] if n["type"] in ("like","follow")))'
+  curl -s {base}/v1/notifications/unread-count -H "authorization: Bearer $TOKEN"; echo
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

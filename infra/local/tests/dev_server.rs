@@ -87,6 +87,8 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         "kakao sign-in: Bearer u_",
         // The generation published, followed, liked and in the follower's feed.
         "feed of bob: a lighthouse at dusk #lighthouse - likes 1",
+        // Bob's like as Ann's notification.
+        "bob liked your post",
     ] {
         assert!(
             printed.contains(expected),

@@ -202,6 +202,7 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
     // Posts (with what hangs on them), likes and shares (taken back from the posts' counts).
     crate::post::remove_account(&state.db, user_id).await?;
     state.db.delete_partition(&keys::feed(user_id)).await?;
+    crate::notification::remove_account(&state.db, user_id).await?;
     // Blocks both ways: their mirrors in the other accounts' partitions.
     let mut mirrors = Vec::new();
     for (prefix, mirror) in [

@@ -499,11 +499,12 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             "style_id",
             "persona_id",
             "arguments",
+            "remix_of",
         ],
-        Some("template") => &["upload_key", "template", "prompt"],
-        Some("glitch_animate") => &["upload_key", "prompt"],
-        Some("glitch_replace") => &["upload_key", "subject_upload_key", "prompt"],
-        Some(_) => &["prompt", "duration_seconds"],
+        Some("template") => &["upload_key", "template", "prompt", "remix_of"],
+        Some("glitch_animate") => &["upload_key", "prompt", "remix_of"],
+        Some("glitch_replace") => &["upload_key", "subject_upload_key", "prompt", "remix_of"],
+        Some(_) => &["prompt", "duration_seconds", "remix_of"],
     };
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
         fields.bad(key, "is not a field of this kind");
@@ -614,6 +615,13 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         "persona_id",
         |id: &String| uuid::Uuid::parse_str(id).is_ok() && prompt.is_some(),
         "must be the id of one of your personas, with a prompt",
+    );
+    // The post this generation remixes (LOKIZ): who may remix it is checked before admission
+    // (the social layer's check), and a post published from the job records it as its source.
+    fields.take(
+        "remix_of",
+        |id: &String| uuid::Uuid::parse_str(id).is_ok(),
+        "must be the id of a post",
     );
     let arguments = fields
         .take(

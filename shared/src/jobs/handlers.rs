@@ -169,6 +169,10 @@ pub async fn submit(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    state
+        .registry
+        .check(state, &caller.user_id, &body.input)
+        .await?;
     let cost = match kind.quote {
         Some(quote) => quote(state, &caller.user_id, &body.input).await?,
         None => (kind.cost)(&body.input),

@@ -16,7 +16,8 @@ use crate::jobs::store::{JobRef, Outcome};
 use crate::state::State;
 
 /// Ends a job through the release transaction and, when this call is the one that ended it,
-/// emits its `job.completed` / `job.failed` / `job.canceled` event. `false`: it had already ended.
+/// emits its `job.completed` / `job.failed` / `job.canceled` event and tells the registry's hooks.
+/// `false`: it had already ended.
 pub async fn finish(
     state: &State,
     job: &JobRef,
@@ -26,6 +27,7 @@ pub async fn finish(
     let released = store::release(&state.db, job, outcome, now).await?;
     if released {
         crate::jobs::events::ended(state, job, outcome).await;
+        state.registry.ended(state, job, outcome).await;
     }
     Ok(released)
 }

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use crate::domain::Queue;
 use crate::jobs::executor::{Finished, JobError, Progress};
 use crate::jobs::model::{Job, ProviderJob};
+use crate::jobs::store::{JobRef, Outcome};
 use crate::state::State;
 
 /// Runs a claimed job: to completion here, or until a provider has it.
@@ -26,6 +27,16 @@ pub type Quote =
 
 /// Stops paying for a job that ended here while an outside provider still runs it.
 pub type Abandon = for<'a> fn(&'a State, &'a str, &'a ProviderJob) -> BoxFuture<'a, ()>;
+
+/// Hears that a job ended (the release that ended it is done): a feature's reaction to it,
+/// queued, never the release's business (errors are the hook's to log).
+pub type Ended = for<'a> fn(&'a State, &'a JobRef, &'a Outcome) -> BoxFuture<'a, ()>;
+
+/// Checks an input against what a feature knows before admission (the post a generation remixes
+/// may be seen and remixed by the owner, say): the owner's id and the input; an error refuses the
+/// submission, nothing debited.
+pub type Check =
+    for<'a> fn(&'a State, &'a str, &'a Value) -> BoxFuture<'a, Result<(), crate::error::ApiError>>;
 
 /// One kind of job, as the feature that offers it defines it.
 #[derive(Clone, Copy)]
@@ -72,6 +83,26 @@ pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub struct Registry {
     kinds: Vec<Kind>,
     abandon: Option<AbandonHook>,
+    ended: Vec<EndedHook>,
+    checks: Vec<CheckHook>,
+}
+
+#[derive(Clone, Copy)]
+struct CheckHook(Check);
+
+impl std::fmt::Debug for CheckHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Check")
+    }
+}
+
+#[derive(Clone, Copy)]
+struct EndedHook(Ended);
+
+impl std::fmt::Debug for EndedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ended")
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -88,6 +119,40 @@ impl Registry {
         Self {
             kinds,
             abandon: None,
+            ended: Vec::new(),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Registers a check every submission's input passes before admission.
+    pub fn with_check(mut self, check: Check) -> Self {
+        self.checks.push(CheckHook(check));
+        self
+    }
+
+    /// Runs every registered check on a submission's input.
+    pub async fn check(
+        &self,
+        state: &State,
+        user_id: &str,
+        input: &Value,
+    ) -> Result<(), crate::error::ApiError> {
+        for CheckHook(check) in &self.checks {
+            check(state, user_id, input).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers what hears of every job that ends.
+    pub fn with_ended(mut self, ended: Ended) -> Self {
+        self.ended.push(EndedHook(ended));
+        self
+    }
+
+    /// Tells every registered hook that `job` ended with `outcome`.
+    pub async fn ended(&self, state: &State, job: &JobRef, outcome: &Outcome) {
+        for EndedHook(hook) in &self.ended {
+            hook(state, job, outcome).await;
         }
     }
 

@@ -83,7 +83,11 @@ fn check_body(body: &str) -> Result<String, ApiError> {
 }
 
 /// A comment's item and its sort key, by its id.
-async fn find(state: &State, post_id: &str, comment_id: &str) -> Result<Option<Item>, ApiError> {
+pub async fn find(
+    state: &State,
+    post_id: &str,
+    comment_id: &str,
+) -> Result<Option<Item>, ApiError> {
     if uuid::Uuid::parse_str(comment_id).is_err() {
         return Ok(None);
     }
@@ -111,6 +115,8 @@ async fn views(
         .iter()
         .filter(|i| get_s(i, "sk").is_some_and(|sk| !sk.starts_with("ID#")))
         .filter(|i| get_s(i, "author_id").is_none_or(|a| !hidden.contains(a)))
+        // Hidden by moderation: shown to no one.
+        .filter(|i| !i.contains_key(posts::MODERATION_HIDDEN))
         .filter_map(|i| {
             let deleted = i.contains_key("deleted_at");
             Some(CommentView {
@@ -219,6 +225,23 @@ pub async fn create_comment(state: &State, req: Request) -> Result<Response<Body
             ));
         }
     }
+    let (_, mentions) = posts::extract(&body);
+    crate::social::events::notify(
+        state,
+        crate::social::events::Event::Commented {
+            post_id: post.id.clone(),
+            comment_id: comment_id.clone(),
+            actor: caller.user_id.clone(),
+            parent: parent.as_ref().and_then(|p| {
+                Some((
+                    get_s(p, "id")?.to_owned(),
+                    get_s(p, "author_id")?.to_owned(),
+                ))
+            }),
+            mentions: mentions.into_iter().take(posts::MAX_MENTIONS).collect(),
+        },
+    )
+    .await;
     let item = state
         .db
         .get(&partition, &sk)
@@ -364,17 +387,33 @@ pub async fn delete_comment(state: &State, req: Request) -> Result<Response<Body
     let caller = Caller::from_request(&req)?;
     let post_id = path_param(&req, "id").unwrap_or_default();
     let comment_id = path_param(&req, "comment_id").unwrap_or_default();
+    remove(state, &post_id, &comment_id, Some(&caller.user_id)).await?;
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Deletes a comment (a tombstone when it has replies) and its count, as `by` may: its author
+/// or the post's; `None`: moderation, which may delete any. 404 when there is no such comment
+/// they may delete.
+pub async fn remove(
+    state: &State,
+    post_id: &str,
+    comment_id: &str,
+    by: Option<&str>,
+) -> Result<(), ApiError> {
     let not_found = || ApiError::NotFound("no such comment");
-    let post = posts::load(state, &post_id).await?.ok_or_else(not_found)?;
+    let post = posts::load(state, post_id).await?.ok_or_else(not_found)?;
     let partition = keys::comments(&post.id);
     // A reply landing meanwhile changes what the deletion is: read again and decide again.
     for _ in 0..4 {
-        let item = find(state, &post.id, &comment_id)
+        let item = find(state, &post.id, comment_id)
             .await?
             .filter(|i| !i.contains_key("deleted_at"))
             .ok_or_else(not_found)?;
         let author = get_s(&item, "author_id").unwrap_or_default().to_owned();
-        if author != caller.user_id && post.author_id != caller.user_id {
+        if by.is_some_and(|by| author != by && post.author_id != by) {
             return Err(not_found());
         }
         let sk = get_s(&item, "sk").ok_or_else(not_found)?.to_owned();
@@ -401,7 +440,7 @@ pub async fn delete_comment(state: &State, req: Request) -> Result<Response<Body
             )?);
             actions.push(tx::delete(
                 &state.db,
-                (&partition, &keys::comment_locator(&comment_id)),
+                (&partition, &keys::comment_locator(comment_id)),
                 None,
                 &[],
                 vec![],
@@ -418,12 +457,7 @@ pub async fn delete_comment(state: &State, req: Request) -> Result<Response<Body
             )?);
         }
         match crate::db::transact(&state.db, actions).await {
-            Ok(()) => {
-                return Response::builder()
-                    .status(StatusCode::NO_CONTENT)
-                    .body(Body::Empty)
-                    .map_err(|e| ApiError::Internal(e.into()));
-            }
+            Ok(()) => return Ok(()),
             Err(err) if failed_conditions(&err).is_some() => {}
             Err(err) => {
                 return Err(ApiError::Internal(

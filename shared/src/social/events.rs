@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::jobs::worker::{Consumer, Disposition};
+use crate::notification::New;
 use crate::social::feeds::{self, FanOut};
+use crate::social::{notifications, posts};
 use crate::state::State;
 
 /// A message on the social queue.
@@ -27,6 +29,26 @@ pub enum Event {
     Followed { follower: String, followee: String },
     /// A follow ended: take the followed account's posts out of the follower's feed.
     Unfollowed { follower: String, followee: String },
+    /// A post was liked: notify its author.
+    Liked { post_id: String, actor: String },
+    /// A comment was added: notify the post's author, the author of the comment it replies to
+    /// and those it mentions.
+    Commented {
+        post_id: String,
+        comment_id: String,
+        actor: String,
+        /// The comment it replies to and its author.
+        #[serde(default)]
+        parent: Option<(String, String)>,
+        #[serde(default)]
+        mentions: Vec<String>,
+    },
+    /// A job ended (`completed` or `failed`): notify its owner.
+    JobEnded {
+        job_id: String,
+        user_id: String,
+        status: String,
+    },
 }
 
 /// The social queue's consumer.
@@ -51,6 +73,9 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
             at,
             after,
         } => {
+            if after.is_none() {
+                published(state, &post_id, &author_id).await?;
+            }
             let step = feeds::fan_out(state, &post_id, &author_id, at, after.as_deref()).await?;
             tracing::info!(post_id, ?step, "fan-out step");
             if let FanOut::Wrote {
@@ -69,6 +94,17 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
             }
         }
         Event::Followed { follower, followee } => {
+            notifications::add(
+                state,
+                New {
+                    user_id: &followee,
+                    kind: "follow",
+                    group: "follow".to_owned(),
+                    actor: Some(&follower),
+                    ..New::default()
+                },
+            )
+            .await?;
             let posts = feeds::backfill(state, &follower, &followee).await?;
             tracing::info!(posts, "feed backfilled");
         }
@@ -76,8 +112,117 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
             let posts = feeds::unfill(state, &follower, &followee).await?;
             tracing::info!(posts, "feed cleaned");
         }
+        Event::Liked { post_id, actor } => {
+            if let Some(post) = posts::load(state, &post_id).await? {
+                notifications::add(
+                    state,
+                    New {
+                        user_id: &post.author_id,
+                        kind: "like",
+                        group: format!("like.{post_id}"),
+                        actor: Some(&actor),
+                        post_id: Some(&post_id),
+                        ..New::default()
+                    },
+                )
+                .await?;
+            }
+        }
+        Event::Commented {
+            post_id,
+            comment_id,
+            actor,
+            parent,
+            mentions,
+        } => {
+            commented(state, &post_id, &comment_id, &actor, parent.as_ref()).await?;
+            notifications::mentioned(state, &post_id, Some(&comment_id), &actor, &mentions).await?;
+        }
+        Event::JobEnded {
+            job_id,
+            user_id,
+            status,
+        } => notifications::job(state, &job_id, &user_id, &status).await?,
     }
     Ok(Disposition::Done)
+}
+
+/// Who a new post notifies (on its first fan-out step only): the accounts it mentions; for a
+/// remix, the authors of its source and of the chain's original.
+async fn published(state: &State, post_id: &str, author_id: &str) -> anyhow::Result<()> {
+    let Some(post) = posts::load(state, post_id).await? else {
+        return Ok(());
+    };
+    notifications::mentioned(state, post_id, None, author_id, &post.mentions).await?;
+    let mut sources: Vec<&String> = post.remix_of.iter().collect();
+    sources.extend(post.remix_chain.first());
+    sources.dedup();
+    let mut notified = Vec::new();
+    for source_id in sources {
+        let Some(source) = posts::load(state, source_id).await? else {
+            continue;
+        };
+        if notified.contains(&source.author_id) {
+            continue;
+        }
+        notifications::add(
+            state,
+            New {
+                user_id: &source.author_id,
+                kind: "remix",
+                group: format!("remix.{source_id}"),
+                actor: Some(author_id),
+                post_id: Some(source_id),
+                ..New::default()
+            },
+        )
+        .await?;
+        notified.push(source.author_id);
+    }
+    Ok(())
+}
+
+/// A comment notifies the post's author and, for a reply, the parent comment's author.
+async fn commented(
+    state: &State,
+    post_id: &str,
+    comment_id: &str,
+    actor: &str,
+    parent: Option<&(String, String)>,
+) -> anyhow::Result<()> {
+    let Some(post) = posts::load(state, post_id).await? else {
+        return Ok(());
+    };
+    notifications::add(
+        state,
+        New {
+            user_id: &post.author_id,
+            kind: "comment",
+            group: format!("comment.{post_id}"),
+            actor: Some(actor),
+            post_id: Some(post_id),
+            comment_id: Some(comment_id),
+            ..New::default()
+        },
+    )
+    .await?;
+    // A reply to the post author's own comment is their "comment on your post" already.
+    if let Some((parent_id, parent_author)) = parent.filter(|(_, a)| *a != post.author_id) {
+        notifications::add(
+            state,
+            New {
+                user_id: parent_author,
+                kind: "reply",
+                group: format!("reply.{parent_id}"),
+                actor: Some(actor),
+                post_id: Some(post_id),
+                comment_id: Some(comment_id),
+                ..New::default()
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn purge(state: &State, author_id: &str, post_id: &str) -> anyhow::Result<()> {

@@ -1,5 +1,5 @@
 //! The social layer (LOKIZ, Style License): public profiles, follows, posts, likes, bookmarks,
-//! shares, comments and blocks.
+//! shares, comments, blocks, remix chains, notifications and moderation.
 //!
 //! A follow is one item of truth, `FOLLOW#<follower>#<followee>` (written with
 //! `attribute_not_exists`: a second follow, or two at once, is the same one follow), listed under
@@ -27,9 +27,13 @@ pub mod comments;
 pub mod events;
 pub mod feeds;
 pub mod follows;
+pub mod moderation;
+pub mod notifications;
 pub mod posts;
 pub mod profiles;
+pub mod rankings;
 pub mod reactions;
+pub mod remixes;
 
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};

@@ -77,6 +77,9 @@ pub struct Medium {
     pub height: Option<u32>,
 }
 
+/// The attribute moderation sets on a post or comment it hides.
+pub const MODERATION_HIDDEN: &str = "moderation_hidden";
+
 /// A post as stored.
 #[derive(Clone, Debug)]
 pub struct Post {
@@ -89,6 +92,11 @@ pub struct Post {
     pub media: Vec<Medium>,
     pub style_id: Option<String>,
     pub source_job_id: Option<String>,
+    /// The post this one remixes, and the chain above it: from the original to the source.
+    pub remix_of: Option<String>,
+    pub remix_chain: Vec<String>,
+    /// Hidden by moderation (reported past the threshold): only its author sees it.
+    pub hidden: bool,
     pub version: i64,
     /// When it was published (ms).
     pub at: i64,
@@ -116,6 +124,9 @@ impl Post {
                 .unwrap_or_default(),
             style_id: text("style_id"),
             source_job_id: text("source_job_id"),
+            remix_of: text("remix_of"),
+            remix_chain: list("remix_chain"),
+            hidden: item.contains_key(MODERATION_HIDDEN),
             version: get_i64(item, "version").unwrap_or(1),
             at: get_i64(item, "at").unwrap_or(0),
             created_at: text("created_at").unwrap_or_default(),
@@ -142,10 +153,13 @@ pub async fn load(state: &State, id: &str) -> Result<Option<Post>, ApiError> {
 /// else not blocked either way, and for a followers' post only a follower.
 pub async fn can_see(state: &State, viewer: Option<&str>, post: &Post) -> Result<bool, ApiError> {
     let Some(viewer) = viewer else {
-        return Ok(post.visibility == Visibility::Public);
+        return Ok(post.visibility == Visibility::Public && !post.hidden);
     };
     if viewer == post.author_id {
         return Ok(true);
+    }
+    if post.hidden {
+        return Ok(false);
     }
     match post.visibility {
         Visibility::Private => return Ok(false),
@@ -174,7 +188,7 @@ pub async fn visible_posts(
     let Some(viewer) = viewer else {
         return Ok(posts
             .into_iter()
-            .filter(|p| p.visibility == Visibility::Public)
+            .filter(|p| p.visibility == Visibility::Public && !p.hidden)
             .collect());
     };
     let hidden = crate::social::hidden_from(state, viewer).await?;
@@ -197,6 +211,7 @@ pub async fn visible_posts(
         .filter(|p| {
             p.author_id == viewer
                 || (!hidden.contains(&p.author_id)
+                    && !p.hidden
                     && match p.visibility {
                         Visibility::Public => true,
                         Visibility::Followers => followed.contains(&p.author_id),
@@ -307,6 +322,10 @@ pub struct CreatePost {
     /// A style of yours (a finished `train_style` job) the post shows off.
     #[serde(default)]
     pub style_id: Option<String>,
+    /// The post this one remixes (a post you may see, not someone else's private one); by default
+    /// the `remix_of` of the job's input.
+    #[serde(default)]
+    pub remix_of: Option<String>,
 }
 
 /// The author as a post shows them.
@@ -335,6 +354,7 @@ pub struct PostCounts {
     pub likes: i64,
     pub comments: i64,
     pub shares: i64,
+    pub remixes: i64,
 }
 
 /// Where the signed-in viewer stands with a post.
@@ -358,6 +378,9 @@ pub struct PostView {
     pub media: Vec<MediumView>,
     pub style_id: Option<String>,
     pub source_job_id: Option<String>,
+    /// The post this one remixes (its source), if any; `GET /v1/posts/{id}/chain` walks up to
+    /// the original.
+    pub remix_of: Option<String>,
     pub counts: PostCounts,
     /// Only to a signed-in viewer.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -392,6 +415,7 @@ pub async fn counts(
             total.likes += get_i64(&shard, "likes").unwrap_or(0);
             total.comments += get_i64(&shard, "comments").unwrap_or(0);
             total.shares += get_i64(&shard, "shares").unwrap_or(0);
+            total.remixes += get_i64(&shard, "remixes").unwrap_or(0);
         }
     }
     Ok(totals)
@@ -511,6 +535,7 @@ pub async fn views(
             media,
             style_id: post.style_id,
             source_job_id: post.source_job_id,
+            remix_of: post.remix_of,
             version: post.version,
             created_at: post.created_at,
             updated_at: post.updated_at,
@@ -605,7 +630,7 @@ async fn sources(
     state: &State,
     caller: &Caller,
     body: &CreatePost,
-) -> Result<Vec<Medium>, ApiError> {
+) -> Result<(Vec<Medium>, Option<String>), ApiError> {
     match (&body.job_id, &body.upload_keys) {
         (Some(job_id), None) => {
             let job = finished_job(state, caller, job_id, None, "no such finished job").await?;
@@ -620,7 +645,12 @@ async fn sources(
                     detail: "the job made no image or video to post".into(),
                 });
             }
-            Ok(media.into_iter().take(MAX_MEDIA).collect())
+            let remix_of = job
+                .input
+                .get("remix_of")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            Ok((media.into_iter().take(MAX_MEDIA).collect(), remix_of))
         }
         (None, Some(keys)) => {
             if keys.is_empty() || keys.len() > MAX_MEDIA {
@@ -666,7 +696,7 @@ async fn sources(
                     height: None,
                 });
             }
-            Ok(media)
+            Ok((media, None))
         }
         _ => Err(ApiError::invalid(
             "job_id",
@@ -739,7 +769,13 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
         )
         .await?;
     }
-    let media = sources(state, &caller, &body).await?;
+    let (media, job_remix_of) = sources(state, &caller, &body).await?;
+    let source = match body.remix_of.as_ref().or(job_remix_of.as_ref()) {
+        Some(source_id) => {
+            Some(crate::social::remixes::source(state, &caller.user_id, source_id).await?)
+        }
+        None => None,
+    };
     let id = uuid::Uuid::now_v7().to_string();
     let media = copy_media(state, &caller.user_id, &id, media).await?;
     let now = Utc::now();
@@ -756,6 +792,12 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
         media,
         style_id: body.style_id.clone(),
         source_job_id: body.job_id.clone(),
+        remix_of: source.as_ref().map(|s| s.id.clone()),
+        remix_chain: source
+            .as_ref()
+            .map(crate::social::remixes::chain_of_remix)
+            .unwrap_or_default(),
+        hidden: false,
         version: 1,
         at,
         created_at: stamp.clone(),
@@ -791,6 +833,13 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
     if let Some(job_id) = &post.source_job_id {
         item.push(("source_job_id", s(job_id)));
     }
+    if let Some(source) = &post.remix_of {
+        item.push(("remix_of", s(source)));
+        item.push((
+            "remix_chain",
+            s(serde_json::to_string(&post.remix_chain).context("chain")?),
+        ));
+    }
     let user = keys::user(&caller.user_id);
     let mut actions = vec![
         tx::put(&state.db, item, Some("attribute_not_exists(pk)"))?,
@@ -814,7 +863,35 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
                 &id,
             )?);
         }
+        // Counted in its tags' hour and listed in its day, for the rankings.
+        actions.extend(crate::social::rankings::publish_actions(
+            &state.db,
+            &id,
+            at,
+            &post.hashtags,
+        )?);
     }
+    // A remix is listed under its source and counted on the source's shards: the count's
+    // condition (the shard exists) is the source still existing.
+    let remix_count = match &post.remix_of {
+        Some(source) => {
+            actions.push(entry(
+                state,
+                &keys::remixes(source),
+                keys::remix_entry(at, &id),
+                &id,
+            )?);
+            actions.push(crate::post::count(
+                &state.db,
+                source,
+                &caller.user_id,
+                "remixes",
+                1,
+            )?);
+            Some(actions.len() - 1)
+        }
+        None => None,
+    };
     for shard in 0..keys::POST_STAT_SHARDS {
         actions.push(tx::put(
             &state.db,
@@ -830,6 +907,10 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
         Ok(()) => {}
         Err(err) if crate::db::failed_conditions(&err).is_some() => {
             crate::media::delete_prefix(state, &media_prefix(&caller.user_id, &id)).await?;
+            let failed = crate::db::failed_conditions(&err).unwrap_or_default();
+            if remix_count.is_some_and(|i| failed.get(i) == Some(&true)) {
+                return Err(ApiError::NotFound("no such post to remix"));
+            }
             return Err(ApiError::NotFound("the account no longer exists"));
         }
         Err(err) => {
@@ -1002,15 +1083,30 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
     let user = keys::user(&caller.user_id);
     let public_entry = keys::public_post_entry(post.at, &id);
     let is_public = post.visibility == Visibility::Public;
+    let (recent_pk, recent_sk) = crate::social::rankings::recent_key(&id, post.at);
     match (was_public, is_public) {
-        (false, true) => actions.push(entry(state, &user, public_entry, &id)?),
-        (true, false) => actions.push(tx::delete(
-            &state.db,
-            (&user, &public_entry),
-            None,
-            &[],
-            vec![],
-        )?),
+        (false, true) => {
+            actions.push(entry(state, &user, public_entry, &id)?);
+            actions.push(crate::social::rankings::recent_entry(
+                &state.db, &id, post.at,
+            )?);
+        }
+        (true, false) => {
+            actions.push(tx::delete(
+                &state.db,
+                (&user, &public_entry),
+                None,
+                &[],
+                vec![],
+            )?);
+            actions.push(tx::delete(
+                &state.db,
+                (&recent_pk, &recent_sk),
+                None,
+                &[],
+                vec![],
+            )?);
+        }
         _ => {}
     }
     // The hashtags' lists hold the post while it is public and carries the tag.
@@ -1025,6 +1121,9 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
     } else {
         vec![]
     };
+    // The trending counts change after the edit, in transactions of their own (an edit may
+    // swap 30 tags for 30 others: with the lists' entries, more than one transaction holds).
+    let mut counts = Vec::new();
     for tag in before.iter().filter(|t| !after.contains(t)) {
         actions.push(tx::delete(
             &state.db,
@@ -1033,12 +1132,20 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
             &[],
             vec![],
         )?);
+        counts.push(crate::post::tag_hour_count(&state.db, post.at, tag, -1)?);
     }
     for tag in after.iter().filter(|t| !before.contains(t)) {
         actions.push(entry(state, &keys::hashtag(tag), position.clone(), &id)?);
+        counts.push(crate::post::tag_hour_count(&state.db, post.at, tag, 1)?);
     }
     match crate::db::transact(&state.db, actions).await {
-        Ok(()) => {}
+        Ok(()) => {
+            for chunk in counts.chunks(100) {
+                crate::db::transact(&state.db, chunk.to_vec())
+                    .await
+                    .context("counting an edit's hashtags")?;
+            }
+        }
         Err(err) if crate::db::failed_conditions(&err).is_some() => {
             return Err(ApiError::PreconditionFailed(
                 "the post has changed since that version; read it again",
@@ -1104,13 +1211,25 @@ async fn author_page(
     )?;
     let user = keys::user(author_id);
     let (items, next) = crate::social::list_page(state, (&user, prefix), &paging, true).await?;
-    let ids: Vec<String> = items
+    entries_page(state, req, viewer, &items, paging.next_cursor(next)).await
+}
+
+/// A page of list entries (each naming its `post_id`) as `viewer` may see the posts they name,
+/// with the next page's cursor.
+pub async fn entries_page(
+    state: &State,
+    req: &Request,
+    viewer: Option<&str>,
+    entries: &[Item],
+    next_cursor: Option<String>,
+) -> Result<Response<Body>, ApiError> {
+    let ids: Vec<String> = entries
         .iter()
         .filter_map(|e| get_s(e, "post_id").map(str::to_owned))
         .collect();
     let posts = visible_posts(state, viewer, load_many(state, &ids).await?).await?;
     let items = views(state, viewer, posts).await?;
-    page(req, items, paging.next_cursor(next))
+    page(req, items, next_cursor)
 }
 
 /// These posts, in this order, leaving out any that are gone.

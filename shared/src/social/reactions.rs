@@ -82,6 +82,16 @@ async fn react(
             }
         },
     };
+    if status == StatusCode::CREATED && reaction == Reaction::Like {
+        crate::social::events::notify(
+            state,
+            crate::social::events::Event::Liked {
+                post_id: post.id.clone(),
+                actor: me.to_owned(),
+            },
+        )
+        .await;
+    }
     json(status, &ReactionState { active: true })
 }
 
@@ -221,12 +231,12 @@ pub async fn list_bookmarks(state: &State, req: Request) -> Result<Response<Body
     let user = keys::user(&caller.user_id);
     let (items, next) =
         crate::social::list_page(state, (&user, keys::BOOKMARKS_PREFIX), &paging, true).await?;
-    let ids: Vec<String> = items
-        .iter()
-        .filter_map(|e| get_s(e, "post_id").map(str::to_owned))
-        .collect();
-    let found = posts::load_many(state, &ids).await?;
-    let visible = posts::visible_posts(state, Some(&caller.user_id), found).await?;
-    let items = posts::views(state, Some(&caller.user_id), visible).await?;
-    posts::page(&req, items, paging.next_cursor(next))
+    posts::entries_page(
+        state,
+        &req,
+        Some(&caller.user_id),
+        &items,
+        paging.next_cursor(next),
+    )
+    .await
 }
