@@ -38,7 +38,7 @@ pub struct New<'a> {
 const REF_PREFIX: &str = "N#";
 
 /// How many times a group's write is tried when it races a read or another actor.
-const ATTEMPTS: usize = 6;
+const ATTEMPTS: usize = 12;
 
 /// Adds an event to its group: `true` when it was counted, `false` when this actor was counted in
 /// the group already or either account no longer exists (or is being deleted).
@@ -153,7 +153,13 @@ pub async fn add(db: &Db, event: &New<'_>, at_ms: i64) -> anyhow::Result<bool> {
                 // Counted already, or an account is gone.
                 Some(failed) if failed.iter().take(accounts).any(|f| *f) => return Ok(false),
                 // The group was not as supposed: it was read, or made unread, meanwhile.
-                Some(_) => unread_already = !unread_already,
+                Some(failed) if failed.iter().any(|f| *f) => unread_already = !unread_already,
+                // Cancelled by racing writes alone (a busy group: many likes at once), past the
+                // transaction's own retries: the same write again, after a pause.
+                Some(_) => {
+                    let pause = std::time::Duration::from_millis(50);
+                    tokio::time::sleep(crate::backoff::jittered(pause, 0.5)).await;
+                }
                 None => {
                     return Err(anyhow::Error::new(err).context("adding a notification"));
                 }

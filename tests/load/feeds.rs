@@ -73,6 +73,26 @@ async fn a_post_reaches_every_followers_feed_and_follows_unfollows_and_blocks_mo
         "{statuses:?}"
     );
 
+    // Each follow queued its backfill and the star's notification: the star hears of every
+    // follower (one group, counted once each) before the post, so the fan-out is timed alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let response = call(&app, Method::GET, "/v1/notifications", Some(&star), None).await;
+        let page: Value = response.json().await.expect("json");
+        let followers = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|n| n["type"] == "follow"))
+            .and_then(|n| n["actor_count"].as_u64());
+        if followers == Some(FANS as u64) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follows' events were not all handled: {followers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let published = std::time::Instant::now();
     let post = publish(&app, &star, "to everyone who follows", "followers").await["id"]
         .as_str()
         .expect("id")
@@ -126,6 +146,11 @@ async fn a_post_reaches_every_followers_feed_and_follows_unfollows_and_blocks_mo
         in_timeline(newest.clone())
     })
     .await;
+    eprintln!(
+        "fan-out to {FANS} followers, {} messages: {:.1} s",
+        FANS.div_ceil(100),
+        published.elapsed().as_secs_f64()
+    );
     let found: Vec<bool> = futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
         futures::stream::iter(fans.iter().map(|(_, id)| in_timeline(id.clone()))),
         16,
