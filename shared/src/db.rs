@@ -210,10 +210,7 @@ impl Db {
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         anyhow::ensure!(keys.len() <= 100, "a batch of at most 100 keys");
         let mut items = Vec::new();
-        let mut pending: Vec<Item> = keys
-            .iter()
-            .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
-            .collect();
+        let mut pending: Vec<Item> = keys.iter().map(|(pk, sk)| key(pk, sk)).collect();
         for attempt in 0..8u64 {
             if pending.is_empty() {
                 break;
@@ -290,6 +287,11 @@ pub fn set_all<'a>(attributes: impl IntoIterator<Item = (&'a str, AttributeValue
 }
 
 /// A string attribute.
+/// The key `(pk, sk)` of an item, as BatchGetItem and BatchWriteItem's deletes take it.
+pub fn key(pk: &str, sk: &str) -> Item {
+    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+}
+
 pub fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }

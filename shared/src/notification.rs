@@ -12,7 +12,7 @@
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, s, tx};
+use crate::db::{Db, Item, failed_conditions, get_i64, get_s, key, n, s, tx};
 use crate::keys;
 
 /// What happened, to whom, by whom.
@@ -431,9 +431,14 @@ pub async fn remove_account(db: &Db, user_id: &str) -> anyhow::Result<()> {
 /// Takes a deleted account out of every group it is counted in (a group left with no one is
 /// removed, its unread share of the count with it). Safe to repeat.
 pub async fn remove_actor(db: &Db, actor_id: &str) -> anyhow::Result<()> {
-    let partition = keys::actor_notifications(actor_id);
+    drain(db, &keys::actor_notifications(actor_id), Some(actor_id)).await
+}
+
+/// Carries out and deletes every reference under `partition`, a page at a time: the actor
+/// `leaving` leaves each group named, or (`None`) each group is removed.
+async fn drain(db: &Db, partition: &str, leaving: Option<&str>) -> anyhow::Result<()> {
     loop {
-        let refs = refs_page(db, &partition).await?;
+        let refs = refs_page(db, partition).await?;
         if refs.is_empty() {
             return Ok(());
         }
@@ -441,10 +446,13 @@ pub async fn remove_actor(db: &Db, actor_id: &str) -> anyhow::Result<()> {
         for item in &refs {
             if let (Some(user_id), Some(group)) = (get_s(item, "user_id"), get_s(item, "group_id"))
             {
-                leave(db, user_id, group, actor_id).await?;
+                match leaving {
+                    Some(actor_id) => leave(db, user_id, group, actor_id).await?,
+                    None => remove(db, user_id, group).await?,
+                }
             }
             if let Some(sk) = get_s(item, "sk") {
-                done.push(key(&partition, sk));
+                done.push(key(partition, sk));
             }
         }
         db.delete_keys(done).await?;
@@ -509,26 +517,5 @@ async fn refs_page(db: &Db, partition: &str) -> anyhow::Result<Vec<Item>> {
 /// Removes every notification that hangs on a deleted post (likes of it, comments on it,
 /// mentions in it), whoever's they are. Safe to repeat.
 pub async fn purge_post(db: &Db, post_id: &str) -> anyhow::Result<()> {
-    let partition = keys::post_notifications(post_id);
-    loop {
-        let refs = refs_page(db, &partition).await?;
-        if refs.is_empty() {
-            return Ok(());
-        }
-        let mut done = Vec::new();
-        for item in &refs {
-            if let (Some(user_id), Some(group)) = (get_s(item, "user_id"), get_s(item, "group_id"))
-            {
-                remove(db, user_id, group).await?;
-            }
-            if let Some(sk) = get_s(item, "sk") {
-                done.push(key(&partition, sk));
-            }
-        }
-        db.delete_keys(done).await?;
-    }
-}
-
-fn key(pk: &str, sk: &str) -> Item {
-    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
+    drain(db, &keys::post_notifications(post_id), None).await
 }

@@ -9,7 +9,7 @@
 use anyhow::Context as _;
 use aws_sdk_dynamodb::types::TransactWriteItem;
 
-use crate::db::{Db, Item, failed_conditions, get_i64, get_s, n, s, tx};
+use crate::db::{Db, Item, failed_conditions, get_i64, get_s, key, n, s, tx};
 use crate::keys;
 
 /// The sort key of a deleted post's purge marker under [`keys::post`].
@@ -305,10 +305,6 @@ pub async fn purge(db: &Db, post_id: &str) -> anyhow::Result<()> {
     db.delete_partition(&keys::remixes(post_id)).await?;
     crate::notification::purge_post(db, post_id).await?;
     db.delete_keys(vec![key(&keys::post(post_id), PURGE)]).await
-}
-
-fn key(pk: &str, sk: &str) -> Item {
-    Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
 }
 
 /// Everything of an account's in the social layer, for its deletion: its posts (deleted and

@@ -211,10 +211,7 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
     ] {
         for entry in state.db.query_prefix(&pk, prefix).await? {
             if let Some(other) = get_s(&entry, "user_id") {
-                mirrors.push(crate::db::Item::from([
-                    ("pk".to_owned(), crate::db::s(keys::user(other))),
-                    ("sk".to_owned(), crate::db::s(mirror(user_id))),
-                ]));
+                mirrors.push(crate::db::key(&keys::user(other), &mirror(user_id)));
             }
         }
     }

@@ -122,18 +122,13 @@ pub async fn refresh(state: &State) -> anyhow::Result<Refreshed> {
     let stamp = crate::users::timestamp(now);
     let tags = trending_now(&state.db, now_ms).await?;
     let tag_count = tags.len();
-    state
-        .db
-        .put_items(vec![crate::db::Item::from([
-            ("pk".to_owned(), s(keys::RANKINGS)),
-            ("sk".to_owned(), s(keys::TRENDING_TAGS)),
-            (
-                "tags".to_owned(),
-                s(serde_json::to_string(&tags).context("tags")?),
-            ),
-            ("computed_at".to_owned(), s(&stamp)),
-        ])])
-        .await?;
+    store(
+        &state.db,
+        keys::TRENDING_TAGS,
+        ("tags", serde_json::to_string(&tags)?),
+        &stamp,
+    )
+    .await?;
     let candidates = candidates(&state.db, now_ms).await?;
     let ids: Vec<&str> = candidates.iter().map(|(id, _)| id.as_str()).collect();
     let counts = posts::counts(state, &ids).await?;
@@ -149,23 +144,31 @@ pub async fn refresh(state: &State) -> anyhow::Result<Refreshed> {
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     ranked.truncate(RANKED);
     let ranked_ids: Vec<&str> = ranked.iter().map(|(id, _)| id.as_str()).collect();
-    state
-        .db
-        .put_items(vec![crate::db::Item::from([
-            ("pk".to_owned(), s(keys::RANKINGS)),
-            ("sk".to_owned(), s(keys::FOR_YOU)),
-            (
-                "posts".to_owned(),
-                s(serde_json::to_string(&ranked_ids).context("ranked")?),
-            ),
-            ("computed_at".to_owned(), s(&stamp)),
-        ])])
-        .await?;
+    store(
+        &state.db,
+        keys::FOR_YOU,
+        ("posts", serde_json::to_string(&ranked_ids)?),
+        &stamp,
+    )
+    .await?;
     Ok(Refreshed {
         tags: tag_count,
         candidates: candidates.len(),
         ranked: ranked.len(),
     })
+}
+
+/// Writes one ranking (`attribute`: its JSON) with when it was computed.
+async fn store(
+    db: &Db,
+    sk: &str,
+    (attribute, ranking): (&str, String),
+    computed_at: &str,
+) -> anyhow::Result<()> {
+    let mut item = crate::db::key(keys::RANKINGS, sk);
+    item.insert(attribute.to_owned(), s(ranking));
+    item.insert("computed_at".to_owned(), s(computed_at));
+    db.put_items(vec![item]).await
 }
 
 /// The window's tags, most used first (ties by name), at most [`TRENDING_TAGS`].
