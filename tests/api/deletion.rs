@@ -94,6 +94,20 @@ async fn busy_account(
         .await;
     app.wait_for_job(&access, &done, |j| j["status"] == "COMPLETED")
         .await;
+    // The job's notification is written by the social queue's consumer after the job ends: wait for
+    // it, so that callers counting items start from a settled account.
+    wait_until("the job's notification lands", || async {
+        let listed: Value = app
+            .get_with_token("/v1/notifications", &access)
+            .await
+            .json()
+            .await
+            .expect("json");
+        listed["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|n| n["type"] == "job_completed"))
+    })
+    .await;
     let endpoint = app
         .client
         .post(app.url("/v1/webhook-endpoints"))
