@@ -178,10 +178,12 @@ def main():
     import jobs
     import load
     import photos
+    import search
     import webhooks
 
     jobs.main()
     webhooks.main()
+    search.main()
     photos.main()
     # Last: the soak runs an hour (SOAK_SECONDS to shorten it).
     load.main()

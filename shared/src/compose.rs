@@ -23,11 +23,13 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
 /// The state of a function: adapters, the registry and every feature's runtime.
 pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
     let registry = registry(&config)?;
+    let table = config.table_name.clone();
     Ok(State::new(config, sdk, registry)?
         .with_feature(crate::generation::Runtime::default())
         .with_feature(crate::auth::id_tokens::Runtime::default())
         .with_feature(crate::auth::account::Runtime::new(sdk))
-        .with_feature(crate::sealed::Runtime::new(sdk)))
+        .with_feature(crate::sealed::Runtime::new(sdk))
+        .with_feature(crate::search::index::Runtime::for_table(&table)))
 }
 
 /// [`state`] from the environment.

@@ -63,6 +63,8 @@ pub struct Config {
     /// The social layer's queue (`SOCIAL_QUEUE_URL`): deleted posts' purges; unset, a purge runs
     /// in the request that deletes.
     pub social_queue_url: Option<String>,
+    /// Wakes the search index's writer (`index-search`); unset, the writer runs on its schedule only.
+    pub search_queue_url: Option<String>,
     /// The most followers an account's posts are fanned out to (`FANOUT_MAX_FOLLOWERS`, default
     /// 10,000); an account with more has its posts merged into its followers' feeds as they read.
     pub fanout_max_followers: u64,
@@ -311,6 +313,7 @@ impl Config {
             oidc: oidc_config(&lookup)?,
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
             social_queue_url: optional("SOCIAL_QUEUE_URL"),
+            search_queue_url: optional("SEARCH_QUEUE_URL"),
             fanout_max_followers: number("FANOUT_MAX_FOLLOWERS", 10_000)?,
             fanout_page_size: number("FANOUT_PAGE_SIZE", 1_000)?.clamp(1, 1_000),
             report_hide_threshold: number("REPORT_HIDE_THRESHOLD", 5)?.max(1),

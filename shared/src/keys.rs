@@ -8,6 +8,16 @@ pub fn user(user_id: &str) -> String {
     format!("USER#{user_id}")
 }
 
+/// A post's document in the search index.
+pub fn search_post(post_id: &str) -> String {
+    format!("post:{post_id}")
+}
+
+/// An account's document in the search index.
+pub fn search_user(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
 /// The profile's sort key under [`user`].
 pub const PROFILE: &str = "PROFILE";
 

@@ -23,6 +23,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
         Box::pin(serve_instagram_refresh())
     }),
     ("refresh-rankings", || Box::pin(serve_rankings())),
+    ("index-search", || Box::pin(serve_search_index())),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
@@ -198,6 +199,46 @@ pub async fn serve_rankings() -> Result<(), Error> {
     serve_schedule("rankings refreshed", |state| {
         Box::pin(crate::social::rankings::refresh(state))
     })
+    .await
+}
+
+/// The search index's writer: each batch of its queue's wake-ups is one run (a failed run
+/// leaves the batch to be delivered again), and so is each scheduled event.
+pub async fn serve_search_index() -> Result<(), Error> {
+    use lambda_runtime::LambdaEvent;
+
+    crate::telemetry::init();
+    let state = &crate::compose::state_from_env().await?;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let messages: Vec<String> = event
+                .payload
+                .get("Records")
+                .and_then(|r| r.as_array())
+                .map(|records| {
+                    records
+                        .iter()
+                        .filter_map(|m| m.get("messageId")?.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match crate::social::search::sync(state).await {
+                Ok(synced) => {
+                    tracing::info!(?synced, "search index written");
+                    Ok::<_, Error>(serde_json::json!({"batchItemFailures": [], "synced": synced}))
+                }
+                Err(err) if !messages.is_empty() => {
+                    tracing::error!(error = format!("{err:#}"), "search index not written");
+                    let failures: Vec<_> = messages
+                        .iter()
+                        .map(|id| serde_json::json!({"itemIdentifier": id}))
+                        .collect();
+                    Ok(serde_json::json!({"batchItemFailures": failures}))
+                }
+                Err(err) => Err(Error::from(format!("{err:#}"))),
+            }
+        },
+    ))
     .await
 }
 

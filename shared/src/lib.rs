@@ -43,6 +43,7 @@ pub mod post;
 pub mod ratelimit;
 pub mod routes;
 pub mod sealed;
+pub mod search;
 pub mod social;
 pub mod state;
 pub mod telemetry;

@@ -161,6 +161,12 @@ pub async fn remove(db: &Db, author_id: &str, post_id: &str) -> anyhow::Result<b
         )?,
     ];
     if get_s(&item, "visibility") == Some("public") {
+        // Out of the search index too.
+        actions.push(crate::search::dirty(
+            db,
+            &keys::search_post(post_id),
+            chrono::Utc::now().timestamp_millis(),
+        )?);
         let tags: Vec<String> = get_s(&item, "hashtags")
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default();

@@ -33,7 +33,7 @@ use crate::personas::instagram;
 use crate::photos::handlers as photos;
 use crate::social::{
     blocks, comments, feeds, follows, moderation, notifications, posts, profiles, rankings,
-    reactions, remixes,
+    reactions, remixes, search,
 };
 use crate::state::State;
 use crate::uploads;
@@ -219,6 +219,8 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, remixes::get_remix_chain),
         route!(Bearer, feeds::get_following_feed),
         route!(Public, feeds::list_hashtag_posts),
+        route!(Bearer, search::search_posts),
+        route!(Bearer, search::search_users),
         route!(Public, rankings::get_trending_tags),
         route!(Bearer, rankings::get_for_you_feed),
         route!(Bearer, moderation::create_report),

@@ -266,6 +266,12 @@ pub async fn create(db: &Db, user: NewUser, now: DateTime<Utc>) -> Result<UserVi
     if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
         actions.push(grant);
     }
+    // Findable by handle from now on.
+    actions.push(crate::search::dirty(
+        db,
+        &keys::search_user(&user.id),
+        now.timestamp_millis(),
+    )?);
     let result = crate::db::transact(db, actions).await;
     match result {
         Ok(_) => {}
@@ -460,6 +466,11 @@ pub async fn sign_in_federated(
     if let Some(grant) = starting_grant(db, &pk, user.starting_credits, &created_at)? {
         actions.push(grant);
     }
+    actions.push(crate::search::dirty(
+        db,
+        &keys::search_user(&user.id),
+        now.timestamp_millis(),
+    )?);
     match crate::db::transact(db, actions).await {
         Ok(_) => Ok(Federated::Created(new_view(
             user.id,
@@ -924,6 +935,12 @@ pub async fn begin_deletion(db: &Db, user_id: &str, now: DateTime<Utc>) -> anyho
         }
         actions.push(release_claim(db, &claim, user_id)?);
     }
+    // Out of the search index (its posts follow with their purge).
+    actions.push(crate::search::dirty(
+        db,
+        &keys::search_user(user_id),
+        now.timestamp_millis(),
+    )?);
     crate::db::transact(db, actions)
         .await
         .context("starting an account's deletion")?;
@@ -1182,6 +1199,11 @@ pub async fn change_username(
             )
             .build(),
     );
+    actions.push(crate::search::dirty(
+        db,
+        &keys::search_user(user_id),
+        now.timestamp_millis(),
+    )?);
     match crate::db::transact(db, actions).await {
         Ok(()) => Ok(()),
         Err(err) => match failed_conditions(&err) {
@@ -1209,6 +1231,10 @@ pub async fn update_profile(
     changes: &[(&'static str, Option<String>)],
     now: DateTime<Utc>,
 ) -> Result<Option<UserView>, ApiError> {
+    if changes.iter().any(|(name, _)| *name == "display_name") {
+        // The searched name: listed for the index first (the writer reads what is stored).
+        crate::search::mark(db, &keys::search_user(user_id)).await?;
+    }
     let mut sets = vec!["updated_at = :updated_at".to_owned()];
     let mut removes = Vec::new();
     let mut request = db

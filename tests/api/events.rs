@@ -75,6 +75,9 @@ async fn every_sample_event_reaches_its_handler() {
         ("list-hashtag-posts", 200),
         ("get-trending-tags", 200),
         ("get-for-you-feed", 200),
+        // An empty index finds nothing.
+        ("search-posts", 200),
+        ("search-users", 200),
         // Nor its post; the sample's caller is no admin.
         ("create-report", 404),
         ("list-reports", 403),
@@ -223,6 +226,16 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
             .batch_item_failures
             .is_empty()
     );
+    // A wake-up of the search index's writer with nothing listed writes nothing.
+    let search: SqsEvent = serde_json::from_str(&read("index-search")).expect("an SQS event");
+    assert!(
+        worker::handle_batch(state, lambent::social::search::WRITER, search)
+            .await
+            .batch_item_failures
+            .is_empty()
+    );
+    let synced = lambent::social::search::sync(state).await.expect("sync");
+    assert_eq!((synced.documents, synced.generation), (0, 0));
     // The schedule's event carries nothing the reaper needs; with nothing overdue it reaps nothing.
     let _: Value = serde_json::from_str(&read("reap-jobs")).expect("a scheduled event");
     assert_eq!(worker::reap(state).await.expect("reap").reaped, 0);

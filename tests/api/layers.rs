@@ -35,13 +35,22 @@ const LAYERS: &[(&str, &[&str])] = &[
             "follow",
             "post",
             "notification",
+            "search",
             "auth::keys",
             "auth::password",
         ],
     ),
     (
         "jobs core",
-        &["jobs", "state", "media", "credits", "oauth", "sealed"],
+        &[
+            "jobs",
+            "state",
+            "media",
+            "credits",
+            "oauth",
+            "sealed",
+            "search::index",
+        ],
     ),
     (
         "features",

@@ -28,6 +28,7 @@ mod rankings;
 mod rate_limits;
 mod remixes;
 mod rotation;
+mod search;
 mod social;
 mod template;
 mod uploads;

@@ -117,6 +117,8 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 "send-account-mail" => (lambent::auth::account::MAIL, 4),
                 "remove-account-data" => (lambent::auth::deletion::REMOVALS, 4),
                 "process-social-events" => (lambent::social::events::SOCIAL, 8),
+                // One writer of the search index at a time, as its reserved concurrency says.
+                "index-search" => (lambent::social::search::WRITER, 1),
                 other => anyhow::bail!("no local consumer for {other}"),
             };
             tokio::spawn(worker::poll(state.clone(), consumer, url, concurrency));

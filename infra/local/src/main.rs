@@ -161,6 +161,14 @@ Try it, in another terminal:
     | python3 -c 'import json,sys;print("notifications of ann:", "; ".join(n["text"] for n in json.load(sys.stdin)["items"] if n["type"] in ("like","follow")))'
   curl -s {base}/v1/notifications/unread-count -H "authorization: Bearer $TOKEN"; echo
 
+  # search (the index's writer runs from its queue in a moment): Bob finds the post as he types
+  # "lightho", and Ann by her handle's first letters
+  until curl -s -G {base}/v1/search/posts --data-urlencode q=lightho -H "authorization: Bearer $BOB" | grep -q "$POST"; do sleep 0.2; done
+  curl -s -G {base}/v1/search/posts --data-urlencode q=lightho -H "authorization: Bearer $BOB" \
+    | python3 -c 'import json,sys;r=json.load(sys.stdin);print("search lightho:", r["total"], "post:", r["items"][0]["caption"])'
+  curl -s -G {base}/v1/search/users --data-urlencode q=an -H "authorization: Bearer $BOB" \
+    | python3 -c 'import json,sys;print("search an:", [u["username"] for u in json.load(sys.stdin)["items"]])'
+
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

@@ -89,6 +89,9 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         "feed of bob: a lighthouse at dusk #lighthouse - likes 1",
         // Bob's like as Ann's notification.
         "bob liked your post",
+        // The search index, written from its queue: the post by a prefix, Ann by her handle's.
+        "search lightho: 1 post: a lighthouse at dusk #lighthouse",
+        "search an: ['ann']",
     ] {
         assert!(
             printed.contains(expected),

@@ -76,6 +76,7 @@ pub async fn delete_me(state: &State, req: Request) -> Result<Response<Body>, Ap
     )
     .await?;
     tracing::info!(user_id = %caller.user_id, first = began, "account deletion requested");
+    crate::search::index::poke(state).await;
     json(StatusCode::ACCEPTED, &Deletion { status: "deleting" })
 }
 

@@ -131,6 +131,7 @@ pub async fn register(state: &State, req: Request) -> Result<Response<Body>, Api
     )
     .await?;
     tracing::info!(user_id = %user.id, "registered");
+    crate::search::index::poke(state).await;
     let tokens = sessions::start_for(&state.db, &state.config, &keys, user, now).await?;
     json(StatusCode::CREATED, &tokens)
 }
@@ -348,10 +349,16 @@ pub async fn update_me(state: &State, req: Request) -> Result<Response<Body>, Ap
         users::change_username(&state.db, &caller.user_id, username.trim(), now).await?;
     }
     if changes.is_empty() {
+        if patch.username.is_some() {
+            crate::search::index::poke(state).await;
+        }
         return json(StatusCode::OK, &current_user(state, &req).await?);
     }
     let user = users::update_profile(&state.db, &caller.user_id, &changes, now)
         .await?
         .ok_or(ApiError::NotFound("the account no longer exists"))?;
+    if patch.username.is_some() || changes.iter().any(|(name, _)| *name == "display_name") {
+        crate::search::index::poke(state).await;
+    }
     json(StatusCode::OK, &user)
 }

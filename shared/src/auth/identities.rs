@@ -57,6 +57,9 @@ pub async fn tokens_for(
         users::Federated::Existing(record) => (record.view, StatusCode::OK),
     };
     tracing::info!(user_id = %user.id, provider, created = status == StatusCode::CREATED, "signed in with an outside identity");
+    if status == StatusCode::CREATED {
+        crate::search::index::poke(state).await;
+    }
     let tokens =
         crate::auth::sessions::start_for(&state.db, &state.config, &signing, user, now).await?;
     Ok((status, tokens))

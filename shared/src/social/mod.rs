@@ -34,6 +34,7 @@ pub mod profiles;
 pub mod rankings;
 pub mod reactions;
 pub mod remixes;
+pub mod search;
 
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};

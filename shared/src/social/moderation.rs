@@ -432,7 +432,7 @@ async fn hide_past_threshold(
     else {
         return Ok(());
     };
-    let actions = vec![
+    let mut actions = vec![
         tx::update(
             &state.db,
             (&pk, keys::CASE),
@@ -453,8 +453,19 @@ async fn hide_past_threshold(
             vec![(":at", s(crate::users::timestamp(Utc::now())))],
         )?,
     ];
+    let post = target_type == TargetType::Post;
+    if post {
+        actions.push(crate::search::dirty(
+            &state.db,
+            &keys::search_post(target_id),
+            Utc::now().timestamp_millis(),
+        )?);
+    }
     match crate::db::transact(&state.db, actions).await {
         Ok(()) => {
+            if post {
+                crate::search::index::poke(state).await;
+            }
             tracing::info!(
                 target_type = target_type.as_str(),
                 target_id,
@@ -631,6 +642,7 @@ pub async fn resolve_report(state: &State, req: Request) -> Result<Response<Body
                         && crate::post::remove(&state.db, &post.author_id, &post.id).await?
                     {
                         crate::social::events::deleted(state, &post.author_id, &post.id).await?;
+                        crate::search::index::poke(state).await;
                     }
                 }
                 TargetType::Comment => {
@@ -701,6 +713,13 @@ pub async fn resolve_report(state: &State, req: Request) -> Result<Response<Body
 }
 
 async fn unhide(state: &State, pk: &str, sk: &str) -> Result<(), ApiError> {
+    // A post back in view is searchable again (listed first: the writer reads what is there).
+    let post_id = (sk == keys::POST)
+        .then(|| pk.strip_prefix("POST#"))
+        .flatten();
+    if let Some(post_id) = post_id {
+        crate::search::mark(&state.db, &keys::search_post(post_id)).await?;
+    }
     let result = state
         .db
         .client
@@ -713,5 +732,8 @@ async fn unhide(state: &State, pk: &str, sk: &str) -> Result<(), ApiError> {
         .send()
         .await;
     crate::db::unless_condition_failed(result)?;
+    if post_id.is_some() {
+        crate::search::index::poke(state).await;
+    }
     Ok(())
 }

@@ -456,20 +456,12 @@ pub async fn authors(
     state: &State,
     ids: impl Iterator<Item = &str>,
 ) -> Result<HashMap<String, Author>, ApiError> {
-    let mut keys: Vec<(String, String)> = ids
-        .map(|id| (keys::user(id), keys::PROFILE.to_owned()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    Ok(state
-        .db
-        .batch_get_many(&keys)
+    Ok(profiles::many(state, ids)
         .await?
-        .iter()
-        .filter_map(profiles::public)
-        .map(|p| {
+        .into_iter()
+        .map(|(id, p)| {
             (
-                p.id.clone(),
+                id,
                 Author {
                     id: p.id,
                     username: p.username,
@@ -863,6 +855,11 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
                 &id,
             )?);
         }
+        actions.push(crate::search::dirty(
+            &state.db,
+            &keys::search_post(&id),
+            at,
+        )?);
         // Counted in its tags' hour and listed in its day, for the rankings.
         actions.extend(crate::social::rankings::publish_actions(
             &state.db,
@@ -920,6 +917,9 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
         }
     }
     tracing::info!(post_id = %id, visibility = visibility.as_str(), "post published");
+    if visibility == Visibility::Public {
+        crate::search::index::poke(state).await;
+    }
     if visibility != Visibility::Private {
         crate::social::events::notify(
             state,
@@ -1080,6 +1080,14 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
         &names,
         values,
     )?];
+    let searchable = was_public || post.visibility == Visibility::Public;
+    if searchable {
+        actions.push(crate::search::dirty(
+            &state.db,
+            &keys::search_post(&id),
+            Utc::now().timestamp_millis(),
+        )?);
+    }
     let user = keys::user(&caller.user_id);
     let public_entry = keys::public_post_entry(post.at, &id);
     let is_public = post.visibility == Visibility::Public;
@@ -1157,6 +1165,9 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
             ));
         }
     }
+    if searchable {
+        crate::search::index::poke(state).await;
+    }
     respond(state, Some(&caller.user_id), StatusCode::OK, post).await
 }
 
@@ -1182,6 +1193,7 @@ pub async fn delete_post(state: &State, req: Request) -> Result<Response<Body>, 
         }
     }
     crate::social::events::deleted(state, &caller.user_id, &id).await?;
+    crate::search::index::poke(state).await;
     Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Body::Empty)

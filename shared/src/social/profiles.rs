@@ -54,6 +54,26 @@ pub fn public(item: &Item) -> Option<PublicProfile> {
     })
 }
 
+/// The public profiles of the accounts `ids` that exist, by id: one batch read.
+pub async fn many<'a>(
+    state: &State,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<std::collections::HashMap<String, PublicProfile>, ApiError> {
+    let mut keys: Vec<(String, String)> = ids
+        .map(|id| (keys::user(id), keys::PROFILE.to_owned()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(state
+        .db
+        .batch_get_many(&keys)
+        .await?
+        .iter()
+        .filter_map(public)
+        .map(|p| (p.id.clone(), p))
+        .collect())
+}
+
 /// The account `id` names, if it exists.
 pub async fn find(state: &State, id: &str) -> Result<Option<PublicProfile>, ApiError> {
     if id.is_empty() || id.len() > 64 {
@@ -90,20 +110,7 @@ pub async fn entries(
             ))
         })
         .collect();
-    let mut keys: Vec<(String, String)> = page
-        .iter()
-        .map(|(id, _)| (keys::user(id), keys::PROFILE.to_owned()))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let profiles: std::collections::HashMap<String, PublicProfile> = state
-        .db
-        .batch_get_many(&keys)
-        .await?
-        .iter()
-        .filter_map(public)
-        .map(|p| (p.id.clone(), p))
-        .collect();
+    let profiles = many(state, page.iter().map(|(id, _)| id.as_str())).await?;
     Ok(page
         .iter()
         .filter(|(id, _)| !hidden.contains(id))

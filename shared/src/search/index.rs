@@ -1,0 +1,332 @@
+//! The search index in S3 and its readers' and writer's copies: the pointer in DynamoDB, the
+//! files under `search/` in the media bucket, each process's folders under /tmp.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use tantivy::IndexReader;
+
+use crate::db::{Db, get_i64, get_s, n, s};
+use crate::search::{Change, FILES_PREFIX, Found, Local, POINTER, POINTER_CHECK, Search};
+
+/// The pointer: which version of the index is current.
+#[derive(Clone, Debug, Default)]
+struct Pointer {
+    generation: i64,
+    meta: String,
+    files: BTreeSet<String>,
+    /// Files the previous version dropped: deleted when the next one is published (a reader
+    /// fetching the previous version still finds them meanwhile).
+    retired: BTreeSet<String>,
+}
+
+fn json_set(item: &crate::db::Item, name: &str) -> BTreeSet<String> {
+    get_s(item, name)
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+async fn pointer(db: &Db) -> anyhow::Result<Option<Pointer>> {
+    let Some(item) = db.get(POINTER.0, POINTER.1).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Pointer {
+        generation: get_i64(&item, "generation").unwrap_or(0),
+        meta: get_s(&item, "meta").unwrap_or_default().to_owned(),
+        files: json_set(&item, "files"),
+        retired: json_set(&item, "retired"),
+    }))
+}
+
+/// Each process's copies of the index: the readers' and the writer's (never the same folder).
+pub struct Runtime {
+    root: PathBuf,
+    reader: tokio::sync::Mutex<Option<Copy>>,
+    writer: tokio::sync::Mutex<Option<i64>>,
+}
+
+struct Copy {
+    generation: i64,
+    local: std::sync::Arc<Local>,
+    reader: IndexReader,
+    checked: Instant,
+}
+
+impl Runtime {
+    /// Copies under `root` (a folder of the process's temporary space, one per table).
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            reader: tokio::sync::Mutex::new(None),
+            writer: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The runtime for the table `table`, under the system's temporary folder.
+    pub fn for_table(table: &str) -> Self {
+        let safe: String = table
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self::new(
+            std::env::temp_dir().join(format!("lambent-search-{safe}-{}", std::process::id())),
+        )
+    }
+}
+
+/// Where the index's files are kept: the media bucket.
+fn bucket(config: &crate::Config) -> anyhow::Result<&str> {
+    config
+        .media_bucket
+        .as_deref()
+        .context("MEDIA_BUCKET is not set: the search index lives there")
+}
+
+/// Makes `dir` hold the version `pointer` names: its missing files fetched, its `meta.json`,
+/// nothing else of the index's.
+async fn materialize(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+    pointer: &Pointer,
+) -> anyhow::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    let fetches: Vec<_> = pointer
+        .files
+        .iter()
+        .map(|name| fetch(s3, bucket, dir, name))
+        .collect();
+    futures::stream::iter(fetches)
+        .buffer_unordered(8)
+        .try_collect::<()>()
+        .await?;
+    let meta = dir.join("meta.json");
+    let partial = dir.join("meta.json.partial");
+    tokio::fs::write(&partial, &pointer.meta).await?;
+    tokio::fs::rename(&partial, &meta).await?;
+    remove_others(dir, &pointer.files).await
+}
+
+/// Copies the index file `name` to `dir`, unless it is there.
+async fn fetch(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Ok(());
+    }
+    let key = format!("{FILES_PREFIX}{name}");
+    let object = s3
+        .get_object()
+        .bucket(bucket)
+        .key(&key)
+        .send()
+        .await
+        .with_context(|| format!("reading s3://{bucket}/{key}"))?;
+    let partial = dir.join(format!("{name}.partial"));
+    let mut file = tokio::fs::File::create(&partial).await?;
+    tokio::io::copy(&mut object.body.into_async_read(), &mut file).await?;
+    file.sync_all().await?;
+    tokio::fs::rename(&partial, &path).await?;
+    Ok(())
+}
+
+/// Copies the index file `name` from `dir` to S3.
+async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    let body = aws_sdk_s3::primitives::ByteStream::from_path(&path)
+        .await
+        .with_context(|| format!("reading {}", path.display()))?;
+    s3.put_object()
+        .bucket(bucket)
+        .key(format!("{FILES_PREFIX}{name}"))
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("uploading the index file {name}"))?;
+    Ok(())
+}
+
+/// Removes the index files of `dir` that `keep` does not name (an open reader keeps its
+/// mapped files until it drops them).
+async fn remove_others(dir: &Path, keep: &BTreeSet<String>) -> anyhow::Result<()> {
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name == "meta.json" || name.starts_with(".tantivy") || name == ".managed.json";
+        if !ours && !keep.contains(&name) {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+        }
+    }
+    Ok(())
+}
+
+/// Searches the current version of the index (fetching it first if it moved).
+pub async fn search(state: &crate::state::State, search: Search<'_>) -> anyhow::Result<Found> {
+    let runtime = state.feature::<Runtime>()?;
+    let (local, reader) = {
+        let mut copy = runtime.reader.lock().await;
+        let stale = copy
+            .as_ref()
+            .is_none_or(|c| c.checked.elapsed() >= POINTER_CHECK);
+        if stale {
+            match pointer(&state.db).await? {
+                None => return Ok(Found::default()),
+                Some(p) if copy.as_ref().is_some_and(|c| c.generation == p.generation) => {
+                    if let Some(c) = copy.as_mut() {
+                        c.checked = Instant::now();
+                    }
+                }
+                Some(p) => {
+                    let dir = runtime.root.join("reader");
+                    materialize(&state.s3, bucket(&state.config)?, &dir, &p).await?;
+                    let local =
+                        tokio::task::spawn_blocking(move || Local::open_or_create(&dir)).await??;
+                    let reader = local.reader()?;
+                    *copy = Some(Copy {
+                        generation: p.generation,
+                        local: std::sync::Arc::new(local),
+                        reader,
+                        checked: Instant::now(),
+                    });
+                }
+            }
+        }
+        match copy.as_ref() {
+            Some(c) => (c.local.clone(), c.reader.clone()),
+            None => return Ok(Found::default()),
+        }
+    };
+    let (text, kind, exclude) = (
+        search.text.to_owned(),
+        search.kind,
+        search.exclude_owners.clone(),
+    );
+    let (offset, limit) = (search.offset, search.limit);
+    tokio::task::spawn_blocking(move || {
+        local.search(
+            &reader,
+            &Search {
+                text: &text,
+                kind,
+                exclude_owners: &exclude,
+                offset,
+                limit,
+            },
+        )
+    })
+    .await?
+}
+
+/// What a write of the index did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Published {
+    pub generation: i64,
+    pub files: usize,
+    pub uploaded: usize,
+}
+
+/// Applies `changes` and publishes the new version: its new files to S3, then the pointer,
+/// conditioned on the version it was made from. Fails (changing nothing others read) when
+/// another writer published first; the caller tries again later from the newer version.
+pub async fn apply(state: &crate::state::State, changes: Vec<Change>) -> anyhow::Result<Published> {
+    let runtime = state.feature::<Runtime>()?;
+    let mut writer_generation = runtime.writer.lock().await;
+    let bucket = bucket(&state.config)?;
+    let dir = runtime.root.join("writer");
+    let current = pointer(&state.db).await?.unwrap_or_default();
+    if *writer_generation != Some(current.generation) {
+        // Start from the published version: another process may have written since.
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        if current.generation > 0 {
+            materialize(&state.s3, bucket, &dir, &current).await?;
+        }
+        *writer_generation = None;
+    }
+    let work_dir = dir.clone();
+    let files =
+        tokio::task::spawn_blocking(move || Local::open_or_create(&work_dir)?.apply(&changes))
+            .await??;
+    let new: Vec<&String> = files.difference(&current.files).collect();
+    let uploads: Vec<_> = new
+        .iter()
+        .map(|name| upload(&state.s3, bucket, &dir, name))
+        .collect();
+    futures::stream::iter(uploads)
+        .buffer_unordered(8)
+        .try_collect::<()>()
+        .await?;
+    let meta = tokio::fs::read_to_string(dir.join("meta.json")).await?;
+    let generation = current.generation + 1;
+    let retired: BTreeSet<String> = current.files.difference(&files).cloned().collect();
+    let published = state
+        .db
+        .client
+        .put_item()
+        .table_name(&state.db.table)
+        .item("pk", s(POINTER.0))
+        .item("sk", s(POINTER.1))
+        .item("generation", n(generation))
+        .item("meta", s(meta))
+        .item("files", s(serde_json::to_string(&files)?))
+        .item("retired", s(serde_json::to_string(&retired)?))
+        .condition_expression("attribute_not_exists(pk) OR generation = :previous")
+        .expression_attribute_values(":previous", n(current.generation))
+        .send()
+        .await;
+    if let Err(err) = published {
+        *writer_generation = None;
+        return Err(anyhow::Error::new(err).context("publishing the search index"));
+    }
+    *writer_generation = Some(generation);
+    // The version before the previous one is read by no one now.
+    for name in current.retired.difference(&files) {
+        let _ = state
+            .s3
+            .delete_object()
+            .bucket(bucket)
+            .key(format!("{FILES_PREFIX}{name}"))
+            .send()
+            .await;
+    }
+    remove_others(&dir, &files).await?;
+    Ok(Published {
+        generation,
+        files: files.len(),
+        uploaded: new.len(),
+    })
+}
+
+/// Wakes the writer (`SEARCH_QUEUE_URL`) after a change to the list; a failure is logged, not
+/// the request's: the writer's schedule finds the list all the same.
+pub async fn poke(state: &crate::state::State) {
+    let Some(queue) = &state.config.search_queue_url else {
+        return;
+    };
+    if let Err(err) = state
+        .send_json(queue, &serde_json::json!({"sync": true}))
+        .await
+    {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "the search writer was not woken"
+        );
+    }
+}

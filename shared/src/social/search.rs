@@ -1,0 +1,247 @@
+//! Search of posts (caption, hashtags) and accounts (handle, display name), Korean and English,
+//! with as-you-type prefixes, on the serverless index of [`crate::search`].
+//!
+//! What is searchable is decided by the writer from the current state, never from the change
+//! that woke it: a public post that is not hidden, of a live account; a live account. Every
+//! transaction that changes one of those also lists the document for the writer (in the same
+//! transaction, or before its write), so no change is lost if a process stops; the writer
+//! (`index-search`, one at a time) is woken by a message and also runs on a schedule. Results
+//! are read again from the table before they are shown, so a post deleted a moment ago, or one
+//! the caller may not see, is never shown even before the writer has run.
+
+use std::collections::HashMap;
+
+use lambda_http::{Body, Request, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, FieldError};
+use crate::http::{Caller, query_param};
+use crate::jobs::worker::{Consumer, Disposition};
+use crate::search::{self, Change, Doc, Search};
+use crate::social::posts::{self, PostView, Visibility};
+use crate::social::profiles::{self, PublicProfile};
+use crate::state::State;
+
+/// The deepest a search pages (results past it are not worth reading).
+const MAX_OFFSET: usize = 1_000;
+/// How many waiting documents one write takes from each shard of the list.
+const BATCH_PER_SHARD: i32 = 250;
+/// Writes per run of the writer; a longer list is left to the next run, woken at once.
+const WRITES_PER_RUN: usize = 10;
+
+/// What a run of the writer did.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Synced {
+    /// Documents taken off the list (indexed or removed).
+    pub documents: usize,
+    /// The index's version after the run (0: nothing written).
+    pub generation: i64,
+}
+
+/// One run of the writer: the waiting documents, as they are now, into the index.
+pub async fn sync(state: &State) -> anyhow::Result<Synced> {
+    let mut synced = Synced::default();
+    for _ in 0..WRITES_PER_RUN {
+        let waiting = search::waiting(&state.db, BATCH_PER_SHARD).await?;
+        if waiting.is_empty() {
+            return Ok(synced);
+        }
+        let ids: Vec<&str> = waiting.iter().map(|w| w.id.as_str()).collect();
+        let changes = changes(state, &ids).await?;
+        let published = search::index::apply(state, changes).await?;
+        search::done(&state.db, &waiting).await?;
+        synced.documents += waiting.len();
+        synced.generation = published.generation;
+        tracing::info!(
+            documents = waiting.len(),
+            ?published,
+            "search index written"
+        );
+    }
+    // More is waiting than a run takes: the next run starts now.
+    search::index::poke(state).await;
+    Ok(synced)
+}
+
+/// The writer's queue consumer: any message is a reason to run.
+pub const WRITER: Consumer = Consumer {
+    name: "search index",
+    handle: |state, _| {
+        Box::pin(async move {
+            let synced = sync(state).await?;
+            tracing::info!(?synced, "search writer ran");
+            Ok(Disposition::Done)
+        })
+    },
+};
+
+/// The documents `ids` as they should be in the index now.
+async fn changes(state: &State, ids: &[&str]) -> anyhow::Result<Vec<Change>> {
+    let post_ids: Vec<String> = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("post:").map(str::to_owned))
+        .collect();
+    let posts: HashMap<String, posts::Post> = posts::load_many(state, &post_ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id.clone(), p))
+        .collect();
+    let accounts = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("user:"))
+        .chain(posts.values().map(|p| p.author_id.as_str()));
+    let profiles = profiles::many(state, accounts).await?;
+    Ok(ids
+        .iter()
+        .map(|id| {
+            let doc = if let Some(post_id) = id.strip_prefix("post:") {
+                posts
+                    .get(post_id)
+                    .filter(|p| p.visibility == Visibility::Public && !p.hidden)
+                    .filter(|p| profiles.contains_key(&p.author_id))
+                    .map(|p| Doc {
+                        id: (*id).to_owned(),
+                        kind: "post",
+                        owner: p.author_id.clone(),
+                        text: p.caption.clone(),
+                        tags: p.hashtags.clone(),
+                        at: p.at,
+                    })
+            } else if let Some(user_id) = id.strip_prefix("user:") {
+                profiles.get(user_id).map(|p| Doc {
+                    id: (*id).to_owned(),
+                    kind: "user",
+                    owner: p.id.clone(),
+                    text: format!("{} {}", p.username, p.display_name.as_deref().unwrap_or("")),
+                    tags: vec![p.username.to_lowercase()],
+                    at: 0,
+                })
+            } else {
+                None
+            };
+            doc.map_or_else(|| Change::Remove((*id).to_owned()), Change::Put)
+        })
+        .collect())
+}
+
+/// Posts found.
+#[derive(Serialize, ToSchema)]
+pub struct PostResults {
+    /// How many posts match (those of accounts you block, or that block you, left out).
+    pub total: usize,
+    /// Best first.
+    pub items: Vec<PostView>,
+    /// The next page's cursor (also in the `Link` header); `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Accounts found.
+#[derive(Serialize, ToSchema)]
+pub struct UserResults {
+    /// How many accounts match (those you block, or that block you, left out).
+    pub total: usize,
+    /// Best first.
+    pub items: Vec<PublicProfile>,
+    /// The next page's cursor (also in the `Link` header); `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// What a search found for the request: the index's page and the next page's cursor.
+struct Asked {
+    found: search::Found,
+    next_cursor: Option<String>,
+}
+
+/// Runs the request's query (`q`, the page, the caller's blocks left out) on documents of `kind`.
+async fn asked(state: &State, req: &Request, kind: &'static str) -> Result<Asked, ApiError> {
+    let caller = Caller::from_request(req)?;
+    let text = query_param(req, "q").unwrap_or_default();
+    let chars = text.chars().count();
+    if text.trim().is_empty() || chars > search::MAX_QUERY_CHARS {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "q",
+            format!("1 to {} characters", search::MAX_QUERY_CHARS),
+        )]));
+    }
+    let key = state.cursor_key().await?;
+    let scope = format!("search|{kind}|{}|{text}", caller.user_id);
+    let paging = crate::cursor::Paging::from_request(req, key, scope.clone())?;
+    let offset = match &paging.after {
+        Some(after) => after.parse::<usize>().map_err(|_| ApiError::BadRequest {
+            code: "invalid_cursor",
+            detail: "this cursor is not one of this search's".into(),
+        })?,
+        None => 0,
+    };
+    let limit = paging.limit;
+    let hidden = crate::social::hidden_from(state, &caller.user_id).await?;
+    let found = search::index::search(
+        state,
+        Search {
+            text: &text,
+            kind,
+            exclude_owners: &hidden,
+            offset,
+            limit,
+        },
+    )
+    .await?;
+    let next = offset + limit;
+    let next_cursor = (next < found.total && next < MAX_OFFSET)
+        .then(|| crate::cursor::encode(key, &scope, &next.to_string()));
+    Ok(Asked { found, next_cursor })
+}
+
+/// Searches public posts by caption and hashtag, Korean and English: whole words (`고양이`,
+/// `cats` finds `cat`), prefixes as you type (`고양`, `ca`), `#tags`. Every word must match.
+#[utoipa::path(get, path = "/v1/search/posts", tag = "social", security(("bearer" = [])),
+    params(("q" = String, Query, description = "1 to 200 characters"),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = PostResults, headers(("link" = String, description = "rel=\"next\""))),
+        (status = 400, description = "invalid_cursor", body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn search_posts(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let Asked { found, next_cursor } = asked(state, &req, "post").await?;
+    let ids: Vec<String> = found
+        .ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("post:").map(str::to_owned))
+        .collect();
+    let viewer = Some(caller.user_id.as_str());
+    let found_posts = posts::visible_posts(state, viewer, posts::load_many(state, &ids).await?)
+        .await?
+        .into_iter()
+        .filter(|p| p.visibility == Visibility::Public)
+        .collect();
+    let page = PostResults {
+        total: found.total,
+        items: posts::views(state, viewer, found_posts).await?,
+        next_cursor: next_cursor.clone(),
+    };
+    crate::social::page_response(&req, &page, next_cursor.as_deref())
+}
+
+/// Searches accounts by handle and display name, with prefixes as you type (`an` finds `ann`).
+#[utoipa::path(get, path = "/v1/search/users", tag = "social", security(("bearer" = [])),
+    params(("q" = String, Query, description = "1 to 200 characters"),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = UserResults, headers(("link" = String, description = "rel=\"next\""))),
+        (status = 400, description = "invalid_cursor", body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn search_users(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let Asked { found, next_cursor } = asked(state, &req, "user").await?;
+    let ids: Vec<&str> = found
+        .ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("user:"))
+        .collect();
+    let mut by_id = profiles::many(state, ids.iter().copied()).await?;
+    let page = UserResults {
+        total: found.total,
+        items: ids.iter().filter_map(|id| by_id.remove(*id)).collect(),
+        next_cursor: next_cursor.clone(),
+    };
+    crate::social::page_response(&req, &page, next_cursor.as_deref())
+}
