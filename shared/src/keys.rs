@@ -13,6 +13,16 @@ pub fn search_post(post_id: &str) -> String {
     format!("post:{post_id}")
 }
 
+/// A style's document in the search index.
+pub fn search_style(style_id: &str) -> String {
+    format!("style:{style_id}")
+}
+
+/// The public posts that show a style (its showcases), newest first.
+pub fn showcases(style_id: &str) -> String {
+    format!("SHOWCASES#{style_id}")
+}
+
 /// An account's document in the search index.
 pub fn search_user(user_id: &str) -> String {
     format!("user:{user_id}")

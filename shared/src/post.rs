@@ -161,12 +161,24 @@ pub async fn remove(db: &Db, author_id: &str, post_id: &str) -> anyhow::Result<b
         )?,
     ];
     if get_s(&item, "visibility") == Some("public") {
-        // Out of the search index too.
-        actions.push(crate::search::dirty(
-            db,
-            &keys::search_post(post_id),
-            chrono::Utc::now().timestamp_millis(),
-        )?);
+        // Out of the search index too, and off its style's showcases (the style is found
+        // while another public post shows it).
+        let now = chrono::Utc::now().timestamp_millis();
+        actions.push(crate::search::dirty(db, &keys::search_post(post_id), now)?);
+        if let Some(style_id) = get_s(&item, "style_id") {
+            actions.push(tx::delete(
+                db,
+                (&keys::showcases(style_id), &keys::feed_entry(at, post_id)),
+                None,
+                &[],
+                vec![],
+            )?);
+            actions.push(crate::search::dirty(
+                db,
+                &keys::search_style(style_id),
+                now,
+            )?);
+        }
         let tags: Vec<String> = get_s(&item, "hashtags")
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or_default();

@@ -221,6 +221,7 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, feeds::list_hashtag_posts),
         route!(Bearer, search::search_posts),
         route!(Bearer, search::search_users),
+        route!(Bearer, search::search_styles),
         route!(Public, rankings::get_trending_tags),
         route!(Bearer, rankings::get_for_you_feed),
         route!(Bearer, moderation::create_report),

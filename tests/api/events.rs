@@ -78,6 +78,7 @@ async fn every_sample_event_reaches_its_handler() {
         // An empty index finds nothing.
         ("search-posts", 200),
         ("search-users", 200),
+        ("search-styles", 200),
         // Nor its post; the sample's caller is no admin.
         ("create-report", 404),
         ("list-reports", 403),

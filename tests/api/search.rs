@@ -242,3 +242,97 @@ async fn results_come_in_pages_and_bad_queries_are_refused() {
     let anonymous = call(&app, Method::GET, "/v1/search/posts?q=x", None, None).await;
     assert_eq!(anonymous.status(), 401);
 }
+
+/// Trains a style for `token` at the fake AI server and waits for it: its id.
+async fn trained_style(app: &TestApp, token: &str, name: &str, trigger: &str) -> String {
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(
+            app.upload(token, lambent_local::fakes::output_png(), "image/png")
+                .await,
+        );
+    }
+    let response = call(
+        app,
+        Method::POST,
+        "/v1/styles",
+        Some(token),
+        Some(&json!({"name": name, "upload_keys": keys, "trigger_word": trigger})),
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let style = app
+        .wait_for_job(token, &id, |j| {
+            matches!(j["status"].as_str(), Some("COMPLETED" | "FAILED"))
+        })
+        .await;
+    assert_eq!(style["status"], "COMPLETED", "{style}");
+    id
+}
+
+#[tokio::test]
+async fn a_style_is_found_while_a_public_post_shows_it_by_name_tags_and_artist() {
+    let (app, _fakes) = crate::generation::start(&[], true).await;
+    let (ann, ann_id) = app.user("painter_ann").await;
+    let (bob, _) = app.user("bob").await;
+    let style = trained_style(&app, &ann, "Watercolor Harbour 수채화", "wtrclr").await;
+    // Trained, not shown anywhere yet: not found (a style is private until a public post shows it).
+    let private = photo_post(&app, &ann, "my new style #수채화", "private").await;
+    assert_eq!(private["visibility"], "private");
+    finds(&app, &bob, "styles", "watercolor", &[]).await;
+
+    let key = app.upload(&ann, crate::app::scene(), "image/png").await;
+    let showcase = crate::app::publish(
+        &app,
+        &ann,
+        json!({"caption": "boats at dawn #harbour #수채화", "upload_keys": [key], "style_id": style}),
+    )
+    .await;
+    let showcase = showcase["id"].as_str().expect("id").to_owned();
+    // By its name (Korean and English, prefixes), its trigger word, its showcase's tags, its artist.
+    for q in [
+        "watercolor",
+        "water",
+        "수채화",
+        "수채",
+        "wtrclr",
+        "#harbour",
+        "painter_ann",
+    ] {
+        finds(&app, &bob, "styles", q, &[&style]).await;
+    }
+    let page = search(&app, &bob, "styles", "watercolor").await;
+    let hit = &page["items"][0];
+    assert_eq!(hit["name"], "Watercolor Harbour 수채화");
+    assert_eq!(hit["trigger_word"], "wtrclr");
+    assert_eq!(hit["artist"]["id"], ann_id.as_str());
+    assert_eq!(hit["showcases"][0]["id"], showcase.as_str());
+    assert!(hit["showcases"][0]["media"][0]["url"].is_string());
+
+    // Its only showcase deleted: no longer found.
+    let deleted = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/posts/{showcase}"),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    finds(&app, &bob, "styles", "watercolor", &[]).await;
+    // Someone else's style cannot be shown by Bob's post (404), so it is not found through him.
+    let key = app.upload(&bob, crate::app::scene(), "image/png").await;
+    let borrowed = call(
+        &app,
+        Method::POST,
+        "/v1/posts",
+        Some(&bob),
+        Some(&json!({"caption": "borrowed", "upload_keys": [key], "style_id": style})),
+    )
+    .await;
+    assert_eq!(borrowed.status(), 404);
+}

@@ -225,6 +225,7 @@ fn main() -> anyhow::Result<()> {
             text,
             tags,
             at: n as i64,
+            card: None,
         }));
         if batch.len() == 100_000 || n + 1 == docs {
             local.apply(&batch)?;

@@ -67,6 +67,8 @@ pub struct Doc {
     pub tags: Vec<String>,
     /// When it was made (ms).
     pub at: i64,
+    /// What a hit shows without another read (kept, not searched).
+    pub card: Option<String>,
 }
 
 /// A change to the index.
@@ -82,7 +84,14 @@ pub enum Change {
 #[derive(Clone, Debug, Default)]
 pub struct Found {
     pub total: usize,
-    pub ids: Vec<String>,
+    pub hits: Vec<Hit>,
+}
+
+/// A document found: its id and its card.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub id: String,
+    pub card: Option<String>,
 }
 
 /// A query: words, the kind of document, accounts to leave out, and the page.
@@ -103,6 +112,7 @@ struct Fields {
     prefix: Field,
     tags: Field,
     at: Field,
+    card: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -130,6 +140,7 @@ fn schema() -> (Schema, Fields) {
         prefix: builder.add_text_field("prefix", edges),
         tags: builder.add_text_field("tags", tags),
         at: builder.add_i64_field("at", INDEXED | STORED),
+        card: builder.add_text_field("card", STORED),
     };
     (builder.build(), fields)
 }
@@ -144,6 +155,7 @@ fn fields_of(schema: &Schema) -> anyhow::Result<Fields> {
         prefix: field("prefix")?,
         tags: field("tags")?,
         at: field("at")?,
+        card: field("card")?,
     })
 }
 
@@ -414,6 +426,9 @@ impl Local {
                     d.add_text(f.tags, tag);
                 }
                 d.add_i64(f.at, doc.at);
+                if let Some(card) = &doc.card {
+                    d.add_text(f.card, card);
+                }
                 writer.add_document(d)?;
             }
         }
@@ -456,14 +471,22 @@ impl Local {
         let searcher = reader.searcher();
         let top = TopDocs::with_limit(search.limit.max(1)).and_offset(search.offset);
         let (total, top) = searcher.search(&query, &(Count, top))?;
-        let mut ids = Vec::with_capacity(top.len());
+        let mut hits = Vec::with_capacity(top.len());
         for (_, address) in top {
             let doc: TantivyDocument = searcher.doc(address)?;
-            if let Some(id) = doc.get_first(self.fields.id).and_then(|v| v.as_str()) {
-                ids.push(id.to_owned());
+            let text = |field| {
+                doc.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            if let Some(id) = text(self.fields.id) {
+                hits.push(Hit {
+                    id,
+                    card: text(self.fields.card),
+                });
             }
         }
-        Ok(Found { total, ids })
+        Ok(Found { total, hits })
     }
 }
 
@@ -599,6 +622,7 @@ mod tests {
                     text: (*text).into(),
                     tags: tags.iter().map(|t| (*t).to_owned()).collect(),
                     at: 0,
+                    card: None,
                 })
             })
             .collect();
@@ -621,7 +645,10 @@ mod tests {
                 },
             )
             .expect("search")
-            .ids
+            .hits
+            .into_iter()
+            .map(|h| h.id)
+            .collect()
     }
 
     #[test]

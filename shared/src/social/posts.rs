@@ -860,6 +860,15 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
             &keys::search_post(&id),
             at,
         )?);
+        // A public post of a style shows it: the style is found by search while one does.
+        if let Some(style_id) = &post.style_id {
+            actions.push(entry(
+                state,
+                &keys::showcases(style_id),
+                keys::feed_entry(at, &id),
+                &id,
+            )?);
+        }
         // Counted in its tags' hour and listed in its day, for the rankings.
         actions.extend(crate::social::rankings::publish_actions(
             &state.db,
@@ -1092,14 +1101,24 @@ pub async fn update_post(state: &State, req: Request) -> Result<Response<Body>, 
     let public_entry = keys::public_post_entry(post.at, &id);
     let is_public = post.visibility == Visibility::Public;
     let (recent_pk, recent_sk) = crate::social::rankings::recent_key(&id, post.at);
+    let showcase = post
+        .style_id
+        .as_ref()
+        .map(|style_id| (keys::showcases(style_id), keys::feed_entry(post.at, &id)));
     match (was_public, is_public) {
         (false, true) => {
+            if let Some((pk, sk)) = &showcase {
+                actions.push(entry(state, pk, sk.clone(), &id)?);
+            }
             actions.push(entry(state, &user, public_entry, &id)?);
             actions.push(crate::social::rankings::recent_entry(
                 &state.db, &id, post.at,
             )?);
         }
         (true, false) => {
+            if let Some((pk, sk)) = &showcase {
+                actions.push(tx::delete(&state.db, (pk, sk), None, &[], vec![])?);
+            }
             actions.push(tx::delete(
                 &state.db,
                 (&user, &public_entry),

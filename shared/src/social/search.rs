@@ -11,13 +11,18 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context as _;
+
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::db::get_s;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Caller, query_param};
+use crate::jobs::model::Status;
 use crate::jobs::worker::{Consumer, Disposition};
+use crate::keys;
 use crate::search::{self, Change, Doc, Search};
 use crate::social::posts::{self, PostView, Visibility};
 use crate::social::profiles::{self, PublicProfile};
@@ -77,8 +82,8 @@ pub const WRITER: Consumer = Consumer {
 };
 
 /// The documents `ids` as they should be in the index now.
-async fn changes(state: &State, ids: &[&str]) -> anyhow::Result<Vec<Change>> {
-    let post_ids: Vec<String> = ids
+async fn changes(state: &State, listed: &[&str]) -> anyhow::Result<Vec<Change>> {
+    let post_ids: Vec<String> = listed
         .iter()
         .filter_map(|id| id.strip_prefix("post:").map(str::to_owned))
         .collect();
@@ -87,42 +92,140 @@ async fn changes(state: &State, ids: &[&str]) -> anyhow::Result<Vec<Change>> {
         .into_iter()
         .map(|p| (p.id.clone(), p))
         .collect();
+    // A post's style is written again with it (published, edited, hidden, shown again).
+    let mut ids: Vec<String> = listed.iter().map(|id| (*id).to_owned()).collect();
+    for style_id in posts.values().filter_map(|p| p.style_id.as_deref()) {
+        let doc = keys::search_style(style_id);
+        if !ids.contains(&doc) {
+            ids.push(doc);
+        }
+    }
     let accounts = ids
         .iter()
         .filter_map(|id| id.strip_prefix("user:"))
         .chain(posts.values().map(|p| p.author_id.as_str()));
     let profiles = profiles::many(state, accounts).await?;
-    Ok(ids
-        .iter()
-        .map(|id| {
-            let doc = if let Some(post_id) = id.strip_prefix("post:") {
-                posts
-                    .get(post_id)
-                    .filter(|p| p.visibility == Visibility::Public && !p.hidden)
-                    .filter(|p| profiles.contains_key(&p.author_id))
-                    .map(|p| Doc {
-                        id: (*id).to_owned(),
-                        kind: "post",
-                        owner: p.author_id.clone(),
-                        text: p.caption.clone(),
-                        tags: p.hashtags.clone(),
-                        at: p.at,
-                    })
-            } else if let Some(user_id) = id.strip_prefix("user:") {
-                profiles.get(user_id).map(|p| Doc {
-                    id: (*id).to_owned(),
-                    kind: "user",
-                    owner: p.id.clone(),
-                    text: format!("{} {}", p.username, p.display_name.as_deref().unwrap_or("")),
-                    tags: vec![p.username.to_lowercase()],
-                    at: 0,
+    let mut changes = Vec::with_capacity(ids.len());
+    for id in ids {
+        let doc = if let Some(post_id) = id.strip_prefix("post:") {
+            posts
+                .get(post_id)
+                .filter(|p| p.visibility == Visibility::Public && !p.hidden)
+                .filter(|p| profiles.contains_key(&p.author_id))
+                .map(|p| Doc {
+                    id: id.clone(),
+                    kind: "post",
+                    owner: p.author_id.clone(),
+                    text: p.caption.clone(),
+                    tags: p.hashtags.clone(),
+                    at: p.at,
+                    card: None,
                 })
-            } else {
-                None
-            };
-            doc.map_or_else(|| Change::Remove((*id).to_owned()), Change::Put)
-        })
-        .collect())
+        } else if let Some(user_id) = id.strip_prefix("user:") {
+            profiles.get(user_id).map(|p| Doc {
+                id: id.clone(),
+                kind: "user",
+                owner: p.id.clone(),
+                text: format!("{} {}", p.username, p.display_name.as_deref().unwrap_or("")),
+                tags: vec![p.username.to_lowercase()],
+                at: 0,
+                card: None,
+            })
+        } else if let Some(style_id) = id.strip_prefix("style:") {
+            style_doc(state, &id, style_id).await?
+        } else {
+            None
+        };
+        changes.push(doc.map_or_else(|| Change::Remove(id), Change::Put));
+    }
+    Ok(changes)
+}
+
+/// The most showcases a style's document lists (newest first) and reads for its tags.
+const SHOWCASES_READ: i32 = 100;
+const SHOWCASES_SHOWN: usize = 3;
+
+/// What a style's hit shows without another read of the style.
+#[derive(Deserialize, Serialize)]
+struct StyleCard {
+    name: String,
+    trigger_word: Option<String>,
+    /// Its newest public showcases.
+    showcases: Vec<String>,
+}
+
+/// A trained style is found while a public post of its artist shows it (a showcase): by its
+/// name and trigger word, its showcases' hashtags, its artist's handle and name.
+async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Option<Doc>> {
+    let Some(job) = crate::jobs::store::get(&state.db, style_id).await? else {
+        return Ok(None);
+    };
+    if job.kind != "train_style" || job.status != Status::Completed {
+        return Ok(None);
+    }
+    let Some(artist) = profiles::find(state, &job.user_id).await? else {
+        return Ok(None);
+    };
+    let entries = state
+        .db
+        .client
+        .query()
+        .table_name(&state.db.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", crate::db::s(keys::showcases(style_id)))
+        .scan_index_forward(false)
+        .limit(SHOWCASES_READ)
+        .send()
+        .await
+        .context("reading a style's showcases")?
+        .items
+        .unwrap_or_default();
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| get_s(e, "post_id").map(str::to_owned))
+        .collect();
+    let shown: Vec<posts::Post> = posts::load_many(state, &ids)
+        .await?
+        .into_iter()
+        .filter(|p| p.visibility == Visibility::Public && !p.hidden)
+        .filter(|p| p.author_id == job.user_id && p.style_id.as_deref() == Some(style_id))
+        .collect();
+    let Some(newest) = shown.first() else {
+        return Ok(None);
+    };
+    let text = |name| {
+        job.input
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let card = StyleCard {
+        name: text("name").unwrap_or_default(),
+        trigger_word: text("trigger_word"),
+        showcases: shown
+            .iter()
+            .take(SHOWCASES_SHOWN)
+            .map(|p| p.id.clone())
+            .collect(),
+    };
+    let mut tags: Vec<String> = shown.iter().flat_map(|p| p.hashtags.clone()).collect();
+    tags.sort();
+    tags.dedup();
+    Ok(Some(Doc {
+        id: id.to_owned(),
+        kind: "style",
+        owner: job.user_id.clone(),
+        text: format!(
+            "{} {} {} {}",
+            card.name,
+            card.trigger_word.as_deref().unwrap_or(""),
+            artist.username,
+            artist.display_name.as_deref().unwrap_or("")
+        ),
+        tags,
+        at: newest.at,
+        card: Some(serde_json::to_string(&card)?),
+    }))
 }
 
 /// Posts found.
@@ -193,6 +296,21 @@ async fn asked(state: &State, req: &Request, kind: &'static str) -> Result<Asked
     Ok(Asked { found, next_cursor })
 }
 
+/// The public posts `ids` that `viewer` may see, as shown to them, in order.
+async fn public_views(
+    state: &State,
+    viewer: &str,
+    ids: &[String],
+) -> Result<Vec<PostView>, ApiError> {
+    let viewer = Some(viewer);
+    let shown = posts::visible_posts(state, viewer, posts::load_many(state, ids).await?)
+        .await?
+        .into_iter()
+        .filter(|p| p.visibility == Visibility::Public)
+        .collect();
+    posts::views(state, viewer, shown).await
+}
+
 /// Searches public posts by caption and hashtag, Korean and English: whole words (`고양이`,
 /// `cats` finds `cat`), prefixes as you type (`고양`, `ca`), `#tags`. Every word must match.
 #[utoipa::path(get, path = "/v1/search/posts", tag = "social", security(("bearer" = [])),
@@ -204,20 +322,14 @@ async fn asked(state: &State, req: &Request, kind: &'static str) -> Result<Asked
 pub async fn search_posts(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let Asked { found, next_cursor } = asked(state, &req, "post").await?;
-    let ids: Vec<String> = found
-        .ids
+    let post_ids: Vec<String> = found
+        .hits
         .iter()
-        .filter_map(|id| id.strip_prefix("post:").map(str::to_owned))
-        .collect();
-    let viewer = Some(caller.user_id.as_str());
-    let found_posts = posts::visible_posts(state, viewer, posts::load_many(state, &ids).await?)
-        .await?
-        .into_iter()
-        .filter(|p| p.visibility == Visibility::Public)
+        .filter_map(|hit| hit.id.strip_prefix("post:").map(str::to_owned))
         .collect();
     let page = PostResults {
         total: found.total,
-        items: posts::views(state, viewer, found_posts).await?,
+        items: public_views(state, &caller.user_id, &post_ids).await?,
         next_cursor: next_cursor.clone(),
     };
     crate::social::page_response(&req, &page, next_cursor.as_deref())
@@ -233,14 +345,92 @@ pub async fn search_posts(state: &State, req: Request) -> Result<Response<Body>,
 pub async fn search_users(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let Asked { found, next_cursor } = asked(state, &req, "user").await?;
     let ids: Vec<&str> = found
-        .ids
+        .hits
         .iter()
-        .filter_map(|id| id.strip_prefix("user:"))
+        .filter_map(|hit| hit.id.strip_prefix("user:"))
         .collect();
     let mut by_id = profiles::many(state, ids.iter().copied()).await?;
     let page = UserResults {
         total: found.total,
         items: ids.iter().filter_map(|id| by_id.remove(*id)).collect(),
+        next_cursor: next_cursor.clone(),
+    };
+    crate::social::page_response(&req, &page, next_cursor.as_deref())
+}
+
+/// A style found, with its artist and its newest public showcases.
+#[derive(Serialize, ToSchema)]
+pub struct StyleResult {
+    pub id: String,
+    pub name: String,
+    pub trigger_word: Option<String>,
+    pub artist: posts::Author,
+    /// Its newest public posts (up to 3), as you may see them.
+    pub showcases: Vec<PostView>,
+}
+
+/// Styles found.
+#[derive(Serialize, ToSchema)]
+pub struct StyleResults {
+    /// How many styles match (those of accounts you block, or that block you, left out).
+    pub total: usize,
+    /// Best first.
+    pub items: Vec<StyleResult>,
+    /// The next page's cursor (also in the `Link` header); `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Searches the styles artists show in public posts, by name and trigger word, their showcases'
+/// `#tags`, and their artist's handle and name; prefixes as you type. A style is found while a
+/// public post of its artist shows it (`style_id` on the post).
+#[utoipa::path(get, path = "/v1/search/styles", tag = "social", security(("bearer" = [])),
+    params(("q" = String, Query, description = "1 to 200 characters"),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = StyleResults, headers(("link" = String, description = "rel=\"next\""))),
+        (status = 400, description = "invalid_cursor", body = crate::error::Problem),
+        (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
+pub async fn search_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+    let caller = Caller::from_request(&req)?;
+    let Asked { found, next_cursor } = asked(state, &req, "style").await?;
+    let cards: Vec<(String, StyleCard)> = found
+        .hits
+        .iter()
+        .filter_map(|hit| {
+            let id = hit.id.strip_prefix("style:")?.to_owned();
+            Some((id, serde_json::from_str(hit.card.as_deref()?).ok()?))
+        })
+        .collect();
+    let post_ids: Vec<String> = cards
+        .iter()
+        .flat_map(|(_, card)| card.showcases.iter().cloned())
+        .collect();
+    let mut views: HashMap<String, PostView> = public_views(state, &caller.user_id, &post_ids)
+        .await?
+        .into_iter()
+        .map(|v| (v.id.clone(), v))
+        .collect();
+    let mut items = Vec::with_capacity(cards.len());
+    for (id, card) in cards {
+        let showcases: Vec<PostView> = card
+            .showcases
+            .iter()
+            .filter_map(|post_id| views.remove(post_id))
+            .collect();
+        // Shown only with a showcase the caller may see (the index may lag a moment).
+        let Some(artist) = showcases.first().and_then(|v| v.author.clone()) else {
+            continue;
+        };
+        items.push(StyleResult {
+            id,
+            name: card.name,
+            trigger_word: card.trigger_word,
+            artist,
+            showcases,
+        });
+    }
+    let page = StyleResults {
+        total: found.total,
+        items,
         next_cursor: next_cursor.clone(),
     };
     crate::social::page_response(&req, &page, next_cursor.as_deref())
