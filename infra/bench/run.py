@@ -179,11 +179,13 @@ def main():
     import load
     import photos
     import search
+    import social
     import webhooks
 
     jobs.main()
     webhooks.main()
     search.main()
+    social.main()
     photos.main()
     # Last: the soak runs an hour (SOAK_SECONDS to shorten it).
     load.main()

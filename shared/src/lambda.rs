@@ -194,10 +194,15 @@ pub async fn serve_instagram_refresh() -> Result<(), Error> {
     .await
 }
 
-/// The rankings (every 10 minutes): trending hashtags and the for-you feed.
+/// The social layer's upkeep (every 10 minutes): trending hashtags and the for-you feed, and the
+/// social outbox's events whose sender stopped before queueing them.
 pub async fn serve_rankings() -> Result<(), Error> {
     serve_schedule("rankings refreshed", |state| {
-        Box::pin(crate::social::rankings::refresh(state))
+        Box::pin(async move {
+            let ranked = crate::social::rankings::refresh(state).await?;
+            let resent = crate::social::events::resend_due(state).await?;
+            anyhow::Ok(serde_json::json!({"ranked": ranked, "resent": resent}))
+        })
     })
     .await
 }

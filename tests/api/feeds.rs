@@ -216,3 +216,59 @@ async fn a_hashtag_lists_its_public_posts_while_they_carry_it() {
         .count();
     assert_eq!(tag_items, 0, "its entries went with it");
 }
+
+/// Social outbox entries left in the table.
+async fn outbox_entries(app: &TestApp) -> usize {
+    app.items()
+        .await
+        .iter()
+        .filter(|i| {
+            i["pk"]
+                .as_s()
+                .is_ok_and(|pk| pk.starts_with("SOCIALOUTBOX#"))
+        })
+        .count()
+}
+
+/// A publish whose fan-out message could not be queued still reaches its followers: the event
+/// was kept in the publishing transaction, and the outbox's sweep sends it.
+#[tokio::test]
+async fn a_fan_out_that_was_not_queued_is_sent_by_the_outbox() {
+    let app = TestApp::spawn_with(&[("OUTBOX_GRACE_SECONDS", "1")]).await;
+    let (ann, ann_id) = app.user("ann").await;
+    let (bob, _) = app.user("bob").await;
+    let follow = format!("/v1/users/{ann_id}/follow");
+    assert_eq!(retrying(&app, Method::POST, &follow, &bob).await, 201);
+    wait_until("the follow's event is queued and forgotten", || async {
+        outbox_entries(&app).await == 0
+    })
+    .await;
+    let queue = format!("\"{}\"", app.running.stack.refs["SocialQueue"]);
+    app.fault(
+        "AmazonSQS.SendMessage",
+        &queue,
+        1,
+        json!({"error": "AWS.SimpleQueueService.InternalError"}),
+    )
+    .await;
+    let post = publish(&app, &ann, "for my followers", "followers").await;
+    assert_eq!(app.fired("AmazonSQS.SendMessage", &queue).await, 1);
+    assert_eq!(outbox_entries(&app).await, 1, "kept until queued");
+    assert!(
+        feed_ids(&app, "/v1/feeds/following", Some(&bob), 20)
+            .await
+            .is_empty()
+    );
+    let state = &app.running.gateway.state;
+    wait_until(
+        "the outbox sends the fan-out and bob's feed has the post",
+        || async {
+            lambent::social::events::resend_due(state)
+                .await
+                .expect("resend");
+            feed_ids(&app, "/v1/feeds/following", Some(&bob), 20).await == [post.clone()]
+        },
+    )
+    .await;
+    assert_eq!(outbox_entries(&app).await, 0, "the outbox is empty again");
+}

@@ -133,6 +133,9 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
                 if let Err(err) = lambent::social::rankings::refresh(&state).await {
                     tracing::warn!(error = format!("{err:#}"), "rankings failed");
                 }
+                if let Err(err) = lambent::social::events::resend_due(&state).await {
+                    tracing::warn!(error = format!("{err:#}"), "the social outbox failed");
+                }
             }
         });
     }

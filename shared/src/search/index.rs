@@ -83,6 +83,13 @@ impl Runtime {
     }
 }
 
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // The copies are a cache of what S3 holds.
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
 /// Where the index's files are kept: the media bucket.
 fn bucket(config: &crate::Config) -> anyhow::Result<&str> {
     config

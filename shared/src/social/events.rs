@@ -1,7 +1,11 @@
 //! The social layer's queue and its consumer: what follows from a request without holding it up
 //! (a deleted post's reactions, comments and files).
 
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::TransactWriteItem;
 use serde::{Deserialize, Serialize};
+
+use crate::db::{n, s};
 
 use crate::error::ApiError;
 use crate::jobs::worker::{Consumer, Disposition};
@@ -243,6 +247,110 @@ async fn send(state: &State, event: &Event) -> anyhow::Result<()> {
             .await
             .map(|_| ()),
     }
+}
+
+/// Partitions of the social outbox.
+const OUTBOX_SHARDS: u32 = 4;
+/// The social outbox's partition prefix: `SOCIALOUTBOX#<shard>`, sort key `<ms>#<id>`.
+const OUTBOX_PREFIX: &str = "SOCIALOUTBOX#";
+
+/// An event whose loss would leave feeds wrong (a publish's fan-out, a follow's backfill): kept
+/// in the table by the transaction that makes it, until it is queued. Whatever stops the sender
+/// between the commit and the send, [`resend_due`] sends it later; each event is safe to repeat.
+pub struct Pending {
+    pk: String,
+    sk: String,
+    event: Event,
+}
+
+impl Pending {
+    pub fn new(event: Event) -> Self {
+        let id = uuid::Uuid::new_v4();
+        let shard = id.as_u128() % u128::from(OUTBOX_SHARDS);
+        Self {
+            pk: format!("{OUTBOX_PREFIX}{shard}"),
+            sk: format!("{:013}#{id}", chrono::Utc::now().timestamp_millis()),
+            event,
+        }
+    }
+
+    /// The action that keeps it, for the transaction that makes the event.
+    pub fn record(&self, db: &crate::db::Db) -> anyhow::Result<TransactWriteItem> {
+        crate::db::tx::put(
+            db,
+            vec![
+                ("pk", s(&self.pk)),
+                ("sk", s(&self.sk)),
+                ("event", s(serde_json::to_string(&self.event)?)),
+                // A safety net only: the sweep removes every entry long before.
+                ("expires_at", n(chrono::Utc::now().timestamp() + 7 * 86_400)),
+            ],
+            None,
+        )
+    }
+
+    /// Queues it, then forgets it; a failure is logged and left to [`resend_due`].
+    pub async fn queue(self, state: &State) {
+        match send(state, &self.event).await {
+            Ok(()) => {
+                if let Err(err) = forget(state, &self.pk, &self.sk).await {
+                    tracing::warn!(
+                        error = format!("{err:#}"),
+                        "a sent social event stays in the outbox"
+                    );
+                }
+            }
+            Err(err) => tracing::error!(
+                error = format!("{err:#}"),
+                event = ?self.event,
+                "a social event was not queued; the outbox sends it later"
+            ),
+        }
+    }
+}
+
+async fn forget(state: &State, pk: &str, sk: &str) -> anyhow::Result<()> {
+    state.db.delete_keys(vec![crate::db::key(pk, sk)]).await
+}
+
+/// Sends the outbox's events older than the outbox's grace (`OUTBOX_GRACE_SECONDS`): those
+/// whose sender stopped before sending. The number sent.
+pub async fn resend_due(state: &State) -> anyhow::Result<usize> {
+    let grace = i64::try_from(state.config.outbox_grace.as_millis()).unwrap_or(15_000);
+    let cutoff = format!("{:013}", chrono::Utc::now().timestamp_millis() - grace);
+    let mut sent = 0;
+    for shard in 0..OUTBOX_SHARDS {
+        let pk = format!("{OUTBOX_PREFIX}{shard}");
+        let due = state
+            .db
+            .client
+            .query()
+            .table_name(&state.db.table)
+            .key_condition_expression("pk = :pk AND sk < :cutoff")
+            .expression_attribute_values(":pk", s(&pk))
+            .expression_attribute_values(":cutoff", s(&cutoff))
+            .limit(500)
+            .send()
+            .await
+            .context("reading the social outbox")?;
+        for item in due.items() {
+            let Some(sk) = crate::db::get_s(item, "sk") else {
+                continue;
+            };
+            match crate::db::get_s(item, "event").map(serde_json::from_str::<Event>) {
+                Some(Ok(event)) => {
+                    send(state, &event).await?;
+                    sent += 1;
+                }
+                _ => tracing::warn!(sk, "dropping an outbox entry that does not parse"),
+            }
+            forget(state, &pk, sk).await?;
+        }
+    }
+    if sent > 0 {
+        tracing::warn!(sent, "social events sent again from the outbox");
+    }
+    Ok(sent)
 }
 
 /// Queues work that follows from a request; a failure to queue is logged, not the request's

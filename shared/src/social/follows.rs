@@ -148,17 +148,17 @@ pub async fn follow_user(state: &State, req: Request) -> Result<Response<Body>, 
             "attribute_not_exists(pk)",
         )?,
     ];
+    // The backfill and the followee's notification, kept with the follow until queued.
+    let pending = crate::social::events::Pending::new(crate::social::events::Event::Followed {
+        follower: me.to_owned(),
+        followee: followee.clone(),
+    });
+    let mut actions = actions;
+    actions.push(pending.record(&state.db)?);
     let followed_by = follows(state, &followee, me).await?;
     match crate::db::transact(&state.db, actions).await {
         Ok(()) => {
-            crate::social::events::notify(
-                state,
-                crate::social::events::Event::Followed {
-                    follower: me.to_owned(),
-                    followee: followee.clone(),
-                },
-            )
-            .await;
+            pending.queue(state).await;
             json(
                 StatusCode::CREATED,
                 &Relationship {

@@ -909,6 +909,18 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
             None,
         )?);
     }
+    // The fan-out to followers, kept with the post until it is queued.
+    let published = (visibility != Visibility::Private).then(|| {
+        crate::social::events::Pending::new(crate::social::events::Event::PostPublished {
+            post_id: id.clone(),
+            author_id: caller.user_id.clone(),
+            at,
+            after: None,
+        })
+    });
+    if let Some(pending) = &published {
+        actions.push(pending.record(&state.db)?);
+    }
     match crate::db::transact(&state.db, actions).await {
         Ok(()) => {}
         Err(err) if crate::db::failed_conditions(&err).is_some() => {
@@ -929,17 +941,8 @@ pub async fn create_post(state: &State, req: Request) -> Result<Response<Body>, 
     if visibility == Visibility::Public {
         crate::search::index::poke(state).await;
     }
-    if visibility != Visibility::Private {
-        crate::social::events::notify(
-            state,
-            crate::social::events::Event::PostPublished {
-                post_id: id.clone(),
-                author_id: caller.user_id.clone(),
-                at,
-                after: None,
-            },
-        )
-        .await;
+    if let Some(pending) = published {
+        pending.queue(state).await;
     }
     respond(state, Some(&caller.user_id), StatusCode::CREATED, post).await
 }
