@@ -216,17 +216,29 @@ pub async fn serve_search_index() -> Result<(), Error> {
     let state = &crate::compose::state_from_env().await?;
     lambda_runtime::run(lambda_runtime::service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
-            let messages: Vec<String> = event
+            let records = event
                 .payload
                 .get("Records")
                 .and_then(|r| r.as_array())
-                .map(|records| {
-                    records
-                        .iter()
-                        .filter_map(|m| m.get("messageId")?.as_str().map(str::to_owned))
-                        .collect()
-                })
+                .cloned()
                 .unwrap_or_default();
+            let messages: Vec<String> = records
+                .iter()
+                .filter_map(|m| m.get("messageId")?.as_str().map(str::to_owned))
+                .collect();
+            // Wake-ups that a run of this instance answered already need no run.
+            let runtime = state.feature::<crate::search::index::Runtime>()?;
+            let answered = !records.is_empty()
+                && records.iter().all(|m| {
+                    m.get("body")
+                        .and_then(|b| b.as_str())
+                        .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                        .and_then(|b| b.get("at")?.as_i64())
+                        .is_some_and(|at| runtime.answered(at))
+                });
+            if answered {
+                return Ok(serde_json::json!({"batchItemFailures": []}));
+            }
             match crate::social::search::sync(state).await {
                 Ok(synced) => {
                     tracing::info!(?synced, "search index written");

@@ -1,5 +1,6 @@
 //! Feeds over HTTP: widely followed accounts merged in as the feed is read, in one cursor order;
-//! hashtags. (The fan-out to 500 followers is a load test: tests/load.)
+//! hashtags; the outbox that keeps a fan-out until it is queued. (The fan-out to 2,000
+//! followers is a load test: tests/load.)
 
 use reqwest::Method;
 use serde_json::{Value, json};

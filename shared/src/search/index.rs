@@ -46,6 +46,8 @@ pub struct Runtime {
     root: PathBuf,
     reader: tokio::sync::Mutex<Option<Copy>>,
     writer: tokio::sync::Mutex<Option<i64>>,
+    /// When this process's writer last began a read of the waiting list that found it empty (ms).
+    last_run: std::sync::atomic::AtomicI64,
 }
 
 struct Copy {
@@ -62,7 +64,23 @@ impl Runtime {
             root,
             reader: tokio::sync::Mutex::new(None),
             writer: tokio::sync::Mutex::new(None),
+            last_run: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// Notes that a run of the writer that began reading the waiting list at `began` (ms) found
+    /// it empty: everything listed before then is written.
+    pub fn caught_up(&self, began: i64) {
+        self.last_run
+            .fetch_max(began, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a wake-up sent at `sent_at` (ms, the sender's clock) was answered already: a
+    /// read of the list that began after it was sent (with a second's margin for the clocks)
+    /// found nothing left, so what the sender had listed is written (the list is read
+    /// consistently).
+    pub fn answered(&self, sent_at: i64) -> bool {
+        sent_at + WAKE_MARGIN_MS < self.last_run.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The runtime for the table `table`, under the system's temporary folder.
@@ -89,6 +107,9 @@ impl Drop for Runtime {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// How far two processes' clocks may differ, for [`Runtime::answered`].
+const WAKE_MARGIN_MS: i64 = 1_000;
 
 /// Where the index's files are kept: the media bucket.
 fn bucket(config: &crate::Config) -> anyhow::Result<&str> {
@@ -328,12 +349,38 @@ pub async fn poke(state: &crate::state::State) {
         return;
     };
     if let Err(err) = state
-        .send_json(queue, &serde_json::json!({"sync": true}))
+        .send_json(
+            queue,
+            &serde_json::json!({"sync": true, "at": chrono::Utc::now().timestamp_millis()}),
+        )
         .await
     {
         tracing::warn!(
             error = format!("{err:#}"),
             "the search writer was not woken"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wake_up_sent_before_a_run_that_caught_up_is_answered() {
+        let runtime = Runtime::new(std::env::temp_dir().join("lambent-search-answered-test"));
+        assert!(!runtime.answered(0), "nothing has run");
+        runtime.caught_up(10_000);
+        assert!(runtime.answered(8_999));
+        assert!(
+            !runtime.answered(9_000),
+            "within the clocks' margin: run again"
+        );
+        assert!(!runtime.answered(12_000));
+        runtime.caught_up(5_000);
+        assert!(
+            runtime.answered(8_999),
+            "an older run does not move it back"
         );
     }
 }

@@ -549,6 +549,8 @@ pub async fn waiting(db: &Db, limit: i32) -> anyhow::Result<Vec<Waiting>> {
             .table_name(&db.table)
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s(&pk))
+            // What a wake-up's sender listed is read (see `index::Runtime::answered`).
+            .consistent_read(true)
             .limit(limit)
             .send()
             .await

@@ -277,12 +277,21 @@ pub async fn get_following_feed(state: &State, req: Request) -> Result<Response<
     let paging =
         crate::cursor::Paging::from_request(&req, state.cursor_key().await?, format!("feed|{me}"))?;
     let before = paging.after.as_deref();
-    let timeline = entries_before(state, &keys::feed(me), "", before, paging.limit).await?;
-    // The widely followed accounts the caller follows: their latest posts, merged in.
-    let widely: Vec<String> = state
-        .db
-        .query_prefix(keys::WIDELY_FOLLOWED, keys::ACCOUNT_PREFIX)
-        .await?
+    // The timeline and the widely followed accounts (those the caller follows have their
+    // latest posts merged in), read at once.
+    let feed = keys::feed(me);
+    let (timeline, widely) = tokio::try_join!(
+        entries_before(state, &feed, "", before, paging.limit),
+        async {
+            Ok::<_, ApiError>(
+                state
+                    .db
+                    .query_prefix(keys::WIDELY_FOLLOWED, keys::ACCOUNT_PREFIX)
+                    .await?,
+            )
+        },
+    )?;
+    let widely: Vec<String> = widely
         .iter()
         .filter_map(|i| {
             get_s(i, "sk")?

@@ -484,19 +484,24 @@ pub fn page(
 }
 
 /// These posts as `viewer` is shown them, in the same order: authors, counts and the viewer's
-/// reactions read in batches.
+/// reactions read in batches, the three at once.
 pub async fn views(
     state: &State,
     viewer: Option<&str>,
     posts: Vec<Post>,
 ) -> Result<Vec<PostView>, ApiError> {
     let ids: Vec<&str> = posts.iter().map(|p| p.id.as_str()).collect();
-    let counts = counts(state, &ids).await?;
-    let viewer_states = match viewer {
-        Some(viewer) => Some(viewer_states(state, viewer, &ids).await?),
-        None => None,
+    let reactions = async {
+        match viewer {
+            Some(viewer) => viewer_states(state, viewer, &ids).await.map(Some),
+            None => Ok(None),
+        }
     };
-    let authors = authors(state, posts.iter().map(|p| p.author_id.as_str())).await?;
+    let (counts, viewer_states, authors) = tokio::try_join!(
+        counts(state, &ids),
+        reactions,
+        authors(state, posts.iter().map(|p| p.author_id.as_str())),
+    )?;
     let expires = crate::users::timestamp(
         Utc::now() + chrono::Duration::from_std(MEDIA_URL_LIFETIME).context("lifetime")?,
     );

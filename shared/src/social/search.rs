@@ -47,9 +47,12 @@ pub struct Synced {
 /// One run of the writer: the waiting documents, as they are now, into the index.
 pub async fn sync(state: &State) -> anyhow::Result<Synced> {
     let mut synced = Synced::default();
+    let runtime = state.feature::<search::index::Runtime>()?;
     for _ in 0..WRITES_PER_RUN {
+        let began = chrono::Utc::now().timestamp_millis();
         let waiting = search::waiting(&state.db, BATCH_PER_SHARD).await?;
         if waiting.is_empty() {
+            runtime.caught_up(began);
             return Ok(synced);
         }
         let ids: Vec<&str> = waiting.iter().map(|w| w.id.as_str()).collect();
@@ -72,8 +75,18 @@ pub async fn sync(state: &State) -> anyhow::Result<Synced> {
 /// The writer's queue consumer: any message is a reason to run.
 pub const WRITER: Consumer = Consumer {
     name: "search index",
-    handle: |state, _| {
+    handle: |state, body| {
         Box::pin(async move {
+            // A wake-up sent before a run of this process began is answered by that run: under
+            // load, one run answers every wake-up sent meanwhile.
+            let sent_at = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|b| b.get("at")?.as_i64());
+            if let Some(sent_at) = sent_at
+                && state.feature::<search::index::Runtime>()?.answered(sent_at)
+            {
+                return Ok(Disposition::Done);
+            }
             let synced = sync(state).await?;
             tracing::info!(?synced, "search writer ran");
             Ok(Disposition::Done)
