@@ -95,9 +95,33 @@ impl Runtime {
                 }
             })
             .collect();
+        remove_orphans(&std::env::temp_dir());
         Self::new(
             std::env::temp_dir().join(format!("lambent-search-{safe}-{}", std::process::id())),
         )
+    }
+}
+
+/// Removes the copies of processes that are gone (a process that stops is not dropped): each
+/// folder's name ends with its process's id. Only where `/proc` tells which processes live.
+fn remove_orphans(temp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(temp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("lambent-search-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -365,6 +389,21 @@ pub async fn poke(state: &crate::state::State) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gone_process_s_copies_are_removed_and_a_live_one_s_kept() {
+        let temp = std::env::temp_dir().join(format!("lambent-orphans-{}", uuid::Uuid::new_v4()));
+        let live = temp.join(format!("lambent-search-t1-Table-{}", std::process::id()));
+        let gone = temp.join(format!("lambent-search-t2-Table-{}", u32::MAX - 7));
+        let other = temp.join("someone-else-42");
+        for dir in [&live, &gone, &other] {
+            std::fs::create_dir_all(dir).expect("dir");
+        }
+        remove_orphans(&temp);
+        assert!(live.exists() && other.exists());
+        assert!(!gone.exists());
+        let _ = std::fs::remove_dir_all(&temp);
+    }
 
     #[test]
     fn a_wake_up_sent_before_a_run_that_caught_up_is_answered() {
