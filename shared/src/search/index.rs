@@ -75,6 +75,14 @@ impl Runtime {
             .fetch_max(began, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Whether the wake-up `body` (as [`poke`] sends it) was answered already (see [`Self::answered`]).
+    pub fn answers(&self, body: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|b| b.get("at")?.as_i64())
+            .is_some_and(|sent_at| self.answered(sent_at))
+    }
+
     /// Whether a wake-up sent at `sent_at` (ms, the sender's clock) was answered already: a
     /// read of the list that began after it was sent (with a second's margin for the clocks)
     /// found nothing left, so what the sender had listed is written (the list is read

@@ -504,30 +504,26 @@ fn dirty_shard(id: &str) -> u32 {
 /// The action, for the transaction that changes a searchable document, that puts it on the
 /// writer's list: the change reaches the index even if the process stops right after.
 pub fn dirty(db: &Db, id: &str, at: i64) -> anyhow::Result<TransactWriteItem> {
-    crate::db::tx::put(
-        db,
-        vec![
-            ("pk", s(format!("{DIRTY_PREFIX}{}", dirty_shard(id)))),
-            ("sk", s(id)),
-            ("at", n(at)),
-        ],
-        None,
-    )
+    crate::db::tx::put(db, waiting_item(id, at), None)
+}
+
+/// A document's entry on the writer's list, listed at `at` (ms).
+fn waiting_item(id: &str, at: i64) -> Vec<(&'static str, AttributeValue)> {
+    vec![
+        ("pk", s(format!("{DIRTY_PREFIX}{}", dirty_shard(id)))),
+        ("sk", s(id)),
+        ("at", n(at)),
+    ]
 }
 
 /// Puts `id` on the writer's list now, for a change written after it by a call of its own (if
 /// that write fails, the writer finds the document unchanged: no harm).
 pub async fn mark(db: &Db, id: &str) -> anyhow::Result<()> {
-    db.client
-        .put_item()
-        .table_name(&db.table)
-        .item("pk", s(format!("{DIRTY_PREFIX}{}", dirty_shard(id))))
-        .item("sk", s(id))
-        .item("at", n(chrono::Utc::now().timestamp_millis()))
-        .send()
-        .await
-        .context("listing a document for the search index")?;
-    Ok(())
+    db.put(
+        waiting_item(id, chrono::Utc::now().timestamp_millis()),
+        "listing a document for the search index",
+    )
+    .await
 }
 
 /// A document waiting for the writer, as read.

@@ -79,12 +79,7 @@ pub const WRITER: Consumer = Consumer {
         Box::pin(async move {
             // A wake-up sent before a run of this process began is answered by that run: under
             // load, one run answers every wake-up sent meanwhile.
-            let sent_at = serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|b| b.get("at")?.as_i64());
-            if let Some(sent_at) = sent_at
-                && state.feature::<search::index::Runtime>()?.answered(sent_at)
-            {
+            if state.feature::<search::index::Runtime>()?.answers(body) {
                 return Ok(Disposition::Done);
             }
             let synced = sync(state).await?;
@@ -265,6 +260,7 @@ pub struct UserResults {
 
 /// What a search found for the request: the index's page and the next page's cursor.
 struct Asked {
+    caller: Caller,
     found: search::Found,
     next_cursor: Option<String>,
 }
@@ -306,7 +302,11 @@ async fn asked(state: &State, req: &Request, kind: &'static str) -> Result<Asked
     let next = offset + limit;
     let next_cursor = (next < found.total && next < MAX_OFFSET)
         .then(|| crate::cursor::encode(key, &scope, &next.to_string()));
-    Ok(Asked { found, next_cursor })
+    Ok(Asked {
+        caller,
+        found,
+        next_cursor,
+    })
 }
 
 /// The public posts `ids` that `viewer` may see, as shown to them, in order.
@@ -333,8 +333,11 @@ async fn public_views(
         (status = 400, description = "invalid_cursor", body = crate::error::Problem),
         (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn search_posts(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    let Asked { found, next_cursor } = asked(state, &req, "post").await?;
+    let Asked {
+        caller,
+        found,
+        next_cursor,
+    } = asked(state, &req, "post").await?;
     let post_ids: Vec<String> = found
         .hits
         .iter()
@@ -356,7 +359,9 @@ pub async fn search_posts(state: &State, req: Request) -> Result<Response<Body>,
         (status = 400, description = "invalid_cursor", body = crate::error::Problem),
         (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn search_users(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let Asked { found, next_cursor } = asked(state, &req, "user").await?;
+    let Asked {
+        found, next_cursor, ..
+    } = asked(state, &req, "user").await?;
     let ids: Vec<&str> = found
         .hits
         .iter()
@@ -403,8 +408,11 @@ pub struct StyleResults {
         (status = 400, description = "invalid_cursor", body = crate::error::Problem),
         (status = 401, body = crate::error::Problem), (status = 422, body = crate::error::Problem)))]
 pub async fn search_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    let Asked { found, next_cursor } = asked(state, &req, "style").await?;
+    let Asked {
+        caller,
+        found,
+        next_cursor,
+    } = asked(state, &req, "style").await?;
     let cards: Vec<(String, StyleCard)> = found
         .hits
         .iter()
