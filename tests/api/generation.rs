@@ -790,7 +790,11 @@ async fn a_preset_runs_where_the_configuration_says() {
 #[tokio::test]
 async fn a_cancel_during_submission_cancels_at_the_provider_and_refunds() {
     let (app, fakes) = start(&[], true).await;
-    fakes.configure(|b| b.submit_failures.push_back(429));
+    // The worker waits out a long Retry-After: the cancel comes while it is still submitting.
+    fakes.configure(|b| {
+        b.submit_failures.push_back(429);
+        b.retry_after_secs = Some(6);
+    });
     let (token, _) = app.user("hasty").await;
     let id = app
         .submit_id(&token, &text_to_image("fal", "fal-ai/flux/schnell"))

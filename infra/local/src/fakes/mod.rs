@@ -35,8 +35,10 @@ pub struct Behaviour {
     pub replicate_token: String,
     /// The secret shared with the AI server (the stack's AiWebhookSecret).
     pub ai_secret: String,
-    /// Statuses to answer the next submissions with, one each (429 carries `Retry-After: 1`).
+    /// Statuses to answer the next submissions with, one each (429 carries a `Retry-After`).
     pub submit_failures: VecDeque<u16>,
+    /// The `Retry-After` seconds a scripted 429 carries (1 when unset).
+    pub retry_after_secs: Option<u64>,
     /// Hold webhooks back (a lost webhook; the reconciler must poll).
     pub hold_webhooks: bool,
     /// Fail every request with this message.
@@ -691,18 +693,16 @@ impl FakeProviders {
 
     /// Takes the next scripted submission failure, if any, as its answer.
     fn scripted_failure(&self, provider: &str) -> Option<hyper::Response<Full<Bytes>>> {
-        let status = self
-            .inner
-            .behaviour
-            .lock()
-            .ok()
-            .and_then(|mut b| b.submit_failures.pop_front())?;
+        let (status, retry_after) = self.inner.behaviour.lock().ok().and_then(|mut b| {
+            let status = b.submit_failures.pop_front()?;
+            Some((status, b.retry_after_secs.unwrap_or(1)))
+        })?;
         if let Ok(mut submissions) = self.inner.submissions.lock() {
             submissions.push((provider.to_owned(), status));
         }
         let mut answer = response(status, &json!({"detail": "scripted failure"}));
         if status == 429
-            && let Ok(value) = "1".parse()
+            && let Ok(value) = retry_after.to_string().parse()
         {
             answer.headers_mut().insert("retry-after", value);
         }
