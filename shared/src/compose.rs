@@ -29,6 +29,7 @@ pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
         .with_feature(crate::auth::id_tokens::Runtime::default())
         .with_feature(crate::auth::account::Runtime::new(sdk))
         .with_feature(crate::sealed::Runtime::new(sdk))
+        .with_feature(crate::commerce::Runtime::default())
         .with_feature(crate::search::index::Runtime::for_table(&table)))
 }
 

@@ -78,6 +78,126 @@ pub struct Config {
     pub deliveries_queue_url: Option<String>,
     /// Multiplies the delivery retry schedule (`WEBHOOK_RETRY_SCALE`, default 1; tests shrink it).
     pub delivery_retry_scale: f64,
+    /// Credits sold for money (Toss Payments, Stripe) and the daily reward.
+    pub payments: PaymentsConfig,
+}
+
+/// A credit package: credits for a price in each currency it is sold in.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    /// `basic_100`: letters, digits and `_`, 1 to 40.
+    pub id: String,
+    pub credits: i64,
+    /// Price by ISO 4217 code, in the currency's smallest unit (KRW has none below the won:
+    /// `10000` is ₩10,000; USD counts cents: `999` is $9.99).
+    pub prices: std::collections::BTreeMap<String, i64>,
+}
+
+/// Payments: the packages, the providers' APIs, the keys' secret, the daily reward.
+#[derive(Clone, Debug)]
+pub struct PaymentsConfig {
+    /// `CREDIT_PACKAGES`: a JSON array of [`Package`]; default Style License's three, in KRW and USD.
+    pub packages: Vec<Package>,
+    /// Secrets Manager id of `{"toss_secret_key", "stripe_secret_key", "stripe_webhook_secret"}`
+    /// (`PAYMENT_KEYS_SECRET_ID`); unset, orders answer 404.
+    pub keys_secret_id: Option<String>,
+    /// Toss Payments' API (`TOSS_API_URL`, default `https://api.tosspayments.com`).
+    pub toss_api_url: String,
+    /// Stripe's API (`STRIPE_API_URL`, default `https://api.stripe.com`).
+    pub stripe_api_url: String,
+    /// Where Stripe Checkout sends the buyer back (`CHECKOUT_SUCCESS_URL`, `CHECKOUT_CANCEL_URL`:
+    /// your app's pages; `{ORDER_ID}` is replaced by the order's id).
+    pub checkout_success_url: Option<String>,
+    pub checkout_cancel_url: Option<String>,
+    /// Credits of the daily reward (`DAILY_REWARD_CREDITS`, default 10; 0 turns it off).
+    pub daily_reward: i64,
+}
+
+impl PaymentsConfig {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let packages = match optional("CREDIT_PACKAGES") {
+            None => default_packages(),
+            Some(text) => serde_json::from_str(&text).map_err(|e| ConfigError::Invalid {
+                name: "CREDIT_PACKAGES",
+                reason: e.to_string(),
+            })?,
+        };
+        check_packages(&packages).map_err(|reason| ConfigError::Invalid {
+            name: "CREDIT_PACKAGES",
+            reason,
+        })?;
+        let daily_reward = match optional("DAILY_REWARD_CREDITS") {
+            None => 10,
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (0..=1_000_000).contains(n))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "DAILY_REWARD_CREDITS",
+                    reason: "must be a number from 0 to 1000000".into(),
+                })?,
+        };
+        Ok(Self {
+            packages,
+            keys_secret_id: optional("PAYMENT_KEYS_SECRET_ID"),
+            toss_api_url: base_url(lookup, "TOSS_API_URL")?
+                .unwrap_or_else(|| "https://api.tosspayments.com".into()),
+            stripe_api_url: base_url(lookup, "STRIPE_API_URL")?
+                .unwrap_or_else(|| "https://api.stripe.com".into()),
+            checkout_success_url: optional("CHECKOUT_SUCCESS_URL").map(|v| v.trim().to_owned()),
+            checkout_cancel_url: optional("CHECKOUT_CANCEL_URL").map(|v| v.trim().to_owned()),
+            daily_reward,
+        })
+    }
+
+    /// The package with this id.
+    pub fn package(&self, id: &str) -> Option<&Package> {
+        self.packages.iter().find(|p| p.id == id)
+    }
+}
+
+/// Style License's packages: 100, 500 and 1,000 credits.
+fn default_packages() -> Vec<Package> {
+    let package = |id: &str, credits: i64, krw: i64, usd: i64| Package {
+        id: id.to_owned(),
+        credits,
+        prices: [("KRW".to_owned(), krw), ("USD".to_owned(), usd)].into(),
+    };
+    vec![
+        package("basic_100", 100, 10_000, 999),
+        package("standard_500", 500, 45_000, 3_999),
+        package("premium_1000", 1000, 80_000, 6_999),
+    ]
+}
+
+fn check_packages(packages: &[Package]) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for package in packages {
+        let id_ok = (1..=40).contains(&package.id.len())
+            && package
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !id_ok || !seen.insert(package.id.as_str()) {
+            return Err(format!("{:?} is not a unique package id", package.id));
+        }
+        if !(1..=10_000_000).contains(&package.credits) || package.prices.is_empty() {
+            return Err(format!("{}: credits 1 to 10000000 and a price", package.id));
+        }
+        for (currency, amount) in &package.prices {
+            let code_ok = currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase());
+            if !code_ok || !(1..=100_000_000).contains(amount) {
+                return Err(format!(
+                    "{}: {currency} {amount} is not a price",
+                    package.id
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The generation providers: where they are, where their keys are, where they call back.
@@ -311,6 +431,7 @@ impl Config {
                 refetch_floor: Duration::from_secs(number("FIREBASE_KEYS_REFETCH_SECONDS", 60)?),
             },
             oidc: oidc_config(&lookup)?,
+            payments: PaymentsConfig::from_lookup(&lookup)?,
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
             social_queue_url: optional("SOCIAL_QUEUE_URL"),
             search_queue_url: optional("SEARCH_QUEUE_URL"),

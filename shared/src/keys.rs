@@ -418,6 +418,28 @@ pub fn job(job_id: &str) -> String {
 /// The sort key of a job's item under [`job`].
 pub const JOB: &str = "JOB";
 
+/// A credit order: its one item, sort key [`ORDER`].
+pub fn order(order_id: &str) -> String {
+    format!("ORDER#{order_id}")
+}
+
+/// The sort key of an order's item.
+pub const ORDER: &str = "ORDER";
+
+/// `gsi1pk` of a user's orders (`gsi1sk`: the order's id, newest last).
+pub fn orders_of(user_id: &str) -> String {
+    format!("USER#{user_id}#ORDERS")
+}
+
+/// A provider's payment, once it paid an order: `provider` is `toss` or `stripe`, `payment_id`
+/// Toss's `paymentKey` or Stripe's PaymentIntent id. One payment pays one order, once.
+pub fn payment(provider: &str, payment_id: &str) -> String {
+    format!("PAYMENT#{provider}#{payment_id}")
+}
+
+/// The sort key of a payment's item.
+pub const PAYMENT: &str = "PAYMENT";
+
 /// The sort key of an idempotency record under [`idempotency`].
 pub const IDEMPOTENCY: &str = "IDEMP";
 

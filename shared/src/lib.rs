@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod bestcut;
+pub mod commerce;
 pub mod auth {
     pub mod account;
     pub mod deletion;

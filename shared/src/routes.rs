@@ -22,6 +22,7 @@ use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
+use crate::commerce::{daily, orders, stripe, toss};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, styles};
@@ -244,6 +245,15 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, credits::get_credits),
         route!(Bearer, credits::list_credit_transactions),
         route!(Bearer, credits::grant_credits),
+        route!(Bearer, daily::get_daily_reward),
+        route!(Bearer, daily::claim_daily_reward),
+        route!(Public, orders::list_credit_packages),
+        route!(Bearer, orders::create_credit_order),
+        route!(Bearer, orders::list_credit_orders),
+        route!(Bearer, orders::get_credit_order),
+        route!(Bearer, toss::confirm_credit_order),
+        route!(Public, toss::receive_toss_webhook),
+        route!(Public, stripe::receive_stripe_webhook),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

@@ -43,7 +43,11 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Self::start(&overrides, worker).await
+        let app = Self::start(&overrides, worker).await;
+        lambent_local::connect_payments(fakes, &app.running)
+            .await
+            .expect("the fake Toss and Stripe get the stack's keys");
+        app
     }
 
     /// A gateway and the reaper, but no in-process worker (a test runs its own).

@@ -264,7 +264,7 @@ async fn a_fan_out_that_was_not_queued_is_sent_by_the_outbox() {
     assert_eq!(outbox_entries(&app).await, 1, "kept until queued");
     assert_eq!(
         feed_ids(&app, "/v1/feeds/following", Some(&bob), 20).await,
-        [before.clone()],
+        std::slice::from_ref(&before),
         "not fanned out yet"
     );
     let state = &app.running.gateway.state;

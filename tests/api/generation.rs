@@ -113,7 +113,7 @@ async fn refunds(app: &TestApp, token: &str) -> usize {
         .as_array()
         .expect("items")
         .iter()
-        .filter(|e| e["reason"] == "refund")
+        .filter(|e| e["type"] == "job_refund")
         .count()
 }
 

@@ -107,7 +107,7 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
         .as_array()
         .expect("items")
         .iter()
-        .filter(|e| e["reason"] == "refund")
+        .filter(|e| e["type"] == "job_refund")
         .collect();
     assert_eq!(refunds.len(), 1);
     assert_eq!(refunds[0]["job_id"], job.id.as_str());

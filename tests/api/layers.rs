@@ -62,6 +62,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "webhooks",
             "personas",
             "social",
+            "commerce",
         ],
     ),
     (

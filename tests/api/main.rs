@@ -21,6 +21,7 @@ mod layers;
 mod moderation;
 mod notifications;
 mod oidc;
+mod payments;
 mod personas;
 mod photos;
 mod posts;

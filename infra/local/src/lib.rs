@@ -166,3 +166,27 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         server,
     })
 }
+
+/// Hands the stack's payment keys (the PaymentKeys secret) to the fake Toss and Stripe, and
+/// points their webhooks at this gateway's routes.
+pub async fn connect_payments(
+    fakes: &fakes::FakeProviders,
+    running: &Running,
+) -> anyhow::Result<()> {
+    let state = &running.gateway.state;
+    let keys: serde_json::Value = serde_json::from_str(secrecy::ExposeSecret::expose_secret(
+        &state
+            .secret_string(&running.stack.refs["PaymentKeys"])
+            .await?,
+    ))?;
+    let key = |name: &str| keys[name].as_str().unwrap_or_default().to_owned();
+    let base = running.base_url.clone();
+    fakes.with_payments(|p| {
+        p.toss_secret = key("toss_secret_key");
+        p.stripe_secret = key("stripe_secret_key");
+        p.stripe_webhook_secret = key("stripe_webhook_secret");
+        p.toss_webhook_url = Some(format!("{base}/v1/webhooks/toss"));
+        p.stripe_webhook_url = Some(format!("{base}/v1/webhooks/stripe"));
+    });
+    Ok(())
+}

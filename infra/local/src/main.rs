@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         secrecy::ExposeSecret::expose_secret(&state.secret_string(&refs["OAuthClients"]).await?),
     )?;
     fakes.set_oauth_client_secrets(&oauth_clients);
+    lambent_local::connect_payments(&fakes, &running).await?;
     fakes.configure(|b| {
         b.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
         b.replicate_token = keys["replicate_api_token"]
@@ -168,6 +169,16 @@ Try it, in another terminal:
     | python3 -c 'import json,sys;r=json.load(sys.stdin);print("search lightho:", r["total"], "post:", r["items"][0]["caption"])'
   curl -s -G {base}/v1/search/users --data-urlencode q=an -H "authorization: Bearer $BOB" \
     | python3 -c 'import json,sys;print("search an:", [u["username"] for u in json.load(sys.stdin)["items"]])'
+
+  # buy 100 credits with Toss Payments (the fake Toss): an order whose amount the server sets, the
+  # payment window (its success redirect's paymentKey, orderId, amount), then the confirm
+  ORDER=$(curl -s -X POST {base}/v1/credits/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"package_id":"basic_100"}}' | python3 -c 'import json,sys;o=json.load(sys.stdin);print(o["id"], o["amount"])')
+  REDIRECT=$(curl -s "{fakes}/toss/window?orderId=${{ORDER% *}}&amount=${{ORDER#* }}")
+  curl -s -X POST {base}/v1/credits/orders/${{ORDER% *}}/confirm -H "authorization: Bearer $TOKEN" \
+    -H 'content-type: application/json' -d "$REDIRECT" \
+    | python3 -c 'import json,sys;o=json.load(sys.stdin);print("order:", o["status"], o["credits"], "credits for", o["amount"], o["currency"])'
+  curl -s "{base}/v1/credits/transactions?type=purchase" -H "authorization: Bearer $TOKEN" | cut -c1-200; echo
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

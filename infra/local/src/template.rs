@@ -422,6 +422,13 @@ pub async fn bootstrap(
                 let secret = lambent::auth::keys::generate_secret("local-1")?;
                 secrecy::ExposeSecret::expose_secret(&secret).to_owned()
             }
+            // Test-mode keys the local Toss and Stripe accept (connect_payments hands them over).
+            Some("payment-keys") => serde_json::json!({
+                "toss_secret_key": format!("test_sk_{}", uuid::Uuid::new_v4().simple()),
+                "stripe_secret_key": format!("sk_test_{}", uuid::Uuid::new_v4().simple()),
+                "stripe_webhook_secret": format!("whsec_{}", uuid::Uuid::new_v4().simple()),
+            })
+            .to_string(),
             // Keys the local fake providers accept (infra/local's fakes read them from here).
             Some("provider-keys") => serde_json::json!({
                 "fal_key": format!("local-fal-{}", uuid::Uuid::new_v4().simple()),

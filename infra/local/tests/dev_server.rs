@@ -92,6 +92,9 @@ fn the_dev_server_walkthrough_works_and_logs_no_secrets() {
         // The search index, written from its queue: the post by a prefix, Ann by her handle's.
         "search lightho: 1 post: a lighthouse at dusk #lighthouse",
         "search an: ['ann']",
+        // A package bought through the fake Toss.
+        "order: paid 100 credits for 10000 KRW",
+        r#""type":"purchase""#,
     ] {
         assert!(
             printed.contains(expected),

@@ -10,6 +10,7 @@ mod fal;
 pub mod firebase;
 pub mod instagram;
 pub mod oidc;
+pub mod payments;
 mod replicate;
 
 pub use fal::{FAL_USER_ID, fal_headers, fal_headers_of};
@@ -84,6 +85,8 @@ struct Inner {
     oidc: Mutex<Vec<oidc::Issuer>>,
     /// Instagram's OAuth and Graph endpoints.
     instagram: Mutex<instagram::Instagram>,
+    /// Toss Payments and Stripe.
+    payments: Mutex<payments::Payments>,
 }
 
 /// The fake providers on one loopback port: `/fal`, `/replicate`, `/ai`, and `/files`.
@@ -217,6 +220,7 @@ impl FakeProviders {
                     .collect::<anyhow::Result<_>>()?,
             ),
             instagram: Mutex::new(instagram::Instagram::default()),
+            payments: Mutex::new(payments::Payments::default()),
         });
         let fakes = Self { inner };
         let server = fakes.clone();
@@ -265,6 +269,8 @@ impl FakeProviders {
                 "INSTAGRAM_GRAPH_URL".into(),
                 format!("{base}/instagram-graph"),
             ),
+            ("TOSS_API_URL".into(), format!("{base}/toss")),
+            ("STRIPE_API_URL".into(), format!("{base}/stripe")),
         ]
     }
 
@@ -371,6 +377,106 @@ impl FakeProviders {
         self.inner
             .firebase_fetches
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs `f` on the fake Toss's and Stripe's state.
+    pub fn with_payments<T>(&self, f: impl FnOnce(&mut payments::Payments) -> T) -> T {
+        f(&mut self.inner.payments.lock().expect("payments"))
+    }
+
+    /// Sends a fake's message to Lambent, recorded among [`Self::webhooks`]; our status.
+    pub async fn deliver_payment_event(&self, outgoing: payments::Outgoing) -> Option<u16> {
+        let (url, headers, body) = outgoing;
+        let mut webhook = Webhook {
+            method: "POST".into(),
+            url,
+            headers,
+            body,
+            answered: None,
+        };
+        let status = self.send(&webhook).await.ok();
+        webhook.answered = status;
+        if let Ok(mut sent) = self.inner.webhooks.lock() {
+            sent.push(webhook);
+        }
+        status
+    }
+
+    /// Toss's payment window: the buyer pays `amount` for `order_id`; the payment waits for
+    /// the merchant's confirm. Its `paymentKey`.
+    pub fn toss_authorize(&self, order_id: &str, amount: i64) -> String {
+        self.with_payments(|p| p.toss_authorize(order_id, amount).payment_key)
+    }
+
+    /// The buyer pays a Stripe Checkout Session; Stripe's signed `checkout.session.completed`
+    /// is delivered before this returns: the event and our status.
+    pub async fn stripe_pay(&self, session_id: &str) -> Option<(Value, Option<u16>)> {
+        let base = self.inner.base_url.clone();
+        let (event, webhook) = self.with_payments(|p| p.stripe_pay(&base, session_id))?;
+        let status = match webhook {
+            Some(outgoing) => self.deliver_payment_event(outgoing).await,
+            None => None,
+        };
+        Some((event, status))
+    }
+
+    async fn payments_api(
+        &self,
+        provider: &str,
+        method: &str,
+        rest: &str,
+        query: &str,
+        headers: &hyper::HeaderMap,
+        body: &[u8],
+    ) -> hyper::Response<Full<Bytes>> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (authorization, idempotency_key) = (header("authorization"), header("idempotency-key"));
+        let base = self.inner.base_url.clone();
+        if provider == "toss" && rest == "window" {
+            // The payment window's success redirect: what the client sends to confirm.
+            let pairs: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            let order_id = pairs.get("orderId").cloned().unwrap_or_default();
+            let amount = pairs
+                .get("amount")
+                .and_then(|a| a.parse::<i64>().ok())
+                .unwrap_or(0);
+            let payment_key = self.toss_authorize(&order_id, amount);
+            return response(
+                200,
+                &json!({"paymentKey": payment_key, "orderId": order_id, "amount": amount}),
+            );
+        }
+        if provider == "stripe"
+            && let Some(session) = rest.strip_prefix("pay/")
+        {
+            return match self.stripe_pay(session).await {
+                Some((event, status)) => response(
+                    200,
+                    &json!({"paid": true, "event": event, "webhook_status": status}),
+                ),
+                None => response(404, &json!({"error": "no such session"})),
+            };
+        }
+        let (status, answer, webhook) = self.with_payments(|p| match provider {
+            "toss" => p.toss_api(method, rest, &authorization, &idempotency_key, body),
+            _ => p.stripe_api(&base, method, rest, &authorization, &idempotency_key, body),
+        });
+        if let Some(outgoing) = webhook {
+            // Toss and Stripe announce changes on their own time, not within the API call.
+            let fakes = self.clone();
+            tokio::spawn(async move {
+                fakes.deliver_payment_event(outgoing).await;
+            });
+        }
+        response(status, &answer)
     }
 
     /// Changes the behaviour.
@@ -605,6 +711,13 @@ impl FakeProviders {
                 )
                 .body(Full::new(Bytes::from(document.to_string())))
                 .unwrap_or_default();
+        }
+        for provider in ["toss", "stripe"] {
+            if let Some(rest) = path.strip_prefix(&format!("/{provider}/")) {
+                return self
+                    .payments_api(provider, method, rest, &query, &parts.headers, &body)
+                    .await;
+            }
         }
         if let Some(rest) = path.strip_prefix("/instagram-graph/") {
             return self.instagram_graph(method, rest, &query, &body).await;
