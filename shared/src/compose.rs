@@ -17,7 +17,9 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     Ok(Registry::new(kinds)
         .with_abandon(crate::generation::work::ABANDON)
         .with_ended(crate::social::notifications::JOB_ENDED)
-        .with_check(crate::social::remixes::CHECK))
+        .with_ended(crate::generation::marketplace::USED)
+        .with_check(crate::social::remixes::CHECK)
+        .with_share(crate::generation::marketplace::SHARE))
 }
 
 /// The state of a function: adapters, the registry and every feature's runtime.

@@ -112,6 +112,9 @@ pub struct PaymentsConfig {
     pub checkout_cancel_url: Option<String>,
     /// Credits of the daily reward (`DAILY_REWARD_CREDITS`, default 10; 0 turns it off).
     pub daily_reward: i64,
+    /// The platform's share of a style's price, in percent (`STYLE_FEE_PERCENT`, default 30):
+    /// the artist earns the rest.
+    pub style_fee_percent: i64,
 }
 
 impl PaymentsConfig {
@@ -128,19 +131,22 @@ impl PaymentsConfig {
             name: "CREDIT_PACKAGES",
             reason,
         })?;
-        let daily_reward = match optional("DAILY_REWARD_CREDITS") {
-            None => 10,
+        let bounded = |name: &'static str, default: i64, most: i64| match optional(name) {
+            None => Ok(default),
             Some(v) => v
                 .trim()
                 .parse::<i64>()
                 .ok()
-                .filter(|n| (0..=1_000_000).contains(n))
+                .filter(|n| (0..=most).contains(n))
                 .ok_or_else(|| ConfigError::Invalid {
-                    name: "DAILY_REWARD_CREDITS",
-                    reason: "must be a number from 0 to 1000000".into(),
-                })?,
+                    name,
+                    reason: format!("must be a number from 0 to {most}"),
+                }),
         };
+        let daily_reward = bounded("DAILY_REWARD_CREDITS", 10, 1_000_000)?;
+        let style_fee_percent = bounded("STYLE_FEE_PERCENT", 30, 100)?;
         Ok(Self {
+            style_fee_percent,
             packages,
             keys_secret_id: optional("PAYMENT_KEYS_SECRET_ID"),
             toss_api_url: base_url(lookup, "TOSS_API_URL")?

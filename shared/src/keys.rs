@@ -440,6 +440,46 @@ pub fn payment(provider: &str, payment_id: &str) -> String {
 /// The sort key of a payment's item.
 pub const PAYMENT: &str = "PAYMENT";
 
+/// A style's listing in the marketplace (sort key [`LISTING`]): its name, price, tags, whether
+/// it is public, how often it was used.
+pub fn style_listing(style_id: &str) -> String {
+    format!("STYLE#{style_id}")
+}
+
+/// The sort key of a style's listing.
+pub const LISTING: &str = "LISTING";
+
+/// An artist's style name, taken (sort key [`STYLE_NAME`]): names are unique per artist,
+/// whatever their case.
+pub fn style_name(artist_id: &str, name: &str) -> String {
+    format!("STYLENAME#{artist_id}#{}", name.to_lowercase())
+}
+
+/// The sort key of a taken style name.
+pub const STYLE_NAME: &str = "STYLENAME";
+
+/// `gsi1pk` of public styles (`gsi1sk`: when published, then the id): the newest first.
+pub const PUBLIC_STYLES: &str = "STYLES#PUBLIC";
+
+/// `gsi3pk` of public styles (`gsi3sk`: how often used): the most used first.
+pub const POPULAR_STYLES: &str = "STYLES#POPULAR";
+
+/// The sort key of an account's artist profile under [`user`] (its payout details, sealed).
+pub const ARTIST: &str = "ARTIST";
+
+/// A payout request (sort key [`PAYOUT`]).
+pub fn payout(payout_id: &str) -> String {
+    format!("PAYOUT#{payout_id}")
+}
+
+/// The sort key of a payout request.
+pub const PAYOUT: &str = "PAYOUT";
+
+/// `gsi1pk` of payout requests by status (`requested`, `paid`, `rejected`; `gsi1sk`: the id).
+pub fn payouts_in(status: &str) -> String {
+    format!("PAYOUTS#{status}")
+}
+
 /// The sort key of an idempotency record under [`idempotency`].
 pub const IDEMPOTENCY: &str = "IDEMP";
 

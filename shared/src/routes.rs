@@ -22,10 +22,10 @@ use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
-use crate::commerce::{daily, orders, stripe, toss};
+use crate::commerce::{artists, daily, orders, stripe, toss};
 use crate::credits;
 use crate::error::ApiError;
-use crate::generation::{inbound, styles};
+use crate::generation::{inbound, marketplace, styles};
 use crate::http::request_id;
 use crate::jobs::handlers as jobs;
 use crate::meta;
@@ -254,6 +254,12 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, toss::confirm_credit_order),
         route!(Public, toss::receive_toss_webhook),
         route!(Public, stripe::receive_stripe_webhook),
+        route!(Bearer, artists::become_artist),
+        route!(Bearer, artists::get_artist),
+        route!(Bearer, artists::request_payout),
+        route!(Bearer, artists::get_payout),
+        route!(Bearer, artists::list_payouts),
+        route!(Bearer, artists::resolve_payout),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),
@@ -283,8 +289,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, instagram::unlink_instagram),
         route!(Public, instagram::get_data_deletion),
         route!(Bearer, styles::create_style),
-        route!(Bearer, styles::list_styles),
+        route!(Bearer, styles::list_my_styles),
         route!(Bearer, styles::get_style),
+        route!(Public, marketplace::list_styles),
+        route!(Bearer, marketplace::update_style),
+        route!(Bearer, marketplace::delete_style),
     ]
 });
 

@@ -180,6 +180,23 @@ impl TestApp {
             .expect("promote");
     }
 
+    /// A new account made an admin, signed in again: its access token (with the admin role).
+    pub async fn admin(&self, name: &str) -> String {
+        let (_, id) = self.user(name).await;
+        self.make_admin(&id).await;
+        let login = self
+            .post_json(
+                "/v1/auth/login",
+                &json!({"username": name, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(login.status(), 200, "an admin's login");
+        login.json::<Value>().await.expect("json")["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
     /// Arms a fault in the emulator (see `infra/local/moto_server.py`): the next `times` requests
     /// to `target` whose body contains `contains` get `fault` (`error`, `delay_ms`, `drop`).
     pub async fn fault(&self, target: &str, contains: &str, times: u32, fault: Value) {
@@ -406,6 +423,51 @@ pub(crate) async fn call(
         request = request.json(body);
     }
     request.send().await.expect("request")
+}
+
+/// The body of an answer with `status` (its body shown when not).
+pub(crate) async fn ok_json(response: reqwest::Response, status: u16) -> Value {
+    let code = response.status().as_u16();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(code, status, "{body}");
+    body
+}
+
+/// Waits until the job has ended.
+pub(crate) async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    app.wait_for_job(token, id, |j| {
+        matches!(
+            j["status"].as_str(),
+            Some("COMPLETED" | "FAILED" | "CANCELED")
+        )
+    })
+    .await
+}
+
+/// The ledger sums to the balance, which is never negative.
+pub(crate) async fn assert_ledger_sums(app: &TestApp, token: &str) {
+    let mut sum = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/credits/transactions?limit=7&cursor={c}"),
+            None => "/v1/credits/transactions?limit=7".to_owned(),
+        };
+        let page = app.get_json(&path, token).await;
+        sum += page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|l| l["amount"].as_i64().expect("amount"))
+            .sum::<i64>();
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let balance = app.credits(token).await.0;
+    assert_eq!(sum, balance, "the ledger sums to the balance");
+    assert!(balance >= 0);
 }
 
 pub(crate) async fn publish(app: &TestApp, token: &str, body: Value) -> Value {

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::app::{TestApp, problem};
+use crate::app::{TestApp, finished, problem};
 
 /// A stack whose providers are the fakes, with the fakes holding the stack's keys.
 pub(crate) async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, FakeProviders) {
@@ -68,17 +68,6 @@ async fn assert_output_stored(app: &TestApp, job: &Value) {
         png,
         "our copy, not the provider's"
     );
-}
-
-/// Waits until the job has ended.
-async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
-    app.wait_for_job(token, id, |j| {
-        matches!(
-            j["status"].as_str(),
-            Some("COMPLETED" | "FAILED" | "CANCELED")
-        )
-    })
-    .await
 }
 
 /// Waits until the job is at its provider and returns the provider's request id.
@@ -673,7 +662,7 @@ async fn a_style_trains_on_the_ai_server_with_progress_and_is_then_used_by_gener
     assert_eq!(input["steps"], 800);
     assert_eq!(app.credits(&token).await, (50, 0));
 
-    let listed = app.get_json("/v1/styles", &token).await;
+    let listed = app.get_json("/v1/styles/me", &token).await;
     assert_eq!(listed["items"].as_array().expect("items").len(), 1);
     problem(
         app.get_with_token(&location, &other).await,
@@ -682,7 +671,7 @@ async fn a_style_trains_on_the_ai_server_with_progress_and_is_then_used_by_gener
     )
     .await;
     assert!(
-        app.get_json("/v1/styles", &other).await["items"]
+        app.get_json("/v1/styles/me", &other).await["items"]
             .as_array()
             .expect("items")
             .is_empty()
@@ -704,10 +693,8 @@ async fn a_style_trains_on_the_ai_server_with_progress_and_is_then_used_by_gener
         "{input}"
     );
 
-    // Someone else's style: the job fails as not_found and is refunded.
-    let stolen = app.submit_id(&other, &body).await;
-    let job = finished(&app, &other, &stolen).await;
-    assert_eq!(job["error"]["type"], "not_found", "{job}");
+    // Someone else's unpublished style: refused before admission, nothing debited.
+    problem(app.submit(&other, &body).await, 404, "not_found").await;
     assert_eq!(app.credits(&other).await, (100, 0));
 }
 

@@ -83,6 +83,7 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
         user_id,
         cost: 1,
         provider: None,
+        share: None,
     };
     let db = &app.running.gateway.state.db;
     let outcome = Outcome::failed("provider_error", "the provider gave up");

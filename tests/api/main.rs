@@ -18,6 +18,7 @@ mod instagram;
 mod jobs;
 mod jwt;
 mod layers;
+mod marketplace;
 mod moderation;
 mod notifications;
 mod oidc;

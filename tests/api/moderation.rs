@@ -4,26 +4,14 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{PASSWORD, TestApp, call, photo_post, problem};
+use crate::app::{TestApp, call, photo_post, problem};
 
 async fn report(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     call(app, Method::POST, "/v1/reports", Some(token), Some(&body)).await
 }
 
 async fn admin(app: &TestApp) -> String {
-    let (_, id) = app.user("moderator").await;
-    app.make_admin(&id).await;
-    let login = app
-        .post_json(
-            "/v1/auth/login",
-            &json!({"username": "moderator", "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(login.status(), 200);
-    login.json::<Value>().await.expect("json")["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned()
+    app.admin("moderator").await
 }
 
 async fn cases(app: &TestApp, token: &str, status: &str) -> Vec<Value> {

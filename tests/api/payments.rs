@@ -9,37 +9,13 @@ use lambent_local::fakes::payments::{stripe_event, stripe_signature};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, problem, wait_until};
+use crate::app::{TestApp, assert_ledger_sums, call, ok_json, problem, wait_until};
 
 async fn start() -> (TestApp, FakeProviders) {
     let fakes = FakeProviders::start().await.expect("fakes start");
     // No starting credits: every credit in these tests was bought, given or earned here.
     let app = TestApp::spawn_with_fakes(&fakes, &[("STARTING_CREDITS", "0")], true).await;
     (app, fakes)
-}
-
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = app.client.request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.expect("request")
-}
-
-async fn ok_json(response: reqwest::Response, status: u16) -> Value {
-    let code = response.status().as_u16();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(code, status, "{body}");
-    body
 }
 
 async fn balance(app: &TestApp, token: &str) -> i64 {
@@ -67,18 +43,6 @@ async fn ledger(app: &TestApp, token: &str, kind: Option<&str>) -> Vec<Value> {
     }
 }
 
-/// The ledger sums to the balance, and no balance is negative.
-async fn assert_ledger_sums(app: &TestApp, token: &str) {
-    let balance = balance(app, token).await;
-    let sum: i64 = ledger(app, token, None)
-        .await
-        .iter()
-        .map(|l| l["amount"].as_i64().expect("amount"))
-        .sum();
-    assert_eq!(sum, balance, "the ledger sums to the balance");
-    assert!(balance >= 0);
-}
-
 async fn order(app: &TestApp, token: &str, body: Value) -> Value {
     ok_json(
         call(
@@ -86,7 +50,7 @@ async fn order(app: &TestApp, token: &str, body: Value) -> Value {
             Method::POST,
             "/v1/credits/orders",
             Some(token),
-            Some(body),
+            Some(&body),
         )
         .await,
         201,
@@ -111,7 +75,7 @@ async fn confirm(
         Method::POST,
         &format!("/v1/credits/orders/{id}/confirm"),
         Some(token),
-        Some(json!({"paymentKey": key, "orderId": id, "amount": amount})),
+        Some(&json!({"paymentKey": key, "orderId": id, "amount": amount})),
     )
     .await
 }
@@ -123,7 +87,7 @@ async fn toss_webhook(app: &TestApp, key: &str, order_id: &str, status: &str, am
         Method::POST,
         "/v1/webhooks/toss",
         None,
-        Some(json!({"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-12-05T10:00:00.000000",
+        Some(&json!({"eventType": "PAYMENT_STATUS_CHANGED", "createdAt": "2026-12-05T10:00:00.000000",
             "data": {"paymentKey": key, "orderId": order_id, "status": status, "totalAmount": amount,
                 "balanceAmount": amount, "currency": "KRW"}})),
     )
@@ -509,13 +473,14 @@ async fn twenty_daily_claims_at_once_give_one_reward() {
         (before["credits"].as_i64(), before["available"].as_bool()),
         (Some(10), Some(true))
     );
+    let seoul = json!({"utc_offset_minutes": 540});
     let claims = join_all((0..20).map(|_| {
         call(
             &app,
             Method::POST,
             "/v1/credits/daily/claim",
             Some(&token),
-            Some(json!({"utc_offset_minutes": 540})),
+            Some(&seoul),
         )
     }))
     .await;
@@ -540,7 +505,7 @@ async fn twenty_daily_claims_at_once_give_one_reward() {
         Method::POST,
         "/v1/credits/daily/claim",
         Some(&token),
-        Some(json!({"utc_offset_minutes": -600})),
+        Some(&json!({"utc_offset_minutes": -600})),
     )
     .await;
     problem(moved, 409, "already_claimed").await;
@@ -549,7 +514,7 @@ async fn twenty_daily_claims_at_once_give_one_reward() {
         Method::POST,
         "/v1/credits/daily/claim",
         Some(&token),
-        Some(json!({"utc_offset_minutes": 9000})),
+        Some(&json!({"utc_offset_minutes": 9000})),
     )
     .await;
     problem(bad, 422, "validation_failed").await;
@@ -562,24 +527,13 @@ async fn twenty_daily_claims_at_once_give_one_reward() {
 async fn the_ledger_is_typed_and_filtered() {
     let (app, _fakes) = start().await;
     let (token, user_id) = app.user("typed").await;
-    let (_, admin_id) = app.user("boss").await;
-    app.make_admin(&admin_id).await;
-    let login = app
-        .post_json(
-            "/v1/auth/login",
-            &json!({"email": "boss@example.com", "password": crate::app::PASSWORD}),
-        )
-        .await;
-    let admin = ok_json(login, 200).await["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let admin = app.admin("boss").await;
     let granted = call(
         &app,
         Method::POST,
         "/v1/admin/credits/grants",
         Some(&admin),
-        Some(json!({"user_id": user_id, "amount": 5})),
+        Some(&json!({"user_id": user_id, "amount": 5})),
     )
     .await;
     assert_eq!(granted.status(), 201);

@@ -174,7 +174,7 @@ fn roles_hold_what_their_functions_use_and_no_more() {
         ("get-me", vec!["USER#*"]),
         ("cancel-job", vec!["JOB#*", "USER#*"]),
         ("receive-ai-progress", vec!["JOB#*", "USER#*"]),
-        ("receive-ai-completion", vec!["JOB#*", "USER#*"]),
+        ("receive-ai-completion", vec!["JOB#*", "USER#*", "STYLE#*"]),
         ("receive-ai-failure", vec!["JOB#*", "USER#*"]),
     ] {
         for (actions, condition) in statements(&template, function) {

@@ -609,7 +609,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             uuid::Uuid::parse_str(id).is_ok()
                 && matches!(task, Some(Task::TextToImage | Task::ImageToImage))
         },
-        "must be the id of one of your styles, for image tasks",
+        "must be the id of one of your styles or a published one, for image tasks",
     );
     let persona_id = fields.take(
         "persona_id",

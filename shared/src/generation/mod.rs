@@ -8,6 +8,7 @@ pub mod fal;
 pub mod finalize;
 pub mod inbound;
 pub mod kinds;
+pub mod marketplace;
 pub mod outputs;
 pub mod providers;
 pub mod reconcile;

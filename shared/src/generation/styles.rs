@@ -1,7 +1,7 @@
 //! Styles (LoRA) trained on the caller's images by our AI servers: `POST /v1/styles` starts a
 //! `train_style` job (the style's id is the job's), progress 0–100 arrives by the AI server's
 //! webhooks, and the trained weights are copied to S3 and recorded. A style is then usable in
-//! `generate` as `style_id`.
+//! `generate` as `style_id` (its owner's, or anyone's once published: see `marketplace`).
 
 use anyhow::Context as _;
 use lambda_http::{Body, Request, Response, http::StatusCode};
@@ -57,6 +57,8 @@ pub struct Style {
     pub model: Option<Value>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// Its marketplace listing, once published or edited (`PATCH /v1/styles/{id}`).
+    pub listing: Option<crate::generation::marketplace::Listed>,
 }
 
 /// A page of styles.
@@ -79,7 +81,11 @@ async fn view(state: &State, mut job: Job) -> Result<Style, ApiError> {
         .filter(|f| serde_json::from_value::<FileArtifact>((*f).clone()).is_ok())
         .cloned();
     let text = |name: &str| job.input[name].as_str().map(str::to_owned);
+    let listing = crate::generation::marketplace::listing(state, &job.id)
+        .await?
+        .map(Into::into);
     Ok(Style {
+        listing,
         name: text("name").unwrap_or_default(),
         trigger_word: text("trigger_word"),
         id: job.id,
@@ -120,11 +126,11 @@ pub async fn create_style(state: &State, req: Request) -> Result<Response<Body>,
     Ok(response)
 }
 
-/// Your styles, newest first.
-#[utoipa::path(get, path = "/v1/styles", tag = "styles", security(("bearer" = [])),
+/// Your styles, newest first, each with its listing if it has one.
+#[utoipa::path(get, path = "/v1/styles/me", tag = "styles", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = StylePage), (status = 400, description = "invalid_cursor", body = crate::error::Problem)))]
-pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
+pub async fn list_my_styles(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let filter = ListFilter {
         status: None,

@@ -183,18 +183,21 @@ async fn readable_upload(
     presign(state, key, run_for).await
 }
 
-/// A URL the provider can read a trained style's weights at: one of the owner's `train_style`
-/// jobs that completed.
+/// A URL the provider can read a trained style's weights at: a `train_style` job that completed,
+/// the owner's or one it may use (published, or the one it was admitted with).
 async fn style_weights(
     state: &State,
     job: &Job,
     style_id: &str,
     run_for: Duration,
 ) -> Result<String, JobError> {
-    let style = store::get(&state.db, style_id)
+    let style = match store::get(&state.db, style_id)
         .await?
-        .filter(|s| s.user_id == job.user_id && s.kind == "train_style")
-        .ok_or_else(|| permanent("not_found", format!("no style {style_id}")))?;
+        .filter(|s| s.kind == "train_style")
+    {
+        Some(style) if crate::generation::marketplace::usable(state, job, &style).await? => style,
+        _ => return Err(permanent("not_found", format!("no style {style_id}"))),
+    };
     let key = style
         .output
         .as_ref()

@@ -173,10 +173,14 @@ pub async fn submit(
         .registry
         .check(state, &caller.user_id, &body.input)
         .await?;
+    let share = state
+        .registry
+        .share(state, &caller.user_id, &body.input)
+        .await?;
     let cost = match kind.quote {
         Some(quote) => quote(state, &caller.user_id, &body.input).await?,
         None => (kind.cost)(&body.input),
-    };
+    } + share.as_ref().map_or(0, |s| s.price);
     let hash = key.map(|_| {
         let canonical = serde_json::json!({"kind": body.kind, "input": body.input, "webhook_url": body.webhook_url});
         hex::encode(sha2::Sha256::digest(canonical.to_string().as_bytes()))
@@ -202,6 +206,7 @@ pub async fn submit(
             idempotency: key.zip(hash.as_deref()),
             queue: kind.queue,
             outbox: &entry,
+            share: share.as_ref(),
         },
         &state.config.job_caps,
         now,

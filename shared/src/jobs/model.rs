@@ -91,6 +91,21 @@ impl StoredProvider {
     }
 }
 
+/// A share of a job's cost that another account earns when the job completes (an artist's
+/// price for the style a generation uses): debited from the owner with the cost at admission,
+/// refunded with it if the job fails, and credited to the payee in the release that completes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// The account that earns.
+    pub payee: String,
+    /// What the owner pays for it (part of the job's cost).
+    pub price: i64,
+    /// What the payee earns: the price less the platform's fee.
+    pub earning: i64,
+    /// The style it pays for, which the ledger lines link to.
+    pub style_id: Option<String>,
+}
+
 /// A job.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Job {
@@ -123,6 +138,9 @@ pub struct Job {
     /// Unix seconds after which the reaper fails the job.
     #[serde(skip)]
     pub deadline: i64,
+    /// Who earns a share of its cost when it completes.
+    #[serde(skip)]
+    pub share: Option<Share>,
 }
 
 /// A job's item as stored (`input` and `output` as JSON text); other attributes (keys, index
@@ -154,6 +172,12 @@ struct StoredJob {
     finished_at: Option<String>,
     #[serde(default)]
     deadline: i64,
+    share_payee: Option<String>,
+    #[serde(default)]
+    share_price: i64,
+    #[serde(default)]
+    share_earning: i64,
+    share_style_id: Option<String>,
 }
 
 impl Job {
@@ -191,6 +215,12 @@ impl Job {
             started_at: stored.started_at,
             finished_at: stored.finished_at,
             deadline: stored.deadline,
+            share: stored.share_payee.map(|payee| Share {
+                payee,
+                price: stored.share_price,
+                earning: stored.share_earning,
+                style_id: stored.share_style_id,
+            }),
         })
     }
 }

@@ -38,6 +38,16 @@ pub type Ended = for<'a> fn(&'a State, &'a JobRef, &'a Outcome) -> BoxFuture<'a,
 pub type Check =
     for<'a> fn(&'a State, &'a str, &'a Value) -> BoxFuture<'a, Result<(), crate::error::ApiError>>;
 
+/// Finds who earns a share of a submission's cost (the artist of the style a generation uses):
+/// the owner's id and the input; an error refuses the submission, nothing debited.
+pub type ShareOf =
+    for<'a> fn(
+        &'a State,
+        &'a str,
+        &'a Value,
+    )
+        -> BoxFuture<'a, Result<Option<crate::jobs::model::Share>, crate::error::ApiError>>;
+
 /// One kind of job, as the feature that offers it defines it.
 #[derive(Clone, Copy)]
 pub struct Kind {
@@ -85,6 +95,16 @@ pub struct Registry {
     abandon: Option<AbandonHook>,
     ended: Vec<EndedHook>,
     checks: Vec<CheckHook>,
+    shares: Vec<ShareHook>,
+}
+
+#[derive(Clone, Copy)]
+struct ShareHook(ShareOf);
+
+impl std::fmt::Debug for ShareHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShareOf")
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -121,6 +141,7 @@ impl Registry {
             abandon: None,
             ended: Vec::new(),
             checks: Vec::new(),
+            shares: Vec::new(),
         }
     }
 
@@ -141,6 +162,27 @@ impl Registry {
             check(state, user_id, input).await?;
         }
         Ok(())
+    }
+
+    /// Registers what finds a share of a submission's cost for another account.
+    pub fn with_share(mut self, share: ShareOf) -> Self {
+        self.shares.push(ShareHook(share));
+        self
+    }
+
+    /// The share of a submission's cost another account earns, if a hook finds one.
+    pub async fn share(
+        &self,
+        state: &State,
+        user_id: &str,
+        input: &Value,
+    ) -> Result<Option<crate::jobs::model::Share>, crate::error::ApiError> {
+        for ShareHook(hook) in &self.shares {
+            if let Some(share) = hook(state, user_id, input).await? {
+                return Ok(Some(share));
+            }
+        }
+        Ok(None)
     }
 
     /// Registers what hears of every job that ends.

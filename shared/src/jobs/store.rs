@@ -38,6 +38,8 @@ pub struct NewJob<'a> {
     pub queue: crate::domain::Queue,
     /// Its outbox entry: the reaper sends the message again if the entry is still there then.
     pub outbox: &'a crate::jobs::outbox::Entry,
+    /// Who earns a share of `cost` when it completes.
+    pub share: Option<&'a crate::jobs::model::Share>,
 }
 
 /// What admission decided.
@@ -89,6 +91,15 @@ pub async fn admit(
     }
     if let Some(secret) = job.webhook_secret {
         put = put.item("webhook_secret", s(secret));
+    }
+    if let Some(share) = job.share {
+        put = put
+            .item("share_payee", s(&share.payee))
+            .item("share_price", n(share.price))
+            .item("share_earning", n(share.earning));
+        if let Some(style) = &share.style_id {
+            put = put.item("share_style_id", s(style));
+        }
     }
     let charge = Update::builder()
         .table_name(&db.table)
@@ -194,6 +205,7 @@ pub async fn admit(
         started_at: None,
         finished_at: None,
         deadline,
+        share: job.share.cloned(),
     };
     Ok(Admission::Admitted(Box::new(admitted)))
 }
@@ -494,6 +506,9 @@ pub struct JobRef {
     pub cost: i64,
     /// The outside provider running it, if any (to cancel there when the job is reaped).
     pub provider: Option<ProviderJob>,
+    /// Who earns a share when it completes (unknown to the index of unfinished jobs: the
+    /// reaper only fails jobs).
+    pub share: Option<crate::jobs::model::Share>,
 }
 
 /// What the index of unfinished jobs projects of a job.
@@ -515,6 +530,7 @@ impl From<&Job> for JobRef {
             user_id: job.user_id.clone(),
             cost: job.cost,
             provider: job.provider.clone(),
+            share: job.share.clone(),
         }
     }
 }
@@ -529,6 +545,52 @@ pub async fn release(
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
+    let share = match outcome {
+        Outcome::Completed(_) => job.share.as_ref(),
+        _ => None,
+    };
+    match release_paying(db, job, outcome, share, now).await {
+        Err(Release::PayeeGone) => {
+            tracing::warn!(job_id = %job.id, "the account that earns a share of the job is gone: nothing earned");
+            release_paying(db, job, outcome, None, now)
+                .await
+                .map_err(Release::into_error)
+        }
+        other => other.map_err(Release::into_error),
+    }
+}
+
+/// Why a release did not happen.
+enum Release {
+    /// The share's payee has no account any more.
+    PayeeGone,
+    Failed(anyhow::Error),
+}
+
+impl Release {
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Self::PayeeGone => anyhow::anyhow!("the payee is gone"),
+            Self::Failed(err) => err,
+        }
+    }
+}
+
+impl From<anyhow::Error> for Release {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Failed(err)
+    }
+}
+
+/// [`release`], paying `share` (a completed job's) in the same transaction: the payee's
+/// credits and its `earning` line keyed by the job.
+async fn release_paying(
+    db: &Db,
+    job: &JobRef,
+    outcome: &Outcome,
+    share: Option<&crate::jobs::model::Share>,
+    now: DateTime<Utc>,
+) -> Result<bool, Release> {
     let now_text = timestamp(now);
     let (status, refund) = match outcome {
         Outcome::Completed(_) => (Status::Completed, false),
@@ -596,16 +658,48 @@ pub async fn release(
             .context("put")?;
         actions.push(TransactWriteItem::builder().put(ledger).build());
     }
+    let payee_index = actions.len();
+    if let Some(share) = share.filter(|s| s.earning > 0) {
+        actions.push(crate::db::tx::update(
+            db,
+            (&keys::user(&share.payee), keys::PROFILE),
+            "SET credits = credits + :earning, earned_credits = if_not_exists(earned_credits, :zero) + :earning, payable_credits = if_not_exists(payable_credits, :zero) + :earning",
+            Some("attribute_exists(pk) AND attribute_not_exists(deleted_at)"),
+            &[],
+            vec![(":earning", n(share.earning)), (":zero", n(0))],
+        )?);
+        actions.push(
+            crate::credits::Movement {
+                user_id: &share.payee,
+                amount: share.earning,
+                kind: crate::credits::kinds::EARNING,
+                entry: &job.id,
+                links: crate::credits::Links {
+                    job_id: Some(&job.id),
+                    style_id: share.style_id.as_deref(),
+                    ..crate::credits::Links::default()
+                },
+                note: None,
+                by: None,
+            }
+            .line(db, now)?,
+        );
+    }
     match crate::db::transact(db, actions).await {
         Ok(()) => Ok(true),
-        Err(err)
-            if crate::db::cancellation_codes(&err).is_some_and(|c| {
-                c.first().map(String::as_str) == Some("ConditionalCheckFailed")
-            }) =>
-        {
-            Ok(false)
-        }
-        Err(err) => Err(anyhow::Error::new(err).context(format!("releasing job {}", job.id))),
+        Err(err) => match crate::db::cancellation_codes(&err) {
+            Some(codes) if codes.first().map(String::as_str) == Some("ConditionalCheckFailed") => {
+                Ok(false)
+            }
+            Some(codes)
+                if codes.get(payee_index).map(String::as_str) == Some("ConditionalCheckFailed") =>
+            {
+                Err(Release::PayeeGone)
+            }
+            _ => Err(Release::Failed(
+                anyhow::Error::new(err).context(format!("releasing job {}", job.id)),
+            )),
+        },
     }
 }
 
@@ -681,6 +775,7 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>, limit: usize) -> anyhow::Resul
                     provider_request_id: stored.provider_request_id,
                 }
                 .into_job(),
+                share: None,
             })
         })
         .collect())

@@ -160,10 +160,14 @@ struct StyleCard {
     trigger_word: Option<String>,
     /// Its newest public showcases.
     showcases: Vec<String>,
+    /// Its artist, when it is published in the marketplace (found without a showcase).
+    #[serde(default)]
+    listed_by: Option<String>,
 }
 
-/// A trained style is found while a public post of its artist shows it (a showcase): by its
-/// name and trigger word, its showcases' hashtags, its artist's handle and name.
+/// A trained style is found while it is published in the marketplace (its listing public) or,
+/// never listed, while a public post of its artist shows it (a showcase): by its name, trigger
+/// word and description, its tags and its showcases' hashtags, its artist's handle and name.
 async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Option<Doc>> {
     let Some(job) = crate::jobs::store::get(&state.db, style_id).await? else {
         return Ok(None);
@@ -171,6 +175,34 @@ async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Op
     if job.kind != "train_style" || job.status != Status::Completed {
         return Ok(None);
     }
+    let listing = state
+        .db
+        .get(&keys::style_listing(style_id), keys::LISTING)
+        .await?;
+    let listed = |name: &str| {
+        listing
+            .as_ref()
+            .and_then(|l| get_s(l, name))
+            .map(str::to_owned)
+    };
+    let public = listing.as_ref().map(|l| {
+        matches!(
+            l.get("public"),
+            Some(aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+        )
+    });
+    if public == Some(false) {
+        return Ok(None);
+    }
+    let listed_tags: Vec<String> = match listing.as_ref().and_then(|l| l.get("tags")) {
+        Some(aws_sdk_dynamodb::types::AttributeValue::L(tags)) => {
+            tags.iter().filter_map(|t| t.as_s().ok().cloned()).collect()
+        }
+        _ => Vec::new(),
+    };
+    let published_ms = listed("published_at")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.timestamp_millis());
     let Some(artist) = profiles::find(state, &job.user_id).await? else {
         return Ok(None);
     };
@@ -198,8 +230,10 @@ async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Op
         .filter(|p| p.visibility == Visibility::Public && !p.hidden)
         .filter(|p| p.author_id == job.user_id && p.style_id.as_deref() == Some(style_id))
         .collect();
-    let Some(newest) = shown.first() else {
-        return Ok(None);
+    let at = match (shown.first(), published_ms) {
+        (Some(newest), _) => newest.at,
+        (None, Some(published)) => published,
+        (None, None) => return Ok(None),
     };
     let text = |name| {
         job.input
@@ -208,15 +242,17 @@ async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Op
             .map(str::to_owned)
     };
     let card = StyleCard {
-        name: text("name").unwrap_or_default(),
+        name: listed("name").or_else(|| text("name")).unwrap_or_default(),
         trigger_word: text("trigger_word"),
         showcases: shown
             .iter()
             .take(SHOWCASES_SHOWN)
             .map(|p| p.id.clone())
             .collect(),
+        listed_by: (public == Some(true)).then(|| job.user_id.clone()),
     };
     let mut tags: Vec<String> = shown.iter().flat_map(|p| p.hashtags.clone()).collect();
+    tags.extend(listed_tags);
     tags.sort();
     tags.dedup();
     Ok(Some(Doc {
@@ -224,14 +260,15 @@ async fn style_doc(state: &State, id: &str, style_id: &str) -> anyhow::Result<Op
         kind: "style",
         owner: job.user_id.clone(),
         text: format!(
-            "{} {} {} {}",
+            "{} {} {} {} {}",
             card.name,
             card.trigger_word.as_deref().unwrap_or(""),
+            listed("description").unwrap_or_default(),
             artist.username,
             artist.display_name.as_deref().unwrap_or("")
         ),
         tags,
-        at: newest.at,
+        at,
         card: Some(serde_json::to_string(&card)?),
     }))
 }
@@ -398,9 +435,10 @@ pub struct StyleResults {
     pub next_cursor: Option<String>,
 }
 
-/// Searches the styles artists show in public posts, by name and trigger word, their showcases'
-/// `#tags`, and their artist's handle and name; prefixes as you type. A style is found while a
-/// public post of its artist shows it (`style_id` on the post).
+/// Searches styles by name, trigger word and description, their tags and their showcases'
+/// `#tags`, and their artist's handle and name; prefixes as you type. A style is found while it
+/// is published in the marketplace, or (never listed) while a public post of its artist shows it
+/// (`style_id` on the post).
 #[utoipa::path(get, path = "/v1/search/styles", tag = "social", security(("bearer" = [])),
     params(("q" = String, Query, description = "1 to 200 characters"),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
@@ -430,6 +468,13 @@ pub async fn search_styles(state: &State, req: Request) -> Result<Response<Body>
         .into_iter()
         .map(|v| (v.id.clone(), v))
         .collect();
+    let listers = posts::authors(
+        state,
+        cards
+            .iter()
+            .filter_map(|(_, card)| card.listed_by.as_deref()),
+    )
+    .await?;
     let mut items = Vec::with_capacity(cards.len());
     for (id, card) in cards {
         let showcases: Vec<PostView> = card
@@ -437,9 +482,18 @@ pub async fn search_styles(state: &State, req: Request) -> Result<Response<Body>
             .iter()
             .filter_map(|post_id| views.remove(post_id))
             .collect();
-        // Shown only with a showcase the caller may see (the index may lag a moment).
-        let Some(artist) = showcases.first().and_then(|v| v.author.clone()) else {
-            continue;
+        // Shown with a showcase the caller may see (the index may lag a moment), or as its
+        // artist published it.
+        let artist = match showcases.first().and_then(|v| v.author.clone()) {
+            Some(artist) => artist,
+            None => match card
+                .listed_by
+                .as_deref()
+                .and_then(|a| listers.get(a).cloned())
+            {
+                Some(artist) => artist,
+                None => continue,
+            },
         };
         items.push(StyleResult {
             id,
