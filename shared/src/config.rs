@@ -80,6 +80,9 @@ pub struct Config {
     pub delivery_retry_scale: f64,
     /// Credits sold for money (Toss Payments, Stripe) and the daily reward.
     pub payments: PaymentsConfig,
+    /// Accounts that are admins once their email is verified (`ADMIN_EMAILS`, comma-separated;
+    /// the template's `AdminEmails`): the first admin is named at deploy.
+    pub admin_emails: Vec<String>,
 }
 
 /// A credit package: credits for a price in each currency it is sold in.
@@ -438,6 +441,12 @@ impl Config {
             },
             oidc: oidc_config(&lookup)?,
             payments: PaymentsConfig::from_lookup(&lookup)?,
+            admin_emails: optional("ADMIN_EMAILS")
+                .unwrap_or_default()
+                .split(',')
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty())
+                .collect(),
             removal_queue_url: optional("ACCOUNT_REMOVAL_QUEUE_URL"),
             social_queue_url: optional("SOCIAL_QUEUE_URL"),
             search_queue_url: optional("SEARCH_QUEUE_URL"),

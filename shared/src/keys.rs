@@ -431,6 +431,11 @@ pub fn orders_of(user_id: &str) -> String {
     format!("USER#{user_id}#ORDERS")
 }
 
+/// `gsi3pk` of orders by status (`gsi3sk`: created, ms; the index holds the keys alone).
+pub fn orders_in(status: &str) -> String {
+    format!("ORDERS#{status}")
+}
+
 /// A provider's payment, once it paid an order: `provider` is `toss` or `stripe`, `payment_id`
 /// Toss's `paymentKey` or Stripe's PaymentIntent id. One payment pays one order, once.
 pub fn payment(provider: &str, payment_id: &str) -> String {

@@ -22,7 +22,7 @@ use crate::auth::firebase;
 use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
-use crate::commerce::{artists, daily, orders, stripe, toss};
+use crate::commerce::{admin, artists, daily, orders, stripe, toss};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, marketplace, styles};
@@ -260,6 +260,9 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, artists::get_payout),
         route!(Bearer, artists::list_payouts),
         route!(Bearer, artists::resolve_payout),
+        route!(Bearer, admin::list_users),
+        route!(Bearer, admin::list_orders),
+        route!(Bearer, admin::refund_order),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

@@ -329,3 +329,63 @@ async fn changing_the_password_ends_the_other_sessions() {
         200
     );
 }
+
+/// The first admin is named at deploy (`ADMIN_EMAILS`): that account becomes an admin when it
+/// signs in with the email verified, and not before (anyone may register any address).
+#[tokio::test]
+async fn a_named_admin_becomes_one_once_the_email_is_verified() {
+    let app = TestApp::spawn_with(&[
+        ("ACCOUNT_LINK_BASE_URL", LINKS),
+        ("LOGIN_RATE_PER_MINUTE", "1000"),
+        ("ADMIN_EMAILS", "someone@example.com, Boss@Example.com"),
+    ])
+    .await;
+    let boss = app.register("boss@example.com", "boss").await;
+    assert_eq!(boss["user"]["role"], "user");
+    let access = boss["access_token"].as_str().expect("access").to_owned();
+    let unverified = login(&app, "boss@example.com", PASSWORD).await;
+    let unverified: Value = unverified.json().await.expect("json");
+    assert_eq!(
+        unverified["user"]["role"], "user",
+        "not before the email is verified"
+    );
+    let forbidden = app.get_with_token("/v1/admin/users", &access).await;
+    problem(forbidden, 403, "forbidden").await;
+    assert_eq!(ask_verification(&app, &access).await.status(), 202);
+    let token = nth_token(&app, "boss@example.com", 1, "verify-email").await;
+    assert_eq!(verify(&app, &token).await.status(), 200);
+    let signed_in: Value = login(&app, "boss@example.com", PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(signed_in["user"]["role"], "admin");
+    let admin = signed_in["access_token"].as_str().expect("access");
+    let found = app
+        .get_json("/v1/admin/users?email=BOSS@example.com", admin)
+        .await;
+    assert_eq!(found["items"][0]["role"], "admin");
+    // Others stay users.
+    let (other, _) = app.user("someone_else").await;
+    problem(
+        app.get_with_token("/v1/admin/users", &other).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let all = app.get_json("/v1/admin/users?limit=1", admin).await;
+    assert_eq!(all["items"].as_array().expect("items").len(), 1);
+    let cursor = all["next_cursor"].as_str().expect("a next page");
+    let rest = app
+        .get_json(&format!("/v1/admin/users?limit=10&cursor={cursor}"), admin)
+        .await;
+    let mut names: Vec<String> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .chain(rest["items"].as_array().expect("items"))
+        .map(|u| u["username"].as_str().expect("username").to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["boss", "someone_else"]);
+}

@@ -562,3 +562,123 @@ async fn the_ledger_is_typed_and_filtered() {
     problem(unknown, 422, "validation_failed").await;
     assert_ledger_sums(&app, &token).await;
 }
+
+#[tokio::test]
+async fn admins_list_orders_and_refund_at_the_provider() {
+    let (app, fakes) = start().await;
+    let (token, user_id) = app.user("buyer").await;
+    let admin = app.admin("cashier").await;
+    // One order through each provider, and one left pending.
+    let toss = order(&app, &token, json!({"package_id": "standard_500"})).await;
+    let toss_id = toss["id"].as_str().expect("id").to_owned();
+    let key = fakes.toss_authorize(&toss_id, 45_000);
+    ok_json(confirm(&app, &token, &toss_id, &key, 45_000).await, 200).await;
+    let stripe = order(
+        &app,
+        &token,
+        json!({"package_id": "basic_100", "currency": "USD"}),
+    )
+    .await;
+    let stripe_id = stripe["id"].as_str().expect("id").to_owned();
+    let session = stripe["checkout_url"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .expect("session")
+        .to_owned();
+    fakes.stripe_pay(&session).await.expect("paid");
+    order(&app, &token, json!({"package_id": "basic_100"})).await;
+    assert_eq!(balance(&app, &token).await, 600);
+
+    problem(
+        app.get_with_token("/v1/admin/orders", &token).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|o| o["id"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let paid = app.get_json("/v1/admin/orders", &admin).await;
+    assert_eq!(ids(&paid), [stripe_id.clone(), toss_id.clone()]);
+    let pending = app
+        .get_json("/v1/admin/orders?status=pending", &admin)
+        .await;
+    assert_eq!(ids(&pending).len(), 1);
+    let theirs = app
+        .get_json(&format!("/v1/admin/orders?user_id={user_id}"), &admin)
+        .await;
+    assert_eq!(ids(&theirs).len(), 3);
+
+    // A fifth of the Toss order back: 100 credits; at Toss, the payment is partly canceled.
+    let refund = |id: String, body: Value| {
+        let (app, admin) = (&app, &admin);
+        async move {
+            call(
+                app,
+                Method::POST,
+                &format!("/v1/admin/orders/{id}/refund"),
+                Some(admin),
+                Some(&body),
+            )
+            .await
+        }
+    };
+    let part = ok_json(
+        refund(
+            toss_id.clone(),
+            json!({"amount": 9_000, "reason": "고객 요청"}),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (part["status"].as_str(), part["credits_taken_back"].as_i64()),
+        (Some("partially_refunded"), Some(100))
+    );
+    assert_eq!(fakes.with_payments(|p| p.toss[&key].balance_amount), 36_000);
+    // Too much, then the rest.
+    problem(
+        refund(toss_id.clone(), json!({"amount": 36_001, "reason": "x"})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let rest = ok_json(
+        refund(toss_id.clone(), json!({"reason": "전액 환불"})).await,
+        200,
+    )
+    .await;
+    assert_eq!(rest["status"], "refunded");
+    problem(
+        refund(toss_id.clone(), json!({"reason": "again"})).await,
+        409,
+        "order_not_paid",
+    )
+    .await;
+    // Stripe: refunded at Stripe; its charge.refunded webhook then changes nothing more.
+    let stripe_refund = ok_json(
+        refund(stripe_id.clone(), json!({"reason": "duplicate"})).await,
+        200,
+    )
+    .await;
+    assert_eq!(stripe_refund["status"], "refunded");
+    wait_until("Stripe's charge.refunded is answered", || async {
+        fakes
+            .webhooks()
+            .iter()
+            .any(|w| w.body.contains("charge.refunded") && w.answered == Some(200))
+    })
+    .await;
+    assert_eq!(balance(&app, &token).await, 0);
+    let refunds = app
+        .get_json("/v1/admin/orders?status=refunded", &admin)
+        .await;
+    assert_eq!(ids(&refunds).len(), 2);
+    assert_ledger_sums(&app, &token).await;
+}

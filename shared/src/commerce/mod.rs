@@ -3,6 +3,7 @@
 //! the daily reward. Every movement goes through [`crate::credits::Movement`]: the balance and
 //! its ledger line in one transaction, with the order's state, exactly once.
 
+pub mod admin;
 pub mod artists;
 pub mod daily;
 pub mod orders;

@@ -371,6 +371,8 @@ pub async fn create_credit_order(state: &State, req: Request) -> Result<Response
                 ("unrecovered_credits", n(0)),
                 ("gsi1pk", s(keys::orders_of(&caller.user_id))),
                 ("gsi1sk", s(&id)),
+                ("gsi3pk", s(keys::orders_in("pending"))),
+                ("gsi3sk", n(now.timestamp_millis())),
                 // An order never paid goes a day after it expired; a paid one stays.
                 ("expires_at", n(pay_by + 86_400)),
             ],
@@ -522,7 +524,7 @@ pub(crate) async fn fulfil(
     let mut actions = vec![crate::db::tx::update(
         &state.db,
         (&keys::order(order_id), keys::ORDER),
-        "SET #status = :paid, payment_id = :payment, paid_at = :now REMOVE expires_at",
+        "SET #status = :paid, payment_id = :payment, paid_at = :now, gsi3pk = :listed REMOVE expires_at",
         Some("#status = :pending"),
         &[("#status", "status")],
         vec![
@@ -530,6 +532,7 @@ pub(crate) async fn fulfil(
             (":pending", s("pending")),
             (":payment", s(paid.payment_id)),
             (":now", s(&now_text)),
+            (":listed", s(keys::orders_in("paid"))),
         ],
     )?];
     actions.extend(
@@ -659,7 +662,7 @@ pub(crate) async fn take_back(
         let mut actions = vec![crate::db::tx::update(
             &state.db,
             (&keys::order(order_id), keys::ORDER),
-            "SET #status = :status, refunded_amount = :refunded, credits_taken_back = credits_taken_back + :take, unrecovered_credits = unrecovered_credits + :short, refunded_at = :now",
+            "SET #status = :status, refunded_amount = :refunded, credits_taken_back = credits_taken_back + :take, unrecovered_credits = unrecovered_credits + :short, refunded_at = :now, gsi3pk = :listed",
             Some("refunded_amount = :before"),
             &[("#status", "status")],
             vec![
@@ -669,6 +672,7 @@ pub(crate) async fn take_back(
                 (":short", n(due - take)),
                 (":before", n(order.refunded_amount)),
                 (":now", s(timestamp(now))),
+                (":listed", s(keys::orders_in(status))),
             ],
         )?];
         let entry = uuid::Uuid::now_v7().to_string();

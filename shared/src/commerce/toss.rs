@@ -121,6 +121,28 @@ pub(crate) async fn payment(
     call(secret, state.http.api.get(url)).await
 }
 
+/// Cancels `amount` of a payment (all or part; `Idempotency-Key` given): the payment after.
+pub(crate) async fn cancel(
+    state: &State,
+    secret: &SecretString,
+    payment_key: &str,
+    idempotency_key: &str,
+    amount: i64,
+    reason: &str,
+) -> Result<Payment, TossError> {
+    let url = format!(
+        "{}/v1/payments/{payment_key}/cancel",
+        state.config.payments.toss_api_url
+    );
+    let request = state
+        .http
+        .api
+        .post(url)
+        .header("idempotency-key", idempotency_key)
+        .json(&json!({"cancelReason": reason, "cancelAmount": amount}));
+    call(secret, request).await
+}
+
 /// Acts on a payment as Toss has it: DONE pays its order; CANCELED and PARTIAL_CANCELED take
 /// the refunded share back.
 async fn apply(state: &State, payment: &Payment) -> anyhow::Result<Option<Fulfilled>> {
