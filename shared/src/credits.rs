@@ -370,10 +370,7 @@ fn ledger_types(req: &Request) -> Result<Vec<String>, ApiError> {
 #[utoipa::path(post, path = "/v1/admin/credits/grants", tag = "credits", security(("bearer" = [])), request_body = Grant,
     responses((status = 201, body = Granted), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn grant_credits(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    if caller.role != "admin" {
-        return Err(ApiError::Forbidden { role: "admin" });
-    }
+    let caller = Caller::admin(&req)?;
     let body: Grant = json_body(&req, &["application/json"])?;
     let mut errors = Vec::new();
     if !(1..=1_000_000).contains(&body.amount) {

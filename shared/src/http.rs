@@ -100,6 +100,15 @@ impl Caller {
             }),
         }
     }
+
+    /// The caller of an admin's route; 403 for anyone else.
+    pub fn admin(req: &Request) -> Result<Self, ApiError> {
+        let caller = Self::from_request(req)?;
+        if caller.role != "admin" {
+            return Err(ApiError::Forbidden { role: "admin" });
+        }
+        Ok(caller)
+    }
 }
 
 fn media_type(req: &Request) -> Option<String> {

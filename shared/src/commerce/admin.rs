@@ -19,14 +19,6 @@ use crate::http::{Caller, json as respond, json_body, path_param, query_param};
 use crate::keys;
 use crate::state::State;
 
-fn admin(req: &Request) -> Result<Caller, ApiError> {
-    let caller = Caller::from_request(req)?;
-    if caller.role != "admin" {
-        return Err(ApiError::Forbidden { role: "admin" });
-    }
-    Ok(caller)
-}
-
 /// An account as admins see it.
 #[derive(Serialize, ToSchema)]
 pub struct AdminUser {
@@ -68,7 +60,7 @@ fn admin_user(item: &Item) -> AdminUser {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = AdminUserPage), (status = 403, body = crate::error::Problem)))]
 pub async fn list_users(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    admin(&req)?;
+    Caller::admin(&req)?;
     let lookup = match (query_param(&req, "email"), query_param(&req, "username")) {
         (Some(email), _) => Some(keys::email(&email.trim().to_lowercase())),
         (None, Some(username)) => Some(keys::username(username.trim())),
@@ -159,7 +151,7 @@ pub async fn list_users(state: &State, req: Request) -> Result<Response<Body>, A
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = OrderPage), (status = 403, body = crate::error::Problem)))]
 pub async fn list_orders(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    admin(&req)?;
+    Caller::admin(&req)?;
     let user = query_param(&req, "user_id");
     let status = query_param(&req, "status").unwrap_or_else(|| "paid".to_owned());
     if !matches!(
@@ -269,7 +261,7 @@ pub struct RefundOrder {
         (status = 409, description = "order_not_paid, or nothing left to refund", body = crate::error::Problem),
         (status = 503, description = "the provider did not answer; try again", body = crate::error::Problem)))]
 pub async fn refund_order(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = admin(&req)?;
+    let caller = Caller::admin(&req)?;
     let id = path_param(&req, "id").unwrap_or_default();
     let body: RefundOrder = json_body(&req, &["application/json"])?;
     if !(1..=200).contains(&body.reason.trim().chars().count()) {

@@ -294,14 +294,6 @@ async fn load(state: &State, id: &str) -> anyhow::Result<Option<Item>> {
     state.db.get(&keys::payout(id), keys::PAYOUT).await
 }
 
-fn admin(req: &Request) -> Result<Caller, ApiError> {
-    let caller = Caller::from_request(req)?;
-    if caller.role != "admin" {
-        return Err(ApiError::Forbidden { role: "admin" });
-    }
-    Ok(caller)
-}
-
 /// Payout requests by status (`requested` by default), oldest first, with each artist's payout
 /// details. Admins only.
 #[utoipa::path(get, path = "/v1/admin/payouts", tag = "payments", security(("bearer" = [])),
@@ -309,7 +301,7 @@ fn admin(req: &Request) -> Result<Caller, ApiError> {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = PayoutPage), (status = 403, body = crate::error::Problem)))]
 pub async fn list_payouts(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = admin(&req)?;
+    let caller = Caller::admin(&req)?;
     let status = query_param(&req, "status").unwrap_or_else(|| "requested".to_owned());
     if !matches!(status.as_str(), "requested" | "paid" | "rejected") {
         return Err(ApiError::invalid(
@@ -393,7 +385,7 @@ pub struct ResolvePayout {
     responses((status = 200, body = Payout), (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 409, description = "payout_resolved: it was, before", body = crate::error::Problem)))]
 pub async fn resolve_payout(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = admin(&req)?;
+    let caller = Caller::admin(&req)?;
     let id = path_param(&req, "id").unwrap_or_default();
     let body: ResolvePayout = json_body(&req, &["application/json"])?;
     if !matches!(body.status.as_str(), "paid" | "rejected") {
