@@ -248,7 +248,17 @@ impl TestApp {
 /// Asserts a problem+json response and returns its body.
 /// Waits until `check` holds (60 s at most, which fails the test with `what`).
 pub async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    wait_within(what, 60, check).await;
+}
+
+/// Waits until `check` holds, `seconds` at most (which fails the test with `what`): for work
+/// that queues behind a whole test run's on a loaded machine (the search index's one writer).
+pub async fn wait_within<F: std::future::Future<Output = bool>>(
+    what: &str,
+    seconds: u64,
+    check: impl Fn() -> F,
+) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, call, photo_post, problem, wait_until};
+use crate::app::{TestApp, call, photo_post, problem, wait_within};
 
 async fn search(app: &TestApp, token: &str, what: &str, q: &str) -> Value {
     let q: String = url::form_urlencoded::byte_serialize(q.as_bytes()).collect();
@@ -27,15 +27,19 @@ fn ids(page: &Value) -> Vec<String> {
 async fn finds(app: &TestApp, token: &str, what: &str, q: &str, expected: &[&str]) {
     let mut want: Vec<String> = expected.iter().map(|e| (*e).to_owned()).collect();
     want.sort();
-    wait_until(&format!("{what} search for {q:?} finds {want:?}"), || {
-        let want = want.clone();
-        async move {
-            let page = search(app, token, what, q).await;
-            let mut got = ids(&page);
-            got.sort();
-            got == want && page["total"] == want.len()
-        }
-    })
+    wait_within(
+        &format!("{what} search for {q:?} finds {want:?}"),
+        180,
+        || {
+            let want = want.clone();
+            async move {
+                let page = search(app, token, what, q).await;
+                let mut got = ids(&page);
+                got.sort();
+                got == want && page["total"] == want.len()
+            }
+        },
+    )
     .await;
 }
 
@@ -186,7 +190,7 @@ async fn results_come_in_pages_and_bad_queries_are_refused() {
     for n in 0..3 {
         photo_post(&app, &ann, &format!("harbour view {n}"), "public").await;
     }
-    wait_until("three posts indexed", || async {
+    wait_within("three posts indexed", 180, || async {
         search(&app, &ann, "posts", "harbour").await["total"] == 3
     })
     .await;
