@@ -8,7 +8,9 @@ use lambent_local::fakes::{FakeProviders, output_png};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, assert_ledger_sums, call, finished, ok_json, problem, wait_until};
+use crate::app::{
+    TestApp, assert_ledger_sums, call, finished, ok_json, problem, wait_until, wait_within,
+};
 
 /// Trains a style for `token` on the fake AI server; its id once COMPLETED.
 async fn trained_style(app: &TestApp, token: &str, name: &str) -> String {
@@ -162,7 +164,7 @@ async fn a_priced_style_costs_its_price_and_pays_its_artist_only_when_the_job_co
             page["items"].as_array().map_or(0, Vec::len)
         }
     };
-    wait_until("search finds the published style", || async {
+    wait_within("search finds the published style", 180, || async {
         found("paper").await == 1 && found("korean").await == 1
     })
     .await;
