@@ -682,3 +682,24 @@ async fn admins_list_orders_and_refund_at_the_provider() {
     assert_eq!(ids(&refunds).len(), 2);
     assert_ledger_sums(&app, &token).await;
 }
+
+#[tokio::test]
+async fn a_virtual_account_is_credited_when_the_deposit_arrives() {
+    let (app, fakes) = start().await;
+    let (token, _) = app.user("depositor").await;
+    let created = order(&app, &token, json!({"package_id": "basic_100"})).await;
+    let id = created["id"].as_str().expect("id").to_owned();
+    let key = fakes.toss_authorize_virtual_account(&id, 10_000);
+    // Confirmed: the account is issued, nothing paid yet.
+    let waiting = ok_json(confirm(&app, &token, &id, &key, 10_000).await, 202).await;
+    assert_eq!(waiting["status"], "pending");
+    assert_eq!(balance(&app, &token).await, 0);
+    // Toss's webhook while it waits changes nothing.
+    assert_eq!(toss_webhook(&app, &key, &id, "DONE", 10_000).await, 200);
+    assert_eq!(balance(&app, &token).await, 0);
+    // The deposit: Toss's webhook, read again, pays the order.
+    assert_eq!(fakes.toss_deposit(&key).await, Some(200));
+    assert_eq!(get_order(&app, &token, &id).await["status"], "paid");
+    assert_eq!(balance(&app, &token).await, 100);
+    assert_ledger_sums(&app, &token).await;
+}

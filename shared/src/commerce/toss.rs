@@ -195,7 +195,9 @@ pub struct ConfirmPayment {
 /// confirms it, and the credits are yours, once, however often this or Toss's webhook comes.
 #[utoipa::path(post, path = "/v1/credits/orders/{id}/confirm", tag = "payments", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = ConfirmPayment,
-    responses((status = 200, body = orders::Order), (status = 404, body = crate::error::Problem),
+    responses((status = 200, body = orders::Order),
+        (status = 202, description = "a virtual account waits for the deposit: the credits come with Toss's webhook", body = orders::Order),
+        (status = 404, body = crate::error::Problem),
         (status = 409, description = "order_expired, or paid by another payment", body = crate::error::Problem),
         (status = 422, description = "amount_mismatch, or Toss refused the payment (payment_refused)", body = crate::error::Problem),
         (status = 503, description = "Toss did not answer; confirm again", body = crate::error::Problem)))]
@@ -258,6 +260,28 @@ pub async fn confirm_credit_order(state: &State, req: Request) -> Result<Respons
         }
         Err(err) => return Err(toss_failure(err)),
     };
+    if payment.order_id == order.id && payment.status == "WAITING_FOR_DEPOSIT" {
+        // A virtual account: the credits come with the deposit, by Toss's webhook, days later
+        // perhaps; the order stays until then (no expiry).
+        let kept = state
+            .db
+            .client
+            .update_item()
+            .table_name(&state.db.table)
+            .key("pk", crate::db::s(crate::keys::order(&order.id)))
+            .key("sk", crate::db::s(crate::keys::ORDER))
+            .update_expression("SET payment_id = :payment REMOVE expires_at")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":payment", crate::db::s(&payment.payment_key))
+            .expression_attribute_values(":pending", crate::db::s("pending"))
+            .send()
+            .await;
+        // Paid meanwhile (the deposit was quick): nothing to keep.
+        crate::db::unless_condition_failed(kept).context("keeping an order for its deposit")?;
+        tracing::info!(order_id = %order.id, "a virtual account waits for its deposit");
+        return view_as(state, &order.id, StatusCode::ACCEPTED).await;
+    }
     if payment.order_id != order.id || payment.status != "DONE" {
         tracing::error!(order_id = %order.id, payment_order = %payment.order_id, status = %payment.status, "Toss confirmed a payment that is not this order's");
         return Err(ApiError::Unprocessable {
@@ -276,10 +300,14 @@ pub async fn confirm_credit_order(state: &State, req: Request) -> Result<Respons
 
 /// The order as it is now.
 async fn view(state: &State, id: &str) -> Result<Response<Body>, ApiError> {
+    view_as(state, id, StatusCode::OK).await
+}
+
+async fn view_as(state: &State, id: &str, status: StatusCode) -> Result<Response<Body>, ApiError> {
     let order = orders::load(state, id)
         .await?
         .ok_or(ApiError::NotFound("no such order"))?;
-    respond(StatusCode::OK, &order.into_view(Utc::now()))
+    respond(status, &order.into_view(Utc::now()))
 }
 
 fn toss_failure(err: TossError) -> ApiError {

@@ -408,6 +408,22 @@ impl FakeProviders {
         self.with_payments(|p| p.toss_authorize(order_id, amount).payment_key)
     }
 
+    /// The window with a virtual account: its `paymentKey`; confirmed, it waits for
+    /// [`Self::toss_deposit`].
+    pub fn toss_authorize_virtual_account(&self, order_id: &str, amount: i64) -> String {
+        self.with_payments(|p| {
+            p.toss_authorize_virtual_account(order_id, amount)
+                .payment_key
+        })
+    }
+
+    /// The deposit into a virtual account arrives: Toss's webhook is delivered before this
+    /// returns; our status.
+    pub async fn toss_deposit(&self, payment_key: &str) -> Option<u16> {
+        let outgoing = self.with_payments(|p| p.toss_deposit(payment_key))?;
+        self.deliver_payment_event(outgoing).await
+    }
+
     /// The buyer pays a Stripe Checkout Session; Stripe's signed `checkout.session.completed`
     /// is delivered before this returns: the event and our status.
     pub async fn stripe_pay(&self, session_id: &str) -> Option<(Value, Option<u16>)> {

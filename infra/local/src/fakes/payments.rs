@@ -25,6 +25,8 @@ pub struct TossPayment {
     pub balance_amount: i64,
     pub status: &'static str,
     cancels: Vec<Value>,
+    /// Paid into a virtual account: confirmed, it waits for the deposit.
+    pub virtual_account: bool,
 }
 
 impl TossPayment {
@@ -36,7 +38,7 @@ impl TossPayment {
             "orderId": self.order_id,
             "orderName": "credits",
             "status": self.status,
-            "method": "카드",
+            "method": if self.virtual_account { "가상계좌" } else { "카드" },
             "currency": "KRW",
             "totalAmount": self.total_amount,
             "balanceAmount": self.balance_amount,
@@ -149,10 +151,31 @@ impl Payments {
             balance_amount: amount,
             status: "IN_PROGRESS",
             cancels: Vec::new(),
+            virtual_account: false,
         };
         self.toss
             .insert(payment.payment_key.clone(), payment.clone());
         payment
+    }
+
+    /// The payment window with a virtual account: confirmed, the payment waits for the deposit.
+    pub fn toss_authorize_virtual_account(&mut self, order_id: &str, amount: i64) -> TossPayment {
+        let mut payment = self.toss_authorize(order_id, amount);
+        payment.virtual_account = true;
+        self.toss
+            .insert(payment.payment_key.clone(), payment.clone());
+        payment
+    }
+
+    /// The buyer's deposit into the virtual account: DONE, announced by webhook.
+    pub fn toss_deposit(&mut self, payment_key: &str) -> Option<Outgoing> {
+        let payment = self.toss.get_mut(payment_key)?;
+        if payment.status != "WAITING_FOR_DEPOSIT" {
+            return None;
+        }
+        payment.status = "DONE";
+        let payment = payment.clone();
+        self.toss_webhook(&payment)
     }
 
     /// Toss's API: `(status, body, webhook to send)`.
@@ -224,7 +247,11 @@ impl Payments {
                 None,
             );
         }
-        payment.status = "DONE";
+        payment.status = if payment.virtual_account {
+            "WAITING_FOR_DEPOSIT"
+        } else {
+            "DONE"
+        };
         let payment = payment.clone();
         self.toss_confirms += 1;
         let webhook = self.toss_webhook(&payment);
