@@ -485,6 +485,28 @@ pub fn payouts_in(status: &str) -> String {
     format!("PAYOUTS#{status}")
 }
 
+/// The prefix of a user's conversation folders under [`user`] (`FOLDER#<id>`).
+pub const FOLDER_PREFIX: &str = "FOLDER#";
+
+/// A conversation folder's sort key under its owner's [`user`] partition.
+pub fn folder(folder_id: &str) -> String {
+    format!("{FOLDER_PREFIX}{folder_id}")
+}
+
+/// The prefix of a user's conversation sessions under [`user`] (`CHAT#<id>`; ids are UUIDv7,
+/// so the newest sort last).
+pub const CHAT_PREFIX: &str = "CHAT#";
+
+/// A conversation session's sort key under its owner's [`user`] partition.
+pub fn chat(session_id: &str) -> String {
+    format!("{CHAT_PREFIX}{session_id}")
+}
+
+/// `gsi1pk` of a user's sessions in one folder (`root` for none; `gsi1sk`: the session's id).
+pub fn chats_in(user_id: &str, folder_id: Option<&str>) -> String {
+    format!("USER#{user_id}#CHATS#{}", folder_id.unwrap_or("root"))
+}
+
 /// The sort key of an idempotency record under [`idempotency`].
 pub const IDEMPOTENCY: &str = "IDEMP";
 

@@ -17,7 +17,7 @@ use crate::routes::ROUTES;
     components(schemas(crate::error::Problem, crate::error::FieldError, GatewayMessage)),
     modifiers(&BearerAuth),
     tags((name = "auth", description = "Accounts and sessions"), (name = "users", description = "Profiles"),
-        (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance, ledger, daily reward"), (name = "payments", description = "Credit packages and orders: Toss Payments and Stripe Checkout; artists and payouts"), (name = "admin", description = "Accounts and orders, for admins"),
+        (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance, ledger, daily reward"), (name = "payments", description = "Credit packages and orders: Toss Payments and Stripe Checkout; artists and payouts"), (name = "admin", description = "Accounts and orders, for admins"), (name = "conversations", description = "Folders and sessions (WEAV)"),
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
         (name = "styles", description = "Styles (LoRA) trained on your images by your AI servers"),

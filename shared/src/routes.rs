@@ -23,6 +23,7 @@ use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
 use crate::commerce::{admin, artists, daily, orders, stripe, toss};
+use crate::conversations::{folders, sessions};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, marketplace, styles};
@@ -263,6 +264,16 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, admin::list_users),
         route!(Bearer, admin::list_orders),
         route!(Bearer, admin::refund_order),
+        route!(Bearer, folders::create_folder),
+        route!(Bearer, folders::list_folders),
+        route!(Bearer, folders::rename_folder),
+        route!(Bearer, folders::delete_folder),
+        route!(Bearer, sessions::create_session),
+        route!(Bearer, sessions::list_sessions),
+        route!(Bearer, sessions::get_session),
+        route!(Bearer, sessions::update_session),
+        route!(Bearer, sessions::delete_session),
+        route!(Bearer, sessions::bulk_delete_sessions),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

@@ -63,6 +63,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "personas",
             "social",
             "commerce",
+            "conversations",
         ],
     ),
     (

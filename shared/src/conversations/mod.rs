@@ -1,0 +1,30 @@
+//! WEAV's conversations: folders, and sessions in them (`chat`, `image`, `studio`). Everything
+//! lives in its owner's partition, so someone else's id is simply not there (404).
+//!
+//! Folders count against a limit kept on the profile, moved in the same transaction as the
+//! folder; a folder is deleted once it is empty.
+
+pub mod folders;
+pub mod sessions;
+
+use crate::error::ApiError;
+
+/// Folders per account.
+pub const MAX_FOLDERS: i64 = 200;
+
+fn check_name(field: &str, name: &str, most: usize) -> Result<String, ApiError> {
+    let name = name.trim();
+    let count = name.chars().count();
+    if count == 0 || count > most || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {most} characters, no control characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// A path's id, if it is an id at all (a UUID); anything else is not found.
+fn path_id(req: &lambda_http::Request) -> Option<String> {
+    crate::http::path_param(req, "id").filter(|id| uuid::Uuid::parse_str(id).is_ok())
+}
