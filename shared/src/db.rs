@@ -43,6 +43,30 @@ impl Db {
 }
 
 impl Db {
+    /// One page of an index's partition (`<index>pk = partition`), from `start` (a last
+    /// evaluated key: [`index_key`]), newest first or oldest first.
+    pub async fn index_page(
+        &self,
+        index: &str,
+        partition: &str,
+        start: Option<Item>,
+        limit: usize,
+        newest_first: bool,
+    ) -> anyhow::Result<aws_sdk_dynamodb::operation::query::QueryOutput> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression(format!("{index}pk = :pk"))
+            .expression_attribute_values(":pk", s(partition))
+            .scan_index_forward(!newest_first)
+            .limit(i32::try_from(limit).unwrap_or(100))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .with_context(|| format!("querying {index}"))
+    }
+
     /// Every item of partition `pk` whose sort key begins with `prefix` (strongly consistent; the
     /// callers' partitions hold at most a few dozen such items, one page).
     pub async fn query_prefix(&self, pk: &str, prefix: &str) -> anyhow::Result<Vec<Item>> {
@@ -284,6 +308,22 @@ pub fn set_all<'a>(attributes: impl IntoIterator<Item = (&'a str, AttributeValue
         names,
         values,
     }
+}
+
+/// The position of an item in an index (`<index>pk`, `<index>sk`, and the item's `pk`, `sk`):
+/// where [`Db::index_page`] goes on from.
+pub fn index_key(
+    index: &str,
+    partition: &str,
+    sort: AttributeValue,
+    (pk, sk): (&str, &str),
+) -> Item {
+    Item::from([
+        (format!("{index}pk"), s(partition)),
+        (format!("{index}sk"), sort),
+        ("pk".to_owned(), s(pk)),
+        ("sk".to_owned(), s(sk)),
+    ])
 }
 
 /// A string attribute.

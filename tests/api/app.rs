@@ -454,27 +454,34 @@ pub(crate) async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
     .await
 }
 
-/// The ledger sums to the balance, which is never negative.
-pub(crate) async fn assert_ledger_sums(app: &TestApp, token: &str) {
-    let mut sum = 0;
+/// Every ledger line, newest first (all pages), with `?type=` if given.
+pub(crate) async fn ledger(app: &TestApp, token: &str, kind: Option<&str>) -> Vec<Value> {
+    let mut lines = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let path = match &cursor {
-            Some(c) => format!("/v1/credits/transactions?limit=7&cursor={c}"),
-            None => "/v1/credits/transactions?limit=7".to_owned(),
-        };
+        let mut path = "/v1/credits/transactions?limit=7".to_owned();
+        if let Some(kind) = kind {
+            path.push_str(&format!("&type={kind}"));
+        }
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
         let page = app.get_json(&path, token).await;
-        sum += page["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .map(|l| l["amount"].as_i64().expect("amount"))
-            .sum::<i64>();
+        lines.extend(page["items"].as_array().expect("items").iter().cloned());
         match page["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
-            None => break,
+            None => return lines,
         }
     }
+}
+
+/// The ledger sums to the balance, which is never negative.
+pub(crate) async fn assert_ledger_sums(app: &TestApp, token: &str) {
+    let sum: i64 = ledger(app, token, None)
+        .await
+        .iter()
+        .map(|l| l["amount"].as_i64().expect("amount"))
+        .sum();
     let balance = app.credits(token).await.0;
     assert_eq!(sum, balance, "the ledger sums to the balance");
     assert!(balance >= 0);

@@ -9,7 +9,7 @@ use lambent_local::fakes::payments::{stripe_event, stripe_signature};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, assert_ledger_sums, call, ok_json, problem, wait_until};
+use crate::app::{TestApp, assert_ledger_sums, call, ledger, ok_json, problem, wait_until};
 
 async fn start() -> (TestApp, FakeProviders) {
     let fakes = FakeProviders::start().await.expect("fakes start");
@@ -20,27 +20,6 @@ async fn start() -> (TestApp, FakeProviders) {
 
 async fn balance(app: &TestApp, token: &str) -> i64 {
     app.credits(token).await.0
-}
-
-/// Every ledger line, newest first (all pages), with `?type=` if given.
-async fn ledger(app: &TestApp, token: &str, kind: Option<&str>) -> Vec<Value> {
-    let mut lines = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut path = "/v1/credits/transactions?limit=7".to_owned();
-        if let Some(kind) = kind {
-            path.push_str(&format!("&type={kind}"));
-        }
-        if let Some(c) = &cursor {
-            path.push_str(&format!("&cursor={c}"));
-        }
-        let page = app.get_json(&path, token).await;
-        lines.extend(page["items"].as_array().expect("items").iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => return lines,
-        }
-    }
 }
 
 async fn order(app: &TestApp, token: &str, body: Value) -> Value {

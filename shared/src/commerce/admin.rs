@@ -183,30 +183,17 @@ pub async fn list_orders(state: &State, req: Request) -> Result<Response<Body>, 
         } else {
             s(sort)
         };
-        Some(
-            [
-                (format!("{index}pk"), s(&partition)),
-                (format!("{index}sk"), sort),
-                ("pk".to_owned(), s(keys::order(id))),
-                ("sk".to_owned(), s(keys::ORDER)),
-            ]
-            .into(),
-        )
+        Some(crate::db::index_key(
+            index,
+            &partition,
+            sort,
+            (&keys::order(id), keys::ORDER),
+        ))
     });
     let out = state
         .db
-        .client
-        .query()
-        .table_name(&state.db.table)
-        .index_name(index)
-        .key_condition_expression(format!("{index}pk = :pk"))
-        .expression_attribute_values(":pk", s(&partition))
-        .scan_index_forward(false)
-        .limit(i32::try_from(page.limit).unwrap_or(20))
-        .set_exclusive_start_key(start)
-        .send()
-        .await
-        .context("listing orders")?;
+        .index_page(index, &partition, start, page.limit, true)
+        .await?;
     // The status index holds the keys alone: the orders are read by them.
     let ids: Vec<String> = out
         .items()

@@ -315,27 +315,14 @@ pub async fn list_payouts(state: &State, req: Request) -> Result<Response<Body>,
         format!("payouts|{status}"),
     )?;
     let pk = keys::payouts_in(&status);
+    let start = page
+        .after
+        .as_ref()
+        .map(|id| crate::db::index_key("gsi1", &pk, s(id), (&keys::payout(id), keys::PAYOUT)));
     let out = state
         .db
-        .client
-        .query()
-        .table_name(&state.db.table)
-        .index_name("gsi1")
-        .key_condition_expression("gsi1pk = :pk")
-        .expression_attribute_values(":pk", s(&pk))
-        .limit(i32::try_from(page.limit).unwrap_or(20))
-        .set_exclusive_start_key(page.after.as_ref().map(|id| {
-            [
-                ("gsi1pk".to_owned(), s(&pk)),
-                ("gsi1sk".to_owned(), s(id)),
-                ("pk".to_owned(), s(keys::payout(id))),
-                ("sk".to_owned(), s(keys::PAYOUT)),
-            ]
-            .into()
-        }))
-        .send()
-        .await
-        .context("listing payouts")?;
+        .index_page("gsi1", &pk, start, page.limit, false)
+        .await?;
     let mut items = Vec::new();
     for item in out.items() {
         let mut payout = payout_view(item);

@@ -423,28 +423,14 @@ pub async fn list_credit_orders(state: &State, req: Request) -> Result<Response<
     let scope = format!("orders|{}", caller.user_id);
     let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let pk = keys::orders_of(&caller.user_id);
+    let start = page
+        .after
+        .as_ref()
+        .map(|id| crate::db::index_key("gsi1", &pk, s(id), (&keys::order(id), keys::ORDER)));
     let out = state
         .db
-        .client
-        .query()
-        .table_name(&state.db.table)
-        .index_name("gsi1")
-        .key_condition_expression("gsi1pk = :pk")
-        .expression_attribute_values(":pk", s(&pk))
-        .scan_index_forward(false)
-        .limit(i32::try_from(page.limit).unwrap_or(20))
-        .set_exclusive_start_key(page.after.as_ref().map(|id| {
-            [
-                ("gsi1pk".to_owned(), s(&pk)),
-                ("gsi1sk".to_owned(), s(id)),
-                ("pk".to_owned(), s(keys::order(id))),
-                ("sk".to_owned(), s(keys::ORDER)),
-            ]
-            .into()
-        }))
-        .send()
-        .await
-        .context("listing orders")?;
+        .index_page("gsi1", &pk, start, page.limit, true)
+        .await?;
     let now = Utc::now();
     let items = out
         .items()

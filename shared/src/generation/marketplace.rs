@@ -504,15 +504,12 @@ pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, 
         } else {
             s(sort)
         };
-        Some(
-            [
-                (format!("{index}pk"), s(partition)),
-                (format!("{index}sk"), sort_value),
-                ("pk".to_owned(), s(keys::style_listing(id))),
-                ("sk".to_owned(), s(keys::LISTING)),
-            ]
-            .into(),
-        )
+        Some(crate::db::index_key(
+            index,
+            partition,
+            sort_value,
+            (&keys::style_listing(id), keys::LISTING),
+        ))
     };
     let position = |item: &Item| -> Option<String> {
         let id = get_s(item, "id")?;
@@ -528,18 +525,8 @@ pub async fn list_styles(state: &State, req: Request) -> Result<Response<Body>, 
     let next = loop {
         let out = state
             .db
-            .client
-            .query()
-            .table_name(&state.db.table)
-            .index_name(index)
-            .key_condition_expression(format!("{index}pk = :pk"))
-            .expression_attribute_values(":pk", s(partition))
-            .scan_index_forward(false)
-            .limit(i32::try_from(limit.max(25)).unwrap_or(25))
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .context("listing styles")?;
+            .index_page(index, partition, start.take(), limit.max(25), true)
+            .await?;
         // The popular index holds the keys alone: the listings are read by them.
         let listings = if popular {
             let keys: Vec<(String, String)> = out

@@ -482,14 +482,6 @@ async fn hide_past_threshold(
     }
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.role == "admin" {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden { role: "admin" })
-    }
-}
-
 /// The cases in one status (`open` by default; `hidden`, `dismissed`, `taken_down`), the latest
 /// reported first (cursor pages). Admins only.
 #[utoipa::path(get, path = "/v1/admin/reports", tag = "social", security(("bearer" = [])),
@@ -500,8 +492,7 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
         (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
         (status = 422, body = crate::error::Problem)))]
 pub async fn list_reports(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    require_admin(&caller)?;
+    Caller::admin(&req)?;
     let status = query_param(&req, "status").unwrap_or_else(|| "open".to_owned());
     if !matches!(
         status.as_str(),
@@ -573,8 +564,7 @@ async fn load_case(state: &State, id: &str) -> Result<(TargetType, String, Item)
     responses((status = 200, body = CaseDetail), (status = 401, body = crate::error::Problem),
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
 pub async fn get_report(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    require_admin(&caller)?;
+    Caller::admin(&req)?;
     let id = path_param(&req, "id").unwrap_or_default();
     let (kind, target, item) = load_case(state, &id).await?;
     let case = case_view(&item).ok_or(ApiError::NotFound("no such case"))?;
@@ -613,8 +603,7 @@ pub async fn get_report(state: &State, req: Request) -> Result<Response<Body>, A
         (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem),
         (status = 422, description = "bad fields; `takedown_unsupported` for an account", body = crate::error::Problem)))]
 pub async fn resolve_report(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
-    let caller = Caller::from_request(&req)?;
-    require_admin(&caller)?;
+    let caller = Caller::admin(&req)?;
     let id = path_param(&req, "id").unwrap_or_default();
     let body: Resolve = json_body(&req, &["application/json"])?;
     let note = body
