@@ -13,11 +13,13 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     let mut kinds = crate::photos::kinds::kinds(config.upscale.queue);
     kinds.extend(crate::generation::kinds::kinds(config)?);
     kinds.extend(crate::personas::instagram::kinds());
+    kinds.push(crate::conversations::replies::CHAT);
     kinds.extend(registry::test_kinds(config));
     Ok(Registry::new(kinds)
         .with_abandon(crate::generation::work::ABANDON)
         .with_ended(crate::social::notifications::JOB_ENDED)
         .with_ended(crate::generation::marketplace::USED)
+        .with_ended(crate::conversations::replies::ENDED)
         .with_check(crate::social::remixes::CHECK)
         .with_share(crate::generation::marketplace::SHARE))
 }
@@ -32,6 +34,7 @@ pub fn state(config: Config, sdk: &SdkConfig) -> anyhow::Result<State> {
         .with_feature(crate::auth::account::Runtime::new(sdk))
         .with_feature(crate::sealed::Runtime::new(sdk))
         .with_feature(crate::commerce::Runtime::default())
+        .with_feature(crate::conversations::llm::Runtime::default())
         .with_feature(crate::search::index::Runtime::for_table(&table)))
 }
 

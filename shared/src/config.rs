@@ -45,6 +45,8 @@ pub struct Config {
     pub upscale: UpscaleConfig,
     /// The outside providers and their webhooks.
     pub generation: GenerationConfig,
+    /// Text generation for conversations.
+    pub chat: ChatConfig,
     /// Firebase sign-in: the project whose ID tokens are accepted (`FIREBASE_PROJECT_ID`; unset,
     /// `POST /v1/auth/firebase` answers 404) and where Google publishes the certificates that sign
     /// them (`FIREBASE_CERTS_URL`, default Google's securetoken x509 URL).
@@ -441,6 +443,7 @@ impl Config {
             },
             oidc: oidc_config(&lookup)?,
             payments: PaymentsConfig::from_lookup(&lookup)?,
+            chat: ChatConfig::from_lookup(&lookup)?,
             admin_emails: optional("ADMIN_EMAILS")
                 .unwrap_or_default()
                 .split(',')
@@ -481,6 +484,135 @@ impl Config {
                 preset_models: preset_models(optional("PRESET_MODELS").as_deref())?,
             },
         })
+    }
+}
+
+/// Where a chat model runs: an OpenAI-compatible chat completions API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmProvider {
+    /// `LLM_API_URL` with the provider keys' `llm_api_key` (OpenAI, OpenRouter, vLLM, …).
+    OpenAi,
+    /// fal's LLM endpoint (OpenRouter behind fal's key).
+    Fal,
+}
+
+/// A chat model this deployment offers, and its price in credits per 1,000 tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatModel {
+    pub provider: LlmProvider,
+    pub model: String,
+    pub input_per_1k: i64,
+    pub output_per_1k: i64,
+}
+
+/// Text generation's settings.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// `CHAT_MODELS`: `provider:model:input:output,…` (credits per 1,000 input and output
+    /// tokens; provider `openai` or `fal`); the first is the default. Default
+    /// `openai:gpt-4o-mini:1:2`.
+    pub models: Vec<ChatModel>,
+    /// `LLM_API_URL`: the OpenAI-compatible API (default `https://api.openai.com/v1`).
+    pub openai_url: String,
+    /// `FAL_LLM_URL`: fal's OpenAI-compatible LLM endpoint (default
+    /// `https://fal.run/openrouter/router/openai/v1`).
+    pub fal_url: String,
+    /// `CHAT_CONTEXT_TOKENS`: the most tokens of a session's messages sent as context
+    /// (default 16,000; counted as UTF-8 bytes, an upper bound of any byte-level tokenizer's count).
+    pub context_tokens: i64,
+    /// `CHAT_MAX_OUTPUT_TOKENS`: the longest reply (default 1,024).
+    pub max_output_tokens: i64,
+    /// `CHAT_STREAM_URL`: the streaming function's URL, told to clients.
+    pub stream_url: Option<String>,
+}
+
+impl ChatConfig {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let invalid = |name: &'static str, reason: String| ConfigError::Invalid { name, reason };
+        let mut models = Vec::new();
+        let raw = optional("CHAT_MODELS").unwrap_or_else(|| "openai:gpt-4o-mini:1:2".into());
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parts: Vec<&str> = entry.split(':').collect();
+            let [provider, model @ .., input, output] = parts.as_slice() else {
+                return Err(invalid(
+                    "CHAT_MODELS",
+                    format!("{entry} is not provider:model:input:output"),
+                ));
+            };
+            let provider = match *provider {
+                "openai" => LlmProvider::OpenAi,
+                "fal" => LlmProvider::Fal,
+                other => {
+                    return Err(invalid(
+                        "CHAT_MODELS",
+                        format!("{other} is not openai or fal"),
+                    ));
+                }
+            };
+            let price = |text: &str| {
+                text.trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|p| (0..=1_000_000).contains(p))
+            };
+            let (Some(input_per_1k), Some(output_per_1k)) = (price(input), price(output)) else {
+                return Err(invalid(
+                    "CHAT_MODELS",
+                    format!("{entry}: prices must be whole credits from 0 to 1000000"),
+                ));
+            };
+            let model = model.join(":");
+            if model.is_empty() || model.len() > 200 {
+                return Err(invalid(
+                    "CHAT_MODELS",
+                    format!("{entry}: the model must be 1 to 200 characters"),
+                ));
+            }
+            models.push(ChatModel {
+                provider,
+                model,
+                input_per_1k,
+                output_per_1k,
+            });
+        }
+        if models.is_empty() {
+            return Err(invalid("CHAT_MODELS", "names no model".into()));
+        }
+        let number = |name: &'static str, default: i64, range: std::ops::RangeInclusive<i64>| {
+            match optional(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| {
+                        invalid(
+                            name,
+                            format!("must be a number from {} to {}", range.start(), range.end()),
+                        )
+                    }),
+            }
+        };
+        Ok(Self {
+            models,
+            openai_url: base_url(lookup, "LLM_API_URL")?
+                .unwrap_or_else(|| "https://api.openai.com/v1".into()),
+            fal_url: base_url(lookup, "FAL_LLM_URL")?
+                .unwrap_or_else(|| "https://fal.run/openrouter/router/openai/v1".into()),
+            context_tokens: number("CHAT_CONTEXT_TOKENS", 16_000, 1_000..=1_000_000)?,
+            max_output_tokens: number("CHAT_MAX_OUTPUT_TOKENS", 1_024, 16..=100_000)?,
+            stream_url: base_url(lookup, "CHAT_STREAM_URL")?,
+        })
+    }
+
+    /// The model named, or the default.
+    pub fn model(&self, name: Option<&str>) -> Option<&ChatModel> {
+        match name {
+            None => self.models.first(),
+            Some(name) => self.models.iter().find(|m| m.model == name),
+        }
     }
 }
 

@@ -42,8 +42,10 @@ pub mod kinds {
     pub const PURCHASE_REFUND: &str = "purchase_refund";
     /// The daily reward.
     pub const DAILY_REWARD: &str = "daily_reward";
+    /// What a job priced by its use (a chat reply's tokens) gave back of its estimate.
+    pub const JOB_SETTLE: &str = "job_settle";
     /// Every type, for `?type=`.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         PURCHASE,
         GRANT,
         JOB_DEBIT,
@@ -52,6 +54,7 @@ pub mod kinds {
         PAYOUT,
         PURCHASE_REFUND,
         DAILY_REWARD,
+        JOB_SETTLE,
     ];
 }
 

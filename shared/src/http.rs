@@ -268,6 +268,29 @@ pub fn page_limit(req: &Request) -> Result<usize, ApiError> {
     }
 }
 
+/// A response body written as it goes: each chunk sent on the channel is a frame; the body ends
+/// when every sender is dropped (a streamed reply's Server-Sent Events).
+pub struct ChannelBody(pub tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}
+
+/// One Server-Sent Event: `event: <name>` and its JSON data on one line.
+pub fn sse_event(name: &str, data: &serde_json::Value) -> bytes::Bytes {
+    bytes::Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -502,6 +502,26 @@ pub fn chat(session_id: &str) -> String {
     format!("{CHAT_PREFIX}{session_id}")
 }
 
+/// The partition of a session's messages (`CHATMSG#<session id>`); reached only through the
+/// session, which is in its owner's partition.
+pub fn chat_messages(session_id: &str) -> String {
+    format!("CHATMSG#{session_id}")
+}
+
+/// The prefix of a message's sort key under [`chat_messages`] (`MSG#<id>`; ids are UUIDv7, so
+/// the oldest sort first).
+pub const MESSAGE_PREFIX: &str = "MSG#";
+
+/// A message's sort key under [`chat_messages`].
+pub fn message(message_id: &str) -> String {
+    format!("{MESSAGE_PREFIX}{message_id}")
+}
+
+/// A reply's version under [`chat_messages`] (`VER#<message id>#<job id>`).
+pub fn message_version(message_id: &str, job_id: &str) -> String {
+    format!("VER#{message_id}#{job_id}")
+}
+
 /// `gsi1pk` of a user's sessions in one folder (`root` for none; `gsi1sk`: the session's id).
 pub fn chats_in(user_id: &str, folder_id: Option<&str>) -> String {
     format!("USER#{user_id}#CHATS#{}", folder_id.unwrap_or("root"))

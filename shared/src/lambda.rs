@@ -26,6 +26,7 @@ pub const EVENT_FUNCTIONS: &[(&str, Serve)] = &[
     ("index-search", || Box::pin(serve_search_index())),
     ("reap-jobs", || Box::pin(serve_reaper())),
     ("reconcile-jobs", || Box::pin(serve_reconciler())),
+    ("stream-replies", || Box::pin(serve_stream_replies())),
     ("rotate-signing-key", || Box::pin(serve_key_rotation())),
 ];
 
@@ -66,6 +67,19 @@ pub async fn serve(route: &'static Route) -> Result<(), Error> {
     let state = &state;
     lambda_http::run(service_fn(move |req: Request| async move {
         Ok::<_, Error>(handle(state, route, req).await)
+    }))
+    .await
+}
+
+/// Serves the streaming function URL (`RESPONSE_STREAM`): chat replies as Server-Sent Events.
+/// Its state lives as long as the process, for the replies still streaming after a handler
+/// returned its response.
+pub async fn serve_stream_replies() -> Result<(), Error> {
+    crate::telemetry::init();
+    let state: &'static crate::state::State =
+        Box::leak(Box::new(crate::compose::state_from_env().await?));
+    lambda_http::run_with_streaming_response(service_fn(move |req: Request| async move {
+        Ok::<_, Error>(crate::conversations::stream::handle(state, req).await)
     }))
     .await
 }

@@ -23,7 +23,7 @@ use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
 use crate::commerce::{admin, artists, daily, orders, stripe, toss};
-use crate::conversations::{folders, sessions};
+use crate::conversations::{folders, messages, sessions};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, marketplace, styles};
@@ -274,6 +274,10 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, sessions::update_session),
         route!(Bearer, sessions::delete_session),
         route!(Bearer, sessions::bulk_delete_sessions),
+        route!(Bearer, messages::list_messages),
+        route!(Bearer, messages::post_message),
+        route!(Bearer, messages::get_message),
+        route!(Bearer, messages::regenerate_reply),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

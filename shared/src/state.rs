@@ -162,6 +162,33 @@ impl State {
         Ok(SecretString::from(text))
     }
 
+    /// The claims of an `Authorization: Bearer <token>` header, checked as API Gateway's JWT
+    /// authorizer checks them (signature by one of our keys, `iss`, `aud`, expiry): for the local
+    /// gateway's authorizer and the functions behind no authorizer (the streaming function URL).
+    pub async fn bearer_claims(
+        &self,
+        authorization: Option<&str>,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<crate::auth::keys::AccessClaims, ApiError> {
+        let unauthorized = |detail| ApiError::Unauthorized {
+            code: "invalid_token",
+            detail,
+        };
+        let header = authorization.ok_or(unauthorized("a bearer access token is required"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        let keys = self.keys().await?;
+        keys.verify(token.trim(), issuer, audience).map_err(|err| {
+            tracing::info!(reason = %err, "bearer token refused");
+            unauthorized("the access token is invalid or expired")
+        })
+    }
+
     /// The signing keys, loaded from Secrets Manager once per process.
     pub async fn keys(&self) -> Result<Arc<KeyRing>, ApiError> {
         self.keys_fresher_than(None).await

@@ -173,6 +173,10 @@ async fn every_sample_event_reaches_its_handler() {
         ("update-session", 404),
         ("delete-session", 404),
         ("bulk-delete-sessions", 200),
+        ("list-messages", 404),
+        ("get-message", 404),
+        ("post-message", 404),
+        ("regenerate-reply", 404),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();
@@ -296,4 +300,11 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
         .await
         .expect("reconcile");
     assert_eq!(report.polled, 0);
+    // The streaming function URL's event (payload 2.0 without an authorizer) reaches its handler,
+    // which checks the bearer token itself: the sample's is not signed by the stack's key.
+    let text = read("stream-replies");
+    let request = lambda_http::request::from_str(&text).expect("a function URL event");
+    let state: &'static lambent::State = Box::leak(Box::new(app.running.gateway.state.clone()));
+    let response = lambent::conversations::stream::handle(state, request).await;
+    assert_eq!(response.status(), 401);
 }

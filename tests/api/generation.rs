@@ -30,14 +30,7 @@ pub(crate) async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, Fak
         .secret_string(&app.running.stack.refs["AiWebhookSecret"])
         .await
         .expect("ai secret");
-    fakes.configure(|b| {
-        b.fal_key = keys["fal_key"].as_str().expect("fal key").to_owned();
-        b.replicate_token = keys["replicate_api_token"]
-            .as_str()
-            .expect("token")
-            .to_owned();
-        b.ai_secret = ai_secret.expose_secret().to_owned();
-    });
+    fakes.set_provider_keys(&keys, ai_secret.expose_secret());
     (app, fakes)
 }
 

@@ -89,15 +89,15 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
     let outcome = Outcome::failed("provider_error", "the provider gave up");
     let now = chrono::Utc::now();
     let (a, b, c) = tokio::join!(
-        store::release(db, &job, &outcome, now),
-        store::release(db, &job, &outcome, now),
-        store::release(db, &job, &outcome, now)
+        store::release(db, &job, &outcome, None, now),
+        store::release(db, &job, &outcome, None, now),
+        store::release(db, &job, &outcome, None, now)
     );
     let released = [a.expect("a"), b.expect("b"), c.expect("c")];
     assert_eq!(released.iter().filter(|r| **r).count(), 1, "{released:?}");
     // And once more, later.
     assert!(
-        !store::release(db, &job, &outcome, chrono::Utc::now())
+        !store::release(db, &job, &outcome, None, chrono::Utc::now())
             .await
             .expect("again")
     );

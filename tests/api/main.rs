@@ -6,6 +6,7 @@ mod app;
 mod auth;
 mod bad_input;
 mod bestcut;
+mod chat;
 mod conversations;
 mod deletion;
 mod deliveries;

@@ -182,27 +182,11 @@ impl Gateway {
         &self,
         headers: &hyper::HeaderMap,
     ) -> Result<HashMap<String, Value>, ApiError> {
-        let unauthorized = |detail| ApiError::Unauthorized {
-            code: "invalid_token",
-            detail,
-        };
-        let header = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .ok_or(unauthorized("a bearer access token is required"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .ok_or(unauthorized(
-                "the Authorization header must be `Bearer <token>`",
-            ))?;
-        let keys = self.state.keys().await?;
-        let claims = keys
-            .verify(token.trim(), &self.issuer, &self.audience)
-            .map_err(|err| {
-                tracing::info!(reason = %err, "bearer token refused");
-                unauthorized("the access token is invalid or expired")
-            })?;
+        let header = headers.get("authorization").and_then(|v| v.to_str().ok());
+        let claims = self
+            .state
+            .bearer_claims(header, &self.issuer, &self.audience)
+            .await?;
         let value = serde_json::to_value(claims).map_err(|e| ApiError::Internal(e.into()))?;
         Ok(value
             .as_object()
@@ -353,4 +337,67 @@ fn valid_host(value: &[u8]) -> bool {
 /// Decodes `a=1&b=x%20y` pairs as API Gateway does for `queryStringParameters`.
 fn url_pairs(query: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(query).unwrap_or_default()
+}
+
+/// The most bytes of a function URL request's body.
+const MAX_FUNCTION_URL_PAYLOAD: usize = 6 * 1024 * 1024;
+
+/// Serves the streaming function URL (the `stream-replies` function): each request goes to the
+/// function's handler as Lambda hands it over, and its body streams back as it is written.
+pub async fn serve_streaming(listener: TcpListener, state: &'static State) -> anyhow::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<Incoming>| async move {
+                    Ok::<_, Infallible>(stream_one(state, req).await)
+                });
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %err, "streaming connection closed");
+            }
+        });
+    }
+}
+
+async fn stream_one(
+    state: &'static State,
+    req: hyper::Request<Incoming>,
+) -> lambent::conversations::stream::Streamed {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_FUNCTION_URL_PAYLOAD).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let _ = tx.send(Bytes::from_static(br#"{"Message":"Request must be smaller than 6291456 bytes for the InvokeFunction operation"}"#));
+            let mut response = hyper::Response::new(lambent::http::ChannelBody(rx));
+            *response.status_mut() = hyper::StatusCode::PAYLOAD_TOO_LARGE;
+            return response;
+        }
+    };
+    let mut builder = lambda_http::http::Request::builder()
+        .method(parts.method)
+        .uri(parts.uri);
+    for (name, value) in &parts.headers {
+        builder = builder.header(name, value);
+    }
+    let body = if body.is_empty() {
+        Body::Empty
+    } else {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => Body::Text(text),
+            Err(_) => Body::Binary(body.to_vec()),
+        }
+    };
+    match builder.body(body) {
+        Ok(request) => lambent::conversations::stream::handle(state, request).await,
+        Err(_) => {
+            let (_, rx) = tokio::sync::mpsc::unbounded_channel();
+            let mut response = hyper::Response::new(lambent::http::ChannelBody(rx));
+            *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
+            response
+        }
+    }
 }

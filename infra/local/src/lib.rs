@@ -46,6 +46,8 @@ pub const LOCAL_DEFAULTS: &[(&str, &str)] = &[
 /// A running gateway over a bootstrapped stack.
 pub struct Running {
     pub base_url: String,
+    /// The streaming function URL's base.
+    pub stream_url: String,
     pub stack: LocalStack,
     pub sdk: aws_config::SdkConfig,
     pub gateway: Arc<Gateway>,
@@ -62,7 +64,18 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
     let base_url = format!("http://{}", listener.local_addr()?);
+    // The streaming function URL, on the next port (any free one for tests).
+    let stream_port = if options.port == 0 {
+        0
+    } else {
+        options.port + 1
+    };
+    let stream_listener = TcpListener::bind(("127.0.0.1", stream_port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{stream_port}"))?;
+    let stream_url = format!("http://{}", stream_listener.local_addr()?);
     let mut env = stack.env.clone();
+    env.insert("CHAT_STREAM_URL".into(), stream_url.clone());
     env.insert("JWT_ISSUER".into(), base_url.clone());
     // One local gateway serves the webhooks API too.
     env.insert("WEBHOOK_BASE_URL".into(), base_url.clone());
@@ -100,6 +113,9 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         state: state.clone(),
     });
     let server = tokio::spawn(gateway::serve(listener, gateway.clone()));
+    // The streaming function keeps its state for the replies it streams after answering.
+    let stream_state: &'static lambent::State = Box::leak(Box::new(state.clone()));
+    tokio::spawn(gateway::serve_streaming(stream_listener, stream_state));
     if options.worker {
         use lambent::jobs::worker::{self, Consumer};
         // As AWS runs them: each queue polled by the function the template gives it. The GPU
@@ -160,6 +176,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     }
     Ok(Running {
         base_url,
+        stream_url,
         stack,
         sdk,
         gateway,

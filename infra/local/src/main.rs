@@ -69,17 +69,11 @@ async fn main() -> anyhow::Result<()> {
     )?;
     fakes.set_oauth_client_secrets(&oauth_clients);
     lambent_local::connect_payments(&fakes, &running).await?;
-    fakes.configure(|b| {
-        b.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
-        b.replicate_token = keys["replicate_api_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        b.ai_secret = secrecy::ExposeSecret::expose_secret(&ai_secret).to_owned();
-    });
+    fakes.set_provider_keys(&keys, secrecy::ExposeSecret::expose_secret(&ai_secret));
     let photo = repo_root().join("tests/fixtures/images/scene.png");
     walkthrough(
         &running.base_url,
+        &running.stream_url,
         &emulator.endpoint,
         fakes.base_url(),
         &photo.display().to_string(),
@@ -92,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn walkthrough(base: &str, emulator: &str, fakes: &str, photo: &str) {
+fn walkthrough(base: &str, stream: &str, emulator: &str, fakes: &str, photo: &str) {
     println!(
         r#"
 Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server, Firebase, Google, Kakao and Naver are local fakes)
@@ -179,6 +173,19 @@ Try it, in another terminal:
     -H 'content-type: application/json' -d "$REDIRECT" \
     | python3 -c 'import json,sys;o=json.load(sys.stdin);print("order:", o["status"], o["credits"], "credits for", o["amount"], o["currency"])'
   curl -s "{base}/v1/credits/transactions?type=purchase" -H "authorization: Bearer $TOKEN" | cut -c1-200; echo
+
+  # a chat session, and a reply streamed as it is written: Server-Sent Events from the streaming
+  # function URL ({stream}; the fake LLM answers word by word), then the session's two messages
+  SESSION=$(curl -s -X POST {base}/v1/sessions -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"kind":"chat"}}' | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  curl -sN -X POST {stream}/v1/sessions/$SESSION/messages -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d '{{"content":"Tell me about lighthouses"}}' | python3 -c 'import json,sys
+for line in sys.stdin:
+    if line.startswith("event: "): event = line[7:].strip()
+    elif line.startswith("data: ") and event == "delta": print(json.loads(line[6:])["text"], end="", flush=True)
+    elif line.startswith("data: ") and event == "done": d = json.loads(line[6:]); print("\n" + "reply:", d["reply"]["status"], "charged", d["job"]["charged"], "of", d["job"]["cost"], "credits")'
+  curl -s {base}/v1/sessions/$SESSION/messages -H "authorization: Bearer $TOKEN" \
+    | python3 -c 'import json,sys;[print(m["role"] + ":", m["content"]) for m in json.load(sys.stdin)["items"]]'
 
   # rotate the refresh token (200); using the old one again revokes the session (401)
   curl -s -X POST {base}/v1/auth/refresh -H 'content-type: application/json' -d "{{\"refresh_token\":\"$REFRESH\"}}"; echo

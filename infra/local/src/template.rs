@@ -434,6 +434,7 @@ pub async fn bootstrap(
                 "fal_key": format!("local-fal-{}", uuid::Uuid::new_v4().simple()),
                 "fal_user_id": crate::fakes::FAL_USER_ID,
                 "replicate_api_token": format!("local-replicate-{}", uuid::Uuid::new_v4().simple()),
+                "llm_api_key": format!("local-llm-{}", uuid::Uuid::new_v4().simple()),
             })
             .to_string(),
             // Client secrets the local fake OpenID Providers accept (they read them from here).

@@ -5,7 +5,11 @@
 //! folder; a folder is deleted once it is empty.
 
 pub mod folders;
+pub mod llm;
+pub mod messages;
+pub mod replies;
 pub mod sessions;
+pub mod stream;
 
 use crate::error::ApiError;
 

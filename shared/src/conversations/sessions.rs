@@ -122,7 +122,7 @@ fn view(item: &Item) -> Option<Session> {
     })
 }
 
-fn not_found() -> ApiError {
+pub(crate) fn not_found() -> ApiError {
     ApiError::NotFound("no such session")
 }
 

@@ -73,6 +73,10 @@ impl<'a> Progress<'a> {
 pub enum Finished {
     /// Done here: this is its output.
     Output(Value),
+    /// Done here, priced by what it used (a chat reply's tokens): `cost` credits of the estimate
+    /// debited at admission are kept, the rest is given back in the release (never more than
+    /// the estimate: a higher figure keeps the estimate).
+    Settled { output: Value, cost: i64 },
     /// Handed to a provider: it stays IN_PROGRESS until the provider's webhook or the reconciler.
     HandedOff,
 }

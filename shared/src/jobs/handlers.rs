@@ -136,6 +136,30 @@ pub async fn submit(
     key: Option<&str>,
     body: &CreateJob,
 ) -> Result<Submitted, ApiError> {
+    admit_job(state, caller, key, body, true)
+        .await
+        .map(|(submitted, _)| submitted)
+}
+
+/// Validates and admits a job without sending its queue message (a job the caller runs here with
+/// [`crate::jobs::worker::run_here`]): its outbox entry stays, so the worker runs it after the
+/// grace period if this process never claims it. The caller removes the entry once it has run
+/// the job.
+pub async fn submit_here(
+    state: &State,
+    caller: &Caller,
+    body: &CreateJob,
+) -> Result<(Submitted, outbox::Entry), ApiError> {
+    admit_job(state, caller, None, body, false).await
+}
+
+async fn admit_job(
+    state: &State,
+    caller: &Caller,
+    key: Option<&str>,
+    body: &CreateJob,
+    send: bool,
+) -> Result<(Submitted, outbox::Entry), ApiError> {
     let Some(kind) = state.registry.get(&body.kind) else {
         return Err(ApiError::Validation(vec![FieldError::new(
             "kind",
@@ -217,16 +241,28 @@ pub async fn submit(
             let job = store::get(&state.db, &existing)
                 .await?
                 .ok_or_else(not_found)?;
-            return Ok(Submitted {
-                urls: JobUrls::of(&job.id),
-                id: job.id,
-                status: job.status,
-                webhook_secret: job.webhook_secret,
-            });
+            return Ok((
+                Submitted {
+                    urls: JobUrls::of(&job.id),
+                    id: job.id,
+                    status: job.status,
+                    webhook_secret: job.webhook_secret,
+                },
+                entry,
+            ));
         }
         Admission::Admitted(job) => job,
     };
     tracing::info!(job_id = %job.id, kind = %job.kind, "admitted");
+    let submitted = Submitted {
+        urls: JobUrls::of(&job.id),
+        id: job.id.clone(),
+        status: job.status,
+        webhook_secret,
+    };
+    if !send {
+        return Ok((submitted, entry));
+    }
     // Admitted is queued: the outbox entry written with the admission guarantees the message.
     // Sending it now is the fast path; if that fails, the reaper sends it after the grace period.
     match outbox::send(state, kind.queue, &job.id).await {
@@ -240,12 +276,7 @@ pub async fn submit(
             tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "send failed; the outbox sends it later");
         }
     }
-    Ok(Submitted {
-        urls: JobUrls::of(&job.id),
-        id: job.id.clone(),
-        status: job.status,
-        webhook_secret,
-    })
+    Ok((submitted, entry))
 }
 
 /// Reads one of the caller's jobs; another user's job is a 404.

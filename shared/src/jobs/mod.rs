@@ -24,7 +24,19 @@ pub async fn finish(
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
-    let released = store::release(&state.db, job, outcome, now).await?;
+    finish_settled(state, job, outcome, None, now).await
+}
+
+/// [`finish`], keeping `charged` credits of a completed job's cost and giving back the rest in
+/// the same release (a job priced by what it used).
+pub async fn finish_settled(
+    state: &State,
+    job: &JobRef,
+    outcome: &Outcome,
+    charged: Option<i64>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let released = store::release(&state.db, job, outcome, charged, now).await?;
     if released {
         crate::jobs::events::ended(state, job, outcome).await;
         state.registry.ended(state, job, outcome).await;

@@ -122,6 +122,8 @@ pub struct Job {
     pub cancel_requested: bool,
     /// Credits debited at admission.
     pub cost: i64,
+    /// What a job priced by its use kept of `cost` when it completed (the rest was given back).
+    pub charged: Option<i64>,
     pub error: Option<JobFailure>,
     /// The job's result document.
     #[schema(value_type = Option<Object>)]
@@ -159,6 +161,7 @@ struct StoredJob {
     cancel_requested: bool,
     #[serde(default)]
     cost: i64,
+    charged: Option<i64>,
     error_type: Option<String>,
     error_message: Option<String>,
     output: Option<String>,
@@ -200,6 +203,7 @@ impl Job {
             progress_message: stored.progress_message,
             cancel_requested: stored.cancel_requested,
             cost: stored.cost,
+            charged: stored.charged,
             error: stored.error_type.map(|kind| JobFailure {
                 kind,
                 message: stored.error_message.unwrap_or_default(),

@@ -196,6 +196,7 @@ pub async fn admit(
         progress_message: None,
         cancel_requested: false,
         cost: job.cost,
+        charged: None,
         error: None,
         output: None,
         webhook_url: job.webhook_url.map(str::to_owned),
@@ -537,27 +538,62 @@ impl From<&Job> for JobRef {
 
 /// Ends a job in one transaction: its status (only if not already final), the owner's slot
 /// (`active_jobs > 0`), and on failure or cancellation the refund with a ledger entry keyed by the
-/// job (`attribute_not_exists`). Returns `false` when the job had already ended: a second release
-/// changes nothing.
+/// job (`attribute_not_exists`). A completed job `charged` less than its cost (priced by what it
+/// used) gets the difference back in the same transaction, with a `job_settle` line keyed by the
+/// job. Returns `false` when the job had already ended: a second release changes nothing.
 pub async fn release(
     db: &Db,
     job: &JobRef,
     outcome: &Outcome,
+    charged: Option<i64>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let share = match outcome {
         Outcome::Completed(_) => job.share.as_ref(),
         _ => None,
     };
-    match release_paying(db, job, outcome, share, now).await {
+    let settle = match (outcome, charged) {
+        (Outcome::Completed(_), Some(charged)) => {
+            // Never more than the estimate debited at admission, never less than a share's price.
+            let floor = job.share.as_ref().map_or(0, |s| s.price);
+            if charged > job.cost {
+                tracing::warn!(job_id = %job.id, charged, estimate = job.cost, "used more than its estimate: the estimate is kept");
+            }
+            let kept = charged.clamp(floor.min(job.cost), job.cost);
+            Some(Settle {
+                kept,
+                back: job.cost - kept,
+            })
+        }
+        _ => None,
+    };
+    let paying = Paying { share, settle };
+    match release_paying(db, job, outcome, &paying, now).await {
         Err(Release::PayeeGone) => {
             tracing::warn!(job_id = %job.id, "the account that earns a share of the job is gone: nothing earned");
-            release_paying(db, job, outcome, None, now)
+            let paying = Paying {
+                share: None,
+                ..paying
+            };
+            release_paying(db, job, outcome, &paying, now)
                 .await
                 .map_err(Release::into_error)
         }
         other => other.map_err(Release::into_error),
     }
+}
+
+/// What a completed job priced by its use keeps of its cost, and gives back.
+#[derive(Clone, Copy)]
+struct Settle {
+    kept: i64,
+    back: i64,
+}
+
+/// What a release moves besides the slot and a refund.
+struct Paying<'a> {
+    share: Option<&'a crate::jobs::model::Share>,
+    settle: Option<Settle>,
 }
 
 /// Why a release did not happen.
@@ -588,14 +624,28 @@ async fn release_paying(
     db: &Db,
     job: &JobRef,
     outcome: &Outcome,
-    share: Option<&crate::jobs::model::Share>,
+    paying: &Paying<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, Release> {
+    let share = paying.share;
     let now_text = timestamp(now);
-    let (status, refund) = match outcome {
-        Outcome::Completed(_) => (Status::Completed, false),
-        Outcome::Failed { .. } => (Status::Failed, job.cost > 0),
-        Outcome::Canceled { .. } => (Status::Canceled, job.cost > 0),
+    // What goes back to the owner, and the ledger line's kind and key.
+    let (status, back) = match outcome {
+        Outcome::Completed(_) => (
+            Status::Completed,
+            paying
+                .settle
+                .filter(|s| s.back > 0)
+                .map(|s| (s.back, crate::credits::kinds::JOB_SETTLE, "settle")),
+        ),
+        Outcome::Failed { .. } => (
+            Status::Failed,
+            (job.cost > 0).then_some((job.cost, crate::credits::kinds::JOB_REFUND, "refund")),
+        ),
+        Outcome::Canceled { .. } => (
+            Status::Canceled,
+            (job.cost > 0).then_some((job.cost, crate::credits::kinds::JOB_REFUND, "refund")),
+        ),
     };
     let mut finish = Update::builder()
         .table_name(&db.table)
@@ -608,6 +658,13 @@ async fn release_paying(
         .expression_attribute_values(":final", s(status.as_str()))
         .expression_attribute_values(":now", s(&now_text));
     let base = "SET #status = :final, finished_at = :now, updated_at = :now";
+    let base = match paying.settle {
+        Some(settle) => {
+            finish = finish.expression_attribute_values(":charged", n(settle.kept));
+            format!("{base}, charged = :charged")
+        }
+        None => base.to_owned(),
+    };
     finish = match outcome {
         Outcome::Completed(output) => finish
             .update_expression(format!("{base}, progress = :hundred, #output = :output REMOVE gsi2pk, gsi2sk, gsi3pk, gsi3sk, progress_message"))
@@ -630,9 +687,9 @@ async fn release_paying(
         .condition_expression("active_jobs > :zero")
         .expression_attribute_values(":zero", n(0))
         .expression_attribute_values(":one", n(1));
-    slot = if refund {
+    slot = if let Some((amount, _, _)) = back {
         slot.update_expression("SET active_jobs = active_jobs - :one, credits = credits + :cost")
-            .expression_attribute_values(":cost", n(job.cost))
+            .expression_attribute_values(":cost", n(amount))
     } else {
         slot.update_expression("SET active_jobs = active_jobs - :one")
     };
@@ -644,14 +701,14 @@ async fn release_paying(
             .update(slot.build().context("update")?)
             .build(),
     ];
-    if refund {
+    if let Some((amount, kind, key)) = back {
         let ledger = Put::builder()
             .table_name(&db.table)
             .condition_expression("attribute_not_exists(pk)")
             .item("pk", s(keys::user(&job.user_id)))
-            .item("sk", s(keys::ledger(&job.id, "refund")))
-            .item("amount", n(job.cost))
-            .item("reason", s(crate::credits::kinds::JOB_REFUND))
+            .item("sk", s(keys::ledger(&job.id, key)))
+            .item("amount", n(amount))
+            .item("reason", s(kind))
             .item("job_id", s(&job.id))
             .item("created_at", s(&now_text))
             .build()

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::jobs::events;
 use crate::jobs::executor::{Finished, JobError, Progress};
-use crate::jobs::model::Status;
+use crate::jobs::model::{Job, Status};
 use crate::jobs::store::{self, JobRef, Outcome};
 use crate::state::State;
 
@@ -63,26 +63,73 @@ pub async fn process(state: &State, body: &str) -> anyhow::Result<Disposition> {
     tracing::info!(job_id = %job.id, kind = %job.kind, "running");
     events::started(state, &job).await;
     let progress = Progress::new(state, &job);
-    let outcome = match tokio::time::timeout(run_for, (kind.run)(state, &job, &progress)).await {
-        Err(_) => Outcome::failed("timed_out", "the job ran past its deadline"),
-        Ok(Ok(Finished::Output(output))) => Outcome::Completed(output),
-        Ok(Ok(Finished::HandedOff)) => {
+    let run = tokio::time::timeout(run_for, (kind.run)(state, &job, &progress)).await;
+    conclude(state, &job, run.ok()).await
+}
+
+/// Ends a claimed job by what its run returned (`None`: it ran past its deadline): released, put
+/// back in its queue for a retryable failure, or left to its provider.
+async fn conclude(
+    state: &State,
+    job: &Job,
+    run: Option<Result<Finished, JobError>>,
+) -> anyhow::Result<Disposition> {
+    let mut charged = None;
+    let outcome = match run {
+        None => Outcome::failed("timed_out", "the job ran past its deadline"),
+        Some(Ok(Finished::Output(output))) => Outcome::Completed(output),
+        Some(Ok(Finished::Settled { output, cost })) => {
+            charged = Some(cost);
+            Outcome::Completed(output)
+        }
+        Some(Ok(Finished::HandedOff)) => {
             tracing::info!(job_id = %job.id, "handed to its provider");
             return Ok(Disposition::Done);
         }
-        Ok(Err(JobError::Permanent { kind, message })) => Outcome::failed(kind, message),
-        Ok(Err(JobError::Canceled)) => Outcome::Canceled {
+        Some(Err(JobError::Permanent { kind, message })) => Outcome::failed(kind, message),
+        Some(Err(JobError::Canceled)) => Outcome::Canceled {
             message: "canceled by its owner".into(),
         },
-        Ok(Err(err @ (JobError::Retryable(_) | JobError::Internal(_)))) => {
+        Some(Err(err @ (JobError::Retryable(_) | JobError::Internal(_)))) => {
             tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "retryable failure; requeueing");
             store::requeue(&state.db, &job.id, Utc::now()).await?;
             return Ok(Disposition::Retry);
         }
     };
-    let released = crate::jobs::finish(state, &JobRef::from(&job), &outcome, Utc::now()).await?;
+    let released =
+        crate::jobs::finish_settled(state, &JobRef::from(job), &outcome, charged, Utc::now())
+            .await?;
     tracing::info!(job_id = %job.id, released, outcome = outcome_name(&outcome), "finished");
     Ok(Disposition::Done)
+}
+
+/// Runs an admitted job here and now rather than from its queue (a reply streamed to the client
+/// that asked for it): claims it, runs `run` in place of its kind's executor, and ends it as the
+/// worker would. `Ok(false)`: it was not in the queue any more (a worker claimed it first). A
+/// retryable failure puts it back in its queue for the worker.
+pub async fn run_here<F>(state: &State, job_id: &str, run: F) -> anyhow::Result<bool>
+where
+    F: for<'p> FnOnce(&'p Job, &'p Progress<'p>) -> BoxFuture<'p, Result<Finished, JobError>>,
+{
+    let Some(queued) = store::get(&state.db, job_id).await? else {
+        return Ok(false);
+    };
+    let Some(kind) = state.registry.get(&queued.kind) else {
+        return Ok(false);
+    };
+    let run_for = (kind.deadline)(&queued.input);
+    let Some(job) = store::claim(&state.db, job_id, run_for, Utc::now()).await? else {
+        return Ok(false);
+    };
+    tracing::info!(job_id = %job.id, kind = %job.kind, "running here");
+    events::started(state, &job).await;
+    let progress = Progress::new(state, &job);
+    let result = tokio::time::timeout(run_for, run(&job, &progress)).await;
+    if conclude(state, &job, result.ok()).await? == Disposition::Retry {
+        // Its message went to the queue at admission or goes with the outbox: a worker runs it.
+        tracing::info!(job_id = %job.id, "left to the worker");
+    }
+    Ok(true)
 }
 
 fn outcome_name(outcome: &Outcome) -> &'static str {

@@ -9,6 +9,7 @@ mod ai_server;
 mod fal;
 pub mod firebase;
 pub mod instagram;
+pub mod llm;
 pub mod oidc;
 pub mod payments;
 mod replicate;
@@ -71,6 +72,7 @@ struct Request {
 
 struct Inner {
     base_url: String,
+    llm: llm::FakeLlm,
     behaviour: Mutex<Behaviour>,
     requests: Mutex<HashMap<String, Request>>,
     submissions: Mutex<Vec<(String, u16)>>,
@@ -200,6 +202,7 @@ impl FakeProviders {
         let mut secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut secret).map_err(|_| anyhow::anyhow!("no randomness"))?;
         let inner = Arc::new(Inner {
+            llm: llm::FakeLlm::start().await?,
             base_url: base_url.clone(),
             behaviour: Mutex::new(Behaviour::default()),
             requests: Mutex::new(HashMap::new()),
@@ -272,6 +275,31 @@ impl FakeProviders {
             ("TOSS_API_URL".into(), format!("{base}/toss")),
             ("STRIPE_API_URL".into(), format!("{base}/stripe")),
         ]
+        .into_iter()
+        .chain(self.inner.llm.overrides())
+        .collect()
+    }
+
+    /// The fake OpenAI-compatible LLM.
+    pub fn llm(&self) -> &llm::FakeLlm {
+        &self.inner.llm
+    }
+
+    /// Gives the fakes the stack's provider keys (its ProviderKeys secret, as JSON) and the AI
+    /// servers' shared secret.
+    pub fn set_provider_keys(&self, keys: &Value, ai_secret: &str) {
+        self.configure(|b| {
+            b.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
+            b.replicate_token = keys["replicate_api_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            b.ai_secret = ai_secret.to_owned();
+        });
+        self.inner.llm.configure(|l| {
+            l.key = keys["llm_api_key"].as_str().unwrap_or_default().to_owned();
+            l.fal_key = keys["fal_key"].as_str().unwrap_or_default().to_owned();
+        });
     }
 
     /// The redirect URI of the stand-in app a browser sign-in returns to (it shows the query).
