@@ -38,6 +38,7 @@ pub mod net;
 pub mod notification;
 pub mod oauth;
 pub mod openapi;
+pub mod pdf;
 pub mod persona;
 pub mod personas;
 pub mod photos;

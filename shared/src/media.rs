@@ -50,6 +50,8 @@ pub fn user_prefixes(user_id: &str) -> Vec<String> {
     );
     // Posts' own copies of their files.
     prefixes.push(format!("posts/{user_id}/"));
+    // Conversations' documents.
+    prefixes.push(format!("documents/{user_id}/"));
     prefixes
 }
 

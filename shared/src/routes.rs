@@ -23,7 +23,7 @@ use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
 use crate::commerce::{admin, artists, daily, orders, stripe, toss};
-use crate::conversations::{folders, messages, sessions};
+use crate::conversations::{documents, folders, messages, sessions};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, marketplace, styles};
@@ -278,6 +278,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, messages::post_message),
         route!(Bearer, messages::get_message),
         route!(Bearer, messages::regenerate_reply),
+        route!(Bearer, documents::create_document),
+        route!(Bearer, documents::complete_document),
+        route!(Bearer, documents::list_documents),
+        route!(Bearer, documents::get_document),
+        route!(Bearer, documents::delete_document),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

@@ -535,3 +535,304 @@ async fn others_sessions_and_messages_are_404_and_bad_input_is_refused_cleanly()
     assert_eq!(stored["message_count"], 2);
     assert_ledger_sums(&app, &ann).await;
 }
+
+/// A one-page PDF whose page shows `content` (a content stream), deflated.
+fn pdf(content: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(content.as_bytes()).expect("deflate");
+    let data = encoder.finish().expect("deflate");
+    let mut out = b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n\
+        2 0 obj << /Type /Pages /Kids [3 0 R] /Count 1 >> endobj\n\
+        3 0 obj << /Type /Page /Parent 2 0 R /Contents 4 0 R >> endobj\n"
+        .to_vec();
+    out.extend(
+        format!(
+            "4 0 obj << /Length {} /Filter /FlateDecode >>\nstream\n",
+            data.len()
+        )
+        .as_bytes(),
+    );
+    out.extend(&data);
+    out.extend(b"\nendstream\nendobj\ntrailer << /Root 1 0 R >>\n%%EOF\n");
+    out
+}
+
+/// Creates a document, PUTs `bytes` (declaring `declared` bytes) and completes it.
+async fn document(
+    app: &TestApp,
+    token: &str,
+    session: &str,
+    filename: &str,
+    content_type: &str,
+    bytes: Vec<u8>,
+    declared: usize,
+) -> reqwest::Response {
+    let created = ok_json(
+        call(
+            app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/documents"),
+            Some(token),
+            Some(&json!({"filename": filename, "content_type": content_type, "size": declared})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_eq!(created["document"]["status"], "uploading");
+    let id = created["document"]["id"].as_str().expect("id");
+    let stored = app
+        .client
+        .put(created["upload"]["url"].as_str().expect("url"))
+        .header("content-type", content_type)
+        .body(bytes)
+        .send()
+        .await
+        .expect("put");
+    assert!(stored.status().is_success());
+    call(
+        app,
+        Method::POST,
+        &format!("/v1/sessions/{session}/documents/{id}/complete"),
+        Some(token),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn documents_are_read_at_upload_offered_as_context_and_refused_clearly() {
+    let (app, fakes) = crate::generation::start(&[], true).await;
+    fakes
+        .llm()
+        .configure(|l| l.first_token_delay = Duration::from_millis(1));
+    let (ann, _) = app.user("reader").await;
+    let (bob, _) = app.user("snoop").await;
+    let session = chat_session(&app, &ann, "studio").await;
+
+    // A PDF with a text layer, and a Markdown note: read, their text kept.
+    let guide = pdf("BT /F1 12 Tf 72 712 Td (The Bell Rock lighthouse dates from 1810.) Tj ET");
+    let read = ok_json(
+        document(
+            &app,
+            &ann,
+            &session,
+            "guide.pdf",
+            "application/pdf",
+            guide.clone(),
+            guide.len(),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(read["status"], "ready");
+    assert_eq!(read["pages"], 1);
+    assert_eq!(read["has_text"], true);
+    let notes = "# Notes\nKeepers lived there in shifts."
+        .as_bytes()
+        .to_vec();
+    let len = notes.len();
+    ok_json(
+        document(
+            &app,
+            &ann,
+            &session,
+            "notes.md",
+            "text/markdown",
+            notes,
+            len,
+        )
+        .await,
+        200,
+    )
+    .await;
+    // A scan: kept, no text, and it says so.
+    let scan = pdf("q 612 0 0 792 0 0 cm /Im1 Do Q");
+    let kept = ok_json(
+        document(
+            &app,
+            &ann,
+            &session,
+            "scan.pdf",
+            "application/pdf",
+            scan.clone(),
+            scan.len(),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        (kept["has_text"].as_bool(), kept["text_chars"].as_i64()),
+        (Some(false), Some(0))
+    );
+    assert!(
+        kept["note"]
+            .as_str()
+            .expect("note")
+            .contains("no text layer")
+    );
+
+    // Downloaded as uploaded.
+    let one = app
+        .get_json(
+            &format!(
+                "/v1/sessions/{session}/documents/{}",
+                read["id"].as_str().expect("id")
+            ),
+            &ann,
+        )
+        .await;
+    let file = app
+        .client
+        .get(one["download_url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(file.bytes().await.expect("bytes").to_vec(), guide);
+
+    // A reply gets their text as context.
+    let posted = ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(&ann),
+            Some(&json!({"content": "When was it built?"})),
+        )
+        .await,
+        202,
+    )
+    .await;
+    let job = finished(&app, &ann, posted["job"]["id"].as_str().expect("job")).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let sent = fakes.llm().requests().pop().expect("a request");
+    let (role, context) = &sent.messages[0];
+    assert_eq!(role, "system");
+    assert!(
+        context.contains("The Bell Rock lighthouse dates from 1810."),
+        "{context}"
+    );
+    assert!(
+        context.contains("Keepers lived there in shifts."),
+        "{context}"
+    );
+
+    // Refused clearly, nothing left: 50 MB declared; a liar's 21 MiB; a text that says it is a PDF.
+    let refused = call(
+        &app,
+        Method::POST,
+        &format!("/v1/sessions/{session}/documents"),
+        Some(&ann),
+        Some(
+            &json!({"filename": "huge.pdf", "content_type": "application/pdf", "size": 50_000_000}),
+        ),
+    )
+    .await;
+    let body = problem(refused, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "size");
+    let mut big = pdf("BT (x) Tj ET");
+    big.resize(21 * 1024 * 1024, b' ');
+    problem(
+        document(
+            &app,
+            &ann,
+            &session,
+            "big.pdf",
+            "application/pdf",
+            big,
+            1000,
+        )
+        .await,
+        422,
+        "file_too_large",
+    )
+    .await;
+    problem(
+        document(
+            &app,
+            &ann,
+            &session,
+            "fake.pdf",
+            "application/pdf",
+            b"just text".to_vec(),
+            9,
+        )
+        .await,
+        422,
+        "not_a_pdf",
+    )
+    .await;
+    let listed = app
+        .get_json(&format!("/v1/sessions/{session}/documents"), &ann)
+        .await;
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["filename"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, ["guide.pdf", "notes.md", "scan.pdf"]);
+
+    // Someone else's documents are not there; an image session keeps none.
+    let id = read["id"].as_str().expect("id");
+    for (method, path) in [
+        (Method::GET, format!("/v1/sessions/{session}/documents")),
+        (
+            Method::GET,
+            format!("/v1/sessions/{session}/documents/{id}"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/sessions/{session}/documents/{id}"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/sessions/{session}/documents/{id}/complete"),
+        ),
+    ] {
+        problem(
+            call(&app, method, &path, Some(&bob), None).await,
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    let images = chat_session(&app, &ann, "image").await;
+    problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{images}/documents"),
+            Some(&ann),
+            Some(&json!({"filename": "a.txt", "content_type": "text/plain", "size": 3})),
+        )
+        .await,
+        422,
+        "session_kind",
+    )
+    .await;
+    // Deleted: gone from the list, its file too.
+    let deleted = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/sessions/{session}/documents/{id}"),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status(), 204);
+    let file = app
+        .client
+        .get(one["download_url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(file.status(), 404);
+    let listed = app
+        .get_json(&format!("/v1/sessions/{session}/documents"), &ann)
+        .await;
+    assert_eq!(listed["items"].as_array().expect("items").len(), 2);
+}

@@ -177,6 +177,11 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-message", 404),
         ("post-message", 404),
         ("regenerate-reply", 404),
+        ("create-document", 404),
+        ("complete-document", 404),
+        ("list-documents", 404),
+        ("get-document", 404),
+        ("delete-document", 404),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();

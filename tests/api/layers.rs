@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "backoff",
             "images",
             "bestcut",
+            "pdf",
             "upscale",
             "telemetry",
         ],

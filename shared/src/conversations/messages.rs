@@ -218,21 +218,6 @@ fn message_gone() -> ApiError {
     ApiError::NotFound("no such message")
 }
 
-/// The caller's session `id`, if it holds chat (a `chat` or `studio` session).
-async fn chat_session(state: &State, user_id: &str, id: &str) -> Result<Item, ApiError> {
-    let session = sessions::owned(state, user_id, id).await?;
-    match get_s(&session, "kind") {
-        Some("chat" | "studio") => Ok(session),
-        other => Err(ApiError::Unprocessable {
-            code: "session_kind",
-            detail: format!(
-                "a session of kind {} holds no chat; start a chat or studio session",
-                other.unwrap_or("unknown")
-            ),
-        }),
-    }
-}
-
 /// A message of a session, read through nothing but its keys (the caller checked the session).
 pub(crate) async fn stored(
     state: &State,
@@ -337,7 +322,7 @@ pub(crate) async fn begin(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    chat_session(state, &caller.user_id, session_id).await?;
+    crate::conversations::text_session(state, &caller.user_id, session_id, "chat").await?;
     let messages_pk = keys::chat_messages(session_id);
     let now = timestamp(Utc::now());
     let (options, user_message, reply_id) = match ask {

@@ -4,6 +4,7 @@
 //! Folders count against a limit kept on the profile, moved in the same transaction as the
 //! folder; a folder is deleted once it is empty.
 
+pub mod documents;
 pub mod folders;
 pub mod llm;
 pub mod messages;
@@ -31,4 +32,25 @@ fn check_name(field: &str, name: &str, most: usize) -> Result<String, ApiError> 
 /// A path's id, if it is an id at all (a UUID); anything else is not found.
 fn path_id(req: &lambda_http::Request) -> Option<String> {
     crate::http::path_param(req, "id").filter(|id| uuid::Uuid::parse_str(id).is_ok())
+}
+
+/// The caller's session `id` when it is a `chat` or `studio` session (an `image` session holds
+/// neither chat nor documents: 422 `session_kind`, saying it keeps no `what`).
+pub(crate) async fn text_session(
+    state: &crate::state::State,
+    user_id: &str,
+    id: &str,
+    what: &str,
+) -> Result<crate::db::Item, ApiError> {
+    let session = sessions::owned(state, user_id, id).await?;
+    match crate::db::get_s(&session, "kind") {
+        Some("chat" | "studio") => Ok(session),
+        other => Err(ApiError::Unprocessable {
+            code: "session_kind",
+            detail: format!(
+                "a session of kind {} keeps no {what}; use a chat or studio session",
+                other.unwrap_or("unknown")
+            ),
+        }),
+    }
 }

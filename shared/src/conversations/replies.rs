@@ -195,6 +195,40 @@ async fn context(state: &State, input: &ReplyInput) -> anyhow::Result<(Vec<Turn>
             break;
         }
     }
+    // The session's documents with text, within what the messages left (half the budget at
+    // most), oldest first; a document that does not fit whole is cut.
+    let mut room = (budget - tokens).min(budget / 2);
+    let mut documents = String::new();
+    for item in crate::conversations::documents::session_documents(state, &input.session_id).await?
+    {
+        let (Some(name), Some(text)) = (get_s(&item, "filename"), get_s(&item, "text")) else {
+            continue;
+        };
+        let header = format!("## {name}\n");
+        let available = room - tokens_at_most(&header) - 2;
+        if available <= 0 {
+            break;
+        }
+        let mut cut = usize::try_from(available).unwrap_or(0).min(text.len());
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        documents.push_str(&header);
+        documents.push_str(&text[..cut]);
+        documents.push_str("\n\n");
+        room -= tokens_at_most(&header) + i64::try_from(cut).unwrap_or(0) + 2;
+    }
+    if !documents.is_empty() {
+        let content = format!(
+            "The user's documents for this conversation:\n\n{}",
+            documents.trim_end()
+        );
+        tokens += tokens_at_most(&content);
+        turns.push(Turn {
+            role: "system",
+            content,
+        });
+    }
     if let Some(prompt) = input.system_prompt.as_deref().filter(|p| !p.is_empty()) {
         tokens += tokens_at_most(prompt);
         turns.push(Turn {
