@@ -522,6 +522,10 @@ pub fn message_version(message_id: &str, job_id: &str) -> String {
     format!("VER#{message_id}#{job_id}")
 }
 
+/// The sort key, under a job's [`job`] partition, of the session message it answers (an image
+/// asked in a session).
+pub const JOB_MESSAGE: &str = "CHATREF";
+
 /// `gsi1pk` of a user's sessions in one folder (`root` for none; `gsi1sk`: the session's id).
 pub fn chats_in(user_id: &str, folder_id: Option<&str>) -> String {
     format!("USER#{user_id}#CHATS#{}", folder_id.unwrap_or("root"))

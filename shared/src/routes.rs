@@ -23,7 +23,7 @@ use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
 use crate::commerce::{admin, artists, daily, orders, stripe, toss};
-use crate::conversations::{documents, folders, messages, sessions};
+use crate::conversations::{documents, folders, images, messages, sessions};
 use crate::credits;
 use crate::error::ApiError;
 use crate::generation::{inbound, marketplace, styles};
@@ -283,6 +283,8 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, documents::list_documents),
         route!(Bearer, documents::get_document),
         route!(Bearer, documents::delete_document),
+        route!(Bearer, images::ask_image),
+        route!(Bearer, images::list_images),
         route!(Bearer, uploads::create_upload),
         route!(Bearer, photos::upscale_photo),
         route!(Bearer, photos::best_cut_photos),

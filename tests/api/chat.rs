@@ -836,3 +836,234 @@ async fn documents_are_read_at_upload_offered_as_context_and_refused_clearly() {
         .await;
     assert_eq!(listed["items"].as_array().expect("items").len(), 2);
 }
+
+#[tokio::test]
+async fn images_are_asked_and_kept_in_image_sessions() {
+    let (app, _fakes) = crate::generation::start(&[], true).await;
+    let (token, _) = app.user("painter").await;
+    let session = chat_session(&app, &token, "image").await;
+    let ask = |input: Value| {
+        let path = format!("/v1/sessions/{session}/images");
+        let app = &app;
+        let token = token.clone();
+        async move {
+            call(
+                app,
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(&json!({ "input": input })),
+            )
+            .await
+        }
+    };
+    let asked = ok_json(
+        ask(
+            json!({"provider": "fal", "model": "fal-ai/flux/schnell", "task": "text_to_image",
+            "prompt": "a lighthouse at dusk"}),
+        )
+        .await,
+        202,
+    )
+    .await;
+    assert_eq!(asked["user_message"]["kind"], "image");
+    assert_eq!(asked["user_message"]["content"], "a lighthouse at dusk");
+    assert_eq!(asked["reply"]["status"], "pending");
+    let job = finished(&app, &token, asked["job"]["id"].as_str().expect("job")).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    // The reply follows its job to its end.
+    let reply = asked["reply"]["id"].as_str().expect("reply").to_owned();
+    crate::app::wait_until("the image reply completes", || async {
+        let message = app
+            .get_json(&format!("/v1/sessions/{session}/messages/{reply}"), &token)
+            .await;
+        message["status"] == "completed"
+    })
+    .await;
+    // An edit with a reference image: the image is kept with the session.
+    let key = app.upload(&token, crate::app::scene(), "image/png").await;
+    let edit = ok_json(
+        ask(json!({"provider": "fal", "model": "fal-ai/flux/dev/image-to-image", "task": "image_to_image",
+            "prompt": "the same at dawn", "upload_key": key}))
+        .await,
+        202,
+    )
+    .await;
+    finished(&app, &token, edit["job"]["id"].as_str().expect("job")).await;
+    let images = app
+        .get_json(&format!("/v1/sessions/{session}/images"), &token)
+        .await;
+    let items = images["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["message"]["id"], reply.as_str());
+    assert_eq!(items[0]["job"]["status"], "COMPLETED");
+    let file = &items[0]["job"]["output"]["files"][0];
+    assert!(
+        file["url"].as_str().is_some_and(|u| u.starts_with("http")),
+        "{file}"
+    );
+    assert_eq!(images["references"][0]["upload_key"], key.as_str());
+    // Refused input takes the prompt back; a chat session keeps no images.
+    let stored = app
+        .get_json(&format!("/v1/sessions/{session}"), &token)
+        .await;
+    assert_eq!(stored["message_count"], 4);
+    problem(
+        ask(json!({"provider": "fal", "model": "fal-ai/flux/schnell", "task": "text_to_image"}))
+            .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    let stored = app
+        .get_json(&format!("/v1/sessions/{session}"), &token)
+        .await;
+    assert_eq!(stored["message_count"], 4);
+    let chat = chat_session(&app, &token, "chat").await;
+    problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{chat}/images"),
+            Some(&token),
+            Some(
+                &json!({"input": {"provider": "fal", "model": "fal-ai/flux/schnell",
+                "task": "text_to_image", "prompt": "x"}}),
+            ),
+        )
+        .await,
+        422,
+        "session_kind",
+    )
+    .await;
+    assert_ledger_sums(&app, &token).await;
+}
+
+/// A session at its limit: 10,000 messages page in order, the context stays within its budget,
+/// and the next message is refused clearly.
+#[tokio::test]
+async fn ten_thousand_messages_page_in_order_and_the_next_is_refused() {
+    use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+    let (app, fakes) = crate::generation::start(&[], true).await;
+    fakes
+        .llm()
+        .configure(|l| l.first_token_delay = Duration::from_millis(1));
+    let (token, user_id) = app.user("chatty").await;
+    let session = chat_session(&app, &token, "chat").await;
+    // 9,998 earlier messages, written as the API writes them (ids in time order).
+    let state = &app.running.gateway.state;
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let mut requests = Vec::new();
+    for i in 0..9_998 {
+        let id = uuid::Uuid::now_v7().to_string();
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        let item = std::collections::HashMap::from([
+            ("pk".to_owned(), s(&format!("CHATMSG#{session}"))),
+            ("sk".to_owned(), s(&format!("MSG#{id}"))),
+            ("id".to_owned(), s(&id)),
+            ("session_id".to_owned(), s(&session)),
+            ("role".to_owned(), s(role)),
+            ("kind".to_owned(), s("text")),
+            (
+                "content".to_owned(),
+                s(&format!("message {i} {}", "x".repeat(40))),
+            ),
+            ("status".to_owned(), s("completed")),
+            ("created_at".to_owned(), s("2026-12-05T00:00:00.000Z")),
+            ("updated_at".to_owned(), s("2026-12-05T00:00:00.000Z")),
+        ]);
+        requests.push(
+            WriteRequest::builder()
+                .put_request(
+                    PutRequest::builder()
+                        .set_item(Some(item))
+                        .build()
+                        .expect("put"),
+                )
+                .build(),
+        );
+    }
+    for chunk in requests.chunks(25) {
+        let mut pending = chunk.to_vec();
+        while !pending.is_empty() {
+            let out = state
+                .db
+                .client
+                .batch_write_item()
+                .request_items(&state.db.table, pending)
+                .send()
+                .await
+                .expect("batch");
+            pending = out
+                .unprocessed_items
+                .and_then(|mut u| u.remove(&state.db.table))
+                .unwrap_or_default();
+        }
+    }
+    state
+        .db
+        .client
+        .update_item()
+        .table_name(&state.db.table)
+        .key("pk", s(&format!("USER#{user_id}")))
+        .key("sk", s(&format!("CHAT#{session}")))
+        .update_expression("SET message_count = :count")
+        .expression_attribute_values(":count", AttributeValue::N("9998".into()))
+        .send()
+        .await
+        .expect("count");
+    // The 9,999th and 10,000th: the reply's context is the budget's newest messages, not all.
+    let posted = ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(&token),
+            Some(&json!({"content": "the last word"})),
+        )
+        .await,
+        202,
+    )
+    .await;
+    let job = finished(&app, &token, posted["job"]["id"].as_str().expect("job")).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let sent = fakes.llm().requests().pop().expect("a request");
+    let sent_bytes: usize = sent.messages.iter().map(|(_, c)| c.len() + 4).sum();
+    assert!(
+        sent.messages.len() > 10 && sent.messages.len() < 9_998,
+        "{}",
+        sent.messages.len()
+    );
+    assert!(sent_bytes <= 16_000, "{sent_bytes}");
+    assert_eq!(
+        sent.messages.last().map(|(_, c)| c.as_str()),
+        Some("the last word")
+    );
+    // The next is refused, and leaves nothing.
+    problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(&token),
+            Some(&json!({"content": "one more"})),
+        )
+        .await,
+        422,
+        "too_many_messages",
+    )
+    .await;
+    // Every message, in order, a hundred a page.
+    let messages = all_messages(&app, &token, &session, 100).await;
+    assert_eq!(messages.len(), 10_000);
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "oldest first, no repeats"
+    );
+    assert_eq!(messages[9_998]["content"], "the last word");
+    assert_eq!(messages[9_999]["role"], "assistant");
+}

@@ -182,6 +182,8 @@ async fn every_sample_event_reaches_its_handler() {
         ("list-documents", 404),
         ("get-document", 404),
         ("delete-document", 404),
+        ("ask-image", 404),
+        ("list-images", 404),
         ("route-not-found", 404),
     ];
     let functions: Vec<_> = ROUTES.iter().chain([&NOT_FOUND]).collect();

@@ -64,6 +64,26 @@ pub enum Role {
     Assistant,
 }
 
+/// What a message holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    /// Text: a prompt and a chat reply.
+    Text,
+    /// An image request and the generation that answers it (`job_id`; its files at
+    /// `GET /v1/sessions/{id}/images`).
+    Image,
+}
+
+impl MessageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+        }
+    }
+}
+
 /// Where a message (a reply's shown version) stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -106,6 +126,7 @@ pub struct Message {
     pub id: String,
     pub session_id: String,
     pub role: Role,
+    pub kind: MessageKind,
     pub content: String,
     pub status: MessageStatus,
     /// A reply's model.
@@ -185,6 +206,10 @@ pub fn view(item: &Item) -> Option<Message> {
         id: get_s(item, "id")?.to_owned(),
         session_id: get_s(item, "session_id")?.to_owned(),
         role,
+        kind: match get_s(item, "kind") {
+            Some("image") => MessageKind::Image,
+            _ => MessageKind::Text,
+        },
         content: get_s(item, "content").unwrap_or_default().to_owned(),
         status: MessageStatus::parse(get_s(item, "status").unwrap_or_default()),
         model: get_s(item, "model").map(str::to_owned),
@@ -324,87 +349,31 @@ pub(crate) async fn begin(
     }
     crate::conversations::text_session(state, &caller.user_id, session_id, "chat").await?;
     let messages_pk = keys::chat_messages(session_id);
-    let now = timestamp(Utc::now());
     let (options, user_message, reply_id) = match ask {
         Ask::New(_) => {
             let options = options.context("checked options")?;
             let content = content.unwrap_or_default();
-            let user_id = uuid::Uuid::now_v7().to_string();
-            let reply_id = uuid::Uuid::now_v7().to_string();
-            let title: String = content.trim().chars().take(60).collect();
-            let actions = vec![
-                crate::db::tx::put(
-                    &state.db,
-                    vec![
-                        ("pk", s(&messages_pk)),
-                        ("sk", s(keys::message(&user_id))),
-                        ("id", s(&user_id)),
-                        ("session_id", s(session_id)),
-                        ("role", s("user")),
-                        ("content", s(&content)),
-                        ("status", s("completed")),
-                        ("created_at", s(&now)),
-                        ("updated_at", s(&now)),
-                    ],
-                    Some("attribute_not_exists(pk)"),
-                )?,
-                crate::db::tx::put(
-                    &state.db,
-                    vec![
-                        ("pk", s(&messages_pk)),
-                        ("sk", s(keys::message(&reply_id))),
-                        ("id", s(&reply_id)),
-                        ("session_id", s(session_id)),
-                        ("role", s("assistant")),
-                        ("content", s("")),
-                        ("status", s("pending")),
-                        ("model", s(&options.model)),
-                        ("version_count", n(0)),
-                        ("created_at", s(&now)),
-                        ("updated_at", s(&now)),
-                    ],
-                    Some("attribute_not_exists(pk)"),
-                )?,
-                crate::db::tx::update(
-                    &state.db,
-                    (&keys::user(&caller.user_id), &keys::chat(session_id)),
-                    "SET message_count = message_count + :two, updated_at = :now, title = if_not_exists(title, :title)",
-                    Some("attribute_exists(pk) AND message_count <= :most"),
-                    &[],
-                    vec![
-                        (":two", n(2)),
-                        (":now", s(&now)),
-                        (":title", s(&title)),
-                        (":most", n(MAX_MESSAGES - 2)),
-                    ],
-                )?,
-            ];
-            if let Err(err) = crate::db::transact(&state.db, actions).await {
-                return Err(match crate::db::failed_conditions(&err) {
-                    Some(failed) if failed.get(2) == Some(&true) => {
-                        match sessions::owned(state, &caller.user_id, session_id).await {
-                            Ok(_) => ApiError::Unprocessable {
-                                code: "too_many_messages",
-                                detail: format!(
-                                    "a session holds at most {MAX_MESSAGES} messages; start another"
-                                ),
-                            },
-                            Err(err) => err,
-                        }
-                    }
-                    _ => ApiError::Internal(anyhow::Error::new(err).context("storing a message")),
-                });
-            }
+            let (user_id, reply_id) = store_pair(
+                state,
+                &caller.user_id,
+                session_id,
+                &content,
+                MessageKind::Text,
+                &options.model,
+            )
+            .await?;
             (options, Some(user_id), reply_id)
         }
         Ask::Regenerate { message_id, body } => {
             let reply = stored(state, session_id, &message_id)
                 .await?
                 .ok_or_else(message_gone)?;
-            if get_s(&reply, "role") != Some("assistant") {
+            if get_s(&reply, "role") != Some("assistant") || get_s(&reply, "kind") == Some("image")
+            {
                 return Err(ApiError::Unprocessable {
                     code: "not_a_reply",
-                    detail: "only a reply can be regenerated".into(),
+                    detail: "only a chat reply can be regenerated (ask for an image again instead)"
+                        .into(),
                 });
             }
             let model = body.model.as_deref().or(get_s(&reply, "model"));
@@ -490,8 +459,80 @@ pub(crate) async fn begin(
     ))
 }
 
+/// Stores a user's message and its pending reply (of `kind`, by `model`) in one transaction
+/// with the session's count (and its title from the first prompt); their ids.
+pub(crate) async fn store_pair(
+    state: &State,
+    owner: &str,
+    session_id: &str,
+    content: &str,
+    kind: MessageKind,
+    model: &str,
+) -> Result<(String, String), ApiError> {
+    let messages_pk = keys::chat_messages(session_id);
+    let now = timestamp(Utc::now());
+    let user_id = uuid::Uuid::now_v7().to_string();
+    let reply_id = uuid::Uuid::now_v7().to_string();
+    let title: String = content.trim().chars().take(60).collect();
+    let message = |id: &str, role: &str, content: &str, status: &str| {
+        vec![
+            ("pk", s(&messages_pk)),
+            ("sk", s(keys::message(id))),
+            ("id", s(id)),
+            ("session_id", s(session_id)),
+            ("role", s(role)),
+            ("kind", s(kind.as_str())),
+            ("content", s(content)),
+            ("status", s(status)),
+            ("created_at", s(&now)),
+            ("updated_at", s(&now)),
+        ]
+    };
+    let mut reply = message(&reply_id, "assistant", "", "pending");
+    reply.push(("model", s(model)));
+    reply.push(("version_count", n(0)));
+    let actions = vec![
+        crate::db::tx::put(
+            &state.db,
+            message(&user_id, "user", content, "completed"),
+            Some("attribute_not_exists(pk)"),
+        )?,
+        crate::db::tx::put(&state.db, reply, Some("attribute_not_exists(pk)"))?,
+        crate::db::tx::update(
+            &state.db,
+            (&keys::user(owner), &keys::chat(session_id)),
+            "SET message_count = message_count + :two, updated_at = :now, title = if_not_exists(title, :title)",
+            Some("attribute_exists(pk) AND message_count <= :most"),
+            &[],
+            vec![
+                (":two", n(2)),
+                (":now", s(&now)),
+                (":title", s(&title)),
+                (":most", n(MAX_MESSAGES - 2)),
+            ],
+        )?,
+    ];
+    if let Err(err) = crate::db::transact(&state.db, actions).await {
+        return Err(match crate::db::failed_conditions(&err) {
+            Some(failed) if failed.get(2) == Some(&true) => {
+                match sessions::owned(state, owner, session_id).await {
+                    Ok(_) => ApiError::Unprocessable {
+                        code: "too_many_messages",
+                        detail: format!(
+                            "a session holds at most {MAX_MESSAGES} messages; start another"
+                        ),
+                    },
+                    Err(err) => err,
+                }
+            }
+            _ => ApiError::Internal(anyhow::Error::new(err).context("storing a message")),
+        });
+    }
+    Ok((user_id, reply_id))
+}
+
 /// Removes a message and its reply that no job was admitted for (best effort: logged).
-async fn take_back(
+pub(crate) async fn take_back(
     state: &State,
     user_id: &str,
     session_id: &str,
@@ -605,14 +646,34 @@ pub async fn list_messages(state: &State, req: Request) -> Result<Response<Body>
     sessions::owned(state, &caller.user_id, &id).await?;
     let scope = format!("messages|{}|{id}", caller.user_id);
     let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
-    let pk = keys::chat_messages(&id);
+    let (items, next) = page_of(state, &id, &page, false).await?;
+    let items = items.iter().filter_map(view).collect();
+    let next = page.next_cursor(next);
+    json_response(
+        StatusCode::OK,
+        &MessagePage {
+            items,
+            next_cursor: next,
+        },
+    )
+}
+
+/// A page of a session's messages, oldest first (`image_replies`: only its image replies), and
+/// the id the next page starts after.
+pub(crate) async fn page_of(
+    state: &State,
+    session_id: &str,
+    page: &Paging<'_>,
+    image_replies: bool,
+) -> anyhow::Result<(Vec<Item>, Option<String>)> {
+    let pk = keys::chat_messages(session_id);
     let start = page.after.as_ref().map(|after| {
         Item::from([
             ("pk".to_owned(), s(&pk)),
             ("sk".to_owned(), s(keys::message(after))),
         ])
     });
-    let out = state
+    let mut query = state
         .db
         .client
         .query()
@@ -621,23 +682,21 @@ pub async fn list_messages(state: &State, req: Request) -> Result<Response<Body>
         .expression_attribute_values(":pk", s(&pk))
         .expression_attribute_values(":prefix", s(keys::MESSAGE_PREFIX))
         .limit(i32::try_from(page.limit).unwrap_or(20))
-        .set_exclusive_start_key(start)
-        .send()
-        .await
-        .context("listing messages")?;
-    let items = out.items().iter().filter_map(view).collect();
-    let next = page.next_cursor(
-        out.last_evaluated_key()
-            .and_then(|k| get_s(k, "sk"))
-            .map(|sk| sk.trim_start_matches(keys::MESSAGE_PREFIX).to_owned()),
-    );
-    json_response(
-        StatusCode::OK,
-        &MessagePage {
-            items,
-            next_cursor: next,
-        },
-    )
+        .set_exclusive_start_key(start);
+    if image_replies {
+        query = query
+            .filter_expression("#kind = :image AND #role = :assistant")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_names("#role", "role")
+            .expression_attribute_values(":image", s("image"))
+            .expression_attribute_values(":assistant", s("assistant"));
+    }
+    let out = query.send().await.context("listing messages")?;
+    let next = out
+        .last_evaluated_key()
+        .and_then(|k| get_s(k, "sk"))
+        .map(|sk| sk.trim_start_matches(keys::MESSAGE_PREFIX).to_owned());
+    Ok((out.items.unwrap_or_default(), next))
 }
 
 /// One message of your session, with every version of a reply.

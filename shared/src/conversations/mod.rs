@@ -6,6 +6,7 @@
 
 pub mod documents;
 pub mod folders;
+pub mod images;
 pub mod llm;
 pub mod messages;
 pub mod replies;

@@ -171,6 +171,9 @@ async fn context(state: &State, input: &ReplyInput) -> anyhow::Result<(Vec<Turn>
             if get_s(item, "id") == Some(input.message_id.as_str()) {
                 continue;
             }
+            if get_s(item, "kind") == Some("image") {
+                continue;
+            }
             let role = match get_s(item, "role") {
                 Some("user") => "user",
                 Some("assistant") if get_s(item, "status") == Some("completed") => "assistant",
@@ -523,20 +526,75 @@ pub async fn run(
     }
 }
 
+/// An image asked in a session: its reply takes the job's end.
+async fn image_ended(state: &State, job_id: &str, status: &str, error: &str) {
+    let link = match state.db.get(&keys::job(job_id), keys::JOB_MESSAGE).await {
+        Ok(Some(link)) => link,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(
+                job_id,
+                error = format!("{err:#}"),
+                "reading a job's message"
+            );
+            return;
+        }
+    };
+    let (Some(session_id), Some(message_id)) =
+        (get_s(&link, "session_id"), get_s(&link, "message_id"))
+    else {
+        return;
+    };
+    let mut update = state
+        .db
+        .client
+        .update_item()
+        .table_name(&state.db.table)
+        .key("pk", s(keys::chat_messages(session_id)))
+        .key("sk", s(keys::message(message_id)))
+        .condition_expression("attribute_exists(pk) AND job_id = :job")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":job", s(job_id))
+        .expression_attribute_values(":status", s(status))
+        .expression_attribute_values(":now", s(timestamp(Utc::now())));
+    update = if status == "completed" {
+        update
+            .update_expression("SET #status = :status, updated_at = :now, version_count = :one")
+            .expression_attribute_values(":one", n(1))
+    } else {
+        update
+            .update_expression("SET #status = :status, updated_at = :now, #error = :error")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":error", s(error))
+    };
+    if let Err(err) = crate::db::unless_condition_failed(update.send().await) {
+        tracing::warn!(
+            job_id,
+            error = format!("{err:#}"),
+            "an image reply's end was not recorded"
+        );
+    }
+}
+
 /// Hears of every job that ends: a `chat` job that failed or was canceled where its executor
-/// could not say so (the reaper, the dead-letter consumer) ends its reply as failed.
+/// could not say so (the reaper, the dead-letter consumer) ends its reply as failed; an image
+/// asked in a session ends its reply as its job ended.
 pub const ENDED: crate::jobs::registry::Ended =
     |state, job, outcome| Box::pin(ended(state, job, outcome));
 
 async fn ended(state: &State, job: &JobRef, outcome: &Outcome) {
     let (status, error) = match outcome {
-        Outcome::Completed(_) => return,
+        Outcome::Completed(_) => ("completed", ""),
         Outcome::Failed { message, .. } => ("failed", message.as_str()),
         Outcome::Canceled { message } => ("canceled", message.as_str()),
     };
     let stored = match crate::jobs::store::get(&state.db, &job.id).await {
-        Ok(Some(stored)) if stored.kind == KIND => stored,
-        Ok(_) => return,
+        Ok(Some(stored)) if stored.kind == KIND && status != "completed" => stored,
+        Ok(Some(_)) => {
+            image_ended(state, &job.id, status, error).await;
+            return;
+        }
+        Ok(None) => return,
         Err(err) => {
             tracing::warn!(job_id = %job.id, error = format!("{err:#}"), "reading an ended job");
             return;
