@@ -835,6 +835,45 @@ async fn documents_are_read_at_upload_offered_as_context_and_refused_clearly() {
         .get_json(&format!("/v1/sessions/{session}/documents"), &ann)
         .await;
     assert_eq!(listed["items"].as_array().expect("items").len(), 2);
+    // The session deleted: its messages, versions, documents and their files go with it.
+    let notes_id = listed["items"][0]["id"].as_str().expect("id").to_owned();
+    let notes = app
+        .get_json(
+            &format!("/v1/sessions/{session}/documents/{notes_id}"),
+            &ann,
+        )
+        .await;
+    let gone = call(
+        &app,
+        Method::DELETE,
+        &format!("/v1/sessions/{session}"),
+        Some(&ann),
+        None,
+    )
+    .await;
+    assert_eq!(gone.status(), 204);
+    let state = &app.running.gateway.state;
+    let left = state
+        .db
+        .client
+        .query()
+        .table_name(&state.db.table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(
+            ":pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(format!("CHATMSG#{session}")),
+        )
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(left.count(), 0, "the session's partition is empty");
+    let file = app
+        .client
+        .get(notes["download_url"].as_str().expect("url"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(file.status(), 404);
 }
 
 #[tokio::test]

@@ -224,6 +224,12 @@ async fn purge(state: &State, user_id: &str) -> anyhow::Result<Disposition> {
             state.db.delete_partition(&keys::deliveries(id)).await?;
         }
     }
+    // Conversations: each session's messages and documents live in a partition of their own.
+    for session in state.db.query_prefix(&pk, keys::CHAT_PREFIX).await? {
+        if let Some(id) = get_s(&session, "sk").and_then(|sk| sk.strip_prefix(keys::CHAT_PREFIX)) {
+            state.db.delete_partition(&keys::chat_messages(id)).await?;
+        }
+    }
     let deleted = state.db.delete_partition(&pk).await?;
     tracing::info!(user_id, items = deleted, "account purged");
     Ok(Disposition::Done)

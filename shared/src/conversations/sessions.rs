@@ -430,7 +430,10 @@ async fn delete(state: &State, user_id: &str, id: &str) -> Result<bool, ApiError
         actions.push(count_in(state, user_id, f, -1)?);
     }
     match crate::db::transact(&state.db, actions).await {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            purge(state, user_id, id).await?;
+            Ok(true)
+        }
         // Gone or moved meanwhile: read it again.
         Err(err) if crate::db::failed_conditions(&err).is_some() => {
             if state.db.get(&pk, &keys::chat(id)).await?.is_some() {
@@ -447,7 +450,20 @@ async fn delete(state: &State, user_id: &str, id: &str) -> Result<bool, ApiError
     }
 }
 
-/// Deletes one of your sessions.
+/// Removes what a deleted session held: its messages, their versions and its documents (their
+/// records and files). The session is gone first, so nothing reaches them meanwhile.
+async fn purge(state: &State, user_id: &str, id: &str) -> anyhow::Result<()> {
+    let items = state
+        .db
+        .delete_partition(&keys::chat_messages(id))
+        .await
+        .context("deleting a session's messages")?;
+    let files = crate::media::delete_prefix(state, &format!("documents/{user_id}/{id}/")).await?;
+    tracing::info!(session_id = id, items, files, "session purged");
+    Ok(())
+}
+
+/// Deletes one of your sessions, with its messages and documents.
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "conversations", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 204, description = "deleted"), (status = 404, body = crate::error::Problem),
