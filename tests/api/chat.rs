@@ -359,7 +359,7 @@ async fn others_sessions_and_messages_are_404_and_bad_input_is_refused_cleanly()
     let (app, fakes) = crate::generation::start(
         &[(
             "CHAT_MODELS",
-            "openai:gpt-4o-mini:1:2,openai:costly:1000000:1000000",
+            "openai:gpt-4o-mini:1:2,openai:costly:1000000:1000000,fal:google/gemini-2.5-flash:1:2",
         )],
         true,
     )
@@ -520,6 +520,27 @@ async fn others_sessions_and_messages_are_404_and_bad_input_is_refused_cleanly()
     .await;
     assert_eq!(all_messages(&app, &ann, &session, 10).await.len(), 2);
 
+    // fal's LLM endpoint (its key, its route) for a fal model; a busy provider is asked again.
+    fakes.llm().configure(|l| l.refusals = [429, 503].into());
+    let before = fakes.llm().requests().len();
+    let (status, events) = stream(
+        &app,
+        &ann,
+        &format!("/v1/sessions/{session}/messages"),
+        &json!({"content": "through fal", "model": "google/gemini-2.5-flash"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{:?}", events.first().map(|e| &e.data));
+    assert_eq!(events.last().map(|e| e.name.as_str()), Some("done"));
+    assert_eq!(texts(&events), "You said: through fal");
+    let asked = fakes.llm().requests();
+    assert_eq!(asked.len() - before, 3, "two refusals, then the reply");
+    assert!(
+        asked[before..]
+            .iter()
+            .all(|r| r.via_fal && r.model == "google/gemini-2.5-flash")
+    );
+
     // Out of credits for the estimate: refused (402), and the message and its reply taken back.
     let refused = call(
         &app,
@@ -530,9 +551,9 @@ async fn others_sessions_and_messages_are_404_and_bad_input_is_refused_cleanly()
     )
     .await;
     problem(refused, 402, "insufficient_credits").await;
-    assert_eq!(all_messages(&app, &ann, &session, 10).await.len(), 2);
+    assert_eq!(all_messages(&app, &ann, &session, 10).await.len(), 4);
     let stored = app.get_json(&format!("/v1/sessions/{session}"), &ann).await;
-    assert_eq!(stored["message_count"], 2);
+    assert_eq!(stored["message_count"], 4);
     assert_ledger_sums(&app, &ann).await;
 }
 
@@ -719,6 +740,50 @@ async fn documents_are_read_at_upload_offered_as_context_and_refused_clearly() {
         context.contains("Keepers lived there in shifts."),
         "{context}"
     );
+    assert!(
+        context.find("The Bell Rock").expect("guide") < context.find("Keepers").expect("notes"),
+        "oldest first"
+    );
+    // A message about the notes: they come first; an unknown document is a 404.
+    let listed = app
+        .get_json(&format!("/v1/sessions/{session}/documents"), &ann)
+        .await;
+    let notes_id = listed["items"][1]["id"].as_str().expect("id").to_owned();
+    let posted = ok_json(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(&ann),
+            Some(&json!({"content": "Who kept it?", "attachments": [notes_id]})),
+        )
+        .await,
+        202,
+    )
+    .await;
+    assert_eq!(posted["user_message"]["attachments"][0], notes_id.as_str());
+    finished(&app, &ann, posted["job"]["id"].as_str().expect("job")).await;
+    let sent = fakes.llm().requests().pop().expect("a request");
+    let context = &sent.messages[0].1;
+    assert!(
+        context.find("Keepers").expect("notes") < context.find("The Bell Rock").expect("guide"),
+        "the attachment first: {context}"
+    );
+    problem(
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/sessions/{session}/messages"),
+            Some(&ann),
+            Some(
+                &json!({"content": "And this?", "attachments": [uuid::Uuid::now_v7().to_string()]}),
+            ),
+        )
+        .await,
+        404,
+        "not_found",
+    )
+    .await;
 
     // Refused clearly, nothing left: 50 MB declared; a liar's 21 MiB; a text that says it is a PDF.
     let refused = call(

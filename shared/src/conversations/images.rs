@@ -105,6 +105,7 @@ pub async fn ask_image(state: &State, req: Request) -> Result<Response<Body>, Ap
         &prompt,
         MessageKind::Image,
         &model,
+        &[],
     )
     .await?;
     let job = CreateJob {

@@ -44,7 +44,13 @@ pub struct PostMessage {
     pub system_prompt: Option<String>,
     /// The longest reply, in tokens (at most the deployment's `CHAT_MAX_OUTPUT_TOKENS`).
     pub max_tokens: Option<i64>,
+    /// Up to 10 of the session's ready documents this message is about: their text comes first
+    /// in the reply's context (the session's other documents follow while the budget lasts).
+    pub attachments: Option<Vec<String>>,
 }
+
+/// The most documents a message names.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 /// `POST /v1/sessions/{id}/messages/{message_id}/regenerate`: the reply's model and length unless
 /// given.
@@ -141,6 +147,8 @@ pub struct Message {
     pub version_count: i64,
     /// Why the reply failed.
     pub error: Option<String>,
+    /// The documents a user's message named.
+    pub attachments: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -220,6 +228,11 @@ pub fn view(item: &Item) -> Option<Message> {
             .map(str::to_owned),
         version_count: get_i64(item, "version_count").unwrap_or(0),
         error: get_s(item, "error").map(str::to_owned),
+        attachments: item
+            .get("attachments")
+            .and_then(|v| v.as_l().ok())
+            .map(|list| list.iter().filter_map(|v| v.as_s().ok().cloned()).collect())
+            .unwrap_or_default(),
         created_at: get_s(item, "created_at").unwrap_or_default().to_owned(),
         updated_at: get_s(item, "updated_at").unwrap_or_default().to_owned(),
     })
@@ -331,6 +344,17 @@ pub(crate) async fn begin(
                     format!("must be 1 to {MAX_CONTENT_CHARS} characters, not only spaces"),
                 ));
             }
+            let attachments = body.attachments.as_deref().unwrap_or_default();
+            if attachments.len() > MAX_ATTACHMENTS
+                || attachments
+                    .iter()
+                    .any(|id| uuid::Uuid::parse_str(id).is_err())
+            {
+                errors.push(crate::error::FieldError::new(
+                    "attachments",
+                    format!("must be at most {MAX_ATTACHMENTS} document ids"),
+                ));
+            }
             (
                 check_options(
                     state,
@@ -349,10 +373,28 @@ pub(crate) async fn begin(
     }
     crate::conversations::text_session(state, &caller.user_id, session_id, "chat").await?;
     let messages_pk = keys::chat_messages(session_id);
+    let mut attachments: Vec<String> = Vec::new();
     let (options, user_message, reply_id) = match ask {
-        Ask::New(_) => {
+        Ask::New(body) => {
             let options = options.context("checked options")?;
             let content = content.unwrap_or_default();
+            for id in body.attachments.unwrap_or_default() {
+                if attachments.contains(&id) {
+                    continue;
+                }
+                let document = state
+                    .db
+                    .get(&messages_pk, &format!("DOC#{id}"))
+                    .await?
+                    .ok_or(ApiError::NotFound("no such document"))?;
+                if get_s(&document, "status") != Some("ready") {
+                    return Err(ApiError::Unprocessable {
+                        code: "document_not_ready",
+                        detail: format!("document {id} is not read yet: complete its upload first"),
+                    });
+                }
+                attachments.push(id);
+            }
             let (user_id, reply_id) = store_pair(
                 state,
                 &caller.user_id,
@@ -360,6 +402,7 @@ pub(crate) async fn begin(
                 &content,
                 MessageKind::Text,
                 &options.model,
+                &attachments,
             )
             .await?;
             (options, Some(user_id), reply_id)
@@ -398,6 +441,9 @@ pub(crate) async fn begin(
     });
     if let Some(prompt) = &options.system_prompt {
         input["system_prompt"] = json!(prompt);
+    }
+    if !attachments.is_empty() {
+        input["attachments"] = json!(attachments);
     }
     let body = CreateJob {
         kind: crate::conversations::replies::KIND.to_owned(),
@@ -468,6 +514,7 @@ pub(crate) async fn store_pair(
     content: &str,
     kind: MessageKind,
     model: &str,
+    attachments: &[String],
 ) -> Result<(String, String), ApiError> {
     let messages_pk = keys::chat_messages(session_id);
     let now = timestamp(Utc::now());
@@ -488,15 +535,18 @@ pub(crate) async fn store_pair(
             ("updated_at", s(&now)),
         ]
     };
+    let mut asked = message(&user_id, "user", content, "completed");
+    if !attachments.is_empty() {
+        asked.push((
+            "attachments",
+            aws_sdk_dynamodb::types::AttributeValue::L(attachments.iter().map(s).collect()),
+        ));
+    }
     let mut reply = message(&reply_id, "assistant", "", "pending");
     reply.push(("model", s(model)));
     reply.push(("version_count", n(0)));
     let actions = vec![
-        crate::db::tx::put(
-            &state.db,
-            message(&user_id, "user", content, "completed"),
-            Some("attribute_not_exists(pk)"),
-        )?,
+        crate::db::tx::put(&state.db, asked, Some("attribute_not_exists(pk)"))?,
         crate::db::tx::put(&state.db, reply, Some("attribute_not_exists(pk)"))?,
         crate::db::tx::update(
             &state.db,
@@ -754,6 +804,9 @@ pub(crate) struct ReplyInput {
     pub model: String,
     pub max_tokens: i64,
     pub system_prompt: Option<String>,
+    /// Documents whose text comes first.
+    #[serde(default)]
+    pub attachments: Vec<String>,
 }
 
 impl ReplyInput {

@@ -31,6 +31,9 @@ pub const KIND: &str = "chat";
 /// How long a reply may take.
 const DEADLINE: Duration = Duration::from_secs(5 * 60);
 
+/// Further attempts at a busy provider before the job goes back to its queue.
+const OPEN_RETRIES: u32 = 3;
+
 /// How often the text so far is stored while it streams.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -87,11 +90,30 @@ fn validate(input: &Value) -> Result<(), Vec<FieldError>> {
             "must be text of at most 8000 characters",
         ));
     }
+    if input.get("attachments").is_some_and(|a| {
+        a.as_array().is_none_or(|list| {
+            list.len() > crate::conversations::messages::MAX_ATTACHMENTS
+                || list.iter().any(|id| {
+                    id.as_str()
+                        .is_none_or(|id| uuid::Uuid::parse_str(id).is_err())
+                })
+        })
+    }) {
+        errors.push(FieldError::new(
+            "input.attachments",
+            "must be at most 10 document ids",
+        ));
+    }
     if let Some(object) = input.as_object() {
         for key in object.keys().filter(|k| {
             !matches!(
                 k.as_str(),
-                "session_id" | "message_id" | "model" | "max_tokens" | "system_prompt"
+                "session_id"
+                    | "message_id"
+                    | "model"
+                    | "max_tokens"
+                    | "system_prompt"
+                    | "attachments"
             )
         }) {
             errors.push(FieldError::new(
@@ -202,8 +224,15 @@ async fn context(state: &State, input: &ReplyInput) -> anyhow::Result<(Vec<Turn>
     // most), oldest first; a document that does not fit whole is cut.
     let mut room = (budget - tokens).min(budget / 2);
     let mut documents = String::new();
-    for item in crate::conversations::documents::session_documents(state, &input.session_id).await?
-    {
+    let mut found =
+        crate::conversations::documents::session_documents(state, &input.session_id).await?;
+    // The message's attachments first, in the order it named them; the others after.
+    found.sort_by_key(|item| {
+        get_s(item, "id")
+            .and_then(|id| input.attachments.iter().position(|a| a == id))
+            .unwrap_or(usize::MAX)
+    });
+    for item in found {
         let (Some(name), Some(text)) = (get_s(&item, "filename"), get_s(&item, "text")) else {
             continue;
         };
@@ -418,10 +447,29 @@ pub async fn run(
     .await?;
     let mut flushed = Instant::now();
     let mut canceled = false;
-    let streamed = match chat
+    // A busy provider (429, 5xx, a broken connection before any text) is asked again a few
+    // times here, before the job goes back to its queue.
+    let mut opened = chat
         .open(&model.model, &turns, input.max_tokens, DEADLINE)
-        .await
-    {
+        .await;
+    for attempt in 0..OPEN_RETRIES {
+        match &opened {
+            Err(ChatError::Provider(err)) if err.is_retryable() => {
+                tracing::info!(job_id = %job.id, attempt, error = %err, "the chat provider is busy; asking again");
+                tokio::time::sleep(crate::backoff::exponential(
+                    Duration::from_millis(500),
+                    attempt,
+                    0.25,
+                ))
+                .await;
+                opened = chat
+                    .open(&model.model, &turns, input.max_tokens, DEADLINE)
+                    .await;
+            }
+            _ => break,
+        }
+    }
+    let streamed = match opened {
         Ok(mut stream) => loop {
             match stream.next().await {
                 Ok(Some(piece)) => {

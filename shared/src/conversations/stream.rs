@@ -126,9 +126,7 @@ async fn start(state: &'static State, req: Request) -> Result<Streamed, ApiError
         let _ = forward.await;
         let end = ending(state, &session_id, &reply_id, &job_id, ran).await;
         let _ = tx.send(end);
-        if let Err(err) = crate::jobs::outbox::sent(&state.db, &entry).await {
-            tracing::warn!(job_id, error = format!("{err:#}"), "outbox entry left");
-        }
+        hand_over(state, &job_id, &entry).await;
     });
     http::Response::builder()
         .status(StatusCode::OK)
@@ -137,6 +135,32 @@ async fn start(state: &'static State, req: Request) -> Result<Streamed, ApiError
         .header("x-job-id", posted.job.id.as_str())
         .body(ChannelBody(rx))
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// Settles the job's outbox entry: a job back in its queue (a retryable failure here) has its
+/// message sent now, for the worker; any other is done with the entry.
+async fn hand_over(state: &State, job_id: &str, entry: &crate::jobs::outbox::Entry) {
+    let queued = match crate::jobs::store::get(&state.db, job_id).await {
+        Ok(Some(job)) if job.status == crate::jobs::model::Status::InQueue => {
+            state.registry.get(&job.kind).map(|kind| kind.queue)
+        }
+        Ok(_) => None,
+        // Unknown: the entry stays, and the reaper sends the message if the job still waits.
+        Err(_) => return,
+    };
+    if let Some(queue) = queued
+        && let Err(err) = crate::jobs::outbox::send(state, queue, job_id).await
+    {
+        tracing::warn!(
+            job_id,
+            error = format!("{err:#}"),
+            "send failed; the outbox sends it later"
+        );
+        return;
+    }
+    if let Err(err) = crate::jobs::outbox::sent(&state.db, entry).await {
+        tracing::warn!(job_id, error = format!("{err:#}"), "outbox entry left");
+    }
 }
 
 /// The last event: `done`, `error` or `queued`.
