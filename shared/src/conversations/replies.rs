@@ -346,14 +346,12 @@ async fn record(
     if done {
         message = message
             .update_expression(format!(
-                "SET {}, current_version = :job, model = :model, version_count = if_not_exists(version_count, :zero) + :one REMOVE #error",
+                "SET {}, current_version = :job, model = :model REMOVE #error",
                 sets.join(", ")
             ))
             .condition_expression("attribute_exists(pk) AND (attribute_not_exists(current_version) OR current_version < :job)")
             .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":job", s(job_id))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":one", n(1));
+            .expression_attribute_values(":job", s(job_id));
     } else {
         message = message
             .update_expression(format!("SET {}, model = :model", sets.join(", ")))
@@ -368,6 +366,23 @@ async fn record(
     }
     // Not there (the session was deleted) or a newer version shows: nothing to change.
     crate::db::unless_condition_failed(message.send().await).context("writing a reply")?;
+    if done {
+        // Every completed version counts, whichever of two at once finished last (the message
+        // shows the newest).
+        let counted = state
+            .db
+            .client
+            .update_item()
+            .table_name(&state.db.table)
+            .key("pk", s(&pk))
+            .key("sk", s(keys::message(&input.message_id)))
+            .update_expression("ADD version_count :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        crate::db::unless_condition_failed(counted).context("counting a reply's versions")?;
+    }
     Ok(())
 }
 
@@ -437,21 +452,17 @@ pub async fn run(
             return Err(JobError::Internal(err));
         }
     };
-    record(
-        state,
-        &input,
-        &job.id,
-        &[("status", s("streaming")), ("content", s(""))],
-        false,
-    )
-    .await?;
     let mut flushed = Instant::now();
     let mut canceled = false;
-    // A busy provider (429, 5xx, a broken connection before any text) is asked again a few
-    // times here, before the job goes back to its queue.
-    let mut opened = chat
-        .open(&model.model, &turns, input.max_tokens, DEADLINE)
-        .await;
+    // The reply is marked as being written while the provider is asked (the first token comes
+    // no later for it). A busy provider (429, 5xx, a broken connection before any text) is asked
+    // again a few times here, before the job goes back to its queue.
+    let streaming = [("status", s("streaming")), ("content", s(""))];
+    let (marked, mut opened) = tokio::join!(
+        record(state, &input, &job.id, &streaming, false),
+        chat.open(&model.model, &turns, input.max_tokens, DEADLINE)
+    );
+    marked?;
     for attempt in 0..OPEN_RETRIES {
         match &opened {
             Err(ChatError::Provider(err)) if err.is_retryable() => {
