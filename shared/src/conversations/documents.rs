@@ -195,27 +195,36 @@ pub async fn create_document(state: &State, req: Request) -> Result<Response<Bod
     let (Some(filename), true) = (filename, errors.is_empty()) else {
         return Err(ApiError::Validation(errors));
     };
-    crate::conversations::text_session(state, &caller.user_id, &id, "documents").await?;
+    crate::conversations::session_of(
+        state,
+        &caller.user_id,
+        &id,
+        crate::conversations::TEXT_SESSIONS,
+        "documents",
+    )
+    .await?;
     let document_id = uuid::Uuid::now_v7().to_string();
     let now = timestamp(Utc::now());
     let size = i64::try_from(body.size).context("size")?;
+    let stored = vec![
+        ("pk", s(keys::chat_messages(&id))),
+        ("sk", s(document_sk(&document_id))),
+        ("id", s(&document_id)),
+        ("session_id", s(&id)),
+        ("user_id", s(&caller.user_id)),
+        ("filename", s(&filename)),
+        ("content_type", s(&body.content_type)),
+        ("size", n(size)),
+        ("status", s("uploading")),
+        ("created_at", s(&now)),
+    ];
+    // What is stored is what the answer shows: no read back.
+    let item: Item = stored
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect();
     let actions = vec![
-        crate::db::tx::put(
-            &state.db,
-            vec![
-                ("pk", s(keys::chat_messages(&id))),
-                ("sk", s(document_sk(&document_id))),
-                ("id", s(&document_id)),
-                ("session_id", s(&id)),
-                ("user_id", s(&caller.user_id)),
-                ("filename", s(&filename)),
-                ("content_type", s(&body.content_type)),
-                ("size", n(size)),
-                ("status", s("uploading")),
-                ("created_at", s(&now)),
-            ],
-            Some("attribute_not_exists(pk)"),
-        )?,
+        crate::db::tx::put(&state.db, stored, Some("attribute_not_exists(pk)"))?,
         crate::db::tx::update(
             &state.db,
             (&keys::user(&caller.user_id), &keys::chat(&id)),
@@ -251,11 +260,6 @@ pub async fn create_document(state: &State, req: Request) -> Result<Response<Bod
         .presigned(PresigningConfig::expires_in(URL_LIFETIME).context("presigning config")?)
         .await
         .context("presigning a document's upload")?;
-    let item = state
-        .db
-        .get(&keys::chat_messages(&id), &document_sk(&document_id))
-        .await?
-        .context("the document just made")?;
     let expires_at = Utc::now() + chrono::Duration::from_std(URL_LIFETIME).context("lifetime")?;
     json(
         StatusCode::CREATED,
@@ -376,14 +380,15 @@ pub async fn complete_document(state: &State, req: Request) -> Result<Response<B
     for (name, value) in values {
         update = update.expression_attribute_values(name, value);
     }
-    crate::db::unless_condition_failed(update.send().await)
-        .context("recording a document's text")?
-        .ok_or_else(document_gone)?;
-    let item = state
-        .db
-        .get(&keys::chat_messages(&id), &document_sk(&document_id))
-        .await?
-        .ok_or_else(document_gone)?;
+    let item = crate::db::unless_condition_failed(
+        update
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await,
+    )
+    .context("recording a document's text")?
+    .and_then(|out| out.attributes)
+    .ok_or_else(document_gone)?;
     tracing::info!(document_id, chars, "document read");
     json(StatusCode::OK, &view(&item).ok_or_else(document_gone)?)
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::conversations::messages::{self, Message, MessageKind};
 use crate::conversations::{path_id, sessions};
 use crate::cursor::Paging;
-use crate::db::{Item, get_s, s};
+use crate::db::s;
 use crate::error::ApiError;
 use crate::http::{Caller, json, json_body};
 use crate::jobs::handlers::{CreateJob, JobView, Submitted};
@@ -23,6 +23,8 @@ use crate::state::State;
 
 /// The job kind an image is asked of.
 const GENERATE: &str = "generate";
+/// The kinds of session that hold images.
+const IMAGE_SESSIONS: &[&str] = &["image", "studio"];
 /// Reference images a session keeps.
 pub const MAX_REFERENCES: usize = 20;
 
@@ -68,21 +70,6 @@ pub struct SessionImages {
     pub next_cursor: Option<String>,
 }
 
-/// The caller's session `id` when it holds images (an `image` or `studio` session).
-async fn image_session(state: &State, user_id: &str, id: &str) -> Result<Item, ApiError> {
-    let session = sessions::owned(state, user_id, id).await?;
-    match get_s(&session, "kind") {
-        Some("image" | "studio") => Ok(session),
-        other => Err(ApiError::Unprocessable {
-            code: "session_kind",
-            detail: format!(
-                "a session of kind {} keeps no images; use an image or studio session",
-                other.unwrap_or("unknown")
-            ),
-        }),
-    }
-}
-
 /// Asks for an image in one of your image or studio sessions: `202` with the prompt, the pending
 /// reply and the `generate` job.
 #[utoipa::path(post, path = "/v1/sessions/{id}/images", tag = "conversations", security(("bearer" = [])),
@@ -95,7 +82,7 @@ pub async fn ask_image(state: &State, req: Request) -> Result<Response<Body>, Ap
     let caller = Caller::from_request(&req)?;
     let id = path_id(&req).ok_or_else(sessions::not_found)?;
     let body: AskImage = json_body(&req, &["application/json"])?;
-    image_session(state, &caller.user_id, &id).await?;
+    crate::conversations::session_of(state, &caller.user_id, &id, IMAGE_SESSIONS, "images").await?;
     let prompt = body.input["prompt"].as_str().unwrap_or_default().to_owned();
     let model = body.input["model"].as_str().unwrap_or(GENERATE).to_owned();
     let (user_message, reply_id) = messages::store_pair(
@@ -200,7 +187,9 @@ pub async fn ask_image(state: &State, req: Request) -> Result<Response<Body>, Ap
 pub async fn list_images(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let id = path_id(&req).ok_or_else(sessions::not_found)?;
-    let session = image_session(state, &caller.user_id, &id).await?;
+    let session =
+        crate::conversations::session_of(state, &caller.user_id, &id, IMAGE_SESSIONS, "images")
+            .await?;
     let scope = format!("images|{}|{id}", caller.user_id);
     let page = Paging::from_request(&req, state.cursor_key().await?, scope)?;
     let (found, next) = messages::page_of(state, &id, &page, true).await?;

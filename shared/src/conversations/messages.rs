@@ -238,7 +238,7 @@ pub fn view(item: &Item) -> Option<Message> {
     })
 }
 
-fn version_view(item: &Item) -> Option<Version> {
+pub(crate) fn version_view(item: &Item) -> Option<Version> {
     Some(Version {
         job_id: get_s(item, "job_id")?.to_owned(),
         status: MessageStatus::parse(get_s(item, "status").unwrap_or_default()),
@@ -326,14 +326,15 @@ pub(crate) enum Ask {
 
 /// Stores the message and its pending reply (a new one) or finds the reply (a regenerate), then
 /// admits the `chat` job that writes it: queued for the worker, or (`here`) left for the caller
-/// to run. Refused admission (credits, the job cap) leaves nothing behind.
+/// to run, with its outbox entry to settle. Refused admission (credits, the job cap) leaves
+/// nothing behind.
 pub(crate) async fn begin(
     state: &State,
     caller: &Caller,
     session_id: &str,
     ask: Ask,
     here: bool,
-) -> Result<(Posted, crate::jobs::outbox::Entry), ApiError> {
+) -> Result<(Posted, Option<crate::jobs::outbox::Entry>), ApiError> {
     let mut errors = Vec::new();
     let (options, content) = match &ask {
         Ask::New(body) => {
@@ -371,7 +372,14 @@ pub(crate) async fn begin(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    crate::conversations::text_session(state, &caller.user_id, session_id, "chat").await?;
+    crate::conversations::session_of(
+        state,
+        &caller.user_id,
+        session_id,
+        crate::conversations::TEXT_SESSIONS,
+        "chat",
+    )
+    .await?;
     let messages_pk = keys::chat_messages(session_id);
     let mut attachments: Vec<String> = Vec::new();
     let (options, user_message, reply_id) = match ask {
@@ -451,14 +459,13 @@ pub(crate) async fn begin(
         webhook_url: None,
     };
     let admitted = if here {
-        crate::jobs::handlers::submit_here(state, caller, &body).await
+        crate::jobs::handlers::submit_here(state, caller, &body)
+            .await
+            .map(|(submitted, entry)| (submitted, Some(entry)))
     } else {
         crate::jobs::handlers::submit(state, caller, None, &body)
             .await
-            .map(|submitted| {
-                let entry = crate::jobs::outbox::Entry::of(&submitted.id, 0);
-                (submitted, entry)
-            })
+            .map(|submitted| (submitted, None))
     };
     let (submitted, entry) = match admitted {
         Ok(admitted) => admitted,

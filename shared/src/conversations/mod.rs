@@ -35,23 +35,29 @@ fn path_id(req: &lambda_http::Request) -> Option<String> {
     crate::http::path_param(req, "id").filter(|id| uuid::Uuid::parse_str(id).is_ok())
 }
 
-/// The caller's session `id` when it is a `chat` or `studio` session (an `image` session holds
-/// neither chat nor documents: 422 `session_kind`, saying it keeps no `what`).
-pub(crate) async fn text_session(
+/// The caller's session `id` when it is of one of `kinds` (else 422 `session_kind`, saying it
+/// keeps no `what`): chat and documents are for `chat` and `studio` sessions, images for
+/// `image` and `studio` ones.
+pub(crate) async fn session_of(
     state: &crate::state::State,
     user_id: &str,
     id: &str,
+    kinds: &[&str],
     what: &str,
 ) -> Result<crate::db::Item, ApiError> {
     let session = sessions::owned(state, user_id, id).await?;
-    match crate::db::get_s(&session, "kind") {
-        Some("chat" | "studio") => Ok(session),
-        other => Err(ApiError::Unprocessable {
-            code: "session_kind",
-            detail: format!(
-                "a session of kind {} keeps no {what}; use a chat or studio session",
-                other.unwrap_or("unknown")
-            ),
-        }),
+    let kind = crate::db::get_s(&session, "kind").unwrap_or("unknown");
+    if kinds.contains(&kind) {
+        return Ok(session);
     }
+    Err(ApiError::Unprocessable {
+        code: "session_kind",
+        detail: format!(
+            "a session of kind {kind} keeps no {what}; use a {} session",
+            kinds.join(" or ")
+        ),
+    })
 }
+
+/// The kinds of session that hold text: chat and documents.
+pub(crate) const TEXT_SESSIONS: &[&str] = &["chat", "studio"];

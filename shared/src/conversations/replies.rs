@@ -643,12 +643,16 @@ pub const ENDED: crate::jobs::registry::Ended =
 
 async fn ended(state: &State, job: &JobRef, outcome: &Outcome) {
     let (status, error) = match outcome {
-        Outcome::Completed(_) => ("completed", ""),
+        // A completed chat reply was written by its executor: only an image reply follows here.
+        Outcome::Completed(_) => {
+            image_ended(state, &job.id, "completed", "").await;
+            return;
+        }
         Outcome::Failed { message, .. } => ("failed", message.as_str()),
         Outcome::Canceled { message } => ("canceled", message.as_str()),
     };
     let stored = match crate::jobs::store::get(&state.db, &job.id).await {
-        Ok(Some(stored)) if stored.kind == KIND && status != "completed" => stored,
+        Ok(Some(stored)) if stored.kind == KIND => stored,
         Ok(Some(_)) => {
             image_ended(state, &job.id, status, error).await;
             return;

@@ -101,6 +101,9 @@ async fn start(state: &'static State, req: Request) -> Result<Streamed, ApiError
         },
     };
     let (posted, entry) = messages::begin(state, &caller, &session_id, ask, true).await?;
+    let entry = entry.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("a reply run here has its outbox entry"))
+    })?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let _ = tx.send(sse_event(
         "accepted",
@@ -197,11 +200,17 @@ async fn ending(
         }
         return sse_event("queued", &json!({ "job": job_view }));
     }
-    let version = messages::detail(state, session_id, reply_id)
+    let version = state
+        .db
+        .get(
+            &crate::keys::chat_messages(session_id),
+            &crate::keys::message_version(reply_id, job_id),
+        )
         .await
         .ok()
         .flatten()
-        .and_then(|detail| detail.versions.into_iter().find(|v| v.job_id == job_id));
+        .as_ref()
+        .and_then(messages::version_view);
     let reply = version.map_or(Value::Null, |v| serde_json::to_value(v).unwrap_or_default());
     match &job.error {
         None => sse_event("done", &json!({ "reply": reply, "job": job_view })),
