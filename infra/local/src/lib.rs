@@ -64,15 +64,18 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", options.port))?;
     let base_url = format!("http://{}", listener.local_addr()?);
-    // The streaming function URL, on the next port (any free one for tests).
-    let stream_port = if options.port == 0 {
-        0
-    } else {
-        options.port + 1
+    // The streaming function URL, on the next port when it is free (any free one for tests, or
+    // when the next is taken: the walkthrough prints the one it got).
+    let stream_listener = match options.port.checked_add(1).filter(|_| options.port != 0) {
+        Some(next) => match TcpListener::bind(("127.0.0.1", next)).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::warn!(port = next, error = %err, "the next port is taken; streaming on a free one");
+                TcpListener::bind(("127.0.0.1", 0)).await?
+            }
+        },
+        None => TcpListener::bind(("127.0.0.1", 0)).await?,
     };
-    let stream_listener = TcpListener::bind(("127.0.0.1", stream_port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{stream_port}"))?;
     let stream_url = format!("http://{}", stream_listener.local_addr()?);
     let mut env = stack.env.clone();
     env.insert("CHAT_STREAM_URL".into(), stream_url.clone());
