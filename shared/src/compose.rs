@@ -14,6 +14,7 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
     kinds.extend(crate::generation::kinds::kinds(config)?);
     kinds.extend(crate::personas::instagram::kinds());
     kinds.push(crate::conversations::replies::CHAT);
+    kinds.extend(crate::videos::kinds::kinds());
     kinds.extend(registry::test_kinds(config));
     Ok(Registry::new(kinds)
         .with_abandon(crate::generation::work::ABANDON)
@@ -21,6 +22,7 @@ pub fn registry(config: &Config) -> anyhow::Result<Registry> {
         .with_ended(crate::generation::marketplace::USED)
         .with_ended(crate::conversations::replies::ENDED)
         .with_check(crate::social::remixes::CHECK)
+        .with_check(crate::videos::kinds::CHECK)
         .with_share(crate::generation::marketplace::SHARE))
 }
 

@@ -31,6 +31,8 @@ pub struct Config {
     pub jobs_queue_url: Option<String>,
     /// The GPU worker's queue (`GPU_JOBS_QUEUE_URL`).
     pub gpu_jobs_queue_url: Option<String>,
+    /// The video worker's queue (`VIDEO_JOBS_QUEUE_URL`); unset, video jobs go to the CPU queue.
+    pub video_jobs_queue_url: Option<String>,
     /// Secrets Manager id of the key that signs pagination cursors (`CURSOR_KEY_SECRET_ID`).
     pub cursor_key_secret_id: Option<String>,
     /// Offer the test kinds such as `sleep` (`ENABLE_TEST_KINDS`; never in production).
@@ -47,6 +49,8 @@ pub struct Config {
     pub generation: GenerationConfig,
     /// Text generation for conversations.
     pub chat: ChatConfig,
+    /// Video uploads and the studio: the FFmpeg toolchain and the limits.
+    pub video: VideoConfig,
     /// Firebase sign-in: the project whose ID tokens are accepted (`FIREBASE_PROJECT_ID`; unset,
     /// `POST /v1/auth/firebase` answers 404) and where Google publishes the certificates that sign
     /// them (`FIREBASE_CERTS_URL`, default Google's securetoken x509 URL).
@@ -370,6 +374,7 @@ impl Config {
             outbox_grace: Duration::from_secs(number("OUTBOX_GRACE_SECONDS", 15)?),
             jobs_queue_url: optional("JOBS_QUEUE_URL"),
             gpu_jobs_queue_url: optional("GPU_JOBS_QUEUE_URL"),
+            video_jobs_queue_url: optional("VIDEO_JOBS_QUEUE_URL"),
             cursor_key_secret_id: optional("CURSOR_KEY_SECRET_ID"),
             test_kinds: flag("ENABLE_TEST_KINDS")?,
             allow_private_webhooks: flag("ALLOW_PRIVATE_WEBHOOKS")?,
@@ -444,6 +449,7 @@ impl Config {
             oidc: oidc_config(&lookup)?,
             payments: PaymentsConfig::from_lookup(&lookup)?,
             chat: ChatConfig::from_lookup(&lookup)?,
+            video: VideoConfig::from_lookup(&lookup)?,
             admin_emails: optional("ADMIN_EMAILS")
                 .unwrap_or_default()
                 .split(',')
@@ -503,6 +509,72 @@ pub struct ChatModel {
     pub model: String,
     pub input_per_1k: i64,
     pub output_per_1k: i64,
+}
+
+/// Video's settings.
+#[derive(Clone, Debug)]
+pub struct VideoConfig {
+    /// `FFMPEG_PATH` and `FFPROBE_PATH` (default `/opt/bin/ffmpeg` and `/opt/bin/ffprobe`: the
+    /// Lambda layer's), `VIDEO_TOOL_MEMORY_MB` (default 1,024: the most one run may hold) and
+    /// `VIDEO_TOOL_THREADS` (default 2).
+    pub toolchain: crate::video::Toolchain,
+    /// `VIDEO_MAX_BYTES`: the largest video upload (default 200 MB).
+    pub max_upload_bytes: u64,
+    /// `VIDEO_MAX_SECONDS` (default 180), `VIDEO_MAX_SIDE` (default 4,096) and
+    /// `VIDEO_MAX_PIXELS` (default 3840×2160).
+    pub limits: crate::video::Limits,
+    /// `VIDEO_STUDIO_CREDITS`: what each studio job costs (default 0).
+    pub studio_credits: i64,
+    /// `VIDEO_WORK_DIR`: where the worker keeps a job's files while it runs (default the
+    /// system's temporary directory; /tmp on Lambda, sized by the function's ephemeral storage).
+    pub work_dir: std::path::PathBuf,
+}
+
+impl VideoConfig {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let optional = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let number = |name: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| {
+            match optional(name) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| range.contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name,
+                        reason: format!(
+                            "must be a number from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    }),
+            }
+        };
+        let path = |name: &str, default: &str| {
+            std::path::PathBuf::from(optional(name).unwrap_or_else(|| default.to_owned()))
+        };
+        let max_side = number("VIDEO_MAX_SIDE", 4_096, 64..=16_384)?;
+        Ok(Self {
+            toolchain: crate::video::Toolchain {
+                ffmpeg: path("FFMPEG_PATH", "/opt/bin/ffmpeg"),
+                ffprobe: path("FFPROBE_PATH", "/opt/bin/ffprobe"),
+                memory_bytes: number("VIDEO_TOOL_MEMORY_MB", 1_024, 128..=10_240)? * 1024 * 1024,
+                threads: u32::try_from(number("VIDEO_TOOL_THREADS", 2, 1..=64)?).unwrap_or(2),
+            },
+            max_upload_bytes: number("VIDEO_MAX_BYTES", 200_000_000, 1_000_000..=5_000_000_000)?,
+            limits: crate::video::Limits {
+                max_seconds: number("VIDEO_MAX_SECONDS", 180, 1..=3_600)? as f64,
+                max_pixels: number("VIDEO_MAX_PIXELS", 3_840 * 2_160, 4_096..=268_435_456)?,
+                max_side: u32::try_from(max_side).unwrap_or(4_096),
+            },
+            studio_credits: i64::try_from(number("VIDEO_STUDIO_CREDITS", 0, 0..=1_000)?)
+                .unwrap_or(0),
+            work_dir: optional("VIDEO_WORK_DIR")
+                .map(Into::into)
+                .unwrap_or_else(std::env::temp_dir),
+        })
+    }
 }
 
 /// Text generation's settings.

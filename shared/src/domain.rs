@@ -10,6 +10,9 @@ pub enum Queue {
     Cpu,
     /// The long-running poller in the GPU ECS task.
     Gpu,
+    /// The SQS-triggered Lambda worker with FFmpeg: its layer and ONNX Runtime's do not fit in
+    /// one function's 250 MB, so video kinds have their own function (the same code).
+    Video,
 }
 
 impl Queue {

@@ -53,6 +53,8 @@ pub mod telemetry;
 pub mod uploads;
 pub mod upscale;
 pub mod users;
+pub mod video;
+pub mod videos;
 pub mod webhooks;
 
 pub use config::Config;

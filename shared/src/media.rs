@@ -22,15 +22,18 @@ pub enum Outputs {
     Photos,
     /// Files copied from the generation providers (images, video, audio, style weights).
     Generations,
+    /// Videos: imported uploads and trimmed clips, their posters, strips and previews.
+    Videos,
 }
 
 impl Outputs {
-    pub const ALL: [Self; 2] = [Self::Photos, Self::Generations];
+    pub const ALL: [Self; 3] = [Self::Photos, Self::Generations, Self::Videos];
 
     fn area(self) -> &'static str {
         match self {
             Self::Photos => "photos",
             Self::Generations => "generations",
+            Self::Videos => "videos",
         }
     }
 }

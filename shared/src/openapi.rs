@@ -20,6 +20,7 @@ use crate::routes::ROUTES;
         (name = "jobs", description = "Jobs: admission, progress, cancel"), (name = "credits", description = "Balance, ledger, daily reward"), (name = "payments", description = "Credit packages and orders: Toss Payments and Stripe Checkout; artists and payouts"), (name = "admin", description = "Accounts and orders, for admins"), (name = "conversations", description = "Folders and sessions (WEAV)"),
         (name = "uploads", description = "Presigned uploads"),
         (name = "photos", description = "Real-ESRGAN upscaling and best-cut"),
+        (name = "videos", description = "Video uploads probed by FFmpeg, with posters, thumbnail strips and previews; the studio's frames and ranges are jobs"),
         (name = "styles", description = "Styles (LoRA) trained on your images by your AI servers"),
         (name = "social", description = "Public profiles, follows, posts, likes, shares, bookmarks, comments and blocks"),
         (name = "personas", description = "SelfStar's personas: AI characters that generation can name"),

@@ -39,6 +39,7 @@ use crate::social::{
 };
 use crate::state::State;
 use crate::uploads;
+use crate::videos::handlers as videos;
 use crate::webhooks::endpoints;
 
 /// What every handler returns.
@@ -292,6 +293,11 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Bearer, photos::get_photo),
         route!(Bearer, photos::get_photo_file),
         route!(Bearer, photos::delete_photo),
+        route!(Bearer, videos::create_video),
+        route!(Bearer, videos::list_videos),
+        route!(Bearer, videos::get_video),
+        route!(Bearer, videos::get_video_timeline),
+        route!(Bearer, videos::delete_video),
         route!(Public, inbound::receive_fal_webhook),
         route!(Public, inbound::receive_replicate_webhook),
         route!(Public, inbound::receive_ai_progress),

@@ -1,4 +1,4 @@
-//! `POST /v1/uploads`: a presigned S3 PUT for one image, its key under the caller's prefix. Files
+//! `POST /v1/uploads`: a presigned S3 PUT for one image or video, its key under the caller's prefix. Files
 //! never pass through a function; every job that names an upload checks the object again (owner,
 //! size, type) before any work, since the emulator and S3 do not enforce all of this themselves.
 
@@ -21,7 +21,7 @@ use crate::users::timestamp;
 /// How long an upload URL works.
 pub const UPLOAD_URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
-/// The image types accepted, and the extension their keys get.
+/// The image types accepted, and the extension their keys get (videos: [`crate::video::VIDEO_TYPES`]).
 const TYPES: &[(&str, &str)] = &[
     ("image/jpeg", "jpg"),
     ("image/png", "png"),
@@ -32,11 +32,13 @@ const TYPES: &[(&str, &str)] = &[
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadRequest {
-    /// `image/jpeg`, `image/png` or `image/webp`.
-    #[schema(pattern = "^image/(jpeg|png|webp)$")]
+    /// `image/jpeg`, `image/png` or `image/webp`; or `video/mp4`, `video/quicktime` or
+    /// `video/webm` (then `POST /v1/videos` makes a video of it).
+    #[schema(pattern = "^(image/(jpeg|png|webp)|video/(mp4|quicktime|webm))$")]
     pub content_type: String,
-    /// Exact size in bytes, 1 to 20 MiB.
-    #[schema(minimum = 1, maximum = 20_971_520)]
+    /// Exact size in bytes: 1 to 20 MiB for an image; for a video, 1 to the deployment's
+    /// `VIDEO_MAX_BYTES` (200 MB by default).
+    #[schema(minimum = 1, maximum = 5_000_000_000_u64)]
     pub size: u64,
 }
 
@@ -54,27 +56,33 @@ pub struct Upload {
     pub expires_at: String,
 }
 
-/// Issues a presigned PUT for one image of a declared type and size.
+/// Issues a presigned PUT for one image or video of a declared type and size.
 #[utoipa::path(post, path = "/v1/uploads", tag = "uploads", security(("bearer" = [])), request_body = UploadRequest,
     responses((status = 201, body = Upload), (status = 422, body = crate::error::Problem)))]
 pub async fn create_upload(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let body: UploadRequest = json_body(&req, &["application/json"])?;
     let mut errors = Vec::new();
-    let extension = TYPES
+    let image = TYPES.iter().find(|(t, _)| *t == body.content_type);
+    let video = crate::video::VIDEO_TYPES
         .iter()
-        .find(|(t, _)| *t == body.content_type)
-        .map(|(_, e)| *e);
+        .find(|(t, _)| *t == body.content_type);
+    let extension = image.or(video).map(|(_, e)| *e);
     if extension.is_none() {
         errors.push(FieldError::new(
             "content_type",
-            "must be image/jpeg, image/png or image/webp",
+            "must be image/jpeg, image/png, image/webp, video/mp4, video/quicktime or video/webm",
         ));
     }
-    if !(1..=MAX_UPLOAD_BYTES).contains(&body.size) {
+    let largest = if video.is_some() {
+        state.config.video.max_upload_bytes
+    } else {
+        MAX_UPLOAD_BYTES
+    };
+    if !(1..=largest).contains(&body.size) {
         errors.push(FieldError::new(
             "size",
-            format!("must be from 1 to {MAX_UPLOAD_BYTES} bytes"),
+            format!("must be from 1 to {largest} bytes"),
         ));
     }
     let (Some(extension), true) = (extension, errors.is_empty()) else {

@@ -120,6 +120,11 @@ async fn every_sample_event_reaches_its_handler() {
         ("get-photo", 404),
         ("get-photo-file", 404),
         ("delete-photo", 404),
+        ("create-video", 404),
+        ("list-videos", 200),
+        ("get-video", 404),
+        ("get-video-timeline", 404),
+        ("delete-video", 404),
         // Signed long ago: refused before any key or secret is fetched.
         ("receive-fal-webhook", 401),
         ("receive-replicate-webhook", 401),

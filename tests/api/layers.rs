@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "images",
             "bestcut",
             "pdf",
+            "video",
             "upscale",
             "telemetry",
         ],
@@ -65,6 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "social",
             "commerce",
             "conversations",
+            "videos",
         ],
     ),
     (

@@ -36,3 +36,4 @@ mod search;
 mod social;
 mod template;
 mod uploads;
+mod video;

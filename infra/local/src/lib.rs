@@ -101,12 +101,23 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         env.insert("ORT_DYLIB_PATH".into(), library.display().to_string());
         env.insert("MODELS_DIR".into(), models.display().to_string());
     }
-    env.extend(
-        options
-            .overrides
-            .into_iter()
-            .filter(|(name, _)| name == "ORT_DYLIB_PATH" || name == "MODELS_DIR"),
-    );
+    // FFmpeg where setup put it, in place of the Lambda layer's /opt/bin.
+    if let Ok(tools) = models::ffmpeg_dir(&root) {
+        env.insert(
+            "FFMPEG_PATH".into(),
+            tools.join("ffmpeg").display().to_string(),
+        );
+        env.insert(
+            "FFPROBE_PATH".into(),
+            tools.join("ffprobe").display().to_string(),
+        );
+    }
+    env.extend(options.overrides.into_iter().filter(|(name, _)| {
+        matches!(
+            name.as_str(),
+            "ORT_DYLIB_PATH" | "MODELS_DIR" | "FFMPEG_PATH" | "FFPROBE_PATH"
+        )
+    }));
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
     let state = Arc::new(lambent::compose::state(config, &sdk)?);
     let gateway = Arc::new(Gateway {

@@ -71,12 +71,14 @@ async fn main() -> anyhow::Result<()> {
     lambent_local::connect_payments(&fakes, &running).await?;
     fakes.set_provider_keys(&keys, secrecy::ExposeSecret::expose_secret(&ai_secret));
     let photo = repo_root().join("tests/fixtures/images/scene.png");
+    let ffmpeg = lambent_local::models::ffmpeg_dir(&repo_root())?.join("ffmpeg");
     walkthrough(
         &running.base_url,
         &running.stream_url,
         &emulator.endpoint,
         fakes.base_url(),
         &photo.display().to_string(),
+        &ffmpeg.display().to_string(),
     );
     tokio::select! {
         result = running.server => result.context("the gateway stopped")??,
@@ -86,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn walkthrough(base: &str, stream: &str, emulator: &str, fakes: &str, photo: &str) {
+fn walkthrough(base: &str, stream: &str, emulator: &str, fakes: &str, photo: &str, ffmpeg: &str) {
     println!(
         r#"
 Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server, Firebase, Google, Kakao and Naver are local fakes)
@@ -128,6 +130,34 @@ Try it, in another terminal:
     -d "{{\"upload_key\":\"$KEY\",\"model\":\"realesr-animevideov3-x2\"}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
   until curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
   curl -s {base}/v1/photos/$PHOTO -H "authorization: Bearer $TOKEN"; echo
+
+  # a video (LOKIZ): a 4-second clip FFmpeg makes here, uploaded, made a video (202: probed, with a
+  # poster, a thumbnail strip and a preview); a frame captured at 1.5 s (a PNG upload any image kind
+  # takes), then 1 s to 3.5 s cut out (keyframe to keyframe: packets copied, not encoded again)
+  {ffmpeg} -v error -y -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440 -t 4 \
+    -c:v libx264 -g 15 -pix_fmt yuv420p -c:a aac /tmp/lambent-clip.mp4
+  curl -s -X POST {base}/v1/uploads -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"content_type\":\"video/mp4\",\"size\":$(stat -c %s /tmp/lambent-clip.mp4)}}" > /tmp/lambent-upload.json
+  KEY=$(python3 -c 'import json;print(json.load(open("/tmp/lambent-upload.json"))["key"])')
+  curl -s -X PUT "$(python3 -c 'import json;print(json.load(open("/tmp/lambent-upload.json"))["url"])')" \
+    -H 'content-type: video/mp4' --data-binary @/tmp/lambent-clip.mp4
+  VIDEO=$(curl -s -X POST {base}/v1/videos -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"upload_key\":\"$KEY\"}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/videos/$VIDEO -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
+  curl -s {base}/v1/videos/$VIDEO -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;v=json.load(sys.stdin);p=v["probe"]
+print("video:", v["status"], p["container"], p["video"]["codec"], p["video"]["width"], "x", p["video"]["height"], p["duration_seconds"], "s", p["video"]["frame_rate"], "fps, audio", p["audio"]["codec"])'
+  FRAME=$(curl -s -X POST {base}/v1/jobs -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"kind\":\"capture_frame\",\"input\":{{\"video_id\":\"$VIDEO\",\"at_seconds\":1.5}}}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/jobs/$FRAME -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
+  curl -s {base}/v1/jobs/$FRAME -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;o=json.load(sys.stdin)["output"]
+print("frame:", o["upload_key"], o["width"], "x", o["height"])'
+  CUT=$(curl -s -X POST {base}/v1/jobs -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -d "{{\"kind\":\"select_range\",\"input\":{{\"video_id\":\"$VIDEO\",\"start\":1,\"end\":3.5}}}}" | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')
+  until curl -s {base}/v1/videos/$CUT -H "authorization: Bearer $TOKEN" | grep -qE '"status":"(COMPLETED|FAILED)"'; do sleep 0.2; done
+  curl -s {base}/v1/videos/$CUT -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;v=json.load(sys.stdin)
+print("cut:", v["status"], v["mode"], v["probe"]["duration_seconds"], "s")'
+  curl -s {base}/v1/videos/$VIDEO/timeline -H "authorization: Bearer $TOKEN" | python3 -c 'import json,sys;t=json.load(sys.stdin)
+print("timeline:", t["duration_seconds"], "s, keyframes", t["keyframes"], ",", len(t["strip"]), "thumbnails")'
 
   # generate an image at fal (the local fake): submitted, finalized by fal's signed webhook, copied to S3
   GEN=$(curl -s -X POST {base}/v1/jobs -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \

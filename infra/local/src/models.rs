@@ -33,6 +33,17 @@ fn library_in(packages: &Path) -> Option<PathBuf> {
         })
 }
 
+/// The FFmpeg build setup installed (`make ffmpeg`): the directory of `ffmpeg` and `ffprobe`.
+pub fn ffmpeg_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join(".venv/ffmpeg/ffmpeg/binaries");
+    anyhow::ensure!(
+        dir.join("ffmpeg").is_file() && dir.join("ffprobe").is_file(),
+        "{} has no ffmpeg and ffprobe: run `make ffmpeg`",
+        dir.display()
+    );
+    Ok(dir)
+}
+
 /// The converted models (`make models`).
 pub fn models_dir(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join("infra/models/out");

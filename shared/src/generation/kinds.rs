@@ -22,6 +22,9 @@ pub enum Task {
     TextToImage,
     ImageToImage,
     ImageToVideo,
+    /// A character image and one of the owner's videos (Wan Animate: motion moved onto the
+    /// character, or the video's subject replaced by it).
+    VideoToVideo,
     Music,
     /// A style (LoRA) trained on a set of images.
     TrainStyle,
@@ -40,7 +43,7 @@ impl Task {
     pub fn run_for(self) -> Duration {
         match self {
             Self::TextToImage | Self::ImageToImage => Duration::from_secs(15 * 60),
-            Self::ImageToVideo => Duration::from_secs(30 * 60),
+            Self::ImageToVideo | Self::VideoToVideo => Duration::from_secs(30 * 60),
             Self::Music => Duration::from_secs(10 * 60),
             Self::TrainStyle => Duration::from_secs(3 * 3600),
         }
@@ -65,19 +68,20 @@ pub const PRESETS: &[Preset] = &[
         provider: ProviderName::Fal,
         model: "fal-ai/kling-video/v1.6/standard/image-to-video",
     },
+    // Wan 2.2 Animate at fal: `video_url` and `image_url` (fal's model pages).
     Preset {
         name: "glitch_animate",
         cost: 30,
-        task: Task::ImageToVideo,
-        provider: ProviderName::Replicate,
-        model: "wan-video/wan-2.1-i2v-480p",
+        task: Task::VideoToVideo,
+        provider: ProviderName::Fal,
+        model: "fal-ai/wan/v2.2-14b/animate/move",
     },
     Preset {
         name: "glitch_replace",
         cost: 30,
-        task: Task::ImageToVideo,
-        provider: ProviderName::Replicate,
-        model: "wan-video/wan-2.1-i2v-720p",
+        task: Task::VideoToVideo,
+        provider: ProviderName::Fal,
+        model: "fal-ai/wan/v2.2-14b/animate/replace",
     },
     Preset {
         name: "music",
@@ -222,6 +226,7 @@ pub fn parse_training(input: &Value) -> Result<Spec, Vec<FieldError>> {
                 prompt: None,
                 negative_prompt: None,
                 uploads: keys.into_iter().map(|k| ("image", k)).collect(),
+                video_id: None,
                 width: 0,
                 height: 0,
                 num_images: 0,
@@ -285,6 +290,7 @@ fn generate_cost(input: &Value) -> i64 {
     match input["task"].as_str().and_then(Task::parse) {
         Some(Task::TextToImage | Task::ImageToImage) | None => 4 * images,
         Some(Task::ImageToVideo) => 20,
+        Some(Task::VideoToVideo) => 30,
         Some(Task::Music) => 5,
         Some(Task::TrainStyle) => TRAIN_STYLE_COST,
     }
@@ -300,6 +306,9 @@ pub struct Spec {
     pub negative_prompt: Option<String>,
     /// The uploads it reads, by role (`image`, `subject_image`).
     pub uploads: Vec<(&'static str, String)>,
+    /// One of the owner's videos (`video_to_video`): the motion to move, or the scene whose
+    /// subject is replaced.
+    pub video_id: Option<String>,
     pub width: u32,
     pub height: u32,
     pub num_images: u32,
@@ -500,10 +509,11 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             "persona_id",
             "arguments",
             "remix_of",
+            "video_id",
         ],
         Some("template") => &["upload_key", "template", "prompt", "remix_of"],
-        Some("glitch_animate") => &["upload_key", "prompt", "remix_of"],
-        Some("glitch_replace") => &["upload_key", "subject_upload_key", "prompt", "remix_of"],
+        Some("glitch_animate") => &["upload_key", "video_id", "prompt", "remix_of"],
+        Some("glitch_replace") => &["video_id", "subject_upload_key", "prompt", "remix_of"],
         Some(_) => &["prompt", "duration_seconds", "remix_of"],
     };
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
@@ -521,7 +531,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             fields.require::<Task>(
                 "task",
                 any,
-                "must be text_to_image, image_to_image, image_to_video or music",
+                "must be text_to_image, image_to_image, image_to_video, video_to_video or music",
             ),
         ),
     };
@@ -542,15 +552,16 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         |p: &String| p.chars().count() <= MAX_PROMPT_CHARS,
         &format!("must be at most {MAX_PROMPT_CHARS} characters"),
     );
-    let needs_image = matches!(task, Some(Task::ImageToImage | Task::ImageToVideo));
+    let needs_image = matches!(
+        task,
+        Some(Task::ImageToImage | Task::ImageToVideo | Task::VideoToVideo)
+    );
+    let replaces = preset.is_some_and(|p| p.name == "glitch_replace");
     let mut uploads = Vec::new();
+    // A replacement's subject is the image the model takes (`image_url` at fal).
     for (field, role, required) in [
-        ("upload_key", "image", needs_image),
-        (
-            "subject_upload_key",
-            "subject_image",
-            preset.is_some_and(|p| p.name == "glitch_replace"),
-        ),
+        ("upload_key", "image", needs_image && !replaces),
+        ("subject_upload_key", "image", replaces),
     ] {
         if !fields.has(field) {
             if required {
@@ -616,6 +627,18 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         |id: &String| uuid::Uuid::parse_str(id).is_ok() && prompt.is_some(),
         "must be the id of one of your personas, with a prompt",
     );
+    let video_id = if task == Some(Task::VideoToVideo) {
+        fields.require(
+            "video_id",
+            |id: &String| uuid::Uuid::parse_str(id).is_ok(),
+            "is required: the id of one of your videos (POST /v1/videos)",
+        )
+    } else {
+        if fields.has("video_id") {
+            fields.bad("video_id", "is used only by video_to_video");
+        }
+        None
+    };
     // The post this generation remixes (LOKIZ): who may remix it is checked before admission
     // (the social layer's check), and a post published from the job records it as its source.
     fields.take(
@@ -644,6 +667,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             prompt,
             negative_prompt,
             uploads,
+            video_id,
             width: u32::try_from(width).unwrap_or(1024),
             height: u32::try_from(height).unwrap_or(1024),
             num_images: u32::try_from(num_images).unwrap_or(1),
@@ -749,12 +773,17 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
             if let Some(url) = image("subject_image") {
                 set("subject_image_url", json!(url));
             }
+            if let Some(url) = image("video") {
+                set("video_url", json!(url));
+            }
             if let Some(url) = &style {
                 set("loras", json!([{"path": url, "scale": 1.0}]));
             }
             match spec.task {
                 Task::ImageToImage => set("strength", json!(spec.strength)),
                 Task::ImageToVideo => set("duration", json!(spec.duration_seconds.to_string())),
+                // The output runs as long as the video.
+                Task::VideoToVideo => {}
                 Task::Music => set("seconds_total", json!(spec.duration_seconds)),
                 Task::TextToImage | Task::TrainStyle => {}
             }
@@ -767,8 +796,14 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
             if images_wanted {
                 set("num_outputs", json!(spec.num_images));
             }
-            if let Some(url) = image("image") {
-                set("image", json!(url));
+            // Wan 2.2 Animate at Replicate names its inputs `video` and `character_image`.
+            match (image("image"), spec.task) {
+                (Some(url), Task::VideoToVideo) => set("character_image", json!(url)),
+                (Some(url), _) => set("image", json!(url)),
+                (None, _) => {}
+            }
+            if let Some(url) = image("video") {
+                set("video", json!(url));
             }
             if let Some(url) = image("subject_image") {
                 set("subject_image", json!(url));
@@ -779,6 +814,7 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
             match spec.task {
                 Task::ImageToImage => set("prompt_strength", json!(spec.strength)),
                 Task::ImageToVideo | Task::Music => set("duration", json!(spec.duration_seconds)),
+                Task::VideoToVideo => {}
                 Task::TextToImage | Task::TrainStyle => {}
             }
         }

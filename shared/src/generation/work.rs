@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use serde_json::Value;
 
 use crate::generation::kinds;
 use crate::generation::providers::{Failure, Provider as _, ProviderError, Submission};
@@ -23,13 +24,6 @@ const BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait a provider's `Retry-After` may impose within one attempt.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(20);
 
-fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
-    JobError::Permanent {
-        kind,
-        message: message.into(),
-    }
-}
-
 /// A backoff of `BACKOFF * 2^attempt`, ±25 %.
 fn backoff(attempt: u32) -> Duration {
     crate::backoff::exponential(BACKOFF, attempt, 0.25)
@@ -44,12 +38,12 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
                 .map(|e| format!("{}: {}", e.field, e.message))
                 .collect::<Vec<_>>()
                 .join("; ");
-            permanent("invalid_input", message)
+            JobError::permanent("invalid_input", message)
         })?;
     let adapter = match generation::adapter(state, spec.provider).await {
         Ok(adapter) => adapter,
         Err(Unavailable::NotConfigured(name)) => {
-            return Err(permanent(
+            return Err(JobError::permanent(
                 "provider_error",
                 format!("{name} is not configured in this deployment"),
             ));
@@ -64,11 +58,17 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
     if let Some(style_id) = &spec.style_id {
         images.push(("style", style_weights(state, job, style_id, run_for).await?));
     }
+    if let Some(video_id) = &spec.video_id {
+        images.push((
+            "video",
+            readable_video(state, job, video_id, run_for).await?,
+        ));
+    }
     if let Some(persona_id) = &spec.persona_id {
         // The persona as it is now: its owner may have edited it since the job was admitted.
         let persona = crate::persona::get(&state.db, &job.user_id, persona_id)
             .await?
-            .ok_or_else(|| permanent("not_found", format!("no persona {persona_id}")))?;
+            .ok_or_else(|| JobError::permanent("not_found", format!("no persona {persona_id}")))?;
         spec.prompt = spec
             .prompt
             .take()
@@ -76,7 +76,7 @@ pub async fn submit(state: &State, job: &Job) -> Result<Finished, JobError> {
     }
     let input = kinds::provider_input(&spec, &images);
     let webhook_url = generation::webhook_url(state, spec.provider, &job.id)
-        .ok_or_else(|| permanent("provider_error", "WEBHOOK_BASE_URL is not set"))?;
+        .ok_or_else(|| JobError::permanent("provider_error", "WEBHOOK_BASE_URL is not set"))?;
     let submission = Submission {
         job_id: &job.id,
         model: &spec.model,
@@ -142,7 +142,10 @@ async fn submit_with_retries(
             Err(ProviderError::Rejected(detail)) => {
                 // The provider's own words go to the log; the owner gets a message of ours.
                 tracing::warn!(job_id = %submission.job_id, detail = %detail, "the provider refused the job");
-                return Err(permanent("provider_error", Failure::Refused.message()));
+                return Err(JobError::permanent(
+                    "provider_error",
+                    Failure::Refused.message(),
+                ));
             }
             Err(err) => {
                 tracing::warn!(job_id = %submission.job_id, attempt, error = %err, "submission failed; backing off");
@@ -158,7 +161,7 @@ async fn submit_with_retries(
             }
         }
     }
-    Err(permanent(
+    Err(JobError::permanent(
         "provider_error",
         format!("the provider was unavailable for all {SUBMIT_ATTEMPTS} attempts"),
     ))
@@ -173,14 +176,40 @@ async fn readable_upload(
 ) -> Result<String, JobError> {
     let size = media::upload_size(state, &job.user_id, key)
         .await?
-        .ok_or_else(|| permanent("not_found", format!("no upload {key}")))?;
+        .ok_or_else(|| JobError::permanent("not_found", format!("no upload {key}")))?;
     if size > MAX_UPLOAD_BYTES {
-        return Err(permanent(
+        return Err(JobError::permanent(
             "image_too_large",
             format!("{key} is over {MAX_UPLOAD_BYTES} bytes"),
         ));
     }
     presign(state, key, run_for).await
+}
+
+/// A URL the provider can read one of the owner's videos at: a completed job's `source` file
+/// under the owner's `videos/` prefix (the admission check found it the owner's and complete;
+/// it may have been deleted since).
+async fn readable_video(
+    state: &State,
+    job: &Job,
+    video_id: &str,
+    run_for: Duration,
+) -> Result<String, JobError> {
+    let missing = || JobError::permanent("not_found", format!("no video {video_id}"));
+    let video = store::get(&state.db, video_id)
+        .await?
+        .filter(|v| v.user_id == job.user_id && v.status == crate::jobs::model::Status::Completed)
+        .ok_or_else(missing)?;
+    let prefix = media::output_prefix(media::Outputs::Videos, &job.user_id, video_id);
+    let key = video
+        .output
+        .as_ref()
+        .and_then(|o| o.pointer("/source/key"))
+        .and_then(Value::as_str)
+        .filter(|key| key.starts_with(&prefix))
+        .ok_or_else(missing)?
+        .to_owned();
+    presign(state, &key, run_for).await
 }
 
 /// A URL the provider can read a trained style's weights at: a `train_style` job that completed,
@@ -196,7 +225,12 @@ async fn style_weights(
         .filter(|s| s.kind == "train_style")
     {
         Some(style) if crate::generation::marketplace::usable(state, job, &style).await? => style,
-        _ => return Err(permanent("not_found", format!("no style {style_id}"))),
+        _ => {
+            return Err(JobError::permanent(
+                "not_found",
+                format!("no style {style_id}"),
+            ));
+        }
     };
     let key = style
         .output
@@ -204,7 +238,7 @@ async fn style_weights(
         .and_then(|o| o["files"][0]["key"].as_str())
         .filter(|_| style.status == crate::jobs::model::Status::Completed)
         .ok_or_else(|| {
-            permanent(
+            JobError::permanent(
                 "invalid_input",
                 format!("the style {style_id} is not trained"),
             )

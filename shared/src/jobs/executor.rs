@@ -29,6 +29,25 @@ pub enum JobError {
     Internal(#[from] anyhow::Error),
 }
 
+impl JobError {
+    /// A failure the job cannot get past, with its type and message.
+    pub fn permanent(kind: &'static str, message: impl Into<String>) -> Self {
+        Self::Permanent {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// An input that no longer passes its kind's checks (`invalid_input`, each field named).
+    pub fn invalid_input(errors: Vec<crate::error::FieldError>) -> Self {
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        Self::permanent("invalid_input", fields.join("; "))
+    }
+}
+
 /// Progress reports from a running job; each is a checkpoint that may say the job was canceled.
 pub struct Progress<'a> {
     state: &'a State,

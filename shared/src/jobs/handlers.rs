@@ -280,6 +280,39 @@ async fn admit_job(
 }
 
 /// Reads one of the caller's jobs; another user's job is a 404.
+/// Deletes a finished job that is a thing of its own (a photo, a video): its files under `prefix`
+/// first (a failure leaves the record, so the delete can be retried), then its record; 204. A job
+/// still running is a 409 of type `code`, naming `what` it is.
+pub async fn delete_finished_with_files(
+    state: &State,
+    job: &Job,
+    prefix: &str,
+    code: &'static str,
+    what: &str,
+) -> Result<Response<Body>, ApiError> {
+    let processing = || ApiError::Conflict {
+        code,
+        detail: format!(
+            "the {what} is still processing; cancel it first (POST /v1/jobs/{}/cancel)",
+            job.id
+        ),
+    };
+    if !job.status.is_terminal() {
+        return Err(processing());
+    }
+    crate::media::delete_prefix(state, prefix)
+        .await
+        .map_err(|e| ApiError::Internal(e.context("deleting a job's files")))?;
+    if !store::delete_finished(&state.db, &job.id).await? {
+        return Err(processing());
+    }
+    tracing::info!(job_id = %job.id, what, "deleted");
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
 pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiError> {
     let caller = Caller::from_request(req)?;
     let id = path_param(req, "id")

@@ -62,6 +62,11 @@ pub async fn send(state: &State, queue: Queue, job_id: &str) -> anyhow::Result<(
             .gpu_jobs_queue_url
             .as_deref()
             .or(state.config.jobs_queue_url.as_deref()),
+        Queue::Video => state
+            .config
+            .video_jobs_queue_url
+            .as_deref()
+            .or(state.config.jobs_queue_url.as_deref()),
     };
     let url = url.ok_or_else(|| anyhow::anyhow!("JOBS_QUEUE_URL is not set"))?;
     state

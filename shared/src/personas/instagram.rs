@@ -884,13 +884,6 @@ pub fn kinds() -> Vec<Kind> {
     vec![PUBLISH]
 }
 
-fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
-    JobError::Permanent {
-        kind,
-        message: message.into(),
-    }
-}
-
 async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Finished, JobError> {
     let field = |name: &str| job.input[name].as_str().unwrap_or_default().to_owned();
     let (persona_id, source_id) = (field("persona_id"), field("job_id"));
@@ -899,10 +892,10 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
         .db
         .get(&keys::user(&job.user_id), &keys::persona(&persona_id))
         .await?
-        .ok_or_else(|| permanent("not_found", format!("no persona {persona_id}")))?;
+        .ok_or_else(|| JobError::permanent("not_found", format!("no persona {persona_id}")))?;
     let ig_user_id = get_s(&stored, "ig_user_id")
         .ok_or_else(|| {
-            permanent(
+            JobError::permanent(
                 "instagram_not_linked",
                 "the persona has no Instagram account linked",
             )
@@ -914,7 +907,7 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
     let source = crate::jobs::store::get(&state.db, &source_id)
         .await?
         .filter(|j| j.user_id == job.user_id)
-        .ok_or_else(|| permanent("not_found", format!("no job {source_id}")))?;
+        .ok_or_else(|| JobError::permanent("not_found", format!("no job {source_id}")))?;
     let key = source
         .output
         .as_ref()
@@ -929,7 +922,7 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
         .and_then(|f| f["key"].as_str())
         .filter(|_| source.status == crate::jobs::model::Status::Completed)
         .ok_or_else(|| {
-            permanent(
+            JobError::permanent(
                 "invalid_input",
                 format!("the job {source_id} has no finished image"),
             )
@@ -967,7 +960,7 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
     .await?;
     let container_id = container["id"]
         .as_str()
-        .ok_or_else(|| permanent("instagram_rejected", "the container answer has no id"))?
+        .ok_or_else(|| JobError::permanent("instagram_rejected", "the container answer has no id"))?
         .to_owned();
     // Instagram fetches the image and processes it; publishing waits for FINISHED.
     let mut finished = false;
@@ -990,7 +983,7 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
                 break;
             }
             Some("ERROR") | Some("EXPIRED") => {
-                return Err(permanent(
+                return Err(JobError::permanent(
                     "instagram_rejected",
                     format!(
                         "Instagram could not process the image ({})",
@@ -1020,7 +1013,7 @@ async fn publish(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Fi
     .await?;
     let media_id = published["id"]
         .as_str()
-        .ok_or_else(|| permanent("instagram_rejected", "the publish answer has no id"))?;
+        .ok_or_else(|| JobError::permanent("instagram_rejected", "the publish answer has no id"))?;
     tracing::info!(job_id = %job.id, "published to Instagram");
     Ok(Finished::Output(json!({
         "media_id": media_id,

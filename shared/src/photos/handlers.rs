@@ -13,7 +13,7 @@ use crate::error::ApiError;
 use crate::http::{Caller, json, json_body, query_param};
 use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
-use crate::jobs::store::{self, ListFilter};
+use crate::jobs::store::ListFilter;
 use crate::photos::kinds::{BestCutInput, UpscaleInput};
 use crate::photos::media::{self, Artifact};
 use crate::state::State;
@@ -291,26 +291,13 @@ pub async fn get_photo_file(state: &State, req: Request) -> Result<Response<Body
         (status = 409, description = "photo_processing", body = crate::error::Problem)))]
 pub async fn delete_photo(state: &State, req: Request) -> Result<Response<Body>, ApiError> {
     let job = owned_photo(state, &req).await?;
-    let processing = || ApiError::Conflict {
-        code: "photo_processing",
-        detail: format!(
-            "the photo is still processing; cancel it first (POST /v1/jobs/{}/cancel)",
-            job.id
-        ),
-    };
-    if !job.status.is_terminal() {
-        return Err(processing());
-    }
-    // Files first: a failure leaves the record, so the delete can be retried.
-    crate::media::delete_prefix(state, &media::photo_prefix(&job.user_id, &job.id))
-        .await
-        .context("deleting a photo's files")?;
-    if !store::delete_finished(&state.db, &job.id).await? {
-        return Err(processing());
-    }
-    tracing::info!(photo_id = %job.id, "photo deleted");
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .body(Body::Empty)
-        .map_err(|e| ApiError::Internal(e.into()))
+    let prefix = media::photo_prefix(&job.user_id, &job.id);
+    crate::jobs::handlers::delete_finished_with_files(
+        state,
+        &job,
+        &prefix,
+        "photo_processing",
+        "photo",
+    )
+    .await
 }

@@ -91,23 +91,16 @@ pub struct Loaded {
     pub image: DynamicImage,
 }
 
-fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
-    JobError::Permanent {
-        kind,
-        message: message.into(),
-    }
-}
-
 /// Reads and checks one upload: it exists and is the caller's (`not_found`), is not over the size
 /// limit (`image_too_large`, before it is read), is an image by its magic bytes, and decodes within
 /// the pixel limits (`invalid_image` / `image_too_large`).
 pub async fn load(state: &State, user_id: &str, key: &str) -> Result<Loaded, JobError> {
-    let missing = || permanent("not_found", format!("no upload {key}"));
+    let missing = || JobError::permanent("not_found", format!("no upload {key}"));
     let size = upload_size(state, user_id, key)
         .await?
         .ok_or_else(missing)?;
     if size > MAX_UPLOAD_BYTES {
-        return Err(permanent(
+        return Err(JobError::permanent(
             "image_too_large",
             format!("{key} is over {MAX_UPLOAD_BYTES} bytes"),
         ));
@@ -136,7 +129,7 @@ pub async fn load(state: &State, user_id: &str, key: &str) -> Result<Loaded, Job
     .await
     .context("decoding")?;
     let (bytes, inspected, image) =
-        decoded.map_err(|e| permanent(e.kind(), format!("{key}: {e}")))?;
+        decoded.map_err(|e| JobError::permanent(e.kind(), format!("{key}: {e}")))?;
     Ok(Loaded {
         key: key.to_owned(),
         bytes,

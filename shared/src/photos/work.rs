@@ -26,24 +26,9 @@ const MAX_OUTPUT_PIXELS: u64 = 8192 * 8192;
 const DEFAULT_TILE_PAD: u32 = 10;
 const DEFAULT_QUALITY: u8 = 92;
 
-fn permanent(kind: &'static str, message: impl Into<String>) -> JobError {
-    JobError::Permanent {
-        kind,
-        message: message.into(),
-    }
-}
-
-fn invalid_input(errors: Vec<crate::error::FieldError>) -> JobError {
-    let fields: Vec<_> = errors
-        .iter()
-        .map(|e| format!("{}: {}", e.field, e.message))
-        .collect();
-    permanent("invalid_input", fields.join("; "))
-}
-
 /// `upscale`: one upload → `original` and `upscaled` artifacts.
 pub async fn upscale(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Value, JobError> {
-    let input = kinds::parse_upscale(&job.input).map_err(invalid_input)?;
+    let input = kinds::parse_upscale(&job.input).map_err(JobError::invalid_input)?;
     progress.report(1, Some("reading the photo")).await?;
     let loaded = media::load(state, &job.user_id, &input.upload_key).await?;
     let format = loaded.inspected.format;
@@ -74,7 +59,7 @@ pub async fn best_cut(
     job: &Job,
     progress: &Progress<'_>,
 ) -> Result<Value, JobError> {
-    let input = kinds::parse_best_cut(&job.input).map_err(invalid_input)?;
+    let input = kinds::parse_best_cut(&job.input).map_err(JobError::invalid_input)?;
     let total = input.upload_keys.len();
     let mut scores = Vec::with_capacity(total);
     let mut best: Option<(f64, media::Loaded)> = None;
@@ -84,7 +69,7 @@ pub async fn best_cut(
         // Priced at submission by the headers; uploads replaced since may not cost more work.
         pixels += u64::from(loaded.inspected.width) * u64::from(loaded.inspected.height);
         if pixels > kinds::BEST_CUT_MAX_PIXELS || kinds::best_cut_price(pixels, &input) > job.cost {
-            return Err(permanent(
+            return Err(JobError::permanent(
                 "image_too_large",
                 "the photos have more pixels than this job was priced for (were they replaced?); submit it again",
             ));
@@ -138,9 +123,9 @@ async fn upscale_image(
 ) -> Result<Artifact, JobError> {
     let upscaler = state.upscaler().await?;
     let model = settings.model().to_owned();
-    let scale = upscaler
-        .scale(&model)
-        .ok_or_else(|| permanent("invalid_input", format!("{model} is not deployed here")))?;
+    let scale = upscaler.scale(&model).ok_or_else(|| {
+        JobError::permanent("invalid_input", format!("{model} is not deployed here"))
+    })?;
     // The size the model will see, after `pre_shrink` (as the upscaler computes it).
     let (width, height) = match settings.pre_shrink {
         Some(side) if image.width().max(image.height()) > side => {
@@ -158,7 +143,7 @@ async fn upscale_image(
     if width * height > budget
         || (width * height) as f64 * out_scale * out_scale > MAX_OUTPUT_PIXELS as f64
     {
-        return Err(permanent(
+        return Err(JobError::permanent(
             "image_too_large",
             format!(
                 "{width}x{height} is too large to upscale with {model} (at most {budget} pixels in, \

@@ -49,7 +49,13 @@ pub fn fal_headers_of(
 
 impl FakeProviders {
     pub(super) fn fal_payload(&self, id: &str) -> Value {
-        json!({"images": [{"url": self.file_url(id), "content_type": "image/png", "width": 24, "height": 16}], "seed": 7})
+        match self.video_url(id) {
+            // Wan Animate's output.
+            Some(url) => json!({"video": {"url": url, "content_type": "video/mp4"}, "seed": 7}),
+            None => {
+                json!({"images": [{"url": self.file_url(id), "content_type": "image/png", "width": 24, "height": 16}], "seed": 7})
+            }
+        }
     }
 
     pub(super) fn fal_webhook(&self, id: &str, request: &Request, failed: Option<&str>) -> Webhook {

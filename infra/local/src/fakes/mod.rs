@@ -75,6 +75,9 @@ struct Inner {
     llm: llm::FakeLlm,
     behaviour: Mutex<Behaviour>,
     requests: Mutex<HashMap<String, Request>>,
+    /// The video a video-to-video request was given, fetched from its URL, served back as its
+    /// output (so the output is a real video, and a bad presigned URL fails the request).
+    videos: Mutex<HashMap<String, Vec<u8>>>,
     submissions: Mutex<Vec<(String, u16)>>,
     webhooks: Mutex<Vec<Webhook>>,
     fal_pair: Ed25519KeyPair,
@@ -206,6 +209,7 @@ impl FakeProviders {
             base_url: base_url.clone(),
             behaviour: Mutex::new(Behaviour::default()),
             requests: Mutex::new(HashMap::new()),
+            videos: Mutex::new(HashMap::new()),
             submissions: Mutex::new(Vec::new()),
             webhooks: Mutex::new(Vec::new()),
             fal_pair: ed25519_pair()?,
@@ -728,6 +732,24 @@ impl FakeProviders {
         };
         let behaviour = self.behaviour();
         let method = parts.method.as_str();
+        if let Some(id) = path
+            .strip_prefix("/files/")
+            .and_then(|f| f.strip_suffix(".mp4"))
+        {
+            let video = self
+                .inner
+                .videos
+                .lock()
+                .ok()
+                .and_then(|v| v.get(id).cloned());
+            return match video {
+                Some(bytes) => hyper::Response::builder()
+                    .header("content-type", "video/mp4")
+                    .body(Full::new(Bytes::from(bytes)))
+                    .unwrap_or_default(),
+                None => response(404, &json!({"detail": "no such file"})),
+            };
+        }
         if path.starts_with("/files/") {
             return hyper::Response::builder()
                 .header("content-type", "image/png")
@@ -894,6 +916,12 @@ impl FakeProviders {
         format!("{}/files/{id}.png", self.inner.base_url)
     }
 
+    /// The URL of a request's output video, when it made one.
+    fn video_url(&self, id: &str) -> Option<String> {
+        let made = self.inner.videos.lock().ok()?.contains_key(id);
+        made.then(|| format!("{}/files/{id}.mp4", self.inner.base_url))
+    }
+
     /// Runs a request to its end and sends its webhooks.
     async fn finish(&self, id: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -913,7 +941,26 @@ impl FakeProviders {
         {
             self.deliver(progress, behaviour.hold_webhooks).await;
         }
-        let failed = behaviour.fail_with.clone();
+        let mut failed = behaviour.fail_with.clone();
+        // A video-to-video request reads its video as the provider would, from its URL.
+        let video_url = ["video_url", "video"]
+            .iter()
+            .find_map(|k| request.input.get(*k).and_then(Value::as_str))
+            .map(str::to_owned);
+        if let Some(url) = video_url
+            && failed.is_none()
+        {
+            match self.inner.client.get(&url).send().await {
+                Ok(answer) if answer.status().is_success() => {
+                    let bytes = answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    if let Ok(mut videos) = self.inner.videos.lock() {
+                        videos.insert(id.to_owned(), bytes);
+                    }
+                }
+                Ok(answer) => failed = Some(format!("the video URL answered {}", answer.status())),
+                Err(_) => failed = Some("the video URL could not be read".into()),
+            }
+        }
         let state = if failed.is_some() {
             "failed"
         } else {
@@ -935,7 +982,10 @@ impl FakeProviders {
                 None => self.ai_webhook(
                     &request,
                     "complete",
-                    &json!({"outputs": [{"url": self.file_url(id), "content_type": "image/png"}]}),
+                    &match self.video_url(id) {
+                        Some(url) => json!({"outputs": [{"url": url, "content_type": "video/mp4"}]}),
+                        None => json!({"outputs": [{"url": self.file_url(id), "content_type": "image/png"}]}),
+                    },
                 ),
             },
         };

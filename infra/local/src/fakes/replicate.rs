@@ -13,7 +13,12 @@ impl FakeProviders {
             "urls": {"get": format!("{}/replicate/v1/predictions/{id}", self.inner.base_url),
                      "cancel": format!("{}/replicate/v1/predictions/{id}/cancel", self.inner.base_url)}});
         match request.state {
-            "succeeded" => prediction["output"] = json!([self.file_url(id)]),
+            "succeeded" => {
+                prediction["output"] = match self.video_url(id) {
+                    Some(url) => json!(url),
+                    None => json!([self.file_url(id)]),
+                }
+            }
             "failed" => prediction["error"] = json!(self.behaviour().fail_with),
             "running" => prediction["status"] = json!("processing"),
             _ => {}
