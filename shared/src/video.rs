@@ -209,6 +209,10 @@ impl Toolchain {
             (status, out, err)
         };
         let limit = self.memory_bytes;
+        let started = std::time::Instant::now();
+        // The child's peak resident set as last seen (its `VmHWM`), logged with the run.
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = peak.clone();
         let watchdog = async move {
             let Some(pid) = pid else {
                 return std::future::pending::<()>().await;
@@ -220,7 +224,11 @@ impl Toolchain {
                     Ok(status) if resident_bytes(&status).is_some_and(|rss| rss > limit) => {
                         return;
                     }
-                    Ok(_) => {}
+                    Ok(status) => {
+                        if let Some(hwm) = field_bytes(&status, "VmHWM:") {
+                            seen.fetch_max(hwm, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     // Gone, or no /proc: the time limit alone holds.
                     Err(_) => return std::future::pending::<()>().await,
                 }
@@ -237,6 +245,13 @@ impl Toolchain {
         };
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
         let status = status.map_err(|source| RunError::Spawn { tool, source })?;
+        tracing::info!(
+            tool,
+            ms = started.elapsed().as_millis(),
+            peak_rss_mib = peak.load(std::sync::atomic::Ordering::Relaxed) / (1024 * 1024),
+            ok = status.success(),
+            "video tool ran"
+        );
         if !status.success() {
             return Err(RunError::Failed {
                 tool,
@@ -404,6 +419,60 @@ impl Toolchain {
         Ok(())
     }
 
+    /// `audio` laid over `video` for the video's whole `duration` (the audio looped if shorter,
+    /// cut if longer): the picture copied as it is, the sound encoded as AAC, in a fast-start MP4.
+    /// `mix` keeps the video's own sound under the new one (`video_has_audio` says if it has any).
+    pub async fn mux(
+        &self,
+        video: &Path,
+        audio: &Path,
+        duration: f64,
+        mix: bool,
+        video_has_audio: bool,
+        out: &Path,
+    ) -> Result<(), RunError> {
+        let mut args = self.common();
+        args.push("-i".into());
+        args.push(video.as_os_str().to_owned());
+        args.push("-i".into());
+        args.push(audio.as_os_str().to_owned());
+        // Looped in the graph and cut there: `-stream_loop -1` on the input never ends for
+        // `amix`, and the run hangs (measured with FFmpeg 6.0).
+        let music = format!(
+            "[1:a:0]aloop=loop=-1:size=2147483647,atrim=end={duration:.6},asetpts=N/SR/TB[music]"
+        );
+        let graph = if mix && video_has_audio {
+            format!("{music};[0:a:0][music]amix=inputs=2:duration=first:normalize=0[sound]")
+        } else {
+            music.replace("[music]", "[sound]")
+        };
+        args.extend([
+            "-filter_complex".into(),
+            graph.into(),
+            "-map".into(),
+            "0:v:0".into(),
+            "-map".into(),
+            "[sound]".into(),
+        ]);
+        args.extend(["-t".into(), format!("{duration:.6}").into()]);
+        args.extend(
+            [
+                "-c:v",
+                "copy",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "192k",
+                "-movflags",
+                "+faststart",
+            ]
+            .map(OsString::from),
+        );
+        args.push(out.as_os_str().to_owned());
+        self.run("ffmpeg", args, Duration::from_secs(300)).await?;
+        Ok(())
+    }
+
     /// A short low-bitrate rendition to show before the full file loads: the first `seconds`,
     /// `height` pixels high, H.264 at about 400 kbit/s, no audio, fast-start MP4.
     pub async fn preview(
@@ -458,7 +527,12 @@ pub enum ProbeError {
 
 /// The resident set of a `/proc/<pid>/status` text, in bytes.
 fn resident_bytes(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    field_bytes(status, "VmRSS:")
+}
+
+/// A `kB` field of a `/proc/<pid>/status` text, in bytes.
+fn field_bytes(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -751,3 +751,102 @@ async fn a_glitch_sends_the_video_to_the_provider_and_its_output_becomes_a_video
     )
     .await;
 }
+
+#[tokio::test]
+async fn music_goes_over_a_clip_and_a_frame_becomes_a_template_and_a_sticker() {
+    let (app, fakes) = crate::generation::start(&[], true).await;
+    let (token, _) = app.user("mona").await;
+    let clips = Clips::new();
+    clips.mp4().webm();
+    let with_sound = import(&app, &token, clips.bytes("clip.mp4"), "video/mp4").await;
+    let silent = import(&app, &token, clips.bytes("clip.webm"), "video/webm").await;
+    let music = app
+        .submit_id(
+            &token,
+            &json!({"kind": "music", "input": {"prompt": "lo-fi beat", "duration_seconds": 2}}),
+        )
+        .await;
+    let music = finished(&app, &token, &music).await;
+    assert_eq!(
+        music["output"]["files"][0]["content_type"], "audio/wav",
+        "{music}"
+    );
+
+    // The music (2 s, looped) over the whole 4 s of each clip: replacing the sound, or under it.
+    for (video_id, mix, codec) in [(&silent, false, "vp9"), (&with_sound, true, "h264")] {
+        assert_eq!(video(&app, &token, video_id).await["status"], "COMPLETED");
+        let job = studio(
+            &app,
+            &token,
+            "mux_audio",
+            json!({"video_id": video_id, "audio_job_id": music["id"], "mix": mix}),
+        )
+        .await;
+        assert_eq!(job["status"], "COMPLETED", "{job}");
+        let muxed = app
+            .get_json(
+                &format!("/v1/videos/{}", job["id"].as_str().expect("id")),
+                &token,
+            )
+            .await;
+        assert_eq!(muxed["kind"], "mux_audio");
+        assert_eq!(muxed["probe"]["audio"]["codec"], "aac", "{muxed}");
+        assert_eq!(
+            muxed["probe"]["video"]["codec"], codec,
+            "the picture is copied"
+        );
+        let duration = muxed["probe"]["duration_seconds"].as_f64().expect("d");
+        assert!(close(duration, 4.0, 0.05), "{duration}");
+    }
+    // Audio that is not the caller's, or a job with no audio, is refused before admission.
+    let (other, _) = app.user("nils").await;
+    let body = json!({"kind": "mux_audio", "input": {"video_id": silent, "audio_job_id": silent}});
+    problem(app.submit(&token, &body).await, 404, "not_found").await;
+    let body =
+        json!({"kind": "mux_audio", "input": {"video_id": silent, "audio_job_id": music["id"]}});
+    problem(app.submit(&other, &body).await, 404, "not_found").await;
+
+    // A captured frame starts a template (image to video at fal) and becomes a sticker.
+    let frame = studio(
+        &app,
+        &token,
+        "capture_frame",
+        json!({"video_id": with_sound, "at_seconds": 1}),
+    )
+    .await;
+    let key = frame["output"]["upload_key"].clone();
+    for (kind, input, model) in [
+        (
+            "template",
+            json!({"upload_key": key, "template": "dolly-zoom"}),
+            "kling-video",
+        ),
+        (
+            "remove_background",
+            json!({"upload_key": key}),
+            "fal-ai/birefnet",
+        ),
+    ] {
+        let id = app
+            .submit_id(&token, &json!({"kind": kind, "input": input}))
+            .await;
+        let job = finished(&app, &token, &id).await;
+        assert_eq!(job["status"], "COMPLETED", "{kind}: {job}");
+        assert!(
+            job["output"]["model"]
+                .as_str()
+                .expect("model")
+                .contains(model)
+        );
+        let sent = fakes
+            .request_input(job["provider"]["request_id"].as_str().expect("request"))
+            .expect("input");
+        assert!(
+            sent["image_url"]
+                .as_str()
+                .expect("image_url")
+                .contains(key.as_str().expect("key")),
+            "{sent}"
+        );
+    }
+}

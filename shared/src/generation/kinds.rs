@@ -25,6 +25,9 @@ pub enum Task {
     /// A character image and one of the owner's videos (Wan Animate: motion moved onto the
     /// character, or the video's subject replaced by it).
     VideoToVideo,
+    /// The subject of an image kept, its background made transparent (WEAV's and LOKIZ's
+    /// stickers).
+    RemoveBackground,
     Music,
     /// A style (LoRA) trained on a set of images.
     TrainStyle,
@@ -42,7 +45,9 @@ impl Task {
     /// How long the provider may take once it has the job.
     pub fn run_for(self) -> Duration {
         match self {
-            Self::TextToImage | Self::ImageToImage => Duration::from_secs(15 * 60),
+            Self::TextToImage | Self::ImageToImage | Self::RemoveBackground => {
+                Duration::from_secs(15 * 60)
+            }
             Self::ImageToVideo | Self::VideoToVideo => Duration::from_secs(30 * 60),
             Self::Music => Duration::from_secs(10 * 60),
             Self::TrainStyle => Duration::from_secs(3 * 3600),
@@ -83,6 +88,14 @@ pub const PRESETS: &[Preset] = &[
         provider: ProviderName::Fal,
         model: "fal-ai/wan/v2.2-14b/animate/replace",
     },
+    // BiRefNet at fal: `image_url` in, a transparent PNG `image` out (fal's model page).
+    Preset {
+        name: "remove_background",
+        cost: 2,
+        task: Task::RemoveBackground,
+        provider: ProviderName::Fal,
+        model: "fal-ai/birefnet",
+    },
     Preset {
         name: "music",
         cost: 5,
@@ -116,6 +129,7 @@ pub fn kinds(config: &crate::config::Config) -> anyhow::Result<Vec<Kind>> {
         preset_kind::<1>(),
         preset_kind::<2>(),
         preset_kind::<3>(),
+        preset_kind::<4>(),
         Kind {
             name: "train_style",
             cost: |_| TRAIN_STYLE_COST,
@@ -291,6 +305,7 @@ fn generate_cost(input: &Value) -> i64 {
         Some(Task::TextToImage | Task::ImageToImage) | None => 4 * images,
         Some(Task::ImageToVideo) => 20,
         Some(Task::VideoToVideo) => 30,
+        Some(Task::RemoveBackground) => 2,
         Some(Task::Music) => 5,
         Some(Task::TrainStyle) => TRAIN_STYLE_COST,
     }
@@ -514,6 +529,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
         Some("template") => &["upload_key", "template", "prompt", "remix_of"],
         Some("glitch_animate") => &["upload_key", "video_id", "prompt", "remix_of"],
         Some("glitch_replace") => &["video_id", "subject_upload_key", "prompt", "remix_of"],
+        Some("remove_background") => &["upload_key", "remix_of"],
         Some(_) => &["prompt", "duration_seconds", "remix_of"],
     };
     for key in object.keys().filter(|k| !allowed.contains(&k.as_str())) {
@@ -531,7 +547,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
             fields.require::<Task>(
                 "task",
                 any,
-                "must be text_to_image, image_to_image, image_to_video, video_to_video or music",
+                "must be text_to_image, image_to_image, image_to_video, video_to_video, remove_background or music",
             ),
         ),
     };
@@ -554,7 +570,7 @@ pub fn parse(input: &Value, preset: Option<&Preset>) -> Result<Spec, Vec<FieldEr
     );
     let needs_image = matches!(
         task,
-        Some(Task::ImageToImage | Task::ImageToVideo | Task::VideoToVideo)
+        Some(Task::ImageToImage | Task::ImageToVideo | Task::VideoToVideo | Task::RemoveBackground)
     );
     let replaces = preset.is_some_and(|p| p.name == "glitch_replace");
     let mut uploads = Vec::new();
@@ -785,7 +801,7 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
                 // The output runs as long as the video.
                 Task::VideoToVideo => {}
                 Task::Music => set("seconds_total", json!(spec.duration_seconds)),
-                Task::TextToImage | Task::TrainStyle => {}
+                Task::TextToImage | Task::TrainStyle | Task::RemoveBackground => {}
             }
         }
         ProviderName::Replicate => {
@@ -815,7 +831,7 @@ pub fn provider_input(spec: &Spec, images: &[(&'static str, String)]) -> Value {
                 Task::ImageToImage => set("prompt_strength", json!(spec.strength)),
                 Task::ImageToVideo | Task::Music => set("duration", json!(spec.duration_seconds)),
                 Task::VideoToVideo => {}
-                Task::TextToImage | Task::TrainStyle => {}
+                Task::TextToImage | Task::TrainStyle | Task::RemoveBackground => {}
             }
         }
         ProviderName::Ai => {
@@ -951,10 +967,19 @@ mod tests {
                 ("template", 20),
                 ("glitch_animate", 30),
                 ("glitch_replace", 30),
+                ("remove_background", 2),
                 ("music", 5)
             ]
         );
         let kinds = kinds(&config("")).expect("kinds");
+        let names: Vec<_> = kinds.iter().map(|k| k.name).collect();
+        for preset in PRESETS {
+            assert!(
+                names.contains(&preset.name),
+                "{} is registered",
+                preset.name
+            );
+        }
         assert_eq!((kinds[3].cost)(&json!({})), 30);
         assert_eq!(kinds[3].name, "glitch_replace");
         let spec = parse(

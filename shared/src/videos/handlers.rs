@@ -42,7 +42,8 @@ pub struct Presigned {
 pub struct Video {
     /// The video's id, which is its job's.
     pub id: String,
-    /// `video_import` (from an upload) or `select_range` (cut from another video).
+    /// `video_import` (from an upload or a job's output), `select_range` (cut from another video)
+    /// or `mux_audio` (music laid over another video).
     pub kind: String,
     pub status: Status,
     pub progress: u8,
@@ -65,6 +66,10 @@ pub struct Video {
     pub mode: Option<String>,
     /// Made from the video output of this job (a glitch, a template).
     pub from_job_id: Option<String>,
+    /// `mux_audio`: the job whose audio was laid over `source_video_id`, and whether the video's
+    /// own sound was kept under it.
+    pub audio_job_id: Option<String>,
+    pub mix: Option<bool>,
     pub created_at: String,
     pub finished_at: Option<String>,
     pub urls: VideoUrls,
@@ -153,6 +158,8 @@ async fn view(state: &State, job: Job) -> Result<Video, ApiError> {
         range: part(&job, "range"),
         mode: part(&job, "mode"),
         from_job_id: part(&job, "from_job_id"),
+        audio_job_id: part(&job, "audio_job_id"),
+        mix: part(&job, "mix"),
         urls: urls(&job.id),
         id: job.id,
         kind: job.kind,

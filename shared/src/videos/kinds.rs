@@ -47,6 +47,18 @@ pub struct RangeInput {
     pub end: f64,
 }
 
+/// `mux_audio`'s input: a completed job's audio (a `music` job) laid over a video, a new video.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MuxInput {
+    pub video_id: String,
+    /// One of the caller's completed jobs whose output is audio (`music`).
+    pub audio_job_id: String,
+    /// Keep the video's own sound under the music (default: the music replaces it).
+    #[serde(default)]
+    pub mix: bool,
+}
+
 fn parse<T: serde::de::DeserializeOwned>(input: &Value) -> Result<T, Vec<FieldError>> {
     if !input.is_object() {
         return Err(vec![FieldError::new("input", "must be an object")]);
@@ -127,6 +139,16 @@ pub fn check_range(input: &Value) -> Result<RangeInput, Vec<FieldError>> {
     finish(input, errors)
 }
 
+pub fn check_mux(input: &Value) -> Result<MuxInput, Vec<FieldError>> {
+    let input: MuxInput = parse(input)?;
+    let mut errors = Vec::new();
+    video_id_ok(&input.video_id, &mut errors);
+    if uuid::Uuid::parse_str(&input.audio_job_id).is_err() {
+        errors.push(FieldError::new("audio_job_id", "must be a job's id"));
+    }
+    finish(input, errors)
+}
+
 /// A completed video of `user_id`'s, or a 404 (someone else's id reads as missing) or a 409.
 pub async fn ready_video(state: &State, user_id: &str, video_id: &str) -> Result<Job, ApiError> {
     let missing = || ApiError::NotFound("no such video");
@@ -146,6 +168,39 @@ pub async fn ready_video(state: &State, user_id: &str, video_id: &str) -> Result
     Ok(job)
 }
 
+/// The first audio file of one of `user_id`'s completed jobs: its key and extension; a 404 when
+/// there is none.
+pub async fn audio_of(
+    state: &State,
+    user_id: &str,
+    job_id: &str,
+) -> Result<(String, String), ApiError> {
+    let missing = || ApiError::NotFound("no such job with an audio output");
+    if uuid::Uuid::parse_str(job_id).is_err() {
+        return Err(missing());
+    }
+    let job = crate::jobs::store::get(&state.db, job_id)
+        .await?
+        .filter(|j| j.user_id == user_id && j.status == Status::Completed)
+        .ok_or_else(missing)?;
+    let prefix = crate::media::output_prefix(crate::media::Outputs::Generations, user_id, job_id);
+    job.output
+        .as_ref()
+        .and_then(|o| o.get("files"))
+        .and_then(Value::as_array)
+        .and_then(|files| {
+            files.iter().find_map(|f| {
+                let key = f.get("key")?.as_str()?;
+                let audio = f.get("content_type")?.as_str()?.starts_with("audio/");
+                (audio && key.starts_with(&prefix)).then(|| {
+                    let extension = key.rsplit_once('.').map_or("bin", |(_, e)| e);
+                    (key.to_owned(), extension.to_owned())
+                })
+            })
+        })
+        .ok_or_else(missing)
+}
+
 /// A video's duration, from its stored probe.
 pub fn duration_of(video: &Job) -> Option<f64> {
     video
@@ -162,6 +217,9 @@ async fn check(state: &State, user_id: &str, input: &Value) -> Result<(), ApiErr
         return Ok(());
     };
     let video = ready_video(state, user_id, video_id).await?;
+    if let Some(audio_job_id) = input.get("audio_job_id").and_then(Value::as_str) {
+        audio_of(state, user_id, audio_job_id).await?;
+    }
     let duration = duration_of(&video).unwrap_or(0.0);
     let past = |field: &str, at: f64| {
         ApiError::invalid(
@@ -244,6 +302,18 @@ pub fn kinds() -> Vec<Kind> {
             |state, job, progress| {
                 Box::pin(async move {
                     crate::videos::work::capture(state, job, progress)
+                        .await
+                        .map(Finished::Output)
+                })
+            },
+            Some(studio_quote),
+        ),
+        kind(
+            "mux_audio",
+            |input| check_mux(input).map(drop),
+            |state, job, progress| {
+                Box::pin(async move {
+                    crate::videos::work::mux(state, job, progress)
                         .await
                         .map(Finished::Output)
                 })

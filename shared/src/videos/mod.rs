@@ -9,7 +9,7 @@ pub mod kinds;
 pub mod work;
 
 /// The kinds whose jobs are videos.
-pub const VIDEO_KINDS: [&str; 2] = ["video_import", "select_range"];
+pub const VIDEO_KINDS: [&str; 3] = ["video_import", "select_range", "mux_audio"];
 
 pub use crate::video::{VIDEO_TYPES, content_type};
 

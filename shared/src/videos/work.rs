@@ -572,6 +572,59 @@ pub async fn select(state: &State, job: &Job, progress: &Progress<'_>) -> Result
     Ok(Value::Object(output))
 }
 
+/// `mux_audio`: a job's audio (a `music` job) laid over a video for its whole length, the
+/// picture copied as it is; a new video.
+pub async fn mux(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Value, JobError> {
+    let input = kinds::check_mux(&job.input).map_err(JobError::invalid_input)?;
+    progress.report(1, Some("reading the video")).await?;
+    let dir = WorkDir::new(state, job).await?;
+    let (path, video) = source_of(state, job, &dir, &input.video_id).await?;
+    let (audio_key, extension) = kinds::audio_of(state, &job.user_id, &input.audio_job_id)
+        .await
+        .map_err(|e| match e {
+            crate::error::ApiError::Internal(err) => JobError::Internal(err),
+            other => JobError::permanent("not_found", other.to_string()),
+        })?;
+    let audio = dir.file(&format!("audio.{extension}"));
+    download(
+        state,
+        &audio_key,
+        &audio,
+        state.config.video.max_upload_bytes,
+    )
+    .await?;
+    let duration = kinds::duration_of(&video).unwrap_or(0.0);
+    let has_audio = video
+        .output
+        .as_ref()
+        .and_then(|o| o.pointer("/probe/audio"))
+        .is_some_and(|a| !a.is_null());
+    progress
+        .report(20, Some("laying the audio over the video"))
+        .await?;
+    let out = dir.file("muxed.mp4");
+    state
+        .config
+        .video
+        .toolchain
+        .mux(&path, &audio, duration, input.mix, has_audio, &out)
+        .await
+        .map_err(tool_failed)?;
+    let examined = examine(state, &out).await?;
+    let key = format!("{}source.mp4", crate::videos::prefix(&job.user_id, &job.id));
+    let source = VideoFile {
+        bytes: put_file(state, &out, &key, "video/mp4").await?,
+        key,
+        content_type: Some("video/mp4".to_owned()),
+    };
+    progress.report(40, Some("making the poster")).await?;
+    let mut output = finish_video(state, job, &dir, &out, source, &examined, progress).await?;
+    output.insert("source_video_id".into(), json!(input.video_id));
+    output.insert("audio_job_id".into(), json!(input.audio_job_id));
+    output.insert("mix".into(), json!(input.mix));
+    Ok(Value::Object(output))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,9 +49,14 @@ pub fn fal_headers_of(
 
 impl FakeProviders {
     pub(super) fn fal_payload(&self, id: &str) -> Value {
-        match self.video_url(id) {
-            // Wan Animate's output.
-            Some(url) => json!({"video": {"url": url, "content_type": "video/mp4"}, "seed": 7}),
+        match self.made_file(id) {
+            // Wan Animate's output; Stable Audio's.
+            Some((url, "video/mp4")) => {
+                json!({"video": {"url": url, "content_type": "video/mp4"}, "seed": 7})
+            }
+            Some((url, content_type)) => {
+                json!({"audio_file": {"url": url, "content_type": content_type}, "seed": 7})
+            }
             None => {
                 json!({"images": [{"url": self.file_url(id), "content_type": "image/png", "width": 24, "height": 16}], "seed": 7})
             }

@@ -75,9 +75,10 @@ struct Inner {
     llm: llm::FakeLlm,
     behaviour: Mutex<Behaviour>,
     requests: Mutex<HashMap<String, Request>>,
-    /// The video a video-to-video request was given, fetched from its URL, served back as its
-    /// output (so the output is a real video, and a bad presigned URL fails the request).
-    videos: Mutex<HashMap<String, Vec<u8>>>,
+    /// Outputs that are not the PNG, by request: the video a video-to-video request was given,
+    /// fetched from its URL and served back (so the output is a real video, and a bad presigned
+    /// URL fails the request), or a music request's WAV.
+    made: Mutex<HashMap<String, Made>>,
     submissions: Mutex<Vec<(String, u16)>>,
     webhooks: Mutex<Vec<Webhook>>,
     fal_pair: Ed25519KeyPair,
@@ -98,6 +99,41 @@ struct Inner {
 #[derive(Clone)]
 pub struct FakeProviders {
     inner: Arc<Inner>,
+}
+
+/// A file a request made that is not the PNG.
+#[derive(Clone)]
+struct Made {
+    bytes: Vec<u8>,
+    content_type: &'static str,
+}
+
+/// `seconds` of a 440 Hz tone, 16-bit mono PCM at 22,050 Hz, as a WAV file.
+pub fn tone_wav(seconds: f64) -> Vec<u8> {
+    const RATE: u32 = 22_050;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let samples = (seconds * f64::from(RATE)) as u32;
+    let data = samples * 2;
+    let mut wav = Vec::with_capacity(44 + data as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes());
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    for n in 0..samples {
+        let t = f64::from(n) / f64::from(RATE);
+        #[allow(clippy::cast_possible_truncation)]
+        let sample = ((t * 440.0 * std::f64::consts::TAU).sin() * 12_000.0) as i16;
+        wav.extend_from_slice(&sample.to_le_bytes());
+    }
+    wav
 }
 
 /// The PNG every fake job produces.
@@ -209,7 +245,7 @@ impl FakeProviders {
             base_url: base_url.clone(),
             behaviour: Mutex::new(Behaviour::default()),
             requests: Mutex::new(HashMap::new()),
-            videos: Mutex::new(HashMap::new()),
+            made: Mutex::new(HashMap::new()),
             submissions: Mutex::new(Vec::new()),
             webhooks: Mutex::new(Vec::new()),
             fal_pair: ed25519_pair()?,
@@ -732,20 +768,16 @@ impl FakeProviders {
         };
         let behaviour = self.behaviour();
         let method = parts.method.as_str();
-        if let Some(id) = path
+        if let Some((id, _)) = path
             .strip_prefix("/files/")
-            .and_then(|f| f.strip_suffix(".mp4"))
+            .and_then(|f| f.rsplit_once('.'))
+            .filter(|(_, ext)| *ext != "png")
         {
-            let video = self
-                .inner
-                .videos
-                .lock()
-                .ok()
-                .and_then(|v| v.get(id).cloned());
-            return match video {
-                Some(bytes) => hyper::Response::builder()
-                    .header("content-type", "video/mp4")
-                    .body(Full::new(Bytes::from(bytes)))
+            let made = self.inner.made.lock().ok().and_then(|m| m.get(id).cloned());
+            return match made {
+                Some(made) => hyper::Response::builder()
+                    .header("content-type", made.content_type)
+                    .body(Full::new(Bytes::from(made.bytes)))
                     .unwrap_or_default(),
                 None => response(404, &json!({"detail": "no such file"})),
             };
@@ -916,10 +948,26 @@ impl FakeProviders {
         format!("{}/files/{id}.png", self.inner.base_url)
     }
 
-    /// The URL of a request's output video, when it made one.
-    fn video_url(&self, id: &str) -> Option<String> {
-        let made = self.inner.videos.lock().ok()?.contains_key(id);
-        made.then(|| format!("{}/files/{id}.mp4", self.inner.base_url))
+    /// The URL and type of a request's output when it is not the PNG.
+    fn made_file(&self, id: &str) -> Option<(String, &'static str)> {
+        let made = self.inner.made.lock().ok()?.get(id)?.content_type;
+        let extension = if made == "audio/wav" { "wav" } else { "mp4" };
+        Some((
+            format!("{}/files/{id}.{extension}", self.inner.base_url),
+            made,
+        ))
+    }
+
+    fn keep(&self, id: &str, bytes: Vec<u8>, content_type: &'static str) {
+        if let Ok(mut made) = self.inner.made.lock() {
+            made.insert(
+                id.to_owned(),
+                Made {
+                    bytes,
+                    content_type,
+                },
+            );
+        }
     }
 
     /// Runs a request to its end and sends its webhooks.
@@ -953,13 +1001,20 @@ impl FakeProviders {
             match self.inner.client.get(&url).send().await {
                 Ok(answer) if answer.status().is_success() => {
                     let bytes = answer.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-                    if let Ok(mut videos) = self.inner.videos.lock() {
-                        videos.insert(id.to_owned(), bytes);
-                    }
+                    self.keep(id, bytes, "video/mp4");
                 }
                 Ok(answer) => failed = Some(format!("the video URL answered {}", answer.status())),
                 Err(_) => failed = Some("the video URL could not be read".into()),
             }
+        }
+        // Music (MusicGen's `duration`, Stable Audio's `seconds_total`, no picture): a tone.
+        let input = &request.input;
+        let music = input.get("seconds_total").is_some()
+            || (input.get("duration").is_some()
+                && input.get("image").is_none()
+                && input.get("image_url").is_none());
+        if music && failed.is_none() {
+            self.keep(id, tone_wav(2.0), "audio/wav");
         }
         let state = if failed.is_some() {
             "failed"
@@ -982,8 +1037,8 @@ impl FakeProviders {
                 None => self.ai_webhook(
                     &request,
                     "complete",
-                    &match self.video_url(id) {
-                        Some(url) => json!({"outputs": [{"url": url, "content_type": "video/mp4"}]}),
+                    &match self.made_file(id) {
+                        Some((url, content_type)) => json!({"outputs": [{"url": url, "content_type": content_type}]}),
                         None => json!({"outputs": [{"url": self.file_url(id), "content_type": "image/png"}]}),
                     },
                 ),

@@ -14,8 +14,8 @@ impl FakeProviders {
                      "cancel": format!("{}/replicate/v1/predictions/{id}/cancel", self.inner.base_url)}});
         match request.state {
             "succeeded" => {
-                prediction["output"] = match self.video_url(id) {
-                    Some(url) => json!(url),
+                prediction["output"] = match self.made_file(id) {
+                    Some((url, _)) => json!(url),
                     None => json!([self.file_url(id)]),
                 }
             }
