@@ -180,6 +180,7 @@ def main():
     import photos
     import search
     import social
+    import video
     import webhooks
 
     jobs.main()
@@ -187,6 +188,7 @@ def main():
     search.main()
     social.main()
     photos.main()
+    video.main()
     # Last: the soak runs an hour (SOAK_SECONDS to shorten it).
     load.main()
 

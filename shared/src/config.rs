@@ -516,7 +516,7 @@ pub struct ChatModel {
 pub struct VideoConfig {
     /// `FFMPEG_PATH` and `FFPROBE_PATH` (default `/opt/bin/ffmpeg` and `/opt/bin/ffprobe`: the
     /// Lambda layer's), `VIDEO_TOOL_MEMORY_MB` (default 1,024: the most one run may hold) and
-    /// `VIDEO_TOOL_THREADS` (default 2).
+    /// `VIDEO_TOOL_THREADS` (default 0: FFmpeg's own choice for the CPUs it sees).
     pub toolchain: crate::video::Toolchain,
     /// `VIDEO_MAX_BYTES`: the largest video upload (default 200 MB).
     pub max_upload_bytes: u64,
@@ -560,7 +560,7 @@ impl VideoConfig {
                 ffmpeg: path("FFMPEG_PATH", "/opt/bin/ffmpeg"),
                 ffprobe: path("FFPROBE_PATH", "/opt/bin/ffprobe"),
                 memory_bytes: number("VIDEO_TOOL_MEMORY_MB", 1_024, 128..=10_240)? * 1024 * 1024,
-                threads: u32::try_from(number("VIDEO_TOOL_THREADS", 2, 1..=64)?).unwrap_or(2),
+                threads: u32::try_from(number("VIDEO_TOOL_THREADS", 0, 0..=64)?).unwrap_or(0),
             },
             max_upload_bytes: number("VIDEO_MAX_BYTES", 200_000_000, 1_000_000..=5_000_000_000)?,
             limits: crate::video::Limits {

@@ -22,7 +22,8 @@ pub struct Toolchain {
     pub ffprobe: PathBuf,
     /// The most resident memory one tool may hold before it is killed.
     pub memory_bytes: u64,
-    /// Threads each tool may use (FFmpeg's `-threads`).
+    /// Threads each tool's decoder may use (FFmpeg's input `-threads`); 0 leaves it to FFmpeg,
+    /// which sizes its decoders and encoders by the CPUs it sees (measured fastest on 2 cores).
     pub threads: u32,
 }
 
@@ -326,11 +327,14 @@ impl Toolchain {
     }
 
     fn common(&self) -> Vec<OsString> {
-        ["-nostdin", "-v", "error", "-y", "-threads"]
+        let mut args: Vec<OsString> = ["-nostdin", "-v", "error", "-y"]
             .into_iter()
             .map(OsString::from)
-            .chain([OsString::from(self.threads.to_string())])
-            .collect()
+            .collect();
+        if self.threads > 0 {
+            args.extend(["-threads".into(), self.threads.to_string().into()]);
+        }
+        args
     }
 
     /// One frame at `at` seconds (exact: decoded from the keyframe before it), shown as a player

@@ -54,7 +54,8 @@ async fn main() -> anyhow::Result<()> {
         ffmpeg: tools_dir.join("ffmpeg"),
         ffprobe: tools_dir.join("ffprobe"),
         memory_bytes: 4 * 1024 * 1024 * 1024,
-        threads: u32::try_from(threads).unwrap_or(2),
+        // As the worker runs it: FFmpeg sizes its threads by the CPUs.
+        threads: 0,
     };
     let limits = Limits {
         max_seconds: 3600.0,
