@@ -373,6 +373,30 @@ async fn clips_are_probed_captured_and_trimmed() {
         "{cut}"
     );
 
+    // A post shows a video: the clip itself, not its poster, strip or preview.
+    let post = ok_json(
+        call(
+            &app,
+            Method::POST,
+            "/v1/posts",
+            Some(&token),
+            Some(&json!({"job_id": mp4, "caption": "a clip"})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let media = post["media"].as_array().expect("media");
+    assert_eq!(media.len(), 1, "{post}");
+    assert_eq!(media[0]["content_type"], "video/mp4");
+    let shown = reqwest::get(media[0]["url"].as_str().expect("url"))
+        .await
+        .expect("get");
+    assert_eq!(
+        shown.bytes().await.expect("b").to_vec(),
+        clips.bytes("clip.mp4")
+    );
+
     // Listed: three imports and three cuts.
     let listed = app.get_json("/v1/videos", &token).await;
     assert_eq!(listed["items"].as_array().expect("items").len(), 6);
