@@ -1,10 +1,15 @@
 """Photos: upscaling and best-cut beside their peers (make bench), on the same weights and the same photos.
 
-Upscaling, seconds per input megapixel (x4 output), peak RSS and PSNR against PyTorch fp32:
-- PyTorch: Real-ESRGAN's own architectures from spandrel, fp32 and bf16 autocast (AMX), every
+Upscaling, seconds per input megapixel (x4 output), the compute rate and its fraction of this CPU's
+peak for the precision used (infra/bench/cpu.py), peak RSS and PSNR against PyTorch fp32:
+- PyTorch: Real-ESRGAN's own architectures from spandrel, fp32, and bf16 autocast only where the
+  CPU computes bf16 (AMX or AVX-512 BF16; elsewhere it is emulated and slower than fp32), every
   CPU thread (infra/bench/torch_peer.py), each run in its own process.
 - Lambent: the worker's path (`lambent-upscale`, release build): ONNX Runtime's CPU kernels in
-  fp32 (exact) and the OpenVINO execution provider in bf16 (the fast path), tiles of 256 px.
+  fp32 (exact) and the OpenVINO execution provider (bf16 where the CPU computes it, fp32
+  elsewhere: the label says which), tiles of 256 px.
+Each peer runs under a time limit (BENCH_PEER_TIMEOUT, default 900 s): one that passes it is
+reported as such and the bench goes on.
 Then Lambent's peak memory as the input grows (256², 512², 1024²).
 
 Best-cut: OpenCV (cvtColor + Laplacian(CV_64F) + var) vs `lambent-bestcut`, both timed on decoded
@@ -24,12 +29,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cpu import Cpu, conv_flops_per_input_pixel
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".local" / "bench"
 PEERS = ROOT / ".venv" / "peers" / "bin" / "python"
 UPSCALE = ROOT / "target" / "release" / "lambent-upscale"
 BESTCUT = ROOT / "target" / "release" / "lambent-bestcut"
 MODELS = ROOT / "infra" / "models" / "out"
+PEER_TIMEOUT = int(os.environ.get("BENCH_PEER_TIMEOUT", "900"))
+
+
+class TimedOut(Exception):
+    pass
 
 
 def photos():
@@ -57,11 +69,23 @@ def crop(source, side, name):
     return path
 
 
-def run(command):
-    """Runs a command in its own process; returns its JSON line and its peak RSS in MB."""
+def run(command, timeout=None):
+    """Runs a command in its own process; returns its JSON line and its peak RSS in MB. Past
+    `timeout` seconds it is killed and `TimedOut` raised."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + timeout if timeout else None
+    # Polled, not waited for by subprocess: wait4 gives the child's own peak RSS (the output is
+    # one JSON line, which the pipe holds).
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        if deadline and time.monotonic() > deadline:
+            process.kill()
+            os.wait4(process.pid, 0)
+            raise TimedOut(f"{Path(command[1] if len(command) > 1 and command[1].endswith('.py') else command[0]).name} passed {timeout} s")
+        time.sleep(0.05)
     out = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
     if status != 0:
         raise RuntimeError(f"{command[0]} failed ({status}): {out}")
     return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
@@ -75,39 +99,68 @@ def psnr(a, b):
 
 
 def upscaling():
+    cpu = Cpu()
     side = 256
     source = crop("chelsea.png", side, f"chelsea-{side}.png")
     megapixels = side * side / 1e6
-    print(f"Upscaling x4, a {side}x{side} crop of a real photo (chelsea); seconds per input megapixel, peak RSS of the")
-    print("process, PSNR against PyTorch fp32 (same weights; the input mirrored 10 px at its edges on both sides).")
+    print(f"Upscaling x4, a {side}x{side} crop of a real photo (chelsea), on {cpu.line()}.")
+    print("Seconds per input megapixel; the rate of the model's convolutions and its share of the CPU's peak for the")
+    print("precision used; peak RSS of the process; PSNR against PyTorch fp32 (same weights; the input mirrored 10 px at")
+    print("its edges on both sides). Each engine in its best mode for this CPU.")
     print()
-    print("| model | engine | s/MP | peak RSS MB | PSNR vs PyTorch fp32 | vs PyTorch bf16 |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | engine | s/MP | GFLOP/s | of peak | peak RSS MB | PSNR vs PyTorch fp32 | vs best PyTorch |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    torch_modes = [("fp32", "PyTorch fp32")]
+    if cpu.native_bf16:
+        torch_modes.append(("bf16", f"PyTorch bf16 autocast ({'AMX' if cpu.amx else 'AVX-512 BF16'})"))
+    openvino = ("openvino", "bf16", "Lambent, OpenVINO EP bf16") if cpu.native_bf16 else \
+        ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
     for model in ("realesrgan-x4plus", "realesr-animevideov3-x4"):
         onnx_path = MODELS / f"{model}.onnx"
-        rows = []
+        flop_per_mp = conv_flops_per_input_pixel(onnx_path) * 1e6
+        rows, skipped = [], []
         reference = WORK / f"{model}-torch-fp32.png"
-        for mode in ("fp32", "bf16"):
+        for mode, name in torch_modes:
             out = WORK / f"{model}-torch-{mode}.png"
-            result, rss = run([str(PEERS), str(ROOT / "infra/bench/torch_peer.py"), str(onnx_path), str(source), str(out), mode])
-            name = "PyTorch fp32" if mode == "fp32" else "PyTorch bf16 autocast (AMX)"
-            rows.append((name, result["run_seconds"] / megapixels, rss, out))
-        for provider, name in (("cpu", "Lambent, ONNX Runtime fp32 (exact)"), ("openvino", "Lambent, OpenVINO EP bf16")):
+            try:
+                result, rss = run([str(PEERS), str(ROOT / "infra/bench/torch_peer.py"), str(onnx_path), str(source),
+                                   str(out), mode], timeout=PEER_TIMEOUT)
+                rows.append((name, mode, result["run_seconds"] / megapixels, rss, out, True))
+            except TimedOut as why:
+                skipped.append((name, str(why)))
+        for provider, precision, name in (("cpu", "fp32", "Lambent, ONNX Runtime fp32 (exact)"), openvino):
             out = WORK / f"{model}-lambent-{provider}.png"
-            result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", provider, "--repeat", "2"])
-            rows.append((name, result["run_seconds"] / megapixels, rss, out))
-        best_torch = rows[1][1]
-        for name, spmp, rss, out in rows:
-            print(f"| {model} | {name} | {spmp:.1f} | {rss:.0f} | {psnr(out, reference):.1f} dB | {best_torch / spmp:.2f}x |")
+            try:
+                result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", provider, "--repeat", "2"],
+                                  timeout=PEER_TIMEOUT)
+                rows.append((name, precision, result["run_seconds"] / megapixels, rss, out, False))
+            except TimedOut as why:
+                skipped.append((name, str(why)))
+        torch_rows = [r for r in rows if r[5]]
+        best_torch = min((r[2] for r in torch_rows), default=None)
+        for name, precision, spmp, rss, out, _ in rows:
+            gflops = flop_per_mp / spmp / 1e9
+            share = gflops / cpu.peak_gflops(precision)
+            quality = f"{psnr(out, reference):.1f} dB" if reference.exists() else "-"
+            ratio = f"{best_torch / spmp:.2f}x" if best_torch else "-"
+            print(f"| {model} | {name} | {spmp:.1f} | {gflops:.0f} | {share:.0%} {precision} | {rss:.0f} | {quality} | {ratio} |")
+        for name, why in skipped:
+            print(f"| {model} | {name} | timed out ({why}) | | | | | |")
     print()
-    print("Lambent's peak memory as the input grows (OpenVINO bf16, realesrgan-x4plus, 256 px tiles; crops of retina.jpg):")
+    print(f"Lambent's peak memory as the input grows ({openvino[2].removeprefix('Lambent, ')}, realesrgan-x4plus, 256 px tiles;"
+          " crops of retina.jpg):")
     print()
     print("| input | s/MP | peak RSS MB | of which the x4 output image MB |")
     print("|---|---:|---:|---:|")
     for side in (256, 512, 1024):
         source = crop("retina.jpg", side, f"retina-{side}.png")
         out = WORK / f"retina-{side}-x4.png"
-        result, rss = run([str(UPSCALE), "realesrgan-x4plus", str(source), str(out), "--provider", "openvino"])
+        try:
+            result, rss = run([str(UPSCALE), "realesrgan-x4plus", str(source), str(out), "--provider", openvino[0]],
+                              timeout=PEER_TIMEOUT)
+        except TimedOut as why:
+            print(f"| {side}x{side} | timed out ({why}) | | |")
+            continue
         output_mb = (4 * side) ** 2 * 3 / 1e6
         print(f"| {side}x{side} | {result['run_seconds'] / (side * side / 1e6):.1f} | {rss:.0f} | {output_mb:.0f} |")
     print()

@@ -166,9 +166,11 @@ def main():
     rows = [("Lambent `health` (Rust, cargo lambda release)", summary(lambent)),
             ("FastAPI + uvicorn (PetCam's stack)", summary(fastapi))]
     base = rows[0][1]["median"]
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    from cpu import Cpu
+
+    print(f"{datetime.date.today().isoformat()} on {Cpu().line()}; {platform.system()} {platform.release()}")
+    print()
     print(f"Cold start, exec to first response; median of {RUNS} runs each, interleaved.")
-    print(f"{datetime.date.today().isoformat()} on {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
     print()
     print("| cold start | median ms | p90 ms | min ms | vs Lambent |")
     print("|---|---:|---:|---:|---:|")
