@@ -410,6 +410,15 @@ impl TestApp {
     }
 }
 
+/// A client of the stack's S3 (path-style, as the emulator needs).
+pub(crate) fn s3(app: &TestApp) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&app.running.sdk)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
 /// The fixture photo the social tests post.
 pub(crate) fn scene() -> Vec<u8> {
     std::fs::read(

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, problem};
+use crate::app::{TestApp, problem, s3};
 
 fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(
@@ -14,14 +14,6 @@ fn fixture(path: &str) -> Vec<u8> {
             .join(path),
     )
     .expect("fixture")
-}
-
-fn s3(app: &TestApp) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&app.running.sdk)
-            .force_path_style(true)
-            .build(),
-    )
 }
 
 impl TestApp {

@@ -8,7 +8,7 @@ use std::process::Command;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::app::{TestApp, call, finished, ok_json, problem};
+use crate::app::{TestApp, call, finished, ok_json, problem, s3};
 
 fn tools() -> PathBuf {
     lambent_local::models::ffmpeg_dir(&lambent_local::repo_root()).expect("make ffmpeg")
@@ -133,14 +133,6 @@ fn psnr(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
     } else {
         10.0 * (255.0 * 255.0 / mse).log10()
     }
-}
-
-fn s3(app: &TestApp) -> aws_sdk_s3::Client {
-    aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&app.running.sdk)
-            .force_path_style(true)
-            .build(),
-    )
 }
 
 async fn object(app: &TestApp, key: &str) -> Vec<u8> {

@@ -13,14 +13,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use lambent::search::{Change, Doc, Local, Search};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
+use lambent_local::arg;
 
 /// xorshift64*: the same corpus on every run, no dependency.
 struct Rng(u64);

@@ -11,16 +11,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use lambent::video::{Limits, Toolchain};
-use lambent_local::{models, repo_root};
+use lambent_local::{arg, models, repo_root};
 use serde_json::{Value, json};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);

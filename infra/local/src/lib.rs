@@ -7,6 +7,15 @@ pub mod gateway;
 pub mod models;
 pub mod template;
 
+/// The value after `name` on the command line (the bench binaries' flags).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -313,6 +313,21 @@ pub async fn delete_finished_with_files(
         .map_err(|e| ApiError::Internal(e.into()))
 }
 
+/// The caller's job of the path's `{id}` when it is one of `kinds` (a photo, a video); anything
+/// else, someone else's included, is a 404 saying `missing`.
+pub async fn owned_of(
+    state: &State,
+    req: &Request,
+    kinds: &[&str],
+    missing: &'static str,
+) -> Result<Job, ApiError> {
+    match owned(state, req).await {
+        Ok((_, job)) if kinds.contains(&job.kind.as_str()) => Ok(job),
+        Ok(_) | Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(missing)),
+        Err(other) => Err(other),
+    }
+}
+
 pub async fn owned(state: &State, req: &Request) -> Result<(Caller, Job), ApiError> {
     let caller = Caller::from_request(req)?;
     let id = path_param(req, "id")

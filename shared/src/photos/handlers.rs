@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::http::{Caller, json, json_body, query_param};
-use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
+use crate::jobs::handlers::{CreateJob, idempotency_key, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
 use crate::jobs::store::ListFilter;
 use crate::photos::kinds::{BestCutInput, UpscaleInput};
@@ -23,10 +23,6 @@ use crate::users::timestamp;
 pub const URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 const KINDS: [&str; 2] = ["upscale", "bestcut"];
-
-fn not_found() -> ApiError {
-    ApiError::NotFound("no such photo")
-}
 
 /// A photo file: its artifact record and a presigned GET URL.
 #[derive(Serialize, ToSchema)]
@@ -238,14 +234,7 @@ pub async fn list_photos(state: &State, req: Request) -> Result<Response<Body>, 
 
 /// One of the caller's photos (a photo job), or a 404.
 async fn owned_photo(state: &State, req: &Request) -> Result<Job, ApiError> {
-    let (_, job) = owned(state, req).await.map_err(|e| match e {
-        ApiError::NotFound(_) => not_found(),
-        other => other,
-    })?;
-    if !KINDS.contains(&job.kind.as_str()) {
-        return Err(not_found());
-    }
-    Ok(job)
+    crate::jobs::handlers::owned_of(state, req, &KINDS, "no such photo").await
 }
 
 /// A photo: status, place, files with presigned URLs, best-cut scores.

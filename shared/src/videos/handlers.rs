@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::http::{Caller, json, json_body};
-use crate::jobs::handlers::{CreateJob, idempotency_key, owned, submit};
+use crate::jobs::handlers::{CreateJob, idempotency_key, submit};
 use crate::jobs::model::{Job, JobFailure, Status};
 use crate::jobs::store::ListFilter;
 use crate::state::State;
@@ -23,10 +23,6 @@ use crate::videos::work::{Thumbnail, VideoFile};
 
 /// How long a video's presigned URLs work.
 pub const URL_LIFETIME: Duration = Duration::from_secs(15 * 60);
-
-fn not_found() -> ApiError {
-    ApiError::NotFound("no such video")
-}
 
 /// A presigned file.
 #[derive(Serialize, ToSchema)]
@@ -236,14 +232,7 @@ pub async fn list_videos(state: &State, req: Request) -> Result<Response<Body>, 
 
 /// One of the caller's videos, or a 404.
 async fn owned_video(state: &State, req: &Request) -> Result<Job, ApiError> {
-    let (_, job) = owned(state, req).await.map_err(|e| match e {
-        ApiError::NotFound(_) => not_found(),
-        other => other,
-    })?;
-    if !VIDEO_KINDS.contains(&job.kind.as_str()) {
-        return Err(not_found());
-    }
-    Ok(job)
+    crate::jobs::handlers::owned_of(state, req, &VIDEO_KINDS, "no such video").await
 }
 
 /// A video: status, probe, files with presigned URLs.

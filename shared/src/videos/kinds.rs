@@ -168,21 +168,22 @@ pub async fn ready_video(state: &State, user_id: &str, video_id: &str) -> Result
     Ok(job)
 }
 
-/// The first audio file of one of `user_id`'s completed jobs: its key and extension; a 404 when
-/// there is none.
-pub async fn audio_of(
+/// The first file of one of `user_id`'s completed jobs, under the job's own `generations/` prefix,
+/// whose type `wanted` accepts: its key and type; a 404 saying `missing` when there is none.
+pub async fn output_file(
     state: &State,
     user_id: &str,
     job_id: &str,
+    wanted: fn(&str) -> bool,
+    missing: &'static str,
 ) -> Result<(String, String), ApiError> {
-    let missing = || ApiError::NotFound("no such job with an audio output");
     if uuid::Uuid::parse_str(job_id).is_err() {
-        return Err(missing());
+        return Err(ApiError::NotFound(missing));
     }
     let job = crate::jobs::store::get(&state.db, job_id)
         .await?
         .filter(|j| j.user_id == user_id && j.status == Status::Completed)
-        .ok_or_else(missing)?;
+        .ok_or(ApiError::NotFound(missing))?;
     let prefix = crate::media::output_prefix(crate::media::Outputs::Generations, user_id, job_id);
     job.output
         .as_ref()
@@ -191,14 +192,28 @@ pub async fn audio_of(
         .and_then(|files| {
             files.iter().find_map(|f| {
                 let key = f.get("key")?.as_str()?;
-                let audio = f.get("content_type")?.as_str()?.starts_with("audio/");
-                (audio && key.starts_with(&prefix)).then(|| {
-                    let extension = key.rsplit_once('.').map_or("bin", |(_, e)| e);
-                    (key.to_owned(), extension.to_owned())
-                })
+                let content_type = f.get("content_type")?.as_str()?;
+                (wanted(content_type) && key.starts_with(&prefix))
+                    .then(|| (key.to_owned(), content_type.to_owned()))
             })
         })
-        .ok_or_else(missing)
+        .ok_or(ApiError::NotFound(missing))
+}
+
+/// The first audio file of one of `user_id`'s completed jobs (a `music` job): its key and type.
+pub async fn audio_of(
+    state: &State,
+    user_id: &str,
+    job_id: &str,
+) -> Result<(String, String), ApiError> {
+    output_file(
+        state,
+        user_id,
+        job_id,
+        |t| t.starts_with("audio/"),
+        "no such job with an audio output",
+    )
+    .await
 }
 
 /// A video's duration, from its stored probe.

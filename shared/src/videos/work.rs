@@ -307,36 +307,34 @@ async fn origin(state: &State, job: &Job, input: &kinds::ImportInput) -> Result<
         });
     }
     let job_id = input.job_id.as_deref().unwrap_or_default();
-    let missing = || JobError::permanent("not_found", format!("no video output of job {job_id}"));
-    let made = crate::jobs::store::get(&state.db, job_id)
-        .await?
-        .filter(|j| j.user_id == job.user_id && j.status == crate::jobs::model::Status::Completed)
-        .ok_or_else(missing)?;
-    let prefix =
-        crate::media::output_prefix(crate::media::Outputs::Generations, &job.user_id, job_id);
-    let files = made
-        .output
-        .as_ref()
-        .and_then(|o| o.get("files"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    files
+    let (key, content_type) = kinds::output_file(
+        state,
+        &job.user_id,
+        job_id,
+        |t| crate::video::VIDEO_TYPES.iter().any(|(v, _)| *v == t),
+        "no video output of that job",
+    )
+    .await
+    .map_err(job_error)?;
+    let extension = crate::video::VIDEO_TYPES
         .iter()
-        .find_map(|file| {
-            let key = file.get("key")?.as_str()?;
-            let content_type = file.get("content_type")?.as_str()?;
-            let extension = crate::video::VIDEO_TYPES
-                .iter()
-                .find(|(t, _)| *t == content_type)?
-                .1;
-            key.starts_with(&prefix).then(|| Origin {
-                key: key.to_owned(),
-                content_type: content_type.to_owned(),
-                extension: extension.to_owned(),
-            })
-        })
-        .ok_or_else(missing)
+        .find(|(t, _)| *t == content_type)
+        .map_or("mp4", |(_, e)| *e)
+        .to_owned();
+    Ok(Origin {
+        key,
+        content_type,
+        extension,
+    })
+}
+
+/// A refusal of the API's kind met where the job runs: the job fails with it (an unexpected
+/// error is retried).
+fn job_error(error: crate::error::ApiError) -> JobError {
+    match error {
+        crate::error::ApiError::Internal(err) => JobError::Internal(err),
+        other => JobError::permanent("not_found", other.to_string()),
+    }
 }
 
 /// `video_import`: an upload (or a job's video output), downloaded, probed and checked, then kept
@@ -399,10 +397,7 @@ async fn source_of(
 ) -> Result<(PathBuf, Job), JobError> {
     let video = kinds::ready_video(state, &job.user_id, video_id)
         .await
-        .map_err(|e| match e {
-            crate::error::ApiError::Internal(err) => JobError::Internal(err),
-            other => JobError::permanent("not_found", other.to_string()),
-        })?;
+        .map_err(job_error)?;
     let source: VideoFile = video
         .output
         .as_ref()
@@ -579,12 +574,10 @@ pub async fn mux(state: &State, job: &Job, progress: &Progress<'_>) -> Result<Va
     progress.report(1, Some("reading the video")).await?;
     let dir = WorkDir::new(state, job).await?;
     let (path, video) = source_of(state, job, &dir, &input.video_id).await?;
-    let (audio_key, extension) = kinds::audio_of(state, &job.user_id, &input.audio_job_id)
+    let (audio_key, _) = kinds::audio_of(state, &job.user_id, &input.audio_job_id)
         .await
-        .map_err(|e| match e {
-            crate::error::ApiError::Internal(err) => JobError::Internal(err),
-            other => JobError::permanent("not_found", other.to_string()),
-        })?;
+        .map_err(job_error)?;
+    let extension = audio_key.rsplit_once('.').map_or("bin", |(_, e)| e);
     let audio = dir.file(&format!("audio.{extension}"));
     download(
         state,
