@@ -762,7 +762,8 @@ pub struct OidcConfig {
     /// The providers whose client ids are configured; the others answer 404.
     pub providers: Vec<OidcProvider>,
     /// Where an app may be sent back to after a browser sign-in (`OAUTH_REDIRECT_URIS`, exact
-    /// strings, comma-separated): never anywhere else.
+    /// strings, comma-separated), and the console (`<OAUTH_CALLBACK_BASE_URL>/console`): never
+    /// anywhere else.
     pub redirect_uris: Vec<String>,
     /// The public URL of this API, for the callback URL registered at each provider
     /// (`OAUTH_CALLBACK_BASE_URL`: the callback is `<base>/v1/auth/oauth/<provider>/callback`).
@@ -887,7 +888,15 @@ fn oidc_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<OidcConfig, C
             },
         });
     }
-    let redirect_uris = list("OAUTH_REDIRECT_URIS");
+    let mut redirect_uris = list("OAUTH_REDIRECT_URIS");
+    let callback_base_url = base_url(lookup, "OAUTH_CALLBACK_BASE_URL")?;
+    // The console (`GET /console`) is this API's own page: it may always be sent back to.
+    if let Some(base) = &callback_base_url {
+        let console = format!("{}/console", base.trim_end_matches('/'));
+        if !redirect_uris.contains(&console) {
+            redirect_uris.push(console);
+        }
+    }
     for uri in &redirect_uris {
         let parsed = url::Url::parse(uri).map_err(|e| ConfigError::Invalid {
             name: "OAUTH_REDIRECT_URIS",
@@ -913,7 +922,7 @@ fn oidc_config(lookup: &impl Fn(&str) -> Option<String>) -> Result<OidcConfig, C
     Ok(OidcConfig {
         providers,
         redirect_uris,
-        callback_base_url: base_url(lookup, "OAUTH_CALLBACK_BASE_URL")?,
+        callback_base_url,
         clients_secret_id: lookup("OAUTH_CLIENTS_SECRET_ID").filter(|v| !v.trim().is_empty()),
         refetch_floor: Duration::from_secs(floor),
         kakao_api_url: base_url(lookup, "KAKAO_API_URL")?

@@ -19,6 +19,7 @@ pub mod auth {
 }
 pub mod compose;
 pub mod config;
+pub mod console;
 pub mod conversations;
 pub mod credits;
 pub mod cursor;

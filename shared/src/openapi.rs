@@ -25,6 +25,7 @@ use crate::routes::ROUTES;
         (name = "social", description = "Public profiles, follows, posts, likes, shares, bookmarks, comments and blocks"),
         (name = "personas", description = "SelfStar's personas: AI characters that generation can name"),
         (name = "webhooks", description = "Webhook endpoints and deliveries to you; signed webhooks from providers and AI servers (no bearer token)"),
+        (name = "console", description = "The web console: a page and its files, served by the API"),
         (name = "meta", description = "Health and documents")),
 )]
 pub struct ApiDoc;

@@ -23,6 +23,7 @@ use crate::auth::handlers as auth;
 use crate::auth::identities;
 use crate::auth::oidc;
 use crate::commerce::{admin, artists, daily, orders, stripe, toss};
+use crate::console;
 use crate::conversations::{documents, folders, images, messages, sessions};
 use crate::credits;
 use crate::error::ApiError;
@@ -175,6 +176,8 @@ pub static ROUTES: LazyLock<Vec<Route>> = LazyLock::new(|| {
         route!(Public, meta::get_docs),
         route!(Public, meta::get_jwks),
         route!(Public, meta::get_openid_configuration),
+        route!(Public, console::get_console),
+        route!(Public, console::get_console_file),
         route!(Public, auth::register),
         route!(Public, auth::login),
         route!(Public, firebase::sign_in_with_firebase),

@@ -17,6 +17,8 @@ async fn every_sample_event_reaches_its_handler() {
         ("health", 200),
         ("get-openapi", 200),
         ("get-docs", 200),
+        ("get-console", 200),
+        ("get-console-file", 200),
         ("get-jwks", 200),
         ("get-openid-configuration", 200),
         ("register", 201),

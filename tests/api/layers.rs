@@ -67,6 +67,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "commerce",
             "conversations",
             "videos",
+            "console",
         ],
     ),
     (

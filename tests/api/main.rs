@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod bestcut;
 mod chat;
+mod console;
 mod conversations;
 mod deletion;
 mod deliveries;

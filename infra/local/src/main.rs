@@ -93,6 +93,8 @@ fn walkthrough(base: &str, stream: &str, emulator: &str, fakes: &str, photo: &st
         r#"
 Lambent is serving on {base}   (AWS emulator: {emulator}; fal, Replicate, an AI server, Firebase, Google, Kakao and Naver are local fakes)
 
+The web console: open {base}/console in a browser (sign up there, or sign in as ann below).
+
 Try it, in another terminal:
 
   curl -s {base}/health; echo
