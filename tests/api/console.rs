@@ -122,6 +122,13 @@ impl Browser {
             if self.js(script).await == Value::Bool(true) {
                 return;
             }
+            // An error the page shows ends the wait at once.
+            let alert = self
+                .js("const a = document.querySelector('#alert'); return a.hidden ? null : a.textContent")
+                .await;
+            if let Value::String(alert) = alert {
+                panic!("waiting until {what}, the page showed an error: {alert}");
+            }
             if std::time::Instant::now() > deadline {
                 let alert = self
                     .js("return document.querySelector('#alert').textContent")
@@ -665,6 +672,67 @@ async fn google_sign_in_from_the_console_comes_back_signed_in() {
     // The code is gone from the address bar, and so is the verifier from sessionStorage.
     assert_eq!(state, json!(["", 0, true]));
     browser.shot("signed-in").await;
+    browser.assert_only_the_api().await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn best_cut_and_a_generation_show_their_results() {
+    let (app, _fakes) = crate::generation::start(&[], true).await;
+    let mut browser = Browser::open(&app, "results", (1100, 900), false).await;
+    browser.console(&app).await;
+    browser.sign_up("gail@example.com", "gail").await;
+    // The same scene, blurred: best-cut must pick the sharp one.
+    let blurred =
+        std::env::temp_dir().join(format!("lambent-blurred-{}.png", uuid::Uuid::new_v4()));
+    image::open(fixture("scene.png"))
+        .expect("the fixture")
+        .blur(2.0)
+        .save(&blurred)
+        .expect("the blurred copy");
+    browser.view("bestcut").await;
+    browser
+        .client
+        .find(Locator::Css("#bestcut-files"))
+        .await
+        .expect("the files field")
+        .send_keys(&format!("{}\n{}", fixture("scene.png"), blurred.display()))
+        .await
+        .expect("two files");
+    browser.click("#bestcut-form button[type=submit]").await;
+    browser
+        .until(
+            "the winner shows",
+            "const img = document.querySelector('#bestcut-winner img');
+             return Boolean(document.querySelector('#bestcut-result li.winner') && img && img.complete && img.naturalWidth > 0)",
+        )
+        .await;
+    let scores = browser
+        .js("return [...document.querySelectorAll('#bestcut-result li')].map(li => li.textContent).filter(t => t.includes('sharpness'))")
+        .await;
+    let scores = scores.as_array().expect("a list");
+    assert_eq!(scores.len(), 2, "{scores:?}");
+    let first = scores[0].as_str().expect("text");
+    assert!(
+        first.starts_with("scene.png") && first.contains("(the winner)"),
+        "the sharp one first: {scores:?}"
+    );
+    let _ = std::fs::remove_file(&blurred);
+    browser.shot("bestcut").await;
+
+    browser.view("generate").await;
+    browser
+        .fill("#generate-prompt", "a lighthouse at dusk")
+        .await;
+    browser.click("#generate-form button[type=submit]").await;
+    browser
+        .until(
+            "the generated image shows",
+            "const img = document.querySelector('#generate-result img');
+             return Boolean(img && img.complete && img.naturalWidth > 0)",
+        )
+        .await;
+    browser.shot("generated").await;
     browser.assert_only_the_api().await;
     browser.close().await;
 }

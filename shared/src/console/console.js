@@ -396,6 +396,7 @@ async function bestCut() {
   if (files.length < 2 || files.length > 20) throw new Problem(422, "Choose 2 to 20 photos.");
   const list = $("#bestcut-result");
   list.replaceChildren();
+  $("#bestcut-winner").hidden = true;
   $("#bestcut-status").textContent = "uploading";
   const keys = [];
   for (const file of files) keys.push(await upload(file));
@@ -416,12 +417,12 @@ async function bestCut() {
   }
   const shown = photo.upscaled || photo.original;
   if (shown) {
-    const item = document.createElement("li");
-    const img = document.createElement("img");
-    img.src = shown.url;
-    img.alt = `The winner, ${names.get(photo.winner) || ""}`;
-    item.append(img);
-    list.append(item);
+    const name = names.get(photo.winner) || photo.winner;
+    $("#bestcut-winner-image").alt = `The winner, ${name}`;
+    $("#bestcut-winner-image").src = shown.url;
+    $("#bestcut-winner-caption").textContent =
+      `The winner, ${name}: ${shown.width} × ${shown.height}${photo.upscaled ? ", upscaled" : ""}`;
+    $("#bestcut-winner").hidden = false;
   }
 }
 
