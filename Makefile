@@ -100,7 +100,7 @@ $(PEERS_STAMP): infra/bench/peer-requirements.txt
 	touch $@
 
 bench: lambda models ffmpeg $(BENCH_STAMP) $(PEERS_STAMP)
-	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut --bin lambent-webhook-bench --bin lambent-search-bench --bin lambent-video-bench
+	cargo build --release --quiet -p lambent-local --bin lambent-dev --bin lambent-upscale --bin lambent-bestcut --bin lambent-webhook-bench --bin lambent-search-bench --bin lambent-video-bench --bin lambent-stack
 	$(VENV)/bin/python infra/bench/run.py
 
 ## The release build of the one executable every function runs (target/lambda/lambent/bootstrap).

@@ -31,8 +31,10 @@ class RuntimeApi(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, event=EVENT, function="health"):
         super().__init__(("127.0.0.1", 0), RuntimeHandler)
+        self.event = event
+        self.function = function
         self.responded = threading.Event()
         self.served = False
         self.response = None
@@ -56,12 +58,12 @@ class RuntimeHandler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Lambda-Runtime-Aws-Request-Id", "bench-1")
         self.send_header("Lambda-Runtime-Deadline-Ms", str(int(time.time() * 1000) + 30000))
-        self.send_header("Lambda-Runtime-Invoked-Function-Arn", "arn:aws:lambda:us-east-1:123456789012:function:health")
+        self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:us-east-1:123456789012:function:{self.server.function}")
         self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(EVENT)))
+        self.send_header("Content-Length", str(len(self.server.event)))
         self.end_headers()
-        self.wfile.write(EVENT)
+        self.wfile.write(self.server.event)
 
     def do_POST(self):
         length = int(self.headers.get("Content-Length", "0"))
@@ -76,14 +78,16 @@ class RuntimeHandler(BaseHTTPRequestHandler):
             self.server.responded.set()
 
 
-def lambent_cold_start(binary):
-    api = RuntimeApi()
+def lambent_cold_start(binary, function="health", event=EVENT, extra_env=None, check=None):
+    """Seconds from exec to the function's response to its first invocation; `check(body)` raises
+    unless the response is the one expected (default: a 200 API response)."""
+    api = RuntimeApi(event, function)
     threading.Thread(target=api.serve_forever, daemon=True).start()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "AWS_LAMBDA_RUNTIME_API": f"127.0.0.1:{api.server_address[1]}",
-        "AWS_LAMBDA_FUNCTION_NAME": "health",
-        "_HANDLER": "health",
+        "AWS_LAMBDA_FUNCTION_NAME": function,
+        "_HANDLER": function,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
         "AWS_REGION": "us-east-1",
@@ -95,14 +99,20 @@ def lambent_cold_start(binary):
         "JWT_AUDIENCE": "lambent",
         "RUST_LOG": "warn",
     }
+    env.update(extra_env or {})
     started = time.perf_counter()
     process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not api.responded.wait(30):
             raise RuntimeError("the function did not respond")
         path, body = api.response
-        if "/response" not in path or json.loads(body).get("statusCode") != 200:
-            raise RuntimeError(f"the function failed: {path} {body[:200]!r}")
+        if "/response" not in path:
+            raise RuntimeError(f"the function failed: {path} {body[:300]!r}")
+        if check is None:
+            if json.loads(body).get("statusCode") != 200:
+                raise RuntimeError(f"the function failed: {path} {body[:300]!r}")
+        else:
+            check(json.loads(body))
         return api.finished_at - started
     finally:
         process.kill()
@@ -177,6 +187,9 @@ def main():
     for name, s in rows:
         print(f"| {name} | {s['median']:.1f} | {s['p90']:.1f} | {s['min']:.1f} | {s['median'] / base:.1f}x |")
     print()
+    import coldstart
+
+    coldstart.main(binary)
     import jobs
     import load
     import photos

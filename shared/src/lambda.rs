@@ -118,15 +118,25 @@ pub async fn serve_worker() -> Result<(), Error> {
 
     crate::telemetry::init();
     let state = std::sync::Arc::new(crate::compose::state_from_env().await?);
-    // The models load at cold start, not on the first photo; a failure is logged and retried
-    // by the first job that needs them.
+    // ONNX Runtime and the models' files load at cold start, not on the first photo; a failure
+    // is logged and retried by the first job that needs them. On Lambda a model's session is
+    // built by the first job that needs it (a cold start compiles one model, not five); the
+    // long-running poller builds them all before it polls.
     let upscale = &state.config.upscale;
-    if (upscale.models_dir.is_some() || upscale.models_bucket.is_some())
-        && let Err(err) = state.upscaler().await
-    {
-        tracing::error!(error = format!("{err:#}"), "the upscaler did not load");
+    let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    if upscale.models_dir.is_some() || upscale.models_bucket.is_some() {
+        match state.upscaler().await {
+            Ok(upscaler) if !lambda => {
+                let built = tokio::task::spawn_blocking(move || upscaler.build_all()).await;
+                if let Ok(Err(err)) = built {
+                    tracing::error!(error = format!("{err:#}"), "a model did not load");
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::error!(error = format!("{err:#}"), "the upscaler did not load"),
+        }
     }
-    if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
+    if !lambda {
         let queue = std::env::var("WORKER_QUEUE_URL")
             .ok()
             .or_else(|| state.config.gpu_jobs_queue_url.clone())

@@ -222,8 +222,9 @@ impl State {
         Ok(ring)
     }
 
-    /// The upscaler, one session per deployed model, built once per process (the worker builds it
-    /// at cold start). Models come from `MODELS_DIR`, or are copied from `MODELS_BUCKET` to /tmp.
+    /// The upscaler, made once per process: ONNX Runtime loaded and the deployed models found;
+    /// each model's session is built when a job first needs it. Models come from `MODELS_DIR`, or
+    /// are copied from `MODELS_BUCKET` to /tmp.
     pub async fn upscaler(&self) -> anyhow::Result<Arc<Upscaler>> {
         let upscaler = self
             .upscaler
@@ -243,7 +244,7 @@ impl State {
                 let (library, provider) = (settings.library.clone(), settings.provider);
                 let started = Instant::now();
                 let upscaler = tokio::task::spawn_blocking(move || {
-                    Upscaler::load(library.as_deref(), &dir, &names, provider)
+                    Upscaler::open(library.as_deref(), &dir, &names, provider)
                 })
                 .await??;
                 tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, models = ?upscaler, "upscaler loaded");

@@ -82,15 +82,29 @@ struct Model {
     session: Mutex<Session>,
 }
 
-/// The loaded models.
+/// A deployed model: its session, built the first time a job needs it.
+struct Slot {
+    scale: u32,
+    path: PathBuf,
+    model: OnceLock<Model>,
+    /// Held while the session is built, so two jobs never compile one model twice.
+    building: Mutex<()>,
+}
+
+/// The deployed models. A session is built on first use (`Upscaler::open`) or up front
+/// (`Upscaler::load`): a worker's cold start compiles only the model its job needs, not all five.
 pub struct Upscaler {
-    models: BTreeMap<String, Model>,
+    env: &'static Environment,
+    provider: Provider,
+    threads: usize,
+    models: BTreeMap<String, Slot>,
 }
 
 impl std::fmt::Debug for Upscaler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upscaler")
             .field("models", &self.models.keys().collect::<Vec<_>>())
+            .field("built", &self.built())
             .finish()
     }
 }
@@ -116,8 +130,8 @@ fn environment(library: Option<&Path>) -> anyhow::Result<&'static Environment> {
 }
 
 impl Upscaler {
-    /// Builds one session per model from `<dir>/<name>.onnx`.
-    pub fn load(
+    /// The models `<dir>/<name>.onnx` of `names`, each session built when a job first needs it.
+    pub fn open(
         library: Option<&Path>,
         dir: &Path,
         names: &[&str],
@@ -132,31 +146,94 @@ impl Upscaler {
                 .find(|(n, _)| *n == name)
                 .map(|&(_, s)| s)
                 .with_context(|| format!("unknown model {name}"))?;
-            let path: PathBuf = dir.join(format!("{name}.onnx"));
-            let mut builder = Session::builder(env)
-                .map_err(ort_error)?
-                .with_optimization_level(GraphOptimizationLevel::Level3)
-                .map_err(ort_error)?
-                .with_intra_threads(threads)
-                .map_err(ort_error)?;
-            match provider {
-                Provider::Cpu => {}
-                Provider::OpenVino { bf16 } => builder = openvino(builder, bf16, threads)?,
-                Provider::Cuda => builder = cuda(builder)?,
-            }
-            let session = builder
-                .commit_from_file(&path)
-                .map_err(ort_error)
-                .with_context(|| format!("loading {}", path.display()))?;
             models.insert(
                 name.to_owned(),
-                Model {
+                Slot {
                     scale,
-                    session: Mutex::new(session),
+                    path: dir.join(format!("{name}.onnx")),
+                    model: OnceLock::new(),
+                    building: Mutex::new(()),
                 },
             );
         }
-        Ok(Self { models })
+        Ok(Self {
+            env,
+            provider,
+            threads,
+            models,
+        })
+    }
+
+    /// The models of `names`, every session built now.
+    pub fn load(
+        library: Option<&Path>,
+        dir: &Path,
+        names: &[&str],
+        provider: Provider,
+    ) -> anyhow::Result<Self> {
+        let upscaler = Self::open(library, dir, names, provider)?;
+        upscaler.build_all()?;
+        Ok(upscaler)
+    }
+
+    /// Builds every session not built yet (a long-running worker's start).
+    pub fn build_all(&self) -> anyhow::Result<()> {
+        for name in self.models.keys() {
+            self.model(name)?;
+        }
+        Ok(())
+    }
+
+    /// The models whose sessions are built.
+    pub fn built(&self) -> Vec<&str> {
+        self.models
+            .iter()
+            .filter(|(_, slot)| slot.model.get().is_some())
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// A model's session, built on first use.
+    fn model(&self, name: &str) -> anyhow::Result<&Model> {
+        let slot = self
+            .models
+            .get(name)
+            .with_context(|| format!("model {name} is not loaded"))?;
+        if let Some(model) = slot.model.get() {
+            return Ok(model);
+        }
+        let _building = slot
+            .building
+            .lock()
+            .map_err(|_| anyhow!("a model build panicked"))?;
+        if let Some(model) = slot.model.get() {
+            return Ok(model);
+        }
+        let started = std::time::Instant::now();
+        let mut builder = Session::builder(self.env)
+            .map_err(ort_error)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort_error)?
+            .with_intra_threads(self.threads)
+            .map_err(ort_error)?;
+        match self.provider {
+            Provider::Cpu => {}
+            Provider::OpenVino { bf16 } => builder = openvino(builder, bf16, self.threads)?,
+            Provider::Cuda => builder = cuda(builder)?,
+        }
+        let session = builder
+            .commit_from_file(&slot.path)
+            .map_err(ort_error)
+            .with_context(|| format!("loading {}", slot.path.display()))?;
+        tracing::info!(
+            model = name,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model session built"
+        );
+        Ok(slot.model.get_or_init(|| Model {
+            scale: slot.scale,
+            session: Mutex::new(session),
+        }))
     }
 
     /// The loaded model names.
@@ -166,7 +243,7 @@ impl Upscaler {
 
     /// A model's native scale.
     pub fn scale(&self, model: &str) -> Option<u32> {
-        self.models.get(model).map(|m| m.scale)
+        self.models.get(model).map(|slot| slot.scale)
     }
 
     /// Upscales one image. `tick(done, total)` is called after every tile; returning `false`
@@ -178,10 +255,7 @@ impl Upscaler {
         options: &Options,
         tick: &mut dyn FnMut(usize, usize) -> bool,
     ) -> anyhow::Result<Option<DynamicImage>> {
-        let model = self
-            .models
-            .get(model)
-            .with_context(|| format!("model {model} is not loaded"))?;
+        let model = self.model(model)?;
         let image = match options.pre_shrink {
             Some(side) if image.width().max(image.height()) > side => {
                 let (w, h) = fit(image.width(), image.height(), side);

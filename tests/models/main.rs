@@ -168,3 +168,33 @@ fn a_cancel_between_tiles_stops_the_work() {
     assert!(out.is_none());
     assert_eq!(ticks, [(1, 12), (2, 12), (3, 12)]);
 }
+
+#[test]
+fn a_session_is_built_when_a_job_first_needs_its_model() {
+    let root = root();
+    let library = lambent_local::models::onnxruntime_library(&root).expect("onnxruntime");
+    let dir = lambent_local::models::models_dir(&root).expect("models");
+    let names: Vec<&str> = MODELS.iter().map(|(n, _)| *n).collect();
+    // A worker's cold start: every deployed model known, none compiled.
+    let upscaler = Upscaler::open(Some(&library), &dir, &names, Provider::Cpu).expect("open");
+    assert!(upscaler.built().is_empty());
+    assert_eq!(upscaler.scale("realesrgan-x4plus"), Some(4));
+    let out = upscaler
+        .upscale(
+            "realesr-animevideov3-x2",
+            scene(),
+            &Options::default(),
+            &mut |_, _| true,
+        )
+        .expect("upscale")
+        .expect("not canceled");
+    assert_eq!(out.dimensions(), (128, 96));
+    assert_eq!(upscaler.built(), ["realesr-animevideov3-x2"]);
+    // A model that is not deployed is an error, not a panic, and builds nothing.
+    let err = upscaler
+        .upscale("nope", scene(), &Options::default(), &mut |_, _| true)
+        .expect_err("unknown");
+    assert!(err.to_string().contains("not loaded"), "{err}");
+    upscaler.build_all().expect("the rest build");
+    assert_eq!(upscaler.built().len(), MODELS.len());
+}

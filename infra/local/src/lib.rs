@@ -61,6 +61,9 @@ pub struct Running {
     pub sdk: aws_config::SdkConfig,
     pub gateway: Arc<Gateway>,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The functions' environment: the template's, resolved against this stack, with the local
+    /// settings and overrides on top.
+    pub env: HashMap<String, String>,
 }
 
 /// Creates the template's resources in the emulator at `endpoint` and serves the API.
@@ -129,6 +132,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
     }));
     let config = Config::from_lookup(|name| env.get(name).cloned())?;
     let state = Arc::new(lambent::compose::state(config, &sdk)?);
+    let function_env = env.clone();
     let gateway = Arc::new(Gateway {
         timeouts: template.timeouts(),
         issuer: state.config.issuer()?.to_owned(),
@@ -204,6 +208,7 @@ pub async fn start(endpoint: &str, options: Options) -> anyhow::Result<Running> 
         sdk,
         gateway,
         server,
+        env: function_env,
     })
 }
 
