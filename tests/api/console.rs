@@ -253,6 +253,11 @@ impl Browser {
         self.fill("#signin-email", login).await;
         self.fill("#signin-password", PASSWORD).await;
         self.click("#signin-form button[type=submit]").await;
+        self.signed_in().await;
+    }
+
+    /// Waits until a sign-in has brought up the account view.
+    async fn signed_in(&self) {
         self.until(
             "the account shows",
             "return !document.querySelector('#view-account').hidden",
@@ -410,12 +415,7 @@ async fn a_running_job_moves_live_and_is_canceled_from_the_jobs_view() {
     browser.press(TAB).await;
     assert_eq!(browser.focused().await, "signin-email");
     browser.press(&format!("dana{TAB}{PASSWORD}{ENTER}")).await;
-    browser
-        .until(
-            "the account shows",
-            "return !document.querySelector('#view-account').hidden",
-        )
-        .await;
+    browser.signed_in().await;
     browser.view("jobs").await;
     let job = app
         .submit_id(&token, &json!({"kind": "sleep", "input": {"ms": 60000}}))
