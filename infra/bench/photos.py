@@ -61,7 +61,11 @@ def photos():
 
 
 def crop(source, side, name):
+    """The centre `side` x `side` of a photo, enlarged first (Lanczos) when the photo is smaller."""
     image = Image.open(WORK / source).convert("RGB")
+    if min(image.size) < side:
+        factor = side / min(image.size)
+        image = image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS)
     left = (image.width - side) // 2
     top = (image.height - side) // 2
     path = WORK / name
@@ -98,6 +102,12 @@ def psnr(a, b):
     return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
+def openvino_mode(cpu):
+    """The OpenVINO provider's best mode on this CPU: (flag, precision, label)."""
+    return ("openvino", "bf16", "Lambent, OpenVINO EP bf16") if cpu.native_bf16 else \
+        ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
+
+
 def upscaling():
     cpu = Cpu()
     side = 256
@@ -113,8 +123,7 @@ def upscaling():
     torch_modes = [("fp32", "PyTorch fp32")]
     if cpu.native_bf16:
         torch_modes.append(("bf16", f"PyTorch bf16 autocast ({'AMX' if cpu.amx else 'AVX-512 BF16'})"))
-    openvino = ("openvino", "bf16", "Lambent, OpenVINO EP bf16") if cpu.native_bf16 else \
-        ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
+    openvino = openvino_mode(cpu)
     for model in ("realesrgan-x4plus", "realesr-animevideov3-x4"):
         onnx_path = MODELS / f"{model}.onnx"
         flop_per_mp = conv_flops_per_input_pixel(onnx_path) * 1e6
@@ -147,22 +156,37 @@ def upscaling():
         for name, why in skipped:
             print(f"| {model} | {name} | timed out ({why}) | | | | | |")
     print()
-    print(f"Lambent's peak memory as the input grows ({openvino[2].removeprefix('Lambent, ')}, realesrgan-x4plus, 256 px tiles;"
-          " crops of retina.jpg):")
+    memory_growth(cpu, openvino)
+
+
+def memory_growth(cpu=None, openvino=None):
+    """Peak RSS of the worker's upscaling path, streamed and in memory, as the input grows."""
+    cpu = cpu or Cpu()
+    openvino = openvino or openvino_mode(cpu)
+    photos()
+    print(f"Lambent's peak memory as the input grows ({openvino[2].removeprefix('Lambent, ')}, 256 px tiles; crops of retina.jpg,"
+          " enlarged for 2048): the worker's path, which encodes each band of tiles as it finishes (PNG), beside the"
+          " whole output made in memory, then encoded (the path before #17, still used for another outscale or WebP):")
     print()
-    print("| input | s/MP | peak RSS MB | of which the x4 output image MB |")
-    print("|---|---:|---:|---:|")
-    for side in (256, 512, 1024):
+    print("| model | input | s/MP | peak RSS MB, streamed | peak RSS MB, in memory | the x4 output image alone, MB |")
+    print("|---|---|---:|---:|---:|---:|")
+    sizes = [("realesrgan-x4plus", side) for side in (256, 512, 1024)]
+    sizes += [("realesr-animevideov3-x4", side) for side in (256, 512, 1024, 2048)]
+    for model, side in sizes:
         source = crop("retina.jpg", side, f"retina-{side}.png")
-        out = WORK / f"retina-{side}-x4.png"
-        try:
-            result, rss = run([str(UPSCALE), "realesrgan-x4plus", str(source), str(out), "--provider", openvino[0]],
-                              timeout=PEER_TIMEOUT)
-        except TimedOut as why:
-            print(f"| {side}x{side} | timed out ({why}) | | |")
-            continue
+        out = WORK / f"retina-{side}-{model}.png"
+        figures = []
+        for flags in ([], ["--in-memory"]):
+            try:
+                result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", openvino[0], *flags],
+                                  timeout=PEER_TIMEOUT)
+                figures.append((result["run_seconds"] / (side * side / 1e6), rss))
+            except TimedOut as why:
+                figures.append((None, f"timed out ({why})"))
+        spmp = f"{figures[0][0]:.1f}" if figures[0][0] is not None else "-"
+        cells = [f"{rss:.0f}" if isinstance(rss, float) else rss for _, rss in figures]
         output_mb = (4 * side) ** 2 * 3 / 1e6
-        print(f"| {side}x{side} | {result['run_seconds'] / (side * side / 1e6):.1f} | {rss:.0f} | {output_mb:.0f} |")
+        print(f"| {model} | {side}x{side} | {spmp} | {cells[0]} | {cells[1]} | {output_mb:.0f} |")
     print()
 
 

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use crate::images::{Layout, Put, Rows};
 use anyhow::{Context as _, anyhow, bail};
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageBuffer};
+use image::{DynamicImage, ImageBuffer, Pixel, Primitive as _};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
@@ -246,8 +247,91 @@ impl Upscaler {
         self.models.get(model).map(|slot| slot.scale)
     }
 
-    /// Upscales one image. `tick(done, total)` is called after every tile; returning `false`
-    /// stops the work (the job was canceled) and gives `Ok(None)`.
+    /// The rows [`Upscaler::upscale_rows`] gives for `image`: the model's scale after
+    /// `pre_shrink`, gray kept gray, alpha kept, 16 bits kept unless `eight_bits`.
+    pub fn layout(
+        &self,
+        model: &str,
+        image: &DynamicImage,
+        options: &Options,
+        eight_bits: bool,
+    ) -> anyhow::Result<Layout> {
+        let scale = self
+            .scale(model)
+            .with_context(|| format!("model {model} is not loaded"))?;
+        let (width, height) = shrunk(image, options);
+        let colour = image.color();
+        let gray = !colour.has_color();
+        Ok(Layout {
+            width: width
+                .checked_mul(scale)
+                .context("the output is too large")?,
+            height: height
+                .checked_mul(scale)
+                .context("the output is too large")?,
+            channels: if gray { 1 } else { 3 } + u8::from(colour.has_alpha()),
+            sixteen: !eight_bits && colour.bytes_per_pixel() / colour.channel_count() > 1,
+        })
+    }
+
+    /// Upscales one image at the model's scale, handing the output's rows to `put` one band of
+    /// tiles at a time, top to bottom, in [`Upscaler::layout`]'s layout: memory holds the input,
+    /// one band and the model's tile, never the output. `tick(done, total)` is called after every
+    /// model run; returning `false` stops the work (the job was canceled) and gives `Ok(false)`.
+    /// `outscale` is not applied (see [`Upscaler::upscale`]).
+    pub fn upscale_rows(
+        &self,
+        model: &str,
+        image: DynamicImage,
+        options: &Options,
+        eight_bits: bool,
+        tick: &mut dyn FnMut(usize, usize) -> bool,
+        put: &mut Put<'_>,
+    ) -> anyhow::Result<bool> {
+        let layout = self.layout(model, &image, options, eight_bits)?;
+        let model = self.model(model)?;
+        let (width, height) = shrunk(&image, options);
+        let image = if (width, height) == (image.width(), image.height()) {
+            image
+        } else {
+            image.resize_exact(width, height, FilterType::Lanczos3)
+        };
+        let image = Source::of(image);
+        let alpha = layout.channels % 2 == 0;
+        let grid = tile_grid(width, height, options.tile);
+        let total = grid.len() * if alpha { 2 } else { 1 };
+        let s = model.scale;
+        let pad = options.tile_pad;
+        let mut done = 0;
+        let mut band = Band::new(&layout, grid.first().map_or(0, |t| t.h) * s)?;
+        for row in grid.chunk_by(|a, b| a.y == b.y) {
+            band.rows = row[0].h * s;
+            for tile in row {
+                let (colour, alpha_plane) = image.tile(*tile, pad, alpha);
+                model.run(colour, *tile, pad, &mut |y, px| {
+                    band.put_colour(tile.x * s, y, (tile.w * s) as usize, px)
+                })?;
+                done += 1;
+                if !tick(done, total) {
+                    return Ok(false);
+                }
+                if let Some(plane) = alpha_plane {
+                    model.run(plane, *tile, pad, &mut |y, px| {
+                        band.put_alpha(tile.x * s, y, (tile.w * s) as usize, px)
+                    })?;
+                    done += 1;
+                    if !tick(done, total) {
+                        return Ok(false);
+                    }
+                }
+            }
+            put(band.rows())?;
+        }
+        Ok(true)
+    }
+
+    /// Upscales one image into memory, then resizes it to `outscale` (Real-ESRGAN's way) when that
+    /// differs from the model's scale. `Ok(None)` when `tick` stopped it.
     pub fn upscale(
         &self,
         model: &str,
@@ -255,45 +339,47 @@ impl Upscaler {
         options: &Options,
         tick: &mut dyn FnMut(usize, usize) -> bool,
     ) -> anyhow::Result<Option<DynamicImage>> {
-        let model = self.model(model)?;
-        let image = match options.pre_shrink {
-            Some(side) if image.width().max(image.height()) > side => {
-                let (w, h) = fit(image.width(), image.height(), side);
-                image.resize_exact(w, h, FilterType::Lanczos3)
+        let layout = self.layout(model, &image, options, false)?;
+        let (width, height) = shrunk(&image, options);
+        let row_len = layout.width as usize * usize::from(layout.channels);
+        let len = row_len
+            .checked_mul(layout.height as usize)
+            .context("the output is too large")?;
+        let mut samples = if layout.sixteen {
+            Samples::Sixteen(Vec::with_capacity(len))
+        } else {
+            Samples::Eight(Vec::with_capacity(len))
+        };
+        let mut put = |rows: Rows<'_>| {
+            match (&mut samples, rows) {
+                (Samples::Eight(all), Rows::Eight(rows)) => all.extend_from_slice(rows),
+                (Samples::Sixteen(all), Rows::Sixteen(rows)) => all.extend_from_slice(rows),
+                _ => bail!("rows of another depth"),
             }
-            _ => image,
+            Ok(())
         };
-        let (width, height) = (image.width(), image.height());
-        let planes = Planes::of(&image);
-        let runs = if planes.alpha.is_some() { 2 } else { 1 };
-        let tiles = tile_grid(width, height, options.tile).len() * runs;
-        let mut done = 0;
-        let mut step = || {
-            done += 1;
-            tick(done, tiles)
-        };
-        let (ow, oh) = (width * model.scale, height * model.scale);
-        let mut out = Canvas::new(ow, oh, &planes)?;
-        let colour = [&planes.colour[0], &planes.colour[1], &planes.colour[2]];
-        let mut put = |x, y, len, px: &dyn Fn(usize) -> [f32; 3]| out.put_colour(x, y, len, px);
-        if !model.run(&colour, width, height, options, &mut step, &mut put)? {
+        if !self.upscale_rows(model, image, options, false, tick, &mut put)? {
             return Ok(None);
         }
-        if let Some(a) = &planes.alpha {
-            let mut put = |x, y, len, px: &dyn Fn(usize) -> [f32; 3]| out.put_alpha(x, y, len, px);
-            if !model.run(&[a, a, a], width, height, options, &mut step, &mut put)? {
-                return Ok(None);
-            }
-        }
-        let mut out = out.into_image()?;
+        let mut out = samples.into_image(layout.width, layout.height, layout.channels)?;
         if let Some(outscale) = options.outscale {
             let w = scaled(width, outscale);
             let h = scaled(height, outscale);
-            if (w, h) != (ow, oh) {
+            if (w, h) != (layout.width, layout.height) {
                 out = out.resize_exact(w, h, FilterType::Lanczos3);
             }
         }
         Ok(Some(out))
+    }
+}
+
+/// The size the model sees: the image's, or smaller after `pre_shrink`.
+pub fn shrunk(image: &DynamicImage, options: &Options) -> (u32, u32) {
+    match options.pre_shrink {
+        Some(side) if image.width().max(image.height()) > side => {
+            fit(image.width(), image.height(), side)
+        }
+        _ => (image.width(), image.height()),
     }
 }
 
@@ -384,68 +470,135 @@ fn tile_grid(width: u32, height: u32, tile: u32) -> Vec<Rect> {
     tiles
 }
 
-/// Samples in `[0, 1]`, one plane per channel, and how to put the result back together.
-struct Planes {
-    colour: [Vec<f32>; 3],
-    alpha: Option<Vec<f32>>,
-    gray: bool,
-    sixteen: bool,
+/// The input, read a tile at a time (no float copy of the whole image).
+enum Source {
+    Luma8(image::GrayImage),
+    LumaA8(image::GrayAlphaImage),
+    Rgb8(image::RgbImage),
+    Rgba8(image::RgbaImage),
+    Luma16(ImageBuffer<image::Luma<u16>, Vec<u16>>),
+    LumaA16(ImageBuffer<image::LumaA<u16>, Vec<u16>>),
+    Rgb16(ImageBuffer<image::Rgb<u16>, Vec<u16>>),
+    Rgba16(ImageBuffer<image::Rgba<u16>, Vec<u16>>),
 }
 
-impl Planes {
-    fn of(image: &DynamicImage) -> Self {
-        let gray = matches!(
-            image,
-            DynamicImage::ImageLuma8(_)
-                | DynamicImage::ImageLumaA8(_)
-                | DynamicImage::ImageLuma16(_)
-                | DynamicImage::ImageLumaA16(_)
-        );
-        let alpha = image.color().has_alpha();
-        let sixteen = image.color().bytes_per_pixel() / image.color().channel_count() > 1;
-        let n = image.width() as usize * image.height() as usize;
-        let mut colour = [vec![0.0; n], vec![0.0; n], vec![0.0; n]];
-        let mut alpha_plane = alpha.then(|| vec![0.0; n]);
-        let mut put = |i: usize, [r, g, b, a]: [f32; 4]| {
-            colour[0][i] = r;
-            colour[1][i] = g;
-            colour[2][i] = b;
-            if let Some(plane) = alpha_plane.as_mut() {
-                plane[i] = a;
-            }
-        };
-        // 16 bits keep their precision; everything else is read as 8-bit RGBA.
-        if sixteen {
-            for (i, p) in image.to_rgba16().pixels().enumerate() {
-                put(i, p.0.map(|v| f32::from(v) / 65535.0));
-            }
-        } else {
-            for (i, p) in image.to_rgba8().pixels().enumerate() {
-                put(i, p.0.map(|v| f32::from(v) / 255.0));
-            }
+impl Source {
+    fn of(image: DynamicImage) -> Self {
+        match image {
+            DynamicImage::ImageLuma8(b) => Self::Luma8(b),
+            DynamicImage::ImageLumaA8(b) => Self::LumaA8(b),
+            DynamicImage::ImageRgb8(b) => Self::Rgb8(b),
+            DynamicImage::ImageRgba8(b) => Self::Rgba8(b),
+            DynamicImage::ImageLuma16(b) => Self::Luma16(b),
+            DynamicImage::ImageLumaA16(b) => Self::LumaA16(b),
+            DynamicImage::ImageRgb16(b) => Self::Rgb16(b),
+            // Float images (no decoder here makes them) are read at 16 bits.
+            other => Self::Rgba16(other.to_rgba16()),
         }
-        Self {
-            colour,
-            alpha: alpha_plane,
-            gray,
-            sixteen,
+    }
+
+    /// The model's input for `tile` with `pad` pixels of context (mirrored at the edges): the
+    /// colour planes in `[0, 1]` (gray repeated in all three) and, with `alpha`, the alpha plane
+    /// repeated three times (Real-ESRGAN runs alpha through the model as a gray image).
+    fn tile(&self, tile: Rect, pad: u32, alpha: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+        match self {
+            Self::Luma8(b) => gather(b, tile, pad, alpha),
+            Self::LumaA8(b) => gather(b, tile, pad, alpha),
+            Self::Rgb8(b) => gather(b, tile, pad, alpha),
+            Self::Rgba8(b) => gather(b, tile, pad, alpha),
+            Self::Luma16(b) => gather(b, tile, pad, alpha),
+            Self::LumaA16(b) => gather(b, tile, pad, alpha),
+            Self::Rgb16(b) => gather(b, tile, pad, alpha),
+            Self::Rgba16(b) => gather(b, tile, pad, alpha),
         }
     }
 }
 
-/// The output image, written tile by tile in its final colour type and depth (no full-size float
-/// buffer: 8-bit output costs 3–4 bytes a pixel).
+fn gather<P>(
+    image: &ImageBuffer<P, Vec<P::Subpixel>>,
+    tile: Rect,
+    pad: u32,
+    alpha: bool,
+) -> (Vec<f32>, Option<Vec<f32>>)
+where
+    P: Pixel,
+    P::Subpixel: Into<f32>,
+{
+    let max: f32 = P::Subpixel::DEFAULT_MAX_VALUE.into();
+    let (width, height) = image.dimensions();
+    let (iw, ih) = (tile.w + 2 * pad, tile.h + 2 * pad);
+    let n = iw as usize * ih as usize;
+    let columns: Vec<u32> = (0..iw)
+        .map(|x| reflect(i64::from(tile.x + x) - i64::from(pad), width))
+        .collect();
+    let mut colour = vec![0.0f32; 3 * n];
+    let mut alpha_plane = alpha.then(|| vec![0.0f32; 3 * n]);
+    for y in 0..ih {
+        let sy = reflect(i64::from(tile.y + y) - i64::from(pad), height);
+        for (x, &sx) in columns.iter().enumerate() {
+            let p = image.get_pixel(sx, sy).to_rgba().0;
+            let i = y as usize * iw as usize + x;
+            colour[i] = p[0].into() / max;
+            colour[n + i] = p[1].into() / max;
+            colour[2 * n + i] = p[2].into() / max;
+            if let Some(a) = alpha_plane.as_mut() {
+                a[i] = p[3].into() / max;
+            }
+        }
+    }
+    if let Some(a) = alpha_plane.as_mut() {
+        let (first, rest) = a.split_at_mut(n);
+        rest[..n].copy_from_slice(first);
+        rest[n..].copy_from_slice(first);
+    }
+    (colour, alpha_plane)
+}
+
+/// Samples of 8 or 16 bits.
 enum Samples {
     Eight(Vec<u8>),
     Sixteen(Vec<u16>),
 }
 
-struct Canvas {
+impl Samples {
+    fn into_image(self, w: u32, h: u32, channels: u8) -> anyhow::Result<DynamicImage> {
+        let wrong = || anyhow!("output buffer size");
+        Ok(match (self, channels) {
+            (Self::Eight(b), 1) => {
+                DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Eight(b), 2) => {
+                DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Eight(b), 3) => {
+                DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Eight(b), _) => {
+                DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Sixteen(b), 1) => {
+                DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Sixteen(b), 2) => {
+                DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Sixteen(b), 3) => {
+                DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+            (Self::Sixteen(b), _) => {
+                DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
+            }
+        })
+    }
+}
+
+/// One band of tile rows of the output, written tile by tile in its final colour type and depth.
+struct Band {
     width: u32,
-    height: u32,
+    /// The rows of the band being made (the last band may be shorter).
+    rows: u32,
     /// 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA).
     channels: usize,
-    gray: bool,
     samples: Samples,
 }
 
@@ -454,28 +607,36 @@ fn luma([r, g, b]: [f32; 3]) -> f32 {
     0.299 * r + 0.587 * g + 0.114 * b
 }
 
-impl Canvas {
-    fn new(width: u32, height: u32, planes: &Planes) -> anyhow::Result<Self> {
-        let channels = usize::from(!planes.gray) * 2 + 1 + usize::from(planes.alpha.is_some());
-        let len = (width as usize)
-            .checked_mul(height as usize)
+impl Band {
+    fn new(layout: &Layout, rows: u32) -> anyhow::Result<Self> {
+        let channels = usize::from(layout.channels);
+        let len = (layout.width as usize)
+            .checked_mul(rows as usize)
             .and_then(|n| n.checked_mul(channels))
             .context("the output is too large")?;
-        let samples = if planes.sixteen {
+        let samples = if layout.sixteen {
             Samples::Sixteen(vec![0; len])
         } else {
             Samples::Eight(vec![0; len])
         };
         Ok(Self {
-            width,
-            height,
+            width: layout.width,
+            rows,
             channels,
-            gray: planes.gray,
             samples,
         })
     }
 
-    /// Writes `len` pixels from `(x, y)`: channel `first..first + values.len()` of each.
+    /// The band's finished rows.
+    fn rows(&self) -> Rows<'_> {
+        let len = self.width as usize * self.rows as usize * self.channels;
+        match &self.samples {
+            Samples::Eight(b) => Rows::Eight(&b[..len]),
+            Samples::Sixteen(b) => Rows::Sixteen(&b[..len]),
+        }
+    }
+
+    /// Writes `len` pixels from `(x, y)` of the band: channel `first..first + count` of each.
     fn write(
         &mut self,
         x: u32,
@@ -508,7 +669,7 @@ impl Canvas {
     }
 
     fn put_colour(&mut self, x: u32, y: u32, len: usize, px: &dyn Fn(usize) -> [f32; 3]) {
-        if self.gray {
+        if self.channels < 3 {
             self.write(x, y, len, 0, &|i, _| luma(px(i)), 1);
         } else {
             self.write(x, y, len, 0, &|i, c| px(i)[c], 3);
@@ -519,103 +680,49 @@ impl Canvas {
         let last = self.channels - 1;
         self.write(x, y, len, last, &|i, _| luma(px(i)), 1);
     }
-
-    fn into_image(self) -> anyhow::Result<DynamicImage> {
-        let (w, h) = (self.width, self.height);
-        let wrong = || anyhow!("output buffer size");
-        Ok(match (self.samples, self.channels) {
-            (Samples::Eight(b), 1) => {
-                DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Eight(b), 2) => {
-                DynamicImage::ImageLumaA8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Eight(b), 3) => {
-                DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Eight(b), _) => {
-                DynamicImage::ImageRgba8(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Sixteen(b), 1) => {
-                DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Sixteen(b), 2) => {
-                DynamicImage::ImageLumaA16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Sixteen(b), 3) => {
-                DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-            (Samples::Sixteen(b), _) => {
-                DynamicImage::ImageRgba16(ImageBuffer::from_raw(w, h, b).ok_or_else(wrong)?)
-            }
-        })
-    }
 }
 
-/// Receives a finished row segment of the output: `(x, y, len, pixel i → [r, g, b])`.
-type Sink<'a> = dyn FnMut(u32, u32, usize, &dyn Fn(usize) -> [f32; 3]) + 'a;
+/// Receives one output row of a tile: `(row within the band, pixel i → [r, g, b])`.
+type Sink<'a> = dyn FnMut(u32, &dyn Fn(usize) -> [f32; 3]) + 'a;
 
 impl Model {
-    /// Runs the model over `planes` tile by tile, handing each output row to `sink`; `false` when
-    /// `step` asked to stop.
+    /// Runs the model on one tile's padded input, handing the rows of the tile's own part of the
+    /// output (the padding cut off) to `sink`.
     fn run(
         &self,
-        planes: &[&Vec<f32>; 3],
-        width: u32,
-        height: u32,
-        options: &Options,
-        step: &mut dyn FnMut() -> bool,
+        input: Vec<f32>,
+        tile: Rect,
+        pad: u32,
         sink: &mut Sink<'_>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<()> {
         let s = self.scale;
-        let pad = options.tile_pad;
-        for tile in tile_grid(width, height, options.tile) {
-            let (iw, ih) = (tile.w + 2 * pad, tile.h + 2 * pad);
-            let mut input = vec![0.0f32; 3 * iw as usize * ih as usize];
-            for c in 0..3 {
-                let plane = planes[c];
-                let dst = &mut input[c * (iw * ih) as usize..(c + 1) * (iw * ih) as usize];
-                for y in 0..ih {
-                    let sy = reflect(i64::from(tile.y + y) - i64::from(pad), height) as usize;
-                    let row = &plane[sy * width as usize..(sy + 1) * width as usize];
-                    for x in 0..iw {
-                        let sx = reflect(i64::from(tile.x + x) - i64::from(pad), width) as usize;
-                        dst[(y * iw + x) as usize] = row[sx];
-                    }
-                }
-            }
-            let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
-                .map_err(ort_error)?;
-            let mut session = self
-                .session
-                .lock()
-                .map_err(|_| anyhow!("a model session panicked"))?;
-            let outputs = session
-                .run(ort::inputs!["input" => tensor])
-                .map_err(ort_error)?;
-            let (shape, data) = outputs["output"]
-                .try_extract_tensor::<f32>()
-                .map_err(ort_error)?;
-            let (tw, th) = (iw * s, ih * s);
-            if shape[..] != [1, 3, i64::from(th), i64::from(tw)] {
-                bail!("the model gave {shape:?} for a {iw}x{ih} tile");
-            }
-            let plane = (tw * th) as usize;
-            for y in 0..tile.h * s {
-                let from = ((y + pad * s) * tw + pad * s) as usize;
-                let px = |i: usize| {
-                    let at = from + i;
-                    [data[at], data[plane + at], data[2 * plane + at]]
-                };
-                sink(tile.x * s, tile.y * s + y, (tile.w * s) as usize, &px);
-            }
-            drop(outputs);
-            drop(session);
-            if !step() {
-                return Ok(false);
-            }
+        let (iw, ih) = (tile.w + 2 * pad, tile.h + 2 * pad);
+        let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
+            .map_err(ort_error)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow!("a model session panicked"))?;
+        let outputs = session
+            .run(ort::inputs!["input" => tensor])
+            .map_err(ort_error)?;
+        let (shape, data) = outputs["output"]
+            .try_extract_tensor::<f32>()
+            .map_err(ort_error)?;
+        let (tw, th) = (iw * s, ih * s);
+        if shape[..] != [1, 3, i64::from(th), i64::from(tw)] {
+            bail!("the model gave {shape:?} for a {iw}x{ih} tile");
         }
-        Ok(true)
+        let plane = (tw * th) as usize;
+        for y in 0..tile.h * s {
+            let from = ((y + pad * s) * tw + pad * s) as usize;
+            let px = |i: usize| {
+                let at = from + i;
+                [data[at], data[plane + at], data[2 * plane + at]]
+            };
+            sink(y, &px);
+        }
+        Ok(())
     }
 }
 

@@ -175,6 +175,129 @@ async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
     );
 }
 
+/// A PNG of noise: it barely compresses, so its 4x upscale is tens of megabytes.
+fn noise_png(side: u32) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let noise = image::RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let [r, g, b, ..] = state.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    noise
+        .write_to(&mut png, image::ImageFormat::Png)
+        .expect("png");
+    png.into_inner()
+}
+
+/// The multipart uploads still open in the media bucket under `prefix`.
+async fn open_uploads(app: &TestApp, prefix: &str) -> Vec<String> {
+    let listed = s3(app)
+        .list_multipart_uploads()
+        .bucket(&app.running.stack.refs["MediaBucket"])
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("list uploads");
+    listed
+        .uploads()
+        .iter()
+        .filter_map(|u| u.key().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_large_output_is_stored_in_parts_while_it_is_made_and_reads_back_whole() {
+    let app = TestApp::spawn().await;
+    let (token, user_id) = app.user("poster").await;
+    let key = app.upload(&token, noise_png(512), "image/png").await;
+    let id = app
+        .photo_job(
+            "/v1/photos/upscale",
+            &token,
+            &json!({"upload_key": key, "model": "realesr-animevideov3-x4"}),
+        )
+        .await;
+    let photo = app.get_json(&format!("/v1/photos/{id}"), &token).await;
+    let upscaled = &photo["upscaled"];
+    let size = upscaled["bytes"].as_u64().expect("bytes");
+    // More than one part: the multipart path, not a single PUT.
+    assert!(
+        size > lambent::photos::media::PART_BYTES as u64,
+        "{size} bytes"
+    );
+    let bytes = app.download(upscaled["url"].as_str().expect("url")).await;
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(sha256(&bytes), upscaled["sha256"].as_str().expect("sha"));
+    let image = image::load_from_memory(&bytes).expect("a PNG");
+    assert_eq!((image.width(), image.height()), (2048, 2048));
+    assert!(
+        open_uploads(&app, &format!("photos/{user_id}/"))
+            .await
+            .is_empty(),
+        "a multipart upload was left open"
+    );
+}
+
+#[tokio::test]
+async fn a_canceled_upscale_leaves_no_parts_behind() {
+    let app = TestApp::spawn().await;
+    let (token, user_id) = app.user("quitter").await;
+    let key = app.upload(&token, noise_png(1024), "image/png").await;
+    let response = app
+        .post_photo(
+            "/v1/photos/upscale",
+            &token,
+            &json!({"upload_key": key, "model": "realesr-animevideov3-x4"}),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // Cancel once the output is being uploaded in parts while it is made (16 MiB of the 4096 px
+    // PNG's 45 MB written): the parts already up must be removed.
+    let prefix = format!("photos/{user_id}/{id}/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while open_uploads(&app, &prefix).await.is_empty() {
+        let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+        assert!(
+            matches!(job["status"].as_str(), Some("IN_QUEUE" | "IN_PROGRESS")),
+            "finished before its parts were seen: {job}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no multipart upload began: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.cancel(&token, &id).await.status(), 202);
+    let job = app
+        .wait_for_job(&token, &id, |j| {
+            matches!(
+                j["status"].as_str(),
+                Some("CANCELED" | "COMPLETED" | "FAILED")
+            )
+        })
+        .await;
+    assert_eq!(job["status"], "CANCELED", "{job}");
+    assert!(
+        open_uploads(&app, &prefix).await.is_empty(),
+        "the canceled upload's parts were left behind"
+    );
+    let left = s3(&app)
+        .list_objects_v2()
+        .bucket(&app.running.stack.refs["MediaBucket"])
+        .prefix(&prefix)
+        .send()
+        .await
+        .expect("list");
+    assert!(left.contents().is_empty(), "{:?}", left.contents());
+}
+
 #[tokio::test]
 async fn photos_and_uploads_are_their_owners_alone() {
     let app = TestApp::spawn().await;

@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 use image::{DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
+use lambent::images::{self, Encoding};
 use lambent::upscale::{MODELS, Options, Provider, Upscaler};
 
 #[path = "../common/reference.rs"]
@@ -111,6 +112,70 @@ fn sixteen_bit_gray_stays_sixteen_bit_gray() {
         &Options::default(),
     );
     assert!(matches!(out, DynamicImage::ImageRgb16(_)));
+}
+
+/// The worker's path: rows encoded band by band as the tiles finish.
+fn streamed(model: &str, image: DynamicImage, options: &Options, encoding: Encoding) -> Vec<u8> {
+    let eight = matches!(encoding, Encoding::Jpeg { .. });
+    let layout = upscaler()
+        .layout(model, &image, options, eight)
+        .expect("layout");
+    let mut out = Vec::new();
+    let finished = images::write_rows(&mut out, encoding, layout, |put| {
+        upscaler().upscale_rows(model, image, options, eight, &mut |_, _| true, put)
+    })
+    .expect("streamed");
+    assert!(finished);
+    out
+}
+
+#[test]
+fn a_streamed_png_is_the_image_made_in_memory_in_every_layout() {
+    let mut rgba = scene().to_rgba8();
+    for (x, y, p) in rgba.enumerate_pixels_mut() {
+        p.0[3] = ((x * 4 + y) % 256) as u8;
+    }
+    let gray16 = ImageBuffer::from_fn(70, 50, |x, y| Luma([(x * 900 + y * 300) as u16]));
+    // Tiles of 24 px: several bands, a short last band and a narrow last column.
+    let options = Options {
+        tile: 24,
+        ..Options::default()
+    };
+    for image in [
+        scene(),
+        DynamicImage::ImageRgba8(rgba),
+        DynamicImage::ImageLuma16(gray16),
+    ] {
+        let colour = image.color();
+        let bytes = streamed(
+            "realesr-animevideov3-x2",
+            image.clone(),
+            &options,
+            Encoding::Png,
+        );
+        let back = image::load_from_memory(&bytes).expect("png");
+        let whole = run("realesr-animevideov3-x2", image, &options);
+        assert_eq!(back, whole, "{colour:?}");
+    }
+}
+
+#[test]
+fn a_streamed_jpeg_of_a_sixteen_bit_photo_is_eight_bit_and_close_to_it() {
+    let rgb16 = ImageBuffer::from_fn(64, 48, |x, y| {
+        Rgb([(x * 1000) as u16, (y * 1300) as u16, 40000u16])
+    });
+    let image = DynamicImage::ImageRgb16(rgb16);
+    let bytes = streamed(
+        "realesr-animevideov3-x2",
+        image.clone(),
+        &Options::default(),
+        Encoding::Jpeg { quality: 95 },
+    );
+    let back = image::load_from_memory(&bytes).expect("jpeg");
+    assert!(matches!(back, DynamicImage::ImageRgb8(_)));
+    let whole = run("realesr-animevideov3-x2", image, &Options::default());
+    let db = psnr(&back, &whole);
+    assert!(db > 35.0, "{db:.1} dB");
 }
 
 #[test]

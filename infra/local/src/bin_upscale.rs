@@ -1,8 +1,11 @@
 //! `lambent-upscale`: the worker's upscaling path on one file, for `make bench` and for trying
-//! models and settings by hand. Prints one JSON line: load and run seconds.
+//! models and settings by hand. Prints one JSON line: load and run seconds. A `.png` or `.jpg`
+//! output is encoded band by band as the tiles finish, as the worker does (memory does not grow
+//! with the output); other formats, and any with `--in-memory`, are made in memory and saved.
 //!
 //!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32]
 //!                   [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]
+//!                   [--in-memory]
 //!
 //! With `--repeat N` the image is upscaled N times and the last run is timed (the first pays for
 //! kernel selection and, with OpenVINO, compiling the tile's shape, as a worker's first job does).
@@ -11,21 +14,28 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use std::io::Write as _;
+
+use lambent::images::{self, Encoding};
 use lambent::upscale::{Options, Provider, Upscaler};
 use lambent_local::{models, repo_root};
 
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32] [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]";
+    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32] [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR] [--in-memory]";
     let model = args.next().context(usage)?;
     let input = PathBuf::from(args.next().context(usage)?);
     let output = PathBuf::from(args.next().context(usage)?);
     let root = repo_root();
     let (mut provider, mut library, mut dir) = (Provider::Cpu, None, None);
     let mut options = Options::default();
-    let mut repeat = 1;
+    let (mut repeat, mut in_memory) = (1, false);
     while let Some(flag) = args.next() {
+        if flag == "--in-memory" {
+            in_memory = true;
+            continue;
+        }
         let value = args
             .next()
             .with_context(|| format!("{flag} needs a value"))?;
@@ -59,18 +69,49 @@ fn main() -> anyhow::Result<()> {
     let upscaler = Upscaler::load(Some(&library), &dir, &[&model], provider)?;
     let load = started.elapsed().as_secs_f64();
     let image = image::open(&input).with_context(|| format!("reading {}", input.display()))?;
-    let (mut out, mut run) = (None, 0.0);
+    let encoding = match output.extension().and_then(|e| e.to_str()) {
+        _ if in_memory => None,
+        Some("png") => Some(Encoding::Png),
+        Some("jpg" | "jpeg") => Some(Encoding::Jpeg { quality: 92 }),
+        _ => None,
+    };
+    let (mut size, mut run) = ((0, 0), 0.0);
     for _ in 0..repeat {
         let started = Instant::now();
-        out = upscaler.upscale(&model, image.clone(), &options, &mut |_, _| true)?;
+        size = match encoding {
+            Some(encoding) => {
+                let eight = matches!(encoding, Encoding::Jpeg { .. });
+                let layout = upscaler.layout(&model, &image, &options, eight)?;
+                let file = std::fs::File::create(&output)
+                    .with_context(|| format!("writing {}", output.display()))?;
+                let mut file = std::io::BufWriter::new(file);
+                images::write_rows(&mut file, encoding, layout, |put| {
+                    upscaler.upscale_rows(
+                        &model,
+                        image.clone(),
+                        &options,
+                        eight,
+                        &mut |_, _| true,
+                        put,
+                    )
+                })?;
+                file.flush()?;
+                (layout.width, layout.height)
+            }
+            None => {
+                let out = upscaler
+                    .upscale(&model, image.clone(), &options, &mut |_, _| true)?
+                    .context("stopped")?;
+                out.save(&output)
+                    .with_context(|| format!("writing {}", output.display()))?;
+                (out.width(), out.height())
+            }
+        };
         run = started.elapsed().as_secs_f64();
     }
-    let out = out.context("stopped")?;
-    out.save(&output)
-        .with_context(|| format!("writing {}", output.display()))?;
     println!(
         "{}",
-        serde_json::json!({"load_seconds": load, "run_seconds": run, "width": out.width(), "height": out.height()})
+        serde_json::json!({"load_seconds": load, "run_seconds": run, "width": size.0, "height": size.1})
     );
     Ok(())
 }

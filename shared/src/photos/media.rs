@@ -154,26 +154,31 @@ fn extension(format: ImageFormat) -> &'static str {
     }
 }
 
-/// Encodes a result. `Auto` keeps the input's format; alpha always gives PNG (as Real-ESRGAN
-/// does); JPEG and WebP are 8-bit, PNG keeps 16 bits.
-pub fn encode(
-    image: &DynamicImage,
-    source: ImageFormat,
-    format: Format,
-    quality: u8,
-) -> anyhow::Result<(ImageFormat, Vec<u8>)> {
+/// The format a result is stored in: `Auto` keeps the input's format; alpha always gives PNG (as
+/// Real-ESRGAN does).
+pub fn chosen_format(source: ImageFormat, format: Format, alpha: bool) -> ImageFormat {
     let wanted = match format {
         Format::Auto => source,
         Format::Jpeg => ImageFormat::Jpeg,
         Format::Png => ImageFormat::Png,
         Format::Webp => ImageFormat::WebP,
     };
+    match wanted {
+        ImageFormat::Jpeg if alpha => ImageFormat::Png,
+        ImageFormat::Png | ImageFormat::WebP => wanted,
+        _ => ImageFormat::Jpeg,
+    }
+}
+
+/// Encodes a result in [`chosen_format`]; JPEG and WebP are 8-bit, PNG keeps 16 bits.
+pub fn encode(
+    image: &DynamicImage,
+    source: ImageFormat,
+    format: Format,
+    quality: u8,
+) -> anyhow::Result<(ImageFormat, Vec<u8>)> {
     let alpha = image.color().has_alpha();
-    let chosen = if alpha && wanted == ImageFormat::Jpeg {
-        ImageFormat::Png
-    } else {
-        wanted
-    };
+    let chosen = chosen_format(source, format, alpha);
     let mut out = Cursor::new(Vec::new());
     match chosen {
         ImageFormat::Png => image.write_with_encoder(PngEncoder::new(&mut out))?,
@@ -195,6 +200,207 @@ pub fn encode(
         }
     }
     Ok((chosen, out.into_inner()))
+}
+
+/// The size of a streamed file's parts: above S3's 5 MiB minimum, and what a file being written
+/// holds in memory (one part filling, one queued, one uploading).
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+
+/// A piece of a file written by [`Parts`].
+#[derive(Debug)]
+pub enum Part {
+    Bytes(Vec<u8>),
+    /// The file is whole.
+    End {
+        sha256: String,
+        bytes: u64,
+    },
+}
+
+/// A file being written on a blocking thread and stored as it is written: every [`PART_BYTES`]
+/// go to [`store_parts`]. Dropped without [`Parts::finish`], the upload is aborted.
+pub struct Parts {
+    sender: tokio::sync::mpsc::Sender<Part>,
+    buffer: Vec<u8>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+/// A writer and the receiving end that [`store_parts`] reads.
+pub fn parts() -> (Parts, tokio::sync::mpsc::Receiver<Part>) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let parts = Parts {
+        sender,
+        buffer: Vec::with_capacity(PART_BYTES),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    (parts, receiver)
+}
+
+impl Parts {
+    fn send(&self, part: Part) -> std::io::Result<()> {
+        self.sender
+            .blocking_send(part)
+            .map_err(|_| std::io::Error::other("the upload stopped"))
+    }
+
+    /// Sends the rest and says the file is whole.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        let rest = std::mem::take(&mut self.buffer);
+        // A file that ends on a part boundary has no empty last part (a file of one part does).
+        if !rest.is_empty() || self.bytes == 0 {
+            self.send(Part::Bytes(rest))?;
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        self.send(Part::End {
+            sha256,
+            bytes: self.bytes,
+        })
+    }
+}
+
+impl std::io::Write for Parts {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.hasher.update(bytes);
+        self.bytes += bytes.len() as u64;
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= PART_BYTES {
+            let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(PART_BYTES));
+            self.send(Part::Bytes(full))?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Stores at `key` the file [`Parts`] writes: one PUT when it fits in one part, otherwise a
+/// multipart upload whose parts go up while the rest is being made. `Ok(None)` when the writer
+/// stopped without finishing (the multipart upload is then aborted: nothing is left behind).
+pub async fn store_parts(
+    state: &State,
+    key: String,
+    format: ImageFormat,
+    (width, height): (u32, u32),
+    mut receiver: tokio::sync::mpsc::Receiver<Part>,
+) -> Result<Option<Artifact>, JobError> {
+    let artifact = |sha256: String, bytes: u64| Artifact {
+        key: key.clone(),
+        content_type: content_type(format).to_owned(),
+        bytes,
+        width,
+        height,
+        sha256,
+    };
+    let first = match receiver.recv().await {
+        Some(Part::Bytes(bytes)) => bytes,
+        Some(Part::End { .. }) => {
+            return Err(JobError::Internal(anyhow::anyhow!(
+                "a file ended before its first part"
+            )));
+        }
+        None => return Ok(None),
+    };
+    let second = match receiver.recv().await {
+        Some(Part::Bytes(bytes)) => bytes,
+        Some(Part::End { .. }) => {
+            let stored = store(state, key.clone(), format, first, (width, height)).await?;
+            return Ok(Some(stored));
+        }
+        None => return Ok(None),
+    };
+    let bucket = bucket(state)?;
+    let upload = state
+        .s3
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(&key)
+        .content_type(content_type(format))
+        .send()
+        .await
+        .context("starting a multipart upload")?;
+    let upload_id = upload
+        .upload_id()
+        .context("a multipart upload without an id")?
+        .to_owned();
+    let uploaded = upload_rest(state, &key, &upload_id, [first, second], &mut receiver).await;
+    match uploaded {
+        Ok(Some((parts, sha256, bytes))) => {
+            state
+                .s3
+                .complete_multipart_upload()
+                .bucket(bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .multipart_upload(
+                    aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                        .set_parts(Some(parts))
+                        .build(),
+                )
+                .send()
+                .await
+                .context("completing a multipart upload")?;
+            Ok(Some(artifact(sha256, bytes)))
+        }
+        stopped => {
+            // Stopped or failed: the parts are removed, so no half file is left or billed.
+            let aborted = state
+                .s3
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(&key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+            if let Err(err) = aborted {
+                tracing::warn!(error = %err, key, "aborting a multipart upload");
+            }
+            stopped.map(|_| None)
+        }
+    }
+}
+
+/// The parts of a multipart upload, the two already received first; `None` when the writer stopped.
+async fn upload_rest(
+    state: &State,
+    key: &str,
+    upload_id: &str,
+    first: [Vec<u8>; 2],
+    receiver: &mut tokio::sync::mpsc::Receiver<Part>,
+) -> Result<Option<(Vec<aws_sdk_s3::types::CompletedPart>, String, u64)>, JobError> {
+    let mut done = Vec::new();
+    let mut pending: std::collections::VecDeque<Vec<u8>> = first.into();
+    loop {
+        let Some(bytes) = pending.pop_front() else {
+            match receiver.recv().await {
+                Some(Part::Bytes(bytes)) => pending.push_back(bytes),
+                Some(Part::End { sha256, bytes }) => return Ok(Some((done, sha256, bytes))),
+                None => return Ok(None),
+            }
+            continue;
+        };
+        let number = i32::try_from(done.len() + 1).context("too many parts")?;
+        let part = state
+            .s3
+            .upload_part()
+            .bucket(bucket(state)?)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .context("uploading a part")?;
+        done.push(
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(part.e_tag().map(str::to_owned))
+                .build(),
+        );
+    }
 }
 
 /// The key of a photo's file.

@@ -9,6 +9,7 @@ use image::{DynamicImage, ImageFormat};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::images;
 use crate::jobs::executor::{JobError, Progress};
 use crate::jobs::model::Job;
 use crate::photos::kinds::{self, UpscaleSettings};
@@ -20,8 +21,13 @@ use crate::upscale::Options;
 /// minutes of CPU); the compact models take four times more. Larger photos need `pre_shrink`.
 const HEAVY_MODEL_PIXELS: u64 = 2_100_000;
 const LIGHT_MODEL_PIXELS: u64 = 8_400_000;
-/// The most pixels an output may have (8192 × 8192), whatever the scale.
+/// The most pixels an output made in memory may have (8192 × 8192): another `outscale`, or WebP.
 const MAX_OUTPUT_PIXELS: u64 = 8192 * 8192;
+/// The most pixels a streamed output may have (16384 × 16384): memory does not grow with it, so
+/// the input budgets above decide (the compact models' 8.4 MP at x4 is 134 MP out).
+const MAX_STREAMED_OUTPUT_PIXELS: u64 = 16_384 * 16_384;
+/// The longest side an output may have (JPEG's limit).
+const MAX_OUTPUT_SIDE: u32 = 65_535;
 /// Real-ESRGAN's default `--tile_pad`.
 const DEFAULT_TILE_PAD: u32 = 10;
 const DEFAULT_QUALITY: u8 = 92;
@@ -112,7 +118,10 @@ pub async fn best_cut(
 }
 
 /// Runs the upscaler off the async threads, reporting its progress every second and stopping at
-/// the next tile when the owner cancels; encodes and stores the result.
+/// the next tile when the owner cancels; stores the result. At the model's own scale in PNG or
+/// JPEG (the usual case) the output is encoded band by band as the tiles finish and uploaded in
+/// parts as it is encoded, so memory does not grow with the output; another `outscale` (a resize
+/// of the whole image) or WebP (whose encoder takes the whole image) are made in memory.
 async fn upscale_image(
     state: &State,
     job: &Job,
@@ -126,59 +135,122 @@ async fn upscale_image(
     let scale = upscaler.scale(&model).ok_or_else(|| {
         JobError::permanent("invalid_input", format!("{model} is not deployed here"))
     })?;
-    // The size the model will see, after `pre_shrink` (as the upscaler computes it).
-    let (width, height) = match settings.pre_shrink {
-        Some(side) if image.width().max(image.height()) > side => {
-            crate::upscale::fit(image.width(), image.height(), side)
-        }
-        _ => (image.width(), image.height()),
-    };
-    let (width, height) = (u64::from(width), u64::from(height));
-    let budget = if model.starts_with("realesrgan-") {
-        HEAVY_MODEL_PIXELS
-    } else {
-        LIGHT_MODEL_PIXELS
-    };
-    let out_scale = f64::from(settings.outscale.unwrap_or(scale as f32)).max(f64::from(scale));
-    if width * height > budget
-        || (width * height) as f64 * out_scale * out_scale > MAX_OUTPUT_PIXELS as f64
-    {
-        return Err(JobError::permanent(
-            "image_too_large",
-            format!(
-                "{width}x{height} is too large to upscale with {model} (at most {budget} pixels in, \
-                 {MAX_OUTPUT_PIXELS} out); set pre_shrink"
-            ),
-        ));
-    }
     let options = Options {
         tile: settings.tile.unwrap_or(state.config.upscale.tile),
         tile_pad: settings.tile_pad.unwrap_or(DEFAULT_TILE_PAD),
         outscale: settings.outscale,
         pre_shrink: settings.pre_shrink,
     };
-    let format = settings.format.unwrap_or_default();
+    // The size the model will see, after `pre_shrink`.
+    let (width, height) = crate::upscale::shrunk(&image, &options);
+    let (width, height) = (u64::from(width), u64::from(height));
+    let budget = if model.starts_with("realesrgan-") {
+        HEAVY_MODEL_PIXELS
+    } else {
+        LIGHT_MODEL_PIXELS
+    };
+    let wanted = settings.format.unwrap_or_default();
+    let format = media::chosen_format(source, wanted, image.color().has_alpha());
+    let out_scale = f64::from(settings.outscale.unwrap_or(scale as f32)).max(f64::from(scale));
+    let streamed = format != ImageFormat::WebP
+        && settings
+            .outscale
+            .is_none_or(|o| (f64::from(o) - f64::from(scale)).abs() < 1e-6);
+    let max_output = if streamed {
+        MAX_STREAMED_OUTPUT_PIXELS
+    } else {
+        MAX_OUTPUT_PIXELS
+    };
+    if width * height > budget
+        || (width * height) as f64 * out_scale * out_scale > max_output as f64
+        || width.max(height) as f64 * out_scale > f64::from(MAX_OUTPUT_SIDE)
+    {
+        return Err(JobError::permanent(
+            "image_too_large",
+            format!(
+                "{width}x{height} is too large to upscale with {model} (at most {budget} pixels in, \
+                 {max_output} pixels and {MAX_OUTPUT_SIDE} a side out); set pre_shrink"
+            ),
+        ));
+    }
     let quality = settings.quality.unwrap_or(DEFAULT_QUALITY);
     let percent = Arc::new(AtomicU32::new(0));
     let cancel = Arc::new(AtomicBool::new(false));
     let (tile_percent, tile_cancel) = (percent.clone(), cancel.clone());
-    let mut work = tokio::task::spawn_blocking(move || {
-        let mut tick = |done: usize, total: usize| {
-            let share = u32::try_from(done * 100 / total.max(1)).unwrap_or(100);
-            tile_percent.store(share, Ordering::Relaxed);
-            !tile_cancel.load(Ordering::Relaxed)
+    let tick = move |done: usize, total: usize| {
+        let share = u32::try_from(done * 100 / total.max(1)).unwrap_or(100);
+        tile_percent.store(share, Ordering::Relaxed);
+        !tile_cancel.load(Ordering::Relaxed)
+    };
+    if !streamed {
+        let work = tokio::task::spawn_blocking(move || {
+            let mut tick = tick;
+            let Some(out) = upscaler.upscale(&model, image, &options, &mut tick)? else {
+                return anyhow::Ok(None);
+            };
+            let (format, bytes) = media::encode(&out, source, wanted, quality)?;
+            anyhow::Ok(Some((format, bytes, (out.width(), out.height()))))
+        });
+        let Some((format, bytes, size)) = watch(job, progress, work, &percent, &cancel).await?
+        else {
+            return Err(JobError::Canceled);
         };
-        let Some(out) = upscaler.upscale(&model, image, &options, &mut tick)? else {
-            return anyhow::Ok(None);
-        };
-        let (format, bytes) = media::encode(&out, source, format, quality)?;
-        anyhow::Ok(Some((format, bytes, (out.width(), out.height()))))
+        progress.report(98, Some("storing")).await?;
+        let key = media::photo_key(&job.user_id, &job.id, "upscaled", format);
+        return media::store(state, key, format, bytes, size).await;
+    }
+    let jpeg = format == ImageFormat::Jpeg;
+    let layout = upscaler
+        .layout(&model, &image, &options, jpeg)
+        .map_err(JobError::Internal)?;
+    let encoding = if jpeg {
+        images::Encoding::Jpeg { quality }
+    } else {
+        images::Encoding::Png
+    };
+    let (mut parts, receiver) = media::parts();
+    let work = tokio::task::spawn_blocking(move || {
+        let mut tick = tick;
+        let finished = images::write_rows(&mut parts, encoding, layout, |put| {
+            upscaler.upscale_rows(&model, image, &options, jpeg, &mut tick, put)
+        })?;
+        if finished {
+            parts.finish()?;
+        }
+        anyhow::Ok(finished.then_some(()))
     });
+    let key = media::photo_key(&job.user_id, &job.id, "upscaled", format);
+    let size = (layout.width, layout.height);
+    let (made, stored) = tokio::join!(
+        watch(job, progress, work, &percent, &cancel),
+        media::store_parts(state, key, format, size, receiver)
+    );
+    // The upscaler's error first: a failed upload shows there as "the upload stopped".
+    let stored = match (made, stored) {
+        (Err(err), Ok(_)) | (Ok(_), Err(err)) => return Err(err),
+        (Err(made), Err(stored)) => {
+            tracing::warn!(error = %stored, "storing the upscaled photo");
+            return Err(made);
+        }
+        (Ok(made), Ok(stored)) => made.and(stored),
+    };
+    stored.ok_or(JobError::Canceled)
+}
+
+/// Waits for the upscaler, turning its tile count into the job's progress every second and
+/// telling it to stop when the owner cancels.
+async fn watch<T>(
+    job: &Job,
+    progress: &Progress<'_>,
+    mut work: tokio::task::JoinHandle<anyhow::Result<T>>,
+    percent: &AtomicU32,
+    cancel: &AtomicBool,
+) -> Result<T, JobError> {
     let (start, span) = progress_span(job);
     let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    let finished = loop {
+    loop {
         tokio::select! {
-            done = &mut work => break done.context("the upscaler stopped")?,
+            done = &mut work => return Ok(done.context("the upscaler stopped")?.context("upscaling")?),
             _ = ticks.tick() => {
                 let share = percent.load(Ordering::Relaxed);
                 let at = u8::try_from(u32::from(start) + share * u32::from(span) / 100).unwrap_or(99);
@@ -187,13 +259,7 @@ async fn upscale_image(
                 }
             }
         }
-    };
-    let Some((format, bytes, size)) = finished.context("upscaling")? else {
-        return Err(JobError::Canceled);
-    };
-    progress.report(98, Some("storing")).await?;
-    let key = media::photo_key(&job.user_id, &job.id, "upscaled", format);
-    media::store(state, key, format, bytes, size).await
+    }
 }
 
 /// The progress range upscaling covers: most of an upscale, the rest of a best-cut after scoring.
