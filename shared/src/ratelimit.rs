@@ -38,8 +38,8 @@ pub async fn spend_one(
 pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiError> {
     let window = now.div_euclid(WINDOW_SECS);
     let retry_after = u64::try_from(WINDOW_SECS - now.rem_euclid(WINDOW_SECS)).unwrap_or(1);
-    let mut exhausted = false;
-    for budget in budgets {
+    // Every budget is counted, at once (one round trip, not one per budget).
+    let counted = budgets.iter().map(|budget| async move {
         let digest = hex::encode(&Sha256::digest(budget.key.as_bytes())[..16]);
         let out = db
             .client
@@ -59,8 +59,12 @@ pub async fn spend(db: &Db, budgets: &[Budget<'_>], now: i64) -> Result<(), ApiE
             .as_ref()
             .and_then(|a| get_i64(a, "hits"))
             .unwrap_or(0);
-        exhausted |= hits > i64::from(budget.limit);
-    }
+        anyhow::Ok(hits > i64::from(budget.limit))
+    });
+    let exhausted = futures::future::try_join_all(counted)
+        .await?
+        .into_iter()
+        .any(|over| over);
     if exhausted {
         return Err(ApiError::RateLimited {
             retry_after_secs: retry_after,
