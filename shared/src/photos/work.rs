@@ -225,12 +225,14 @@ async fn upscale_image(
         watch(job, progress, work, &percent, &cancel),
         media::store_parts(state, key, format, size, receiver)
     );
-    // The upscaler's error first: a failed upload shows there as "the upload stopped".
+    // Both fail only when the upload failed first (the upscaler then reads "the upload stopped"
+    // from its writer): the upload's error is the cause. An upscaler that fails on its own leaves
+    // the upload `Ok(None)`, aborted.
     let stored = match (made, stored) {
         (Err(err), Ok(_)) | (Ok(_), Err(err)) => return Err(err),
         (Err(made), Err(stored)) => {
-            tracing::warn!(error = %stored, "storing the upscaled photo");
-            return Err(made);
+            tracing::warn!(error = %made, "the upscaler stopped with its upload");
+            return Err(stored);
         }
         (Ok(made), Ok(stored)) => made.and(stored),
     };
