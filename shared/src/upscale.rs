@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use crate::images::{Layout, Put, Rows};
+use crate::images::{self, Encoding, Layout, Put, Rows};
 use anyhow::{Context as _, anyhow, bail};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageBuffer, Pixel, Primitive as _};
@@ -328,6 +328,26 @@ impl Upscaler {
             put(band.rows())?;
         }
         Ok(true)
+    }
+
+    /// Upscales one image at the model's scale and encodes it into `out` as the bands finish
+    /// ([`Upscaler::upscale_rows`] into [`images::write_rows`]); JPEG gets 8-bit rows, the size
+    /// is [`Upscaler::layout`]'s. `Ok(false)` when `tick` stopped it (`out` then holds a
+    /// truncated file).
+    pub fn upscale_into(
+        &self,
+        model: &str,
+        image: DynamicImage,
+        options: &Options,
+        encoding: Encoding,
+        out: &mut (dyn std::io::Write + Send),
+        tick: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> anyhow::Result<bool> {
+        let eight_bits = matches!(encoding, Encoding::Jpeg { .. });
+        let layout = self.layout(model, &image, options, eight_bits)?;
+        images::write_rows(out, encoding, layout, |put| {
+            self.upscale_rows(model, image, options, eight_bits, tick, put)
+        })
     }
 
     /// Upscales one image into memory, then resizes it to `outscale` (Real-ESRGAN's way) when that

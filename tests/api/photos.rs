@@ -27,13 +27,18 @@ impl TestApp {
             .expect("r")
     }
 
-    async fn photo_job(&self, path: &str, token: &str, body: &Value) -> String {
+    /// Submits a photo job (202) and gives its id.
+    async fn submit_photo(&self, path: &str, token: &str, body: &Value) -> String {
         let response = self.post_photo(path, token, body).await;
         assert_eq!(response.status(), 202);
-        let id = response.json::<Value>().await.expect("json")["id"]
+        response.json::<Value>().await.expect("json")["id"]
             .as_str()
             .expect("id")
-            .to_owned();
+            .to_owned()
+    }
+
+    async fn photo_job(&self, path: &str, token: &str, body: &Value) -> String {
+        let id = self.submit_photo(path, token, body).await;
         let job = self
             .wait_for_job(token, &id, |j| {
                 matches!(
@@ -246,18 +251,13 @@ async fn a_canceled_upscale_leaves_no_parts_behind() {
     let app = TestApp::spawn().await;
     let (token, user_id) = app.user("quitter").await;
     let key = app.upload(&token, noise_png(1024), "image/png").await;
-    let response = app
-        .post_photo(
+    let id = app
+        .submit_photo(
             "/v1/photos/upscale",
             &token,
             &json!({"upload_key": key, "model": "realesr-animevideov3-x4"}),
         )
         .await;
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.expect("json")["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
     // Cancel once the output is being uploaded in parts while it is made (16 MiB of the 4096 px
     // PNG's 45 MB written): the parts already up must be removed.
     let prefix = format!("photos/{user_id}/{id}/");

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use image::{DynamicImage, GenericImageView, ImageBuffer, Luma, Rgb};
-use lambent::images::{self, Encoding};
+use lambent::images::Encoding;
 use lambent::upscale::{MODELS, Options, Provider, Upscaler};
 
 #[path = "../common/reference.rs"]
@@ -116,15 +116,10 @@ fn sixteen_bit_gray_stays_sixteen_bit_gray() {
 
 /// The worker's path: rows encoded band by band as the tiles finish.
 fn streamed(model: &str, image: DynamicImage, options: &Options, encoding: Encoding) -> Vec<u8> {
-    let eight = matches!(encoding, Encoding::Jpeg { .. });
-    let layout = upscaler()
-        .layout(model, &image, options, eight)
-        .expect("layout");
     let mut out = Vec::new();
-    let finished = images::write_rows(&mut out, encoding, layout, |put| {
-        upscaler().upscale_rows(model, image, options, eight, &mut |_, _| true, put)
-    })
-    .expect("streamed");
+    let finished = upscaler()
+        .upscale_into(model, image, options, encoding, &mut out, &mut |_, _| true)
+        .expect("streamed");
     assert!(finished);
     out
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use std::io::Write as _;
 
-use lambent::images::{self, Encoding};
+use lambent::images::Encoding;
 use lambent::upscale::{Options, Provider, Upscaler};
 use lambent_local::{models, repo_root};
 
@@ -85,16 +85,14 @@ fn main() -> anyhow::Result<()> {
                 let file = std::fs::File::create(&output)
                     .with_context(|| format!("writing {}", output.display()))?;
                 let mut file = std::io::BufWriter::new(file);
-                images::write_rows(&mut file, encoding, layout, |put| {
-                    upscaler.upscale_rows(
-                        &model,
-                        image.clone(),
-                        &options,
-                        eight,
-                        &mut |_, _| true,
-                        put,
-                    )
-                })?;
+                upscaler.upscale_into(
+                    &model,
+                    image.clone(),
+                    &options,
+                    encoding,
+                    &mut file,
+                    &mut |_, _| true,
+                )?;
                 file.flush()?;
                 (layout.width, layout.height)
             }

@@ -211,9 +211,8 @@ async fn upscale_image(
     let (mut parts, receiver) = media::parts();
     let work = tokio::task::spawn_blocking(move || {
         let mut tick = tick;
-        let finished = images::write_rows(&mut parts, encoding, layout, |put| {
-            upscaler.upscale_rows(&model, image, &options, jpeg, &mut tick, put)
-        })?;
+        let finished =
+            upscaler.upscale_into(&model, image, &options, encoding, &mut parts, &mut tick)?;
         if finished {
             parts.finish()?;
         }
