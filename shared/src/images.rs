@@ -147,6 +147,64 @@ fn jpeg_components(bytes: &[u8]) -> Option<u8> {
 
 /// Inspects, then decodes with the decoder's own allocation capped to what the header promised.
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Inspected, DynamicImage), ImageError> {
+    let (inspected, mut decoder) = checked_decoder(bytes, limits)?;
+    // A camera's EXIF orientation is applied, so the photo is upright before any work.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+    image.apply_orientation(orientation);
+    Ok((inspected, image))
+}
+
+/// Pixels decoded by [`decode_reusing`]: 8-bit RGB in the caller's buffer, or any other colour
+/// type as an image of its own.
+pub enum Decoded<'a> {
+    Rgb8(image::ImageBuffer<image::Rgb<u8>, &'a [u8]>),
+    Other(DynamicImage),
+}
+
+/// An image read once and thrown away (best-cut's scoring): decoded as [`decode`] does, but 8-bit
+/// RGB (every colour camera JPEG) goes into `scratch`, which keeps its memory from one image to
+/// the next, so a run of photos does not map, fault in and zero a fresh buffer each (12 MP is
+/// 36 MB). The EXIF orientation is not applied; the size returned is the upright one.
+pub fn decode_reusing<'a>(
+    bytes: &[u8],
+    limits: &Limits,
+    scratch: &'a mut Vec<u8>,
+) -> Result<(Inspected, (u32, u32), Decoded<'a>), ImageError> {
+    use image::ImageDecoder as _;
+    use image::metadata::Orientation;
+    let (inspected, mut decoder) = checked_decoder(bytes, limits)?;
+    let (width, height) = decoder.dimensions();
+    let upright = match decoder.orientation().unwrap_or(Orientation::NoTransforms) {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (height, width),
+        _ => (width, height),
+    };
+    if decoder.color_type() != image::ColorType::Rgb8 {
+        let image = DynamicImage::from_decoder(decoder).map_err(refused)?;
+        return Ok((inspected, upright, Decoded::Other(image)));
+    }
+    // The decoder's dimensions are the header's, which `inspect` held to the limits.
+    let needed = usize::try_from(decoder.total_bytes())
+        .map_err(|_| ImageError::TooLarge("the image needs more memory than allowed".into()))?;
+    if scratch.len() < needed {
+        scratch.resize(needed, 0);
+    }
+    let pixels = &mut scratch[..needed];
+    decoder.read_image(pixels).map_err(refused)?;
+    let rgb = image::ImageBuffer::from_raw(width, height, &scratch[..needed])
+        .ok_or_else(|| ImageError::Invalid("the decoder returned too few pixels".into()))?;
+    Ok((inspected, upright, Decoded::Rgb8(rgb)))
+}
+
+/// Inspects, then opens a decoder whose own allocation is capped to what the header promised.
+fn checked_decoder<'a>(
+    bytes: &'a [u8],
+    limits: &Limits,
+) -> Result<(Inspected, impl image::ImageDecoder + 'a), ImageError> {
     let inspected = inspect(bytes, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), inspected.format);
     let mut decoder_limits = image::Limits::default();
@@ -156,19 +214,17 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<(Inspected, DynamicImage)
     decoder_limits.max_alloc =
         Some(u64::from(inspected.width) * u64::from(inspected.height) * 8 + 64 * 1024 * 1024);
     reader.limits(decoder_limits);
-    let refused = |e| match e {
+    let decoder = reader.into_decoder().map_err(refused)?;
+    Ok((inspected, decoder))
+}
+
+fn refused(e: image::ImageError) -> ImageError {
+    match e {
         image::ImageError::Limits(_) => {
             ImageError::TooLarge("the image needs more memory than allowed".into())
         }
         other => ImageError::Invalid(format!("the image is truncated or corrupt: {other}")),
-    };
-    let mut decoder = reader.into_decoder().map_err(refused)?;
-    // A camera's EXIF orientation is applied, so the photo is upright before any work.
-    let orientation = image::ImageDecoder::orientation(&mut decoder)
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(refused)?;
-    image.apply_orientation(orientation);
-    Ok((inspected, image))
+    }
 }
 
 /// How a streamed image is encoded.
@@ -527,6 +583,12 @@ mod tests {
         bytes.splice(2..2, segment);
         let (_, image) = decode(&bytes, &Limits::default()).expect("valid");
         assert_eq!((image.width(), image.height()), (2, 4));
+        // Decoded for scoring, the pixels stay as stored; the upright size is still 2x4.
+        let mut scratch = Vec::new();
+        let (inspected, upright, decoded) =
+            decode_reusing(&bytes, &Limits::default(), &mut scratch).expect("valid");
+        assert_eq!((inspected.width, inspected.height, upright), (4, 2, (2, 4)));
+        assert!(matches!(decoded, Decoded::Rgb8(rgb) if rgb.dimensions() == (4, 2)));
     }
 
     #[test]

@@ -180,16 +180,20 @@ async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
     );
 }
 
+/// Random 8-bit RGB (xorshift from `seed`).
+fn noise(width: u32, height: u32, mut seed: u64) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let [r, g, b, ..] = seed.to_le_bytes();
+        image::Rgb([r, g, b])
+    })
+}
+
 /// A PNG of noise: it barely compresses, so its 4x upscale is tens of megabytes.
 fn noise_png(side: u32) -> Vec<u8> {
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    let noise = image::RgbImage::from_fn(side, side, |_, _| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let [r, g, b, ..] = state.to_le_bytes();
-        image::Rgb([r, g, b])
-    });
+    let noise = noise(side, side, 0x2545_f491_4f6c_dd1d);
     let mut png = std::io::Cursor::new(Vec::new());
     noise
         .write_to(&mut png, image::ImageFormat::Png)
@@ -522,6 +526,97 @@ async fn best_cut_picks_the_sharpest_lists_every_score_and_can_upscale_the_winne
     let photo = app.get_json(&format!("/v1/photos/{id}"), &token).await;
     assert_eq!(photo["upscaled"]["content_type"], "image/jpeg");
     assert_eq!(photo["upscaled"]["width"], 166);
+}
+
+/// A JPEG of `image` at quality 90; with `rotated`, its EXIF says "rotate 90° clockwise".
+fn camera_jpeg(image: &image::RgbImage, rotated: bool) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(
+            &mut out, 90,
+        ))
+        .expect("jpeg");
+    let mut bytes = out.into_inner();
+    if rotated {
+        let exif: &[u8] =
+            b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+        let mut segment = vec![0xFF, 0xE1];
+        segment.extend(u16::try_from(exif.len() + 2).expect("small").to_be_bytes());
+        segment.extend(exif);
+        bytes.splice(2..2, segment);
+    }
+    bytes
+}
+
+/// Camera JPEGs of several sizes, more of them than the worker scores at once (it decodes each
+/// into a buffer kept for the next): every score is exactly its decoded image's, the order is the
+/// uploads', and the winner, whose EXIF turns it, is kept with its upright size. A corrupt photo
+/// among them fails the job, refunded.
+#[tokio::test]
+async fn best_cut_of_camera_jpegs_scores_each_exactly_and_keeps_the_winner_upright() {
+    let app = TestApp::spawn().await;
+    let (token, _) = app.user("jpegburst").await;
+    let blurred = |width: u32, height: u32, sigma: f32| {
+        image::imageops::blur(&noise(width, height, u64::from(width)), sigma)
+    };
+    let photos = [
+        camera_jpeg(&blurred(160, 120, 2.0), false),
+        camera_jpeg(&blurred(64, 48, 1.5), false),
+        camera_jpeg(&noise(96, 64, 7), true),
+        camera_jpeg(&blurred(200, 150, 3.0), false),
+        camera_jpeg(&blurred(120, 90, 1.0), false),
+    ];
+    let mut keys = Vec::new();
+    for bytes in &photos {
+        keys.push(app.upload(&token, bytes.clone(), "image/jpeg").await);
+    }
+    let id = app
+        .photo_job("/v1/photos/bestcut", &token, &json!({"upload_keys": keys}))
+        .await;
+    let photo = app.get_json(&format!("/v1/photos/{id}"), &token).await;
+    let scores = photo["scores"].as_array().expect("scores");
+    assert_eq!(scores.len(), photos.len(), "{photo}");
+    for ((score, key), bytes) in scores.iter().zip(&keys).zip(&photos) {
+        let decoded = image::load_from_memory(bytes).expect("decode");
+        assert_eq!(score["upload_key"], key.as_str());
+        assert_eq!(
+            score["score"].as_f64(),
+            Some(lambent::bestcut::sharpness(&decoded)),
+            "{key}"
+        );
+    }
+    assert_eq!(photo["winner"], keys[2].as_str(), "{photo}");
+    assert_eq!(
+        (&photo["original"]["width"], &photo["original"]["height"]),
+        (&json!(64), &json!(96)),
+        "{photo}"
+    );
+    assert_eq!(
+        photo["original"]["sha256"].as_str(),
+        Some(sha256(&photos[2]).as_str())
+    );
+
+    let (balance, _) = app.credits(&token).await;
+    let corrupt = photos[3][..photos[3].len() / 2].to_vec();
+    let mut with_corrupt = keys[..3].to_vec();
+    with_corrupt.push(app.upload(&token, corrupt, "image/jpeg").await);
+    with_corrupt.push(keys[4].clone());
+    let id = app
+        .submit_photo(
+            "/v1/photos/bestcut",
+            &token,
+            &json!({"upload_keys": with_corrupt}),
+        )
+        .await;
+    check_failed(&app, &token, "a corrupt photo", &id, "invalid_image").await;
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(with_corrupt[3].as_str())),
+        "{job}"
+    );
+    assert_eq!(app.credits(&token).await.0, balance, "refunded");
 }
 
 #[tokio::test]

@@ -4,38 +4,48 @@
 //!   lambent-bestcut [--repeat N] [--end-to-end] <image>...
 //!
 //! By default the files are decoded first (not timed) and only the scores are timed. With
-//! `--end-to-end` each pass reads, decodes and scores every file, as the worker does, the files
-//! spread over the CPU's threads.
+//! `--end-to-end` each pass reads, decodes and scores every file as the worker does: as many
+//! photos at once as the CPU has threads, each decoded into a buffer its thread keeps.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context as _;
 
-/// Reads, decodes and scores each file, `threads` files at a time.
+/// Reads, decodes and scores each file as the worker does: `threads` photos at a time, each
+/// thread taking the next file and decoding into its own buffer, kept from one photo to the next.
 fn end_to_end(paths: &[String], threads: usize) -> anyhow::Result<Vec<f64>> {
-    let mut scores = vec![0.0; paths.len()];
-    let chunk = paths.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = paths
-            .chunks(chunk)
-            .zip(scores.chunks_mut(chunk))
-            .map(|(paths, scores)| {
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for (path, score) in paths.iter().zip(scores.iter_mut()) {
+    let next = AtomicUsize::new(0);
+    let limits = lambent::photos::media::upload_limits();
+    let scored = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.clamp(1, paths.len().max(1)))
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<Vec<(usize, f64)>> {
+                    let (mut buffer, mut scores) = (Vec::new(), Vec::new());
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = paths.get(i) else {
+                            return Ok(scores);
+                        };
                         let bytes =
                             std::fs::read(path).with_context(|| format!("reading {path}"))?;
-                        let image = image::load_from_memory(&bytes)
-                            .with_context(|| format!("decoding {path}"))?;
-                        *score = lambent::bestcut::sharpness(&image);
+                        let (_, _, score) =
+                            lambent::bestcut::score_encoded(&bytes, &limits, &mut buffer)
+                                .with_context(|| format!("decoding {path}"))?;
+                        scores.push((i, score));
                     }
-                    Ok(())
                 })
             })
             .collect();
         handles
             .into_iter()
-            .try_for_each(|h| h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
+            .map(|h| h.join().map_err(|_| anyhow::anyhow!("a thread panicked"))?)
+            .collect::<anyhow::Result<Vec<_>>>()
     })?;
+    let mut scores = vec![0.0; paths.len()];
+    for (i, score) in scored.into_iter().flatten() {
+        scores[i] = score;
+    }
     Ok(scores)
 }
 

@@ -95,6 +95,13 @@ pub struct Loaded {
 /// limit (`image_too_large`, before it is read), is an image by its magic bytes, and decodes within
 /// the pixel limits (`invalid_image` / `image_too_large`).
 pub async fn load(state: &State, user_id: &str, key: &str) -> Result<Loaded, JobError> {
+    let bytes = fetch(state, user_id, key).await?;
+    decode(key, bytes).await
+}
+
+/// Reads one upload's bytes: it exists and is the caller's (`not_found`) and is not over the size
+/// limit (`image_too_large`, checked before it is read).
+pub async fn fetch(state: &State, user_id: &str, key: &str) -> Result<Vec<u8>, JobError> {
     let missing = || JobError::permanent("not_found", format!("no upload {key}"));
     let size = upload_size(state, user_id, key)
         .await?
@@ -113,29 +120,41 @@ pub async fn load(state: &State, user_id: &str, key: &str) -> Result<Loaded, Job
         .send()
         .await
         .context("reading an upload")?;
-    let bytes = object
+    Ok(object
         .body
         .collect()
         .await
         .context("reading an upload's body")?
-        .to_vec();
-    let limits = Limits {
-        max_bytes: MAX_UPLOAD_BYTES,
-        ..Limits::default()
-    };
+        .to_vec())
+}
+
+/// Decodes an upload [`fetch`] read, off the async threads, upright.
+pub async fn decode(key: &str, bytes: Vec<u8>) -> Result<Loaded, JobError> {
     let decoded = tokio::task::spawn_blocking(move || {
-        images::decode(&bytes, &limits).map(|(inspected, image)| (bytes, inspected, image))
+        images::decode(&bytes, &upload_limits()).map(|(inspected, image)| (bytes, inspected, image))
     })
     .await
     .context("decoding")?;
-    let (bytes, inspected, image) =
-        decoded.map_err(|e| JobError::permanent(e.kind(), format!("{key}: {e}")))?;
+    let (bytes, inspected, image) = decoded.map_err(|e| decode_error(key, &e))?;
     Ok(Loaded {
         key: key.to_owned(),
         bytes,
         inspected,
         image,
     })
+}
+
+/// What an upload may be when a job decodes it.
+pub fn upload_limits() -> Limits {
+    Limits {
+        max_bytes: MAX_UPLOAD_BYTES,
+        ..Limits::default()
+    }
+}
+
+/// A refused upload, as the job reports it (`invalid_image` / `image_too_large`).
+pub fn decode_error(key: &str, error: &images::ImageError) -> JobError {
+    JobError::permanent(error.kind(), format!("{key}: {error}"))
 }
 
 fn content_type(format: ImageFormat) -> &'static str {

@@ -1,14 +1,16 @@
 //! The photo executors: `upscale` and `bestcut`, run by the worker on a claimed job.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::StreamExt as _;
 use image::{DynamicImage, ImageFormat};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::bestcut;
 use crate::images;
 use crate::jobs::executor::{JobError, Progress};
 use crate::jobs::model::Job;
@@ -59,7 +61,9 @@ struct Score {
 }
 
 /// `bestcut`: the sharpest of 2–20 uploads (every score listed), kept as `original` and optionally
-/// upscaled. Only the best so far stays in memory.
+/// upscaled. A photo's decode is one thread's work, so as many photos are read, decoded and
+/// scored at once as the CPU has threads, each into a pixel buffer kept for the next photo. Of the
+/// best so far only the encoded bytes are kept; the winner is decoded again for its upscale.
 pub async fn best_cut(
     state: &State,
     job: &Job,
@@ -67,54 +71,104 @@ pub async fn best_cut(
 ) -> Result<Value, JobError> {
     let input = kinds::parse_best_cut(&job.input).map_err(JobError::invalid_input)?;
     let total = input.upload_keys.len();
+    let at_once = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, total.max(1));
+    let buffers: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let mut photos = futures::stream::iter(input.upload_keys.iter().cloned())
+        .map(|key| score_upload(state, &job.user_id, key, Arc::clone(&buffers)))
+        .buffered(at_once);
     let mut scores = Vec::with_capacity(total);
-    let mut best: Option<(f64, media::Loaded)> = None;
+    let mut best: Option<Scored> = None;
     let mut pixels = 0u64;
-    for (i, key) in input.upload_keys.iter().enumerate() {
-        let loaded = media::load(state, &job.user_id, key).await?;
+    while let Some(photo) = photos.next().await {
+        let photo = photo?;
         // Priced at submission by the headers; uploads replaced since may not cost more work.
-        pixels += u64::from(loaded.inspected.width) * u64::from(loaded.inspected.height);
+        pixels += u64::from(photo.inspected.width) * u64::from(photo.inspected.height);
         if pixels > kinds::BEST_CUT_MAX_PIXELS || kinds::best_cut_price(pixels, &input) > job.cost {
             return Err(JobError::permanent(
                 "image_too_large",
                 "the photos have more pixels than this job was priced for (were they replaced?); submit it again",
             ));
         }
-        let (score, loaded) =
-            tokio::task::spawn_blocking(move || (crate::bestcut::sharpness(&loaded.image), loaded))
-                .await
-                .context("scoring")?;
         scores.push(Score {
-            upload_key: key.clone(),
-            score,
+            upload_key: photo.key.clone(),
+            score: photo.score,
         });
-        // Ties go to the first, as `bestcut::best_cut` decides.
-        if best.as_ref().is_none_or(|(b, _)| score > *b) {
-            best = Some((score, loaded));
+        // Ties go to the first (the stream keeps the uploads' order), as `bestcut::best_cut` does.
+        if best.as_ref().is_none_or(|b| photo.score > b.score) {
+            best = Some(photo);
         }
         let share = if input.upscale { 30 } else { 90 };
-        let percent = u8::try_from((i + 1) * share / total).unwrap_or(100);
+        let percent = u8::try_from(scores.len() * share / total).unwrap_or(100);
         progress.report(percent, Some("scoring")).await?;
     }
-    let (score, winner) = best.context("no images")?;
+    drop(photos);
+    drop(buffers);
+    let winner = best.context("no images")?;
     let format = winner.inspected.format;
-    let size = (winner.image.width(), winner.image.height());
-    let upscaled = if input.upscale {
-        Some(upscale_image(state, job, winner.image, format, &input.settings, progress).await?)
+    let (bytes, size, upscaled) = if input.upscale {
+        let loaded = media::decode(&winner.key, winner.bytes).await?;
+        let size = (loaded.image.width(), loaded.image.height());
+        let upscaled =
+            upscale_image(state, job, loaded.image, format, &input.settings, progress).await?;
+        (loaded.bytes, size, Some(upscaled))
     } else {
-        None
+        (winner.bytes, winner.upright, None)
     };
-    let original =
-        media::keep_original(state, &job.user_id, &job.id, format, winner.bytes, size).await?;
+    let original = media::keep_original(state, &job.user_id, &job.id, format, bytes, size).await?;
     Ok(json!({
         "photo_id": job.id,
         "winner": winner.key,
-        "score": score,
+        "score": winner.score,
         "scores": scores,
         "model": input.upscale.then(|| input.settings.model()),
         "original": original,
         "upscaled": upscaled,
     }))
+}
+
+/// One best-cut photo, scored.
+struct Scored {
+    key: String,
+    bytes: Vec<u8>,
+    inspected: images::Inspected,
+    /// Width and height once the EXIF orientation is applied.
+    upright: (u32, u32),
+    score: f64,
+}
+
+/// Reads an upload and scores it off the async threads, in a pixel buffer from `buffers` (or a
+/// new one), given back afterwards.
+async fn score_upload(
+    state: &State,
+    user_id: &str,
+    key: String,
+    buffers: Arc<Mutex<Vec<Vec<u8>>>>,
+) -> Result<Scored, JobError> {
+    let bytes = media::fetch(state, user_id, &key).await?;
+    let (bytes, scored) = tokio::task::spawn_blocking(move || {
+        let mut buffer = buffers
+            .lock()
+            .ok()
+            .and_then(|mut free| free.pop())
+            .unwrap_or_default();
+        let scored = bestcut::score_encoded(&bytes, &media::upload_limits(), &mut buffer);
+        if let Ok(mut free) = buffers.lock() {
+            free.push(buffer);
+        }
+        (bytes, scored)
+    })
+    .await
+    .context("scoring")?;
+    let (inspected, upright, score) = scored.map_err(|e| media::decode_error(&key, &e))?;
+    Ok(Scored {
+        key,
+        bytes,
+        inspected,
+        upright,
+        score,
+    })
 }
 
 /// Runs the upscaler off the async threads, reporting its progress every second and stopping at
