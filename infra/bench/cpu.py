@@ -6,12 +6,24 @@ Peak per core and cycle, from the vendors' instruction tables (two FMA pipes on 
 - fp32: AVX2+FMA 2 x 8 lanes x 2 = 32 FLOP; AVX-512 2 x 16 x 2 = 64 FLOP.
 - bf16: AMX (TMUL) 1,024 FLOP; AVX-512 BF16 (vdpbf16ps) 2 x 32 x 2 = 128 FLOP; otherwise none
   (bf16 is converted to fp32 in software: PyTorch's autocast then runs slower than fp32).
-The clock is the highest `cpu MHz` /proc/cpuinfo reports (a VM shows its nominal clock; turbo is
-not counted, so the fractions lean high)."""
+- AMD Zen 4 (family 0x19 with AVX-512; Zen 3 shares the family, without it) runs a 512-bit
+  instruction through its two 256-bit pipes together, so AVX-512 adds no FLOP per cycle there:
+  fp32 32, bf16 64 (A. Yee's Zen 4 and Zen 5 AVX-512 teardowns, numberworld.org; Zen 5, family
+  0x1A, has full-width pipes).
+The clock is measured: every core at once runs a chain of dependent adds (`clock.c`, built with
+gcc), so it is the clock the cores hold under load, turbo included. A VM's /proc/cpuinfo shows
+the nominal clock only (2.60 GHz on an EPYC whose cores ran at 3.67), which made fractions of peak
+read over 100%. Where the measurement cannot run, the highest `cpu MHz` is used and said so."""
 
+import functools
 import os
 import platform
 import re
+import subprocess
+from pathlib import Path
+
+CLOCK_SOURCE = Path(__file__).with_name("clock.c")
+CLOCK_BINARY = Path(__file__).resolve().parents[2] / ".local" / "bench" / "clock"
 
 
 def _cpuinfo():
@@ -19,6 +31,21 @@ def _cpuinfo():
         return open("/proc/cpuinfo").read()
     except OSError:
         return ""
+
+
+@functools.cache
+def measured_ghz(cores):
+    """The mean clock of `cores` cores all busy at once, or None where it cannot be measured."""
+    try:
+        if not CLOCK_BINARY.exists() or CLOCK_BINARY.stat().st_mtime < CLOCK_SOURCE.stat().st_mtime:
+            CLOCK_BINARY.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["gcc", "-O2", "-pthread", "-o", str(CLOCK_BINARY), str(CLOCK_SOURCE)],
+                           check=True, capture_output=True, timeout=60)
+        out = subprocess.run([str(CLOCK_BINARY), str(cores)], check=True, capture_output=True,
+                             text=True, timeout=60).stdout
+        return float(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 class Cpu:
@@ -30,8 +57,16 @@ class Cpu:
         self.flags = set(flags.group(1).split()) if flags else set()
         clocks = [float(m) for m in re.findall(r"^cpu MHz\s*:\s*([\d.]+)$", info, re.M)]
         nominal = re.search(r"@\s*([\d.]+)\s*GHz", self.model)
-        self.ghz = max(clocks) / 1000 if clocks else (float(nominal.group(1)) if nominal else 2.0)
+        self.nominal_ghz = max(clocks) / 1000 if clocks else (float(nominal.group(1)) if nominal else 2.0)
         self.cores = os.cpu_count() or 1
+        measured = measured_ghz(self.cores)
+        self.clock_measured = measured is not None
+        self.ghz = measured if measured is not None else self.nominal_ghz
+        vendor = re.search(r"^vendor_id\s*:\s*(\S+)$", info, re.M)
+        family = re.search(r"^cpu family\s*:\s*(\d+)$", info, re.M)
+        # Zen 4 splits a 512-bit instruction over its two 256-bit pipes.
+        self.half_width_512 = (vendor and vendor.group(1) == "AuthenticAMD"
+                               and family and int(family.group(1)) == 0x19)
         self.avx2 = {"avx2", "fma"} <= self.flags
         self.avx512 = "avx512f" in self.flags
         self.vnni = bool({"avx512_vnni", "avx_vnni"} & self.flags)
@@ -47,17 +82,25 @@ class Cpu:
         return ", ".join(found) if found else "no AVX2"
 
     def fp32_flop_per_cycle(self):
-        return 64 if self.avx512 else 32 if self.avx2 else 8
+        if self.avx512 and not self.half_width_512:
+            return 64
+        return 32 if self.avx2 else 8
 
     def bf16_flop_per_cycle(self):
-        return 1024 if self.amx else 128 if self.avx512_bf16 else 0
+        if self.amx:
+            return 1024
+        if self.avx512_bf16:
+            return 64 if self.half_width_512 else 128
+        return 0
 
     def peak_gflops(self, precision):
         per_cycle = self.bf16_flop_per_cycle() if precision == "bf16" else self.fp32_flop_per_cycle()
         return per_cycle * self.ghz * self.cores
 
     def line(self):
-        return (f"{self.model}, {self.cores} cores at {self.ghz:.2f} GHz, {self.extensions()}; "
+        clock = (f"{self.ghz:.2f} GHz measured under load (/proc/cpuinfo: {self.nominal_ghz:.2f})"
+                 if self.clock_measured else f"{self.ghz:.2f} GHz (nominal: not measured)")
+        return (f"{self.model}, {self.cores} cores at {clock}, {self.extensions()}; "
                 f"peak {self.peak_gflops('fp32'):.0f} GFLOP/s fp32"
                 + (f", {self.peak_gflops('bf16'):.0f} GFLOP/s bf16" if self.native_bf16 else
                    ", bf16 emulated (no bf16 peer is run)"))
