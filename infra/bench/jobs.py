@@ -165,7 +165,8 @@ def main():
     whole = {k: admission.get(k, 0) + rest.get(k, 0) for k in set(admission) | set(rest)}
     ops = {k.split(".")[-1]: v for k, v in whole.items() if k.startswith("DynamoDB") and not k.endswith("Query")}
     print(f"| DynamoDB round trips per admission (target 1) | {ddb(admission, 'TransactWriteItems')} TransactWriteItems |")
-    print(f"| DynamoDB round trips per release (target 1) | {ddb(rest, 'TransactWriteItems')} TransactWriteItems |")
+    # After the admission: the release, and the in-app notification of the job's end.
+    print(f"| DynamoDB transactions after the admission: the release (target 1) and the notification of the job's end | {ddb(rest, 'TransactWriteItems')} TransactWriteItems |")
     print(f"| DynamoDB requests per job, all told | {sum(ops.values())} ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))}) |")
 
 if __name__ == "__main__":

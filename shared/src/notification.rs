@@ -101,9 +101,11 @@ pub async fn add(db: &Db, event: &New<'_>, at_ms: i64) -> anyhow::Result<bool> {
         )
     };
 
-    // First as if the group were unread already (the common case of a busy post: no count to
-    // change), then as if it were read or new (the count goes up with it).
-    let mut unread_already = true;
+    // First as the group most likely is: an account's event (a like, a comment) joins a post's
+    // group that is usually unread already (a busy post: no count to change); the system's (a job
+    // or a training ending) opens a group of its own, new (the count goes up with it). A wrong
+    // guess costs one more try, the other way.
+    let mut unread_already = event.actor.is_some();
     // Both accounts must exist and not be being deleted, when the write lands: a deletion's
     // purge, which begins after the account is marked, then finds all there is to remove.
     let live = |user_id: &str| {
