@@ -12,15 +12,7 @@ use crate::images::{self, Decoded, ImageError, Inspected, Limits};
 pub fn gray(image: &DynamicImage) -> (Vec<u8>, usize, usize) {
     let rgb = image.to_rgb8();
     let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    let gray = rgb
-        .pixels()
-        .map(|p| {
-            let [r, g, b] = p.0.map(u32::from);
-            // Fits in u8: the weights sum to 1 << 15.
-            ((r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15) as u8
-        })
-        .collect();
-    (gray, width, height)
+    (gray_bytes(rgb.as_raw()), width, height)
 }
 
 /// Reflect-101 (`gfedcb|abcdefgh|gfedcba`), as OpenCV's default border.
@@ -86,8 +78,7 @@ where
     let raw: &[u8] = rgb.as_raw();
     let raw = &raw[..width * height * 3];
     if width < 2 || height < 2 {
-        let gray: Vec<u8> = raw.chunks_exact(3).map(|p| gray_of(p) as u8).collect();
-        return laplacian_variance(&gray, width, height);
+        return laplacian_variance(&gray_bytes(raw), width, height);
     }
     let threads = threads.clamp(1, height.div_ceil(64));
     let band = height.div_ceil(threads);
@@ -142,6 +133,11 @@ fn variance(sum: i128, sum_sq: i128, pixels: usize) -> f64 {
 fn gray_of(p: &[u8]) -> i32 {
     let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
     (r * 9798 + g * 19235 + b * 3735 + (1 << 14)) >> 15
+}
+
+/// The gray of packed RGB, a byte a pixel (it fits: the weights sum to 1 << 15).
+fn gray_bytes(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3).map(|p| gray_of(p) as u8).collect()
 }
 
 /// One gray row of packed RGB. Gray fits in i16, and so does the Laplacian of three such rows
