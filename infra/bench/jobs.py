@@ -31,17 +31,30 @@ def call(method, url, body=None, token=None):
 
 
 class Stack:
-    def __init__(self):
+    def __init__(self, log=None):
+        """`log`: a path that receives the stack's log lines (JSON, warnings and errors)."""
         env = dict(os.environ, PORT="0", RUST_LOG="warn", STARTING_CREDITS="1000000",
                    REGISTER_RATE_PER_MINUTE="100000", LOGIN_RATE_PER_MINUTE="100000")
         self.process = subprocess.Popen([str(ROOT / "target/release/lambent-dev")], env=env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        sink = open(log, "w") if log else None
         for line in self.process.stdout:
+            if sink:
+                sink.write(line)
             found = re.search(r"serving on (\S+)\s+\(AWS emulator: ([^;)\s]+)", line)
             if found:
                 self.base, self.emulator = found.group(1), found.group(2)
                 break
-        threading.Thread(target=lambda: [None for _ in self.process.stdout], daemon=True).start()
+
+        def drain():
+            for line in self.process.stdout:
+                if sink:
+                    sink.write(line)
+                    sink.flush()
+            if sink:
+                sink.close()
+
+        threading.Thread(target=drain, daemon=True).start()
 
     def user(self, name):
         status, body = call("POST", f"{self.base}/v1/auth/register",

@@ -82,11 +82,16 @@ class Client:
             self.connection = None
             self.record(time.perf_counter() - started, None, type(error).__name__)
             return None, None
-        self.record(time.perf_counter() - started, status, None)
         try:
-            return status, json.loads(raw or b"null")
+            body = json.loads(raw or b"null")
         except ValueError:
-            return status, None
+            body = None
+        failure = None
+        if status >= 500:
+            code = body.get("code") if isinstance(body, dict) else None
+            failure = f"{method} {route_of(path)} {status} {code or '-'}"
+        self.record(time.perf_counter() - started, status, failure)
+        return status, body
 
     def register(self, name):
         status, body = self.call("POST", "/v1/auth/register",
@@ -97,10 +102,16 @@ class Client:
         return None
 
 
+def route_of(path):
+    """The path with its ids and query left out, to count failures by route."""
+    parts = path.split("?", 1)[0].split("/")
+    return "/".join("{id}" if len(part) >= 16 else part for part in parts)
+
+
 class Recorder:
     def __init__(self):
         self.lock = threading.Lock()
-        self.samples = []  # (at, seconds, status, error)
+        self.samples = []  # (at, seconds, status, error: the exception's name, or the 5xx's route and code)
 
     def __call__(self, seconds, status, error):
         with self.lock:
@@ -123,13 +134,54 @@ def summarize(samples):
     latencies = [s[1] * 1000 for s in samples]
     server_errors = sum(1 for s in samples if s[2] is not None and s[2] >= 500)
     hung_up = sum(1 for s in samples if s[2] is None)
+    failures = {}
+    for s in samples:
+        if s[2] is not None and s[2] >= 500:
+            failures[s[3]] = failures.get(s[3], 0) + 1
     return {
         "requests": len(samples),
         "5xx": server_errors,
+        "500": sum(1 for s in samples if s[2] == 500),
+        "failures": failures,
         "timeouts": hung_up,
         "p50": statistics.median(latencies) if latencies else 0.0,
         "p99": pct(latencies, 0.99),
     }
+
+
+def log_path(name):
+    folder = jobs.ROOT / ".local/bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{name}.log"
+
+
+def logged_problems(path):
+    """The stack's warnings and errors (its JSON log lines), counted by message and cause."""
+    counts = {}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return counts
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(entry, dict) or entry.get("level") not in ("WARN", "ERROR"):
+            continue
+        fields = entry.get("fields", entry)
+        text = f"{entry['level']} {fields.get('message', '')}"
+        if "error" in fields:
+            text += f": {str(fields['error'])[:300]}"
+        counts[text] = counts.get(text, 0) + 1
+    return counts
+
+
+def print_problems(label, figures):
+    for failure, n in sorted(figures["failures"].items(), key=lambda kv: -kv[1]):
+        print(f"  {label}, 5xx: {failure} x{n}")
+    for text, n in sorted(figures.get("logged", {}).items(), key=lambda kv: -kv[1])[:8]:
+        print(f"  {label}, logged: {text} x{n}")
 
 
 def terminal(job):
@@ -175,7 +227,8 @@ def load(plain, clients, seconds):
     env_before = os.environ.get("MOTO_PLAIN")
     if plain:
         os.environ["MOTO_PLAIN"] = "1"
-    stack = jobs.Stack()
+    log = log_path("load-plain" if plain else "load")
+    stack = jobs.Stack(log)
     if env_before is None:
         os.environ.pop("MOTO_PLAIN", None)
     try:
@@ -217,6 +270,7 @@ def load(plain, clients, seconds):
             stuck=waiting,
             emulator_mb=emulator_mb,
             gateway_mb=gateway_mb,
+            logged=logged_problems(log),
         )
         return figures
     finally:
@@ -265,7 +319,8 @@ def table_items(stack):
 
 
 def soak(clients, seconds, window):
-    stack = jobs.Stack()
+    log = log_path("soak")
+    stack = jobs.Stack(log)
     moto = emulator_pid(stack)
     rows = []
     try:
@@ -283,6 +338,7 @@ def soak(clients, seconds, window):
             figures.update(minute=(time.perf_counter() - started) / 60, emulator_mb=rss_mb(moto),
                            gateway_mb=rss_mb(stack.process.pid), items=table_items(stack),
                            accounts=counters["accounts"], jobs=counters["jobs"])
+            figures["logged"] = {}
             rows.append(figures)
             print(f"  soak {figures['minute']:.0f} min: {figures['requests']} requests, p50 {figures['p50']:.1f} ms, "
                   f"p99 {figures['p99']:.1f} ms, emulator {figures['emulator_mb']:.0f} MB", flush=True)
@@ -291,6 +347,8 @@ def soak(clients, seconds, window):
             thread.join(timeout=10)
     finally:
         stack.close()
+    if rows:
+        rows[-1]["logged"] = logged_problems(log)
     return rows
 
 
@@ -373,12 +431,14 @@ def main():
     print(f"Load: {clients} clients (an account each) for {seconds:.0f} s: submit a 50 ms job, poll it to its end, "
           f"list jobs, read the balance, again; 5 s client timeout (a client that gives up hangs up).")
     print()
-    print("| emulator | requests | req/s | 5xx | client timeouts | p50 ms | p99 ms | admitted | answered 202 | not ended 90 s after | emulator MB | gateway MB |")
+    print("| emulator | requests | req/s | 5xx (of them 500) | client timeouts | p50 ms | p99 ms | admitted | answered 202 | not ended 90 s after | emulator MB | gateway MB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, f in (("Lambent's (item snapshots)", ours), ("plain moto 5.2.5 (table copies), the peer", plain)):
-        print(f"| {name} | {f['requests']} | {f['requests'] / f['seconds']:.0f} | {f['5xx']} | {f['timeouts']} | "
+        print(f"| {name} | {f['requests']} | {f['requests'] / f['seconds']:.0f} | {f['5xx']} ({f['500']}) | {f['timeouts']} | "
               f"{f['p50']:.1f} | {f['p99']:.1f} | {'-' if f['admitted'] is None else f['admitted']} | {f['answered']} | {'-' if f['stuck'] is None else f['stuck']} | "
               f"{f['emulator_mb']:.0f} | {f['gateway_mb']:.0f} |")
+    print()
+    print_problems("Lambent's", ours)
     print()
     soak_clients = int(os.environ.get("SOAK_CLIENTS", "16"))
     soak_seconds = float(os.environ.get("SOAK_SECONDS", "3600"))
@@ -389,11 +449,14 @@ def main():
           f"jobs submitted, polled and some canceled, 30 % with Idempotency-Key, listings, balances, ledgers, "
           f"upload URLs), a row every {window / 60:.0f} min.")
     print()
-    print("| minute | requests | 5xx | timeouts | p50 ms | p99 ms | emulator MB | gateway MB | table items | accounts | jobs |")
+    print("| minute | requests | 5xx (of them 500) | timeouts | p50 ms | p99 ms | emulator MB | gateway MB | table items | accounts | jobs |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['minute']:.0f} | {r['requests']} | {r['5xx']} | {r['timeouts']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+        print(f"| {r['minute']:.0f} | {r['requests']} | {r['5xx']} ({r['500']}) | {r['timeouts']} | {r['p50']:.1f} | {r['p99']:.1f} | "
               f"{r['emulator_mb']:.0f} | {r['gateway_mb']:.0f} | {r['items']} | {r['accounts']} | {r['jobs']} |")
+    print()
+    for r in rows:
+        print_problems(f"soak minute {r['minute']:.0f}", r)
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         print()

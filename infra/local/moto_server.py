@@ -27,13 +27,21 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
 - Key sizes. moto checks them on writes but not on GetItem, DeleteItem, Query or TransactGetItems; DynamoDB
   answers those with a ValidationException (2,048 bytes for a partition key, 1,024 for a sort key), and so
   does this server, so a test sees the 500 an unbounded key would cause in AWS.
+- Idempotent transactions. moto ignores TransactWriteItems' ClientRequestToken, which the AWS SDKs fill
+  in and keep across their retries. DynamoDB carries out a token's transaction once: for 10 minutes after
+  it succeeded, the same token and request answer success without doing it again, and the same token
+  with another request is an IdempotentParameterMismatchException. Without this, an SDK retry after an
+  attempt timeout met its own committed first attempt and was cancelled (a job admitted, its client
+  told 500).
 - Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
   "contains": "<text in the request body>", "times": N, "error": "TransactionConflict" | "<exception>",
-  "delay_ms": M, "drop": false} arms a fault: the next N matching requests wait M ms, then fail with that
-  error (a transaction's TransactionConflict comes as DynamoDB sends it: a TransactionCanceledException
-  whose first reason is TransactionConflict), or, with "drop", answer as an empty success without doing
-  anything (an SQS SendMessage lost after its sender's commit), or, with neither, go through after the
-  wait. GET /_lambent/faults lists the armed faults with how often each fired.
+  "delay_ms": M, "answer_delay_ms": A, "drop": false} arms a fault: the next N matching requests wait M
+  ms, then fail with that error (a transaction's TransactionConflict comes as DynamoDB sends it: a
+  TransactionCanceledException whose first reason is TransactionConflict), or, with "drop", answer as an
+  empty success without doing anything (an SQS SendMessage lost after its sender's commit), or, with
+  neither, go through after the wait; with "answer_delay_ms", the request is carried out and its answer
+  held A ms more (a commit whose answer comes after the caller's timeout). GET /_lambent/faults lists
+  the armed faults with how often each fired.
 
 Usage: python moto_server.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
 With --port 0 a free port is chosen and written to --port-file once the server listens.
@@ -524,6 +532,7 @@ class Faults:
             "times": int(fault.get("times", 1)),
             "error": fault.get("error"),
             "delay_ms": int(fault.get("delay_ms", 0)),
+            "answer_delay_ms": int(fault.get("answer_delay_ms", 0)),
             "drop": bool(fault.get("drop", False)),
             "fired": 0,
         }
@@ -574,6 +583,40 @@ def fault_response(fault, target, request, start_response):
     return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
 
 
+class TransactionTokens:
+    """TransactWriteItems' ClientRequestToken, as DynamoDB keeps it: a token whose transaction
+    succeeded is answered again, without carrying it out, for WINDOW seconds; the same token with
+    another request is a mismatch. Used under the DynamoDB lock."""
+
+    WINDOW = 600.0
+
+    def __init__(self):
+        self.done = {}  # token -> (digest of the request without its token, when it completed)
+
+    @staticmethod
+    def digest(request):
+        rest = {k: v for k, v in request.items() if k != "ClientRequestToken"}
+        return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()
+
+    def forget_old(self, now):
+        # Insertion order is completion order: the oldest are first.
+        while self.done:
+            token, (_, at) = next(iter(self.done.items()))
+            if now - at < self.WINDOW:
+                break
+            del self.done[token]
+
+    def seen(self, token, request, now):
+        """None for a new token; otherwise whether the request is the one it carried out."""
+        self.forget_old(now)
+        if token not in self.done:
+            return None
+        return self.done[token][0] == self.digest(request)
+
+    def record(self, token, request, now):
+        self.done[token] = (self.digest(request), now)
+
+
 class LocalAws:
     """The WSGI app: moto, with DynamoDB serialized, the read checks, faults and request counts
     (served at GET /_lambent/stats for make bench)."""
@@ -584,6 +627,7 @@ class LocalAws:
         self.counts = {}
         self.counts_lock = threading.Lock()
         self.faults = Faults()
+        self.tokens = None if os.environ.get("MOTO_PLAIN") else TransactionTokens()
 
     def control(self, environ, start_response):
         path = environ.get("PATH_INFO")
@@ -648,17 +692,44 @@ class LocalAws:
                     request = {}
                 return fault_response(fault, target, request, start_response)
         if not target.startswith("DynamoDB"):
+            if fault and fault["answer_delay_ms"]:
+                body = b"".join(self.app(environ, start_response))
+                time.sleep(fault["answer_delay_ms"] / 1000)
+                return [body]
             return self.app(environ, start_response)
         try:
-            violation = read_key_violation(target, json.loads(raw or b"{}"))
+            request = json.loads(raw or b"{}")
+            violation = read_key_violation(target, request)
         except (ValueError, AttributeError, TypeError):
-            violation = None
+            request, violation = {}, None
         if violation:
             body = {"__type": "com.amazon.coral.validate#ValidationException", "message": violation}
             return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
+        token = None
+        if self.tokens is not None and target.endswith(".TransactWriteItems") and isinstance(request, dict):
+            token = request.get("ClientRequestToken")
+        answered = []
+
+        def capture(status, headers, exc_info=None):
+            answered.append(status)
+            return start_response(status, headers, exc_info)
+
         with self.lock:
+            if token:
+                same = self.tokens.seen(token, request, time.time())
+                if same is True:
+                    body = b"{}"
+                    return _answer(start_response, "200 OK", body)
+                if same is False:
+                    body = {"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
+                            "message": "The request uses the same client token as a previous, but non-identical request."}
+                    return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
             # Consume the whole response inside the lock: moto may build it lazily.
-            body = b"".join(self.app(environ, start_response))
+            body = b"".join(self.app(environ, capture))
+            if token and answered and answered[0].startswith("200"):
+                self.tokens.record(token, request, time.time())
+        if fault and fault["answer_delay_ms"]:
+            time.sleep(fault["answer_delay_ms"] / 1000)
         return [body]
 
 

@@ -385,26 +385,41 @@ pub fn cancellation_codes(err: &SdkError<TransactWriteItemsError>) -> Option<Vec
 
 /// Runs a transaction. DynamoDB cancels transactions that race on one item (`TransactionConflict`);
 /// those are retried with jittered backoff, up to 8 attempts. A failed condition is returned as is.
+///
+/// Every attempt names a client request token, which makes it idempotent for 10 minutes: the SDK
+/// resends the same token when an attempt times out, so a transaction that committed after its
+/// caller stopped waiting is answered as done, not carried out again nor cancelled by its own
+/// writes. A `TransactionInProgressException` (that first attempt still running) is waited out
+/// under the same token; a conflict, which carried out nothing, is retried under a new one.
 pub async fn transact(
     db: &Db,
     actions: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
 ) -> Result<(), SdkError<TransactWriteItemsError>> {
     let mut attempt = 0u64;
+    let mut token = uuid::Uuid::new_v4().to_string();
     loop {
         attempt += 1;
         let result = db
             .client
             .transact_write_items()
             .set_transact_items(Some(actions.clone()))
+            .client_request_token(&token)
             .send()
             .await;
         let Err(err) = result else { return Ok(()) };
+        let in_progress = matches!(
+            err.as_service_error(),
+            Some(TransactWriteItemsError::TransactionInProgressException(_))
+        );
         let conflict_only = cancellation_codes(&err).is_some_and(|codes| {
             codes.iter().any(|c| c == "TransactionConflict")
                 && !codes.iter().any(|c| c == "ConditionalCheckFailed")
         });
-        if !conflict_only || attempt >= 8 {
+        if !(in_progress || conflict_only) || attempt >= 8 {
             return Err(err);
+        }
+        if conflict_only {
+            token = uuid::Uuid::new_v4().to_string();
         }
         let wait = std::time::Duration::from_millis(attempt * 10 + 10);
         tokio::time::sleep(crate::backoff::jittered(wait, 0.5)).await;

@@ -69,7 +69,8 @@ pub enum ApiError {
 }
 
 /// Whether an internal error is a service we call that did not answer in time, could not be
-/// reached, or throttled us (the AWS SDK's timeout, dispatch failure and throttling errors): the
+/// reached, or throttled us (the AWS SDK's timeout, dispatch failure and throttling errors, and a
+/// transaction still in progress under the same token after every retry): the
 /// request may well succeed when retried, so it is a 503 with `Retry-After`, not a 500.
 fn dependency_busy(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -80,6 +81,7 @@ fn dependency_busy(err: &anyhow::Error) -> bool {
                 "ThrottlingException",
                 "ProvisionedThroughputExceeded",
                 "RequestLimitExceeded",
+                "TransactionInProgressException",
             ]
             .iter()
             .any(|code| text.contains(code))

@@ -225,6 +225,83 @@ async fn a_client_that_hangs_up_does_not_stop_its_submission() {
     assert_eq!(app.credits(&token).await, (99, 0));
 }
 
+/// An admission that commits but answers after the SDK's attempt timeout (2.5 s) is retried by
+/// the SDK under the same client request token, which DynamoDB (and the emulator) answer as done:
+/// the client gets its 202 for the one job admitted, charged once. (Under load this was a 500 for a
+/// job that had been admitted: the retry met its own committed writes.) The same token with
+/// another request is refused.
+#[tokio::test]
+async fn an_admission_answered_late_is_retried_as_done_not_refused() {
+    let app = TestApp::spawn_with(&[]).await;
+    let (token, user_id) = app.user("latecommit").await;
+    app.fault(TRANSACT, &user_id, 1, json!({"answer_delay_ms": 3000}))
+        .await;
+    let submitted = app.submit(&token, &sleep_job(10)).await;
+    assert_eq!(submitted.status(), 202, "the retry is answered as done");
+    let job: Value = submitted.json().await.expect("json");
+    assert_eq!(
+        app.fired(TRANSACT, &user_id).await,
+        1,
+        "the answer was late"
+    );
+    let id = job["id"].as_str().expect("id");
+    let done = app
+        .wait_for_job(&token, id, |job| job["status"] == "COMPLETED")
+        .await;
+    assert_eq!(done["status"], "COMPLETED");
+    let listed = app.get_json("/v1/jobs", &token).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1), "one job");
+    assert_eq!(
+        app.credits(&token).await,
+        (99, 0),
+        "charged once, slot free"
+    );
+    let ledger = app.get_json("/v1/credits/transactions", &token).await;
+    let debits = ledger["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|e| e["type"] == "job_debit")
+        .count();
+    assert_eq!(debits, 1, "{ledger}");
+
+    // The emulator keeps DynamoDB's rule for a token reused with another request.
+    let dynamodb = aws_sdk_dynamodb::Client::new(&app.running.sdk);
+    let table = &app.running.stack.refs["Table"];
+    let put = |sk: &str| {
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .put(
+                aws_sdk_dynamodb::types::Put::builder()
+                    .table_name(table)
+                    .item(
+                        "pk",
+                        aws_sdk_dynamodb::types::AttributeValue::S("TOKENTEST".into()),
+                    )
+                    .item("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk.into()))
+                    .build()
+                    .expect("put"),
+            )
+            .build()
+    };
+    let send = |sk: &'static str| {
+        dynamodb
+            .transact_write_items()
+            .transact_items(put(sk))
+            .client_request_token("one-token")
+            .send()
+    };
+    send("a").await.expect("first");
+    send("a").await.expect("the same request again");
+    let other = send("b").await.expect_err("another request");
+    assert!(
+        matches!(
+            other.as_service_error(),
+            Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::IdempotentParameterMismatchException(_))
+        ),
+        "{other:?}"
+    );
+}
+
 /// One overdue job whose release keeps failing does not stop the reaper: the others behind it
 /// are reaped. (The failing job is in the index partition the reaper reads first.)
 #[tokio::test]
