@@ -33,6 +33,9 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   with another request is an IdempotentParameterMismatchException. Without this, an SDK retry after an
   attempt timeout met its own committed first attempt and was cancelled (a job admitted, its client
   told 500).
+- Connections. Served by waitress with keep-alive, not by werkzeug's development server, which closed
+  every connection after its answer (a TCP connect and a new thread per AWS call; under load its
+  accept queue overflowed and connects waited a second for TCP's retry, past the SDK's timeout).
 - Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
   "contains": "<text in the request body>", "times": N, "error": "TransactionConflict" | "<exception>",
   "delay_ms": M, "answer_delay_ms": A, "drop": false} arms a fault: the next N matching requests wait M
@@ -51,6 +54,7 @@ import argparse
 import copy
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -71,7 +75,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.server import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import WSGIRequestHandler, make_server
+from waitress.server import create_server
 
 HASH_KEY_MAX_BYTES = 2048
 RANGE_KEY_MAX_BYTES = 1024
@@ -780,11 +784,6 @@ class _Replay:
             yield line
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass
-
-
 def exit_with_parent():
     """Stop when the process that started us is gone (tests keep the emulator in a static)."""
     parent = os.getppid()
@@ -808,15 +807,33 @@ def main():
     if not os.environ.get("MOTO_PLAIN"):
         period = float(os.environ.get("LAMBENT_TTL_SWEEP_SECONDS", "60"))
         threading.Thread(target=ttl_sweeper, args=(app.lock, period), daemon=True).start()
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietHandler)
-    port = server.socket.getsockname()[1]
+    # waitress, not werkzeug's development server: that one closes the connection after every
+    # answer, so each AWS call paid a TCP connect and a new thread, and under load its accept
+    # queue (128) overflowed: connects dropped, retried by TCP after 1 s, past the SDK's connect
+    # timeout. waitress keeps connections alive, runs requests on a fixed pool of threads (a long
+    # poll holds one for up to 20 s: 256 leave room for every stack's pollers) and queues the rest.
+    # MOTO_PLAIN (the bench's peer) keeps moto's own server.
+    if os.environ.get("MOTO_PLAIN"):
+        from werkzeug.serving import WSGIRequestHandler, make_server
+
+        class QuietHandler(WSGIRequestHandler):
+            def log_request(self, *args, **kwargs):
+                pass
+
+        server = make_server(args.host, args.port, app, threaded=True, request_handler=QuietHandler)
+        port, run = server.socket.getsockname()[1], server.serve_forever
+    else:
+        logging.getLogger("waitress").setLevel(logging.ERROR)
+        server = create_server(app, host=args.host, port=args.port, threads=256, connection_limit=4000,
+                               backlog=1024, channel_timeout=300, ident="moto")
+        port, run = server.effective_port, server.run
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:
             f.write(str(port))
         os.replace(tmp, args.port_file)
     print(f"moto listening on http://{args.host}:{port}", flush=True)
-    server.serve_forever()
+    run()
 
 
 if __name__ == "__main__":
