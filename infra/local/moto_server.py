@@ -37,7 +37,7 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   every connection after its answer (a TCP connect and a new thread per AWS call; under load its
   accept queue overflowed and connects waited a second for TCP's retry, past the SDK's timeout).
 - Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
-  "contains": "<text in the request body>", "times": N, "error": "TransactionConflict" | "<exception>",
+  "contains": "<text in the request body>" (or a list of texts, all in it), "times": N, "error": "TransactionConflict" | "<exception>",
   "delay_ms": M, "answer_delay_ms": A, "drop": false} arms a fault: the next N matching requests wait M
   ms, then fail with that error (a transaction's TransactionConflict comes as DynamoDB sends it: a
   TransactionCanceledException whose first reason is TransactionConflict), or, with "drop", answer as an
@@ -532,7 +532,8 @@ class Faults:
     def arm(self, fault):
         fault = {
             "target": str(fault["target"]),
-            "contains": str(fault.get("contains", "")),
+            # A text, or a list of texts that must all be in the body.
+            "contains": fault.get("contains", ""),
             "times": int(fault.get("times", 1)),
             "error": fault.get("error"),
             "delay_ms": int(fault.get("delay_ms", 0)),
@@ -546,7 +547,8 @@ class Faults:
     def take(self, target, body):
         with self.lock:
             for fault in self.armed:
-                if fault["times"] > 0 and fault["target"] == target and fault["contains"] in body:
+                wanted = fault["contains"] if isinstance(fault["contains"], list) else [fault["contains"]]
+                if fault["times"] > 0 and fault["target"] == target and all(str(w) in body for w in wanted):
                     fault["times"] -= 1
                     fault["fired"] += 1
                     return dict(fault)

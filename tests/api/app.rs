@@ -216,6 +216,11 @@ impl TestApp {
 
     /// How often the armed faults matching `target` and `contains` fired, together.
     pub async fn fired(&self, target: &str, contains: &str) -> u64 {
+        self.fired_where(target, json!(contains)).await
+    }
+
+    /// [`Self::fired`] for a fault armed with any `contains` (a list of texts among them).
+    pub async fn fired_where(&self, target: &str, contains: Value) -> u64 {
         let faults: Vec<Value> = self
             .client
             .get(format!("{}/_lambent/faults", self.endpoint))

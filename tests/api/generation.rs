@@ -496,6 +496,62 @@ async fn a_job_whose_worker_died_after_submitting_is_finalized_by_the_reconciler
     );
 }
 
+/// The record of a submission (the provider's request id on the job) that commits but answers
+/// after the SDK's attempt timeout is sent again and fails its condition (the id is there): the
+/// worker sees its own request id and leaves the job at its provider. Before, it took the job for
+/// ended and canceled the request it had just paid for, and the job never finished.
+#[tokio::test]
+async fn a_submission_recorded_late_stays_at_its_provider() {
+    let (app, fakes) = start(&[], false).await;
+    // The request keeps running at the provider until it is canceled.
+    fakes.configure(|b| b.stall = true);
+    let (token, _) = app.user("latenote").await;
+    let id = app
+        .submit_id(&token, &text_to_image("fal", "fal-ai/flux/dev"))
+        .await;
+    let update = "DynamoDB_20120810.UpdateItem";
+    let record = json!([id, "provider_request_id = :request"]);
+    app.fault(
+        update,
+        "",
+        1,
+        json!({"contains": record, "answer_delay_ms": 3000}),
+    )
+    .await;
+    let state = &app.running.gateway.state;
+    let body = json!({ "job_id": id }).to_string();
+    let disposition = lambent::jobs::worker::process(state, &body)
+        .await
+        .expect("processed");
+    assert_eq!(disposition, lambent::jobs::worker::Disposition::Done);
+    assert_eq!(
+        app.fired_where(update, record).await,
+        1,
+        "the record's answer was late"
+    );
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "IN_PROGRESS", "{job}");
+    let request_id = job["provider"]["request_id"].as_str().expect("request");
+    assert_ne!(
+        fakes.request_state(request_id),
+        Some("canceled"),
+        "still running at the provider"
+    );
+    assert_eq!(fakes.submissions().len(), 1, "submitted once");
+
+    // Its owner can still cancel it there, refunded once.
+    let canceled = app.cancel(&token, &id).await;
+    assert!(
+        [200, 202].contains(&canceled.status().as_u16()),
+        "{}",
+        canceled.status()
+    );
+    let job = finished(&app, &token, &id).await;
+    assert_eq!(job["status"], "CANCELED", "{job}");
+    assert_eq!(fakes.request_state(request_id), Some("canceled"));
+    assert_eq!(app.credits(&token).await, (100, 0));
+}
+
 #[tokio::test]
 async fn canceling_a_job_at_a_provider_cancels_it_there_and_refunds() {
     let (app, fakes) = start(&[], true).await;

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 use crate::app::{TestApp, problem};
 
+const UPDATE: &str = "DynamoDB_20120810.UpdateItem";
+
 fn sleep_job(ms: u64) -> Value {
     json!({"kind": "sleep", "input": {"ms": ms}})
 }
@@ -119,11 +121,8 @@ async fn a_failed_job_is_refunded_exactly_once_when_released_three_times_at_once
 
 #[tokio::test]
 async fn the_same_message_delivered_twice_runs_the_job_once() {
-    let app = TestApp::spawn_without_worker(&[]).await;
-    let (token, _) = app.user("twice").await;
-    let id = &app.submit_id(&token, &sleep_job(200)).await;
-    let body = json!({ "job_id": id }).to_string();
-    let state = &app.running.gateway.state;
+    let (app, token, id, body) = one_queued_job("twice", 200).await;
+    let (id, state) = (&id, &app.running.gateway.state);
 
     let (first, second) =
         tokio::join!(worker::process(state, &body), worker::process(state, &body));
@@ -139,14 +138,64 @@ async fn the_same_message_delivered_twice_runs_the_job_once() {
 
     let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
     assert_eq!(job["status"], "COMPLETED");
-    let item = state
+    assert_eq!(claims(&app, id).await, "1", "claimed once");
+    assert_eq!(app.credits(&token).await, (99, 0));
+}
+
+/// A stack without a worker, a user and one sleep job admitted: its id and its queue message.
+async fn one_queued_job(name: &str, ms: u64) -> (TestApp, String, String, String) {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, _) = app.user(name).await;
+    let id = app.submit_id(&token, &sleep_job(ms)).await;
+    let body = json!({ "job_id": id }).to_string();
+    (app, token, id, body)
+}
+
+/// How often a job was claimed (its item's `attempts`).
+async fn claims(app: &TestApp, id: &str) -> String {
+    let item = app
+        .running
+        .gateway
+        .state
         .db
         .get(&format!("JOB#{id}"), "JOB")
         .await
         .expect("read")
         .expect("item");
-    assert_eq!(item["attempts"].as_n().expect("n"), "1", "claimed once");
-    assert_eq!(app.credits(&token).await, (99, 0));
+    item["attempts"].as_n().expect("n").clone()
+}
+
+/// A claim that commits but answers after the SDK's attempt timeout is sent again by the SDK and
+/// finds the job running: the claim names itself, so the worker knows the running job is its own
+/// and runs it (before, it took it for another worker's and dropped the message, and the job
+/// stayed IN_PROGRESS, its slot held, until the reaper failed it).
+#[tokio::test]
+async fn a_claim_answered_late_is_still_run_by_its_worker() {
+    let (app, token, id, body) = one_queued_job("lateclaim", 10).await;
+    let (id, state) = (&id, &app.running.gateway.state);
+    app.fault(UPDATE, id, 1, json!({"answer_delay_ms": 3000}))
+        .await;
+
+    let disposition = worker::process(state, &body).await.expect("processed");
+    assert_eq!(disposition, Disposition::Done);
+    assert_eq!(
+        app.fired(UPDATE, id).await,
+        1,
+        "the claim's answer was late"
+    );
+    let job = app.get_json(&format!("/v1/jobs/{id}"), &token).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    assert_eq!(claims(&app, id).await, "1", "claimed once");
+    assert_eq!(
+        app.credits(&token).await,
+        (99, 0),
+        "charged once, slot free"
+    );
+    // Another delivery of the message later finds it finished.
+    assert_eq!(
+        worker::process(state, &body).await.expect("again"),
+        Disposition::Done
+    );
 }
 
 #[tokio::test]

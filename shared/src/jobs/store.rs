@@ -350,6 +350,10 @@ pub async fn list(
 
 /// Claims a queued job for a worker: `IN_QUEUE → IN_PROGRESS`, with its run deadline. `None` when
 /// the job is not queued (a duplicate or late delivery).
+///
+/// The claim names itself (`claim_id`, new for each call). An update whose answer comes after
+/// the SDK's attempt timeout is sent again, and the second try finds the job already running; the
+/// old item it gets back says whether that claim was this one (run it) or another worker's.
 pub async fn claim(
     db: &Db,
     job_id: &str,
@@ -357,27 +361,35 @@ pub async fn claim(
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<Job>> {
     let deadline = now.timestamp() + i64::try_from(run_for.as_secs()).unwrap_or(i64::MAX / 2) + 1;
+    let claim_id = uuid::Uuid::new_v4().to_string();
     let result = job_update(db, job_id)
         .update_expression(
             "SET #status = :running, started_at = :now, updated_at = :now, deadline = :deadline, gsi2sk = :deadline, \
-             attempts = if_not_exists(attempts, :zero) + :one",
+             claim_id = :claim, attempts = if_not_exists(attempts, :zero) + :one",
         )
         .condition_expression("#status = :queued")
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":queued", s(Status::InQueue.as_str()))
         .expression_attribute_values(":now", s(timestamp(now)))
         .expression_attribute_values(":deadline", n(deadline))
+        .expression_attribute_values(":claim", s(&claim_id))
         .expression_attribute_values(":zero", n(0))
         .expression_attribute_values(":one", n(1))
         .return_values(ReturnValue::AllNew)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
-    let Some(out) = unless_condition_failed(result).context("claiming a job")? else {
-        return Ok(None);
+    let item = match result {
+        Ok(out) => out.attributes.context("claim returned nothing")?,
+        Err(err) => match err.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match &failed.item {
+                Some(old) if get_s(old, "claim_id") == Some(claim_id.as_str()) => old.clone(),
+                _ => return Ok(None),
+            },
+            _ => return Err(anyhow::Error::from(err).context("claiming a job")),
+        },
     };
-    Ok(Some(Job::from_item(
-        &out.attributes.context("claim returned nothing")?,
-    )?))
+    Ok(Some(Job::from_item(&item)?))
 }
 
 /// An update of one job, with `#status` naming its status attribute.
@@ -891,6 +903,13 @@ pub async fn record_submission(
             _ => return Err(anyhow::Error::from(err).context("recording a submission")),
         },
     };
+    // This very record, committed by a try whose answer came too late (the SDK sent it again).
+    if old.as_ref().is_some_and(|item| {
+        get_s(item, "provider_request_id") == Some(provider.request_id.as_str())
+            && get_s(item, "provider") == Some(provider.name.as_str())
+    }) {
+        return Ok(Recorded::Recorded);
+    }
     let job = old.map(|item| Job::from_item(&item)).transpose()?;
     Ok(match job {
         Some(job)
