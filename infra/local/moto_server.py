@@ -37,14 +37,15 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   every connection after its answer (a TCP connect and a new thread per AWS call; under load its
   accept queue overflowed and connects waited a second for TCP's retry, past the SDK's timeout).
 - Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
-  "contains": "<text in the request body>" (or a list of texts, all in it), "times": N, "error": "TransactionConflict" | "<exception>",
-  "delay_ms": M, "answer_delay_ms": A, "drop": false} arms a fault: the next N matching requests wait M
-  ms, then fail with that error (a transaction's TransactionConflict comes as DynamoDB sends it: a
-  TransactionCanceledException whose first reason is TransactionConflict), or, with "drop", answer as an
-  empty success without doing anything (an SQS SendMessage lost after its sender's commit), or, with
-  neither, go through after the wait; with "answer_delay_ms", the request is carried out and its answer
-  held A ms more (a commit whose answer comes after the caller's timeout). GET /_lambent/faults lists
-  the armed faults with how often each fired.
+  "contains": "<text in the request body>" (or a list of texts, all in it), "times": N,
+  "error": "TransactionConflict" | "<exception>", "delay_ms": M, "answer_delay_ms": A, "drop": false}
+  arms a fault: the next N matching requests wait M ms, then fail with that error (a transaction's
+  TransactionConflict comes as DynamoDB sends it: a TransactionCanceledException whose first reason is
+  TransactionConflict), or, with "drop", answer as an empty success without doing anything (an SQS
+  SendMessage lost after its sender's commit), or, with neither, go through after the wait; with
+  "answer_delay_ms", the request is carried out and its answer held A ms more (a commit whose answer
+  comes after the caller's timeout). GET /_lambent/faults lists the armed faults with how often each
+  fired.
 
 Usage: python moto_server.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
 With --port 0 a free port is chosen and written to --port-file once the server listens.
@@ -728,7 +729,8 @@ class LocalAws:
                     return _answer(start_response, "200 OK", body)
                 if same is False:
                     body = {"__type": "com.amazonaws.dynamodb.v20120810#IdempotentParameterMismatchException",
-                            "message": "The request uses the same client token as a previous, but non-identical request."}
+                            "message": "The request uses the same client token as a previous, "
+                                       "but non-identical request."}
                     return _answer(start_response, "400 Bad Request", json.dumps(body).encode())
             # Consume the whole response inside the lock: moto may build it lazily.
             body = b"".join(self.app(environ, capture))
