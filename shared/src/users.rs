@@ -788,7 +788,28 @@ pub async fn set_password(
             )
             .expression_attribute_values(":issued", n(issued)),
     };
-    Ok(crate::db::unless_condition_failed(update.send().await)?.is_some())
+    // A change whose answer came after the SDK's attempt timeout is sent again and fails its own
+    // condition: the hash it finds (new, salted, so no other change wrote it) says it was this one.
+    let result = update
+        .return_values_on_condition_check_failure(
+            aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+        )
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(true),
+        Err(err) => match err.as_service_error() {
+            Some(
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                    failed,
+                ),
+            ) => Ok(failed
+                .item
+                .as_ref()
+                .is_some_and(|old| get_s(old, "password_hash") == Some(hash))),
+            _ => Err(anyhow::Error::from(err)),
+        },
+    }
 }
 
 /// Marks the account's email verified, if it is still `email`. `false` when it is not.

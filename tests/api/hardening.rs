@@ -302,6 +302,41 @@ async fn an_admission_answered_late_is_retried_as_done_not_refused() {
     );
 }
 
+/// A password change that commits but answers after the SDK's attempt timeout is sent again and
+/// fails its own condition (the old hash is gone): the hash it finds is the new one, so the change
+/// is answered 200, not 409 `password_changed` for a change that was made.
+#[tokio::test]
+async fn a_password_change_answered_late_is_answered_as_made() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, user_id) = app.user("latepass").await;
+    let update = "DynamoDB_20120810.UpdateItem";
+    let change = json!([user_id, "password_hash = :old"]);
+    app.fault(
+        update,
+        "",
+        1,
+        json!({"contains": change, "answer_delay_ms": 3000}),
+    )
+    .await;
+    let changed = app
+        .client
+        .post(app.url("/v1/auth/password"))
+        .bearer_auth(&token)
+        .json(&json!({"current_password": PASSWORD, "new_password": "a later password"}))
+        .send()
+        .await
+        .expect("change");
+    assert_eq!(changed.status(), 200);
+    assert_eq!(app.fired_where(update, change).await, 1, "answered late");
+    let login = app
+        .post_json(
+            "/v1/auth/login",
+            &json!({"username": "latepass", "password": "a later password"}),
+        )
+        .await;
+    assert_eq!(login.status(), 200);
+}
+
 /// One overdue job whose release keeps failing does not stop the reaper: the others behind it
 /// are reaped. (The failing job is in the index partition the reaper reads first.)
 #[tokio::test]
