@@ -127,6 +127,10 @@ impl Browser {
                 .js("const a = document.querySelector('#alert'); return a.hidden ? null : a.textContent")
                 .await;
             if let Value::String(alert) = alert {
+                // The alert may have come between the two reads, and be what is awaited.
+                if self.js(script).await == Value::Bool(true) {
+                    return;
+                }
                 panic!("waiting until {what}, the page showed an error: {alert}");
             }
             if std::time::Instant::now() > deadline {
