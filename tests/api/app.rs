@@ -214,6 +214,18 @@ impl TestApp {
         assert_eq!(response.status(), 204, "arming a fault");
     }
 
+    /// Arms one fault that carries out the next `target` request containing every text of
+    /// `contains` (a JSON list) and holds its answer 3 s, past the SDK's 2.5 s attempt timeout.
+    pub async fn answer_late(&self, target: &str, contains: &Value) {
+        self.fault(
+            target,
+            "",
+            1,
+            json!({"contains": contains, "answer_delay_ms": 3000}),
+        )
+        .await;
+    }
+
     /// How often the armed faults matching `target` and `contains` fired, together.
     pub async fn fired(&self, target: &str, contains: &str) -> u64 {
         self.fired_where(target, json!(contains)).await

@@ -511,13 +511,7 @@ async fn a_submission_recorded_late_stays_at_its_provider() {
         .await;
     let update = "DynamoDB_20120810.UpdateItem";
     let record = json!([id, "provider_request_id = :request"]);
-    app.fault(
-        update,
-        "",
-        1,
-        json!({"contains": record, "answer_delay_ms": 3000}),
-    )
-    .await;
+    app.answer_late(update, &record).await;
     let state = &app.running.gateway.state;
     let body = json!({ "job_id": id }).to_string();
     let disposition = lambent::jobs::worker::process(state, &body)

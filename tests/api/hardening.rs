@@ -311,13 +311,7 @@ async fn a_password_change_answered_late_is_answered_as_made() {
     let (token, user_id) = app.user("latepass").await;
     let update = "DynamoDB_20120810.UpdateItem";
     let change = json!([user_id, "password_hash = :old"]);
-    app.fault(
-        update,
-        "",
-        1,
-        json!({"contains": change, "answer_delay_ms": 3000}),
-    )
-    .await;
+    app.answer_late(update, &change).await;
     let changed = app
         .client
         .post(app.url("/v1/auth/password"))
