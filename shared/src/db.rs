@@ -552,6 +552,29 @@ where
     }
 }
 
+/// What a conditional UpdateItem came to: `Ok(output)`, or `Err(old)` when its condition failed,
+/// `old` being the item as `ReturnValuesOnConditionCheckFailure::AllOld` returned it (`None`
+/// without one). Any other failure is the outer error.
+pub fn update_or_old(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+) -> anyhow::Result<Result<aws_sdk_dynamodb::operation::update_item::UpdateItemOutput, Option<Item>>>
+{
+    match result {
+        Ok(out) => Ok(Ok(out)),
+        Err(err) => match err.as_service_error() {
+            Some(
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                    failed,
+                ),
+            ) => Ok(Err(failed.item.clone())),
+            _ => Err(err.into()),
+        },
+    }
+}
+
 /// Whether an error is a failed condition of a single-item write.
 pub fn is_condition_failure<E>(err: &SdkError<E>) -> bool
 where

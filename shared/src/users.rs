@@ -796,20 +796,10 @@ pub async fn set_password(
         )
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(true),
-        Err(err) => match err.as_service_error() {
-            Some(
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
-                    failed,
-                ),
-            ) => Ok(failed
-                .item
-                .as_ref()
-                .is_some_and(|old| get_s(old, "password_hash") == Some(hash))),
-            _ => Err(anyhow::Error::from(err)),
-        },
-    }
+    Ok(match crate::db::update_or_old(result)? {
+        Ok(_) => true,
+        Err(old) => old.is_some_and(|old| get_s(&old, "password_hash") == Some(hash)),
+    })
 }
 
 /// Marks the account's email verified, if it is still `email`. `false` when it is not.

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     Update,
@@ -379,15 +378,10 @@ pub async fn claim(
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
-    let item = match result {
+    let item = match crate::db::update_or_old(result).context("claiming a job")? {
         Ok(out) => out.attributes.context("claim returned nothing")?,
-        Err(err) => match err.as_service_error() {
-            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => match &failed.item {
-                Some(old) if get_s(old, "claim_id") == Some(claim_id.as_str()) => old.clone(),
-                _ => return Ok(None),
-            },
-            _ => return Err(anyhow::Error::from(err).context("claiming a job")),
-        },
+        Err(Some(old)) if get_s(&old, "claim_id") == Some(claim_id.as_str()) => old,
+        Err(_) => return Ok(None),
     };
     Ok(Some(Job::from_item(&item)?))
 }
@@ -896,12 +890,9 @@ pub async fn record_submission(
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
         .send()
         .await;
-    let old = match result {
+    let old = match crate::db::update_or_old(result).context("recording a submission")? {
         Ok(_) => return Ok(Recorded::Recorded),
-        Err(err) => match err.as_service_error() {
-            Some(UpdateItemError::ConditionalCheckFailedException(failed)) => failed.item.clone(),
-            _ => return Err(anyhow::Error::from(err).context("recording a submission")),
-        },
+        Err(old) => old,
     };
     // This very record, committed by a try whose answer came too late (the SDK sent it again).
     if old.as_ref().is_some_and(|item| {
