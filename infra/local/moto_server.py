@@ -45,7 +45,8 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
   SendMessage lost after its sender's commit), or, with neither, go through after the wait; with
   "answer_delay_ms", the request is carried out and its answer held A ms more (a commit whose answer
   comes after the caller's timeout). GET /_lambent/faults lists the armed faults with how often each
-  fired.
+  fired, and how many matching requests were answered ("answered": a fault's request and the
+  caller's retries of it, so a test can wait until a retry has been carried out).
 
 Usage: python moto_server.py [--host 127.0.0.1] [--port 0] [--port-file PATH]
 With --port 0 a free port is chosen and written to --port-file once the server listens.
@@ -541,19 +542,30 @@ class Faults:
             "answer_delay_ms": int(fault.get("answer_delay_ms", 0)),
             "drop": bool(fault.get("drop", False)),
             "fired": 0,
+            # Every matching request answered, fired or not, the fault's own retries among them.
+            "answered": 0,
         }
         with self.lock:
             self.armed.append(fault)
 
     def take(self, target, body):
+        """The fault this request gets (or None), and every armed fault it matches."""
+        fired, matched = None, []
         with self.lock:
             for fault in self.armed:
                 wanted = fault["contains"] if isinstance(fault["contains"], list) else [fault["contains"]]
-                if fault["times"] > 0 and fault["target"] == target and all(str(w) in body for w in wanted):
-                    fault["times"] -= 1
-                    fault["fired"] += 1
-                    return dict(fault)
-        return None
+                if fault["target"] == target and all(str(w) in body for w in wanted):
+                    matched.append(fault)
+                    if fault["times"] > 0 and fired is None:
+                        fault["times"] -= 1
+                        fault["fired"] += 1
+                        fired = dict(fault)
+        return fired, matched
+
+    def answered(self, matched):
+        with self.lock:
+            for fault in matched:
+                fault["answered"] += 1
 
     def listing(self):
         with self.lock:
@@ -688,7 +700,15 @@ class LocalAws:
         raw = environ["wsgi.input"].read(length) if length else b""
         environ["wsgi.input"] = _Replay(raw)
         text = raw.decode("utf-8", "replace")
-        fault = self.faults.take(target, text)
+        fault, matched = self.faults.take(target, text)
+        try:
+            return self.serve(environ, start_response, target, raw, fault)
+        finally:
+            if matched:
+                self.faults.answered(matched)
+
+    def serve(self, environ, start_response, target, raw, fault):
+        """A request to the emulator, with the fault it gets (or None)."""
         if fault:
             if fault["delay_ms"]:
                 time.sleep(fault["delay_ms"] / 1000)

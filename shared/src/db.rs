@@ -109,19 +109,15 @@ impl Db {
         }
     }
 
-    /// Deletes an item if it exists and returns it: whoever takes it has it, once.
+    /// Deletes an item if it exists and returns it: whoever takes it has it, once. Read first,
+    /// then deleted through [`once`]: a DeleteItem returning the old item, answered late, would be
+    /// sent again, find nothing, and the caller would be told that what it took was not there.
     pub async fn take(&self, pk: &str, sk: &str) -> anyhow::Result<Option<Item>> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .condition_expression("attribute_exists(pk)")
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
-            .send()
-            .await;
-        Ok(unless_condition_failed(out)?.and_then(|o| o.attributes))
+        let Some(item) = self.get(pk, sk).await? else {
+            return Ok(None);
+        };
+        let delete = tx::delete(self, (pk, sk), Some("attribute_exists(pk)"), &[], vec![])?;
+        Ok(once(self, delete).await?.then_some(item))
     }
 
     /// Deletes every item of partition `pk`, a page at a time (batches of 25, what DynamoDB
@@ -423,6 +419,28 @@ pub async fn transact(
         }
         let wait = std::time::Duration::from_millis(attempt * 10 + 10);
         tokio::time::sleep(crate::backoff::jittered(wait, 0.5)).await;
+    }
+}
+
+/// Carries out one conditional write exactly once: `false` when its condition did not hold.
+///
+/// A single-item write (PutItem, UpdateItem, DeleteItem) has no client request token: when it
+/// commits but answers after the SDK's attempt timeout, the SDK sends it again, and the second
+/// attempt meets the first one's effect. A count is then counted twice, and a write conditioned
+/// on the item's state (new, present, unchanged) fails its condition and reads as refused. Sent as
+/// a one-action transaction through [`transact`], the retry carries the first attempt's token and
+/// is answered as done. It costs the transaction's double write units; it is for writes whose
+/// retry would be misread, not for those that can simply be repeated.
+pub async fn once(
+    db: &Db,
+    action: aws_sdk_dynamodb::types::TransactWriteItem,
+) -> anyhow::Result<bool> {
+    match transact(db, vec![action]).await {
+        Ok(()) => Ok(true),
+        Err(err) if failed_conditions(&err).is_some_and(|failed| failed.contains(&true)) => {
+            Ok(false)
+        }
+        Err(err) => Err(err.into()),
     }
 }
 

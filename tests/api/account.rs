@@ -389,3 +389,22 @@ async fn a_named_admin_becomes_one_once_the_email_is_verified() {
     names.sort();
     assert_eq!(names, ["boss", "someone_else"]);
 }
+
+/// A link whose token is taken by a write answered after the SDK's attempt timeout: the SDK's
+/// retry would find the token gone and the link would read as invalid. Taken once, it verifies.
+#[tokio::test]
+async fn a_verification_link_taken_late_still_verifies() {
+    let app = start().await;
+    let late = app.register("latelink@example.com", "latelink").await;
+    let access = late["access_token"].as_str().expect("access");
+    assert_eq!(ask_verification(&app, access).await.status(), 202);
+    let token = nth_token(&app, "latelink@example.com", 1, "verify-email").await;
+    let delete = "DynamoDB_20120810.DeleteItem";
+    let taken = json!([lambent::keys::account_token(&token)]);
+    app.answer_late_either(delete, &taken).await;
+    let verified = verify(&app, &token).await;
+    assert_eq!(verified.status(), 200);
+    assert_eq!(app.retried_either(delete, &taken).await, 1, "answered late");
+    assert_eq!(email_verified(&app, access).await, true);
+    problem(verify(&app, &token).await, 400, "invalid_token").await;
+}

@@ -20,6 +20,9 @@ pub struct TestApp {
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The emulator's target of a DynamoDB transaction.
+pub const TRANSACT: &str = "DynamoDB_20120810.TransactWriteItems";
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(&[]).await
@@ -233,6 +236,12 @@ impl TestApp {
 
     /// [`Self::fired`] for a fault armed with any `contains` (a list of texts among them).
     pub async fn fired_where(&self, target: &str, contains: Value) -> u64 {
+        self.fault_count(&[target], &contains, "fired").await
+    }
+
+    /// The armed faults' `counter` (`fired`, or `answered`: the matching requests answered),
+    /// summed over the faults matching one of `targets` and `contains`.
+    async fn fault_count(&self, targets: &[&str], contains: &Value, counter: &str) -> u64 {
         let faults: Vec<Value> = self
             .client
             .get(format!("{}/_lambent/faults", self.endpoint))
@@ -244,9 +253,29 @@ impl TestApp {
             .expect("json");
         faults
             .iter()
-            .filter(|f| f["target"] == target && f["contains"] == contains)
-            .map(|f| f["fired"].as_u64().unwrap_or(0))
+            .filter(|f| targets.iter().any(|t| f["target"] == *t) && f["contains"] == *contains)
+            .map(|f| f[counter].as_u64().unwrap_or(0))
             .sum()
+    }
+
+    /// [`Self::answer_late`] on a single-item write's `target` and on TransactWriteItems: a write
+    /// made once (`db::once` sends it as a one-action transaction) meets it, and so would the
+    /// plain write it replaced, so the test fails if the write goes back to being plain.
+    pub async fn answer_late_either(&self, target: &str, contains: &Value) {
+        for target in [target, TRANSACT] {
+            self.answer_late(target, contains).await;
+        }
+    }
+
+    /// Waits until the SDK's retry of the write that [`Self::answer_late_either`] held has been
+    /// answered too (two requests); how often the fault fired (1: the answer was late).
+    pub async fn retried_either(&self, target: &str, contains: &Value) -> u64 {
+        let targets = [target, TRANSACT];
+        wait_until("the late-answered write and its retry", || async {
+            self.fault_count(&targets, contains, "answered").await >= 2
+        })
+        .await;
+        self.fault_count(&targets, contains, "fired").await
     }
 
     /// The signing key secret's JSON, read from the emulator, to mint tokens in attacks.

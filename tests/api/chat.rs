@@ -223,6 +223,11 @@ async fn a_three_turn_chat_streams_as_written_is_stored_as_streamed_and_settles_
         l.token_delay = Duration::from_millis(5);
     });
     let reply_id = messages[5]["id"].as_str().expect("id");
+    // Its count of versions is answered after the SDK's attempt timeout: the retry must not count
+    // the version twice.
+    let update = "DynamoDB_20120810.UpdateItem";
+    let count = json!([reply_id, "ADD version_count"]);
+    app.answer_late_either(update, &count).await;
     let posted = ok_json(
         call(
             &app,
@@ -246,6 +251,13 @@ async fn a_three_turn_chat_streams_as_written_is_stored_as_streamed_and_settles_
         )
         .await;
     assert_eq!(detail["content"], "The tallest is about fifty metres");
+    assert_eq!(app.retried_either(update, &count).await, 1, "answered late");
+    let detail = app
+        .get_json(
+            &format!("/v1/sessions/{session}/messages/{reply_id}"),
+            &token,
+        )
+        .await;
     assert_eq!(detail["version_count"], 2);
     let versions: Vec<&str> = detail["versions"]
         .as_array()

@@ -387,3 +387,43 @@ async fn endpoints_are_owner_scoped_checked_and_their_secret_shown_once() {
     )
     .await;
 }
+
+/// An endpoint's creation and deletion answered after the SDK's attempt timeout: the retries
+/// would meet their own writes (a 500 for an endpoint made, a 404 for one deleted). Each is
+/// answered as done.
+#[tokio::test]
+async fn an_endpoint_made_and_deleted_late_is_answered_as_done() {
+    let app = TestApp::spawn_without_worker(&[]).await;
+    let (token, user_id) = app.user("latehook").await;
+    let (put, delete) = ("DynamoDB_20120810.PutItem", "DynamoDB_20120810.DeleteItem");
+    let made = json!([format!("USER#{user_id}"), "WHEP#", "whsec_"]);
+    app.answer_late_either(put, &made).await;
+    let created = create_endpoint(
+        &app,
+        &token,
+        &json!({"url": "https://hooks.example.com/late"}),
+    )
+    .await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(app.retried_either(put, &made).await, 1, "answered late");
+    let id = created.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let listed = app.get_json("/v1/webhook-endpoints", &token).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(1));
+
+    let gone = json!([format!("USER#{user_id}"), format!("WHEP#{id}")]);
+    app.answer_late_either(delete, &gone).await;
+    let deleted = app
+        .client
+        .delete(app.url(&format!("/v1/webhook-endpoints/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(app.retried_either(delete, &gone).await, 1, "answered late");
+    let listed = app.get_json("/v1/webhook-endpoints", &token).await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
+}

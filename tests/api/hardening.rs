@@ -3,9 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::app::{PASSWORD, TestApp, problem};
-
-const TRANSACT: &str = "DynamoDB_20120810.TransactWriteItems";
+use crate::app::{PASSWORD, TRANSACT, TestApp, problem};
 
 async fn token_of(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);

@@ -501,3 +501,19 @@ async fn style_names_are_unique_per_artist_and_an_unused_style_can_be_deleted() 
     assert_eq!(balance(&app, &artist).await, before);
     assert_ledger_sums(&app, &artist).await;
 }
+
+/// A use counted by a write answered after the SDK's attempt timeout: the SDK sends it again, and
+/// a plain `+1` would count the use twice (the popular sort reads the count). Counted once.
+#[tokio::test]
+async fn a_use_counted_late_is_counted_once() {
+    let (app, _fakes, artist, style) = published(10).await;
+    let (fan, _) = app.user("latefan").await;
+    let update = "DynamoDB_20120810.UpdateItem";
+    let count = json!([format!("STYLE#{style}"), "LISTING", "if_not_exists(uses"]);
+    app.answer_late_either(update, &count).await;
+    let id = app.submit_id(&fan, &generation(Some(&style))).await;
+    assert_eq!(finished(&app, &fan, &id).await["status"], "COMPLETED");
+    assert_eq!(app.retried_either(update, &count).await, 1, "answered late");
+    let mine = app.get_json("/v1/styles/me", &artist).await;
+    assert_eq!(mine["items"][0]["listing"]["uses"], 1, "{mine}");
+}

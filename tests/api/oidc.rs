@@ -672,3 +672,26 @@ async fn an_identity_belongs_to_one_account_and_an_account_has_one_per_provider(
     let response = link(&app, &bob, "google", &json!({})).await;
     problem(response, 422, "validation_failed").await;
 }
+
+/// A sign-in whose nonce is marked used by a write answered after the SDK's attempt timeout: the
+/// SDK's retry would find its own mark and refuse the sign-in as a replay. Spent once, it signs
+/// in; a replay is still refused.
+#[tokio::test]
+async fn a_nonce_spent_late_still_signs_in_once() {
+    let (app, fakes) = start().await;
+    let aud = oidc::web_client_id("google");
+    let nonce = format!("n-{}", uuid::Uuid::new_v4().simple());
+    let claims = fakes.oidc_claims("google", "g-late", aud, Some(&nonce));
+    let token = fakes.oidc_token("google", &claims, None);
+    let put = "DynamoDB_20120810.PutItem";
+    let spent = json!([lambent::keys::used_nonce("google", &nonce)]);
+    app.answer_late_either(put, &spent).await;
+    body(native(&app, "google", &token, Some(&nonce)).await, 201).await;
+    assert_eq!(app.retried_either(put, &spent).await, 1, "answered late");
+    problem(
+        native(&app, "google", &token, Some(&nonce)).await,
+        401,
+        "invalid_id_token",
+    )
+    .await;
+}

@@ -152,6 +152,11 @@ async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
     // Admission debited the model's price; nothing was refunded.
     assert_eq!(app.credits(&token).await, (before - 1, 0));
 
+    // The record's delete is answered after the SDK's attempt timeout: its retry, finding nothing,
+    // must not read as "still processing" (409).
+    let record = json!([format!("JOB#{id}"), "#status"]);
+    app.answer_late_either("DynamoDB_20120810.DeleteItem", &record)
+        .await;
     let deleted = app
         .client
         .delete(app.url(&location))
@@ -160,6 +165,12 @@ async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
         .await
         .expect("r");
     assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        app.retried_either("DynamoDB_20120810.DeleteItem", &record)
+            .await,
+        1,
+        "answered late"
+    );
     problem(
         app.get_with_token(&location, &token).await,
         404,

@@ -221,23 +221,22 @@ pub async fn spend_nonce(
     let Some(nonce) = &identity.nonce else {
         return Ok(());
     };
-    let result = state
-        .db
-        .client
-        .put_item()
-        .table_name(&state.db.table)
-        .item("pk", s(keys::used_nonce(provider, nonce)))
-        .item("sk", s(keys::UNIQUE))
-        .item(
-            "expires_at",
-            n(identity.expires_at + id_tokens::SKEW_SECONDS),
-        )
-        .condition_expression("attribute_not_exists(pk)")
-        .send()
-        .await;
-    match crate::db::unless_condition_failed(result)? {
-        Some(_) => Ok(()),
-        None => Err(Refusal::Nonce.problem()),
+    // Once: a PutItem answered late would be sent again, meet itself, and refuse this sign-in.
+    let spend = crate::db::put_new(
+        &state.db,
+        vec![
+            ("pk", s(keys::used_nonce(provider, nonce))),
+            ("sk", s(keys::UNIQUE)),
+            (
+                "expires_at",
+                n(identity.expires_at + id_tokens::SKEW_SECONDS),
+            ),
+        ],
+    )?;
+    if crate::db::once(&state.db, spend).await? {
+        Ok(())
+    } else {
+        Err(Refusal::Nonce.problem())
     }
 }
 

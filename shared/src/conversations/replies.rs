@@ -369,19 +369,19 @@ async fn record(
     if done {
         // Every completed version counts, whichever of two at once finished last (the message
         // shows the newest).
-        let counted = state
-            .db
-            .client
-            .update_item()
-            .table_name(&state.db.table)
-            .key("pk", s(&pk))
-            .key("sk", s(keys::message(&input.message_id)))
-            .update_expression("ADD version_count :one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await;
-        crate::db::unless_condition_failed(counted).context("counting a reply's versions")?;
+        // Once (a plain UpdateItem answered late is sent again and counts twice); `false`: the
+        // session was deleted meanwhile.
+        let count = crate::db::tx::update(
+            &state.db,
+            (&pk, &keys::message(&input.message_id)),
+            "ADD version_count :one",
+            Some("attribute_exists(pk)"),
+            &[],
+            vec![(":one", n(1))],
+        )?;
+        crate::db::once(&state.db, count)
+            .await
+            .context("counting a reply's versions")?;
     }
     Ok(())
 }

@@ -205,20 +205,22 @@ async fn used(state: &State, job: &JobRef, outcome: &Outcome) {
     ) else {
         return;
     };
-    let result = state
-        .db
-        .client
-        .update_item()
-        .table_name(&state.db.table)
-        .key("pk", s(keys::style_listing(style_id)))
-        .key("sk", s(keys::LISTING))
-        .update_expression("SET uses = if_not_exists(uses, :zero) + :one, gsi3sk = if_not_exists(uses, :zero) + :one")
-        .condition_expression("attribute_exists(pk)")
-        .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":one", n(1))
-        .send()
-        .await;
-    if let Err(err) = crate::db::unless_condition_failed(result) {
+    // Once: a plain UpdateItem answered late would be sent again and count the use twice.
+    let listing = keys::style_listing(style_id);
+    let counted = async {
+        let action = crate::db::tx::update(
+            &state.db,
+            (&listing, keys::LISTING),
+            "SET uses = if_not_exists(uses, :zero) + :one, gsi3sk = if_not_exists(uses, :zero) + :one",
+            Some("attribute_exists(pk)"),
+            &[],
+            vec![(":zero", n(0)), (":one", n(1))],
+        )?;
+        crate::db::once(&state.db, action).await
+    }
+    .await;
+    // `false`: the listing was deleted meanwhile; nothing to count.
+    if let Err(err) = counted {
         tracing::warn!(
             error = format!("{err:#}"),
             style_id,

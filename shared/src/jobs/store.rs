@@ -260,21 +260,21 @@ pub async fn get(db: &Db, job_id: &str) -> anyhow::Result<Option<Job>> {
 }
 
 /// Deletes a finished job's record (a deleted photo). `false` when the job is not finished.
+/// Once: a plain DeleteItem answered late would be sent again, find nothing, and read as "not
+/// finished".
 pub async fn delete_finished(db: &Db, job_id: &str) -> anyhow::Result<bool> {
-    let result = db
-        .client
-        .delete_item()
-        .table_name(&db.table)
-        .key("pk", s(keys::job(job_id)))
-        .key("sk", s(keys::JOB))
-        .condition_expression("#status IN (:completed, :failed, :canceled)")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":completed", s(Status::Completed.as_str()))
-        .expression_attribute_values(":failed", s(Status::Failed.as_str()))
-        .expression_attribute_values(":canceled", s(Status::Canceled.as_str()))
-        .send()
-        .await;
-    Ok(crate::db::unless_condition_failed(result)?.is_some())
+    let delete = crate::db::tx::delete(
+        db,
+        (&keys::job(job_id), keys::JOB),
+        Some("#status IN (:completed, :failed, :canceled)"),
+        &[("#status", "status")],
+        vec![
+            (":completed", s(Status::Completed.as_str())),
+            (":failed", s(Status::Failed.as_str())),
+            (":canceled", s(Status::Canceled.as_str())),
+        ],
+    )?;
+    crate::db::once(db, delete).await
 }
 
 /// Filters of a job listing.

@@ -243,23 +243,28 @@ pub async fn create_webhook_endpoint(
         created_at: timestamp(Utc::now()),
         secret: Some(secret.clone()),
     };
-    let mut put = state
-        .db
-        .client
-        .put_item()
-        .table_name(&state.db.table)
-        .condition_expression("attribute_not_exists(pk)")
-        .item("pk", s(keys::user(&caller.user_id)))
-        .item("sk", s(keys::endpoint(&endpoint.id)))
-        .item("id", s(&endpoint.id))
-        .item("url", s(&endpoint.url))
-        .item("events", AttributeValue::Ss(endpoint.events.clone()))
-        .item("secret", s(&secret))
-        .item("created_at", s(&endpoint.created_at));
+    let mut item = vec![
+        ("pk", s(keys::user(&caller.user_id))),
+        ("sk", s(keys::endpoint(&endpoint.id))),
+        ("id", s(&endpoint.id)),
+        ("url", s(&endpoint.url)),
+        ("events", AttributeValue::Ss(endpoint.events.clone())),
+        ("secret", s(&secret)),
+        ("created_at", s(&endpoint.created_at)),
+    ];
     if let Some(description) = &endpoint.description {
-        put = put.item("description", s(description));
+        item.push(("description", s(description)));
     }
-    put.send().await.context("creating a webhook endpoint")?;
+    // Once: a PutItem answered late would be sent again and meet itself (the id is new, so
+    // nothing else is there).
+    let created = crate::db::once(&state.db, crate::db::put_new(&state.db, item)?)
+        .await
+        .context("creating a webhook endpoint")?;
+    if !created {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "a new endpoint's id was taken"
+        )));
+    }
     tracing::info!(endpoint_id = %endpoint.id, "webhook endpoint created");
     json(StatusCode::CREATED, &endpoint)
 }
@@ -289,19 +294,20 @@ pub async fn delete_webhook_endpoint(
 ) -> Result<Response<Body>, ApiError> {
     let caller = Caller::from_request(&req)?;
     let id = endpoint_id(&req)?;
-    let result = state
-        .db
-        .client
-        .delete_item()
-        .table_name(&state.db.table)
-        .key("pk", s(keys::user(&caller.user_id)))
-        .key("sk", s(keys::endpoint(&id)))
-        .condition_expression("attribute_exists(pk)")
-        .send()
-        .await;
-    unless_condition_failed(result)
-        .context("deleting a webhook endpoint")?
-        .ok_or_else(not_found)?;
+    // Once: a DeleteItem answered late would be sent again, find nothing, and answer 404.
+    let delete = crate::db::tx::delete(
+        &state.db,
+        (&keys::user(&caller.user_id), &keys::endpoint(&id)),
+        Some("attribute_exists(pk)"),
+        &[],
+        vec![],
+    )?;
+    let deleted = crate::db::once(&state.db, delete)
+        .await
+        .context("deleting a webhook endpoint")?;
+    if !deleted {
+        return Err(not_found());
+    }
     Response::builder()
         .status(StatusCode::NO_CONTENT)
         .body(Body::Empty)
