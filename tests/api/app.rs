@@ -267,10 +267,16 @@ impl TestApp {
         }
     }
 
-    /// Waits until the SDK's retry of the write that [`Self::answer_late_either`] held has been
-    /// answered too (two requests); how often the fault fired (1: the answer was late).
-    pub async fn retried_either(&self, target: &str, contains: &Value) -> u64 {
-        let targets = [target, TRANSACT];
+    /// Waits until the SDK's retry of the write whose answer [`Self::answer_late`] (or
+    /// [`Self::answer_late_either`]) held for `contains` has been answered too (two requests);
+    /// how often the fault fired (1: the answer was late).
+    pub async fn retried(&self, contains: &Value) -> u64 {
+        let targets = [
+            "DynamoDB_20120810.UpdateItem",
+            "DynamoDB_20120810.PutItem",
+            "DynamoDB_20120810.DeleteItem",
+            TRANSACT,
+        ];
         wait_until("the late-answered write and its retry", || async {
             self.fault_count(&targets, contains, "answered").await >= 2
         })

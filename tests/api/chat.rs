@@ -251,7 +251,7 @@ async fn a_three_turn_chat_streams_as_written_is_stored_as_streamed_and_settles_
         )
         .await;
     assert_eq!(detail["content"], "The tallest is about fifty metres");
-    assert_eq!(app.retried_either(update, &count).await, 1, "answered late");
+    assert_eq!(app.retried(&count).await, 1, "answered late");
     let detail = app
         .get_json(
             &format!("/v1/sessions/{session}/messages/{reply_id}"),

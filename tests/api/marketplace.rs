@@ -513,7 +513,7 @@ async fn a_use_counted_late_is_counted_once() {
     app.answer_late_either(update, &count).await;
     let id = app.submit_id(&fan, &generation(Some(&style))).await;
     assert_eq!(finished(&app, &fan, &id).await["status"], "COMPLETED");
-    assert_eq!(app.retried_either(update, &count).await, 1, "answered late");
+    assert_eq!(app.retried(&count).await, 1, "answered late");
     let mine = app.get_json("/v1/styles/me", &artist).await;
     assert_eq!(mine["items"][0]["listing"]["uses"], 1, "{mine}");
 }

@@ -165,12 +165,7 @@ async fn a_photo_is_upscaled_stored_listed_served_and_deleted() {
         .await
         .expect("r");
     assert_eq!(deleted.status(), 204);
-    assert_eq!(
-        app.retried_either("DynamoDB_20120810.DeleteItem", &record)
-            .await,
-        1,
-        "answered late"
-    );
+    assert_eq!(app.retried(&record).await, 1, "answered late");
     problem(
         app.get_with_token(&location, &token).await,
         404,

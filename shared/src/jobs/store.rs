@@ -400,23 +400,47 @@ fn job_update(
 }
 
 /// Sets `:progress` and `:now`, plus `extra` assignments, and the message (or removes it).
+///
+/// Each report also writes its own id and the progress before it: a report answered after the
+/// SDK's attempt timeout is sent again, and the retry's old item is then the first attempt's
+/// (its progress this report's own), from which [`before_report`] still reads the progress
+/// before. (Without it the retry read "no change", and the `job.progress` event of a new quarter
+/// was lost.)
 fn with_progress(
     request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     message: Option<&str>,
     extra: &str,
+    report: &str,
 ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    let request = request
+        .expression_attribute_values(":report", s(report))
+        .expression_attribute_values(":none", n(0));
+    let set = "SET progress_before = if_not_exists(progress, :none), progress = :progress, \
+               progress_report = :report, updated_at = :now";
     match message {
         Some(message) => request
-            .update_expression(format!(
-                "SET progress = :progress, progress_message = :message, updated_at = :now{extra}"
-            ))
+            .update_expression(format!("{set}, progress_message = :message{extra}"))
             .expression_attribute_values(
                 ":message",
                 s(message.chars().take(200).collect::<String>()),
             ),
-        None => request.update_expression(format!(
-            "SET progress = :progress, updated_at = :now{extra} REMOVE progress_message"
-        )),
+        None => request.update_expression(format!("{set}{extra} REMOVE progress_message")),
+    }
+}
+
+/// The progress before report `report`, from the item as it was when the report was written:
+/// the progress there, or, when that item is this report's own first attempt, the progress it
+/// found.
+fn before_report(old: Option<&HashMap<String, AttributeValue>>, report: &str) -> u8 {
+    let percent = |name| {
+        old.and_then(|i| get_i64(i, name))
+            .and_then(|p| u8::try_from(p.clamp(0, 100)).ok())
+            .unwrap_or(0)
+    };
+    if old.and_then(|i| get_s(i, "progress_report")) == Some(report) {
+        percent("progress_before")
+    } else {
+        percent("progress")
     }
 }
 
@@ -427,12 +451,6 @@ pub enum Reported {
     Recorded { before: u8 },
     /// The job should stop: cancel was requested, or it is no longer running (the reaper failed it).
     Stop,
-}
-
-fn progress_of(item: Option<&HashMap<String, AttributeValue>>) -> u8 {
-    item.and_then(|i| get_i64(i, "progress"))
-        .and_then(|p| u8::try_from(p.clamp(0, 100)).ok())
-        .unwrap_or(0)
 }
 
 /// Records progress of a running job, or says that it should stop.
@@ -449,7 +467,8 @@ pub async fn report_progress(
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
         .return_values(ReturnValue::AllOld);
-    request = with_progress(request, message, "");
+    let report = uuid::Uuid::new_v4().to_string();
+    request = with_progress(request, message, "", &report);
     // No longer running (the reaper failed it) reads as a request to stop.
     let Some(out) = unless_condition_failed(request.send().await).context("recording progress")?
     else {
@@ -465,7 +484,7 @@ pub async fn report_progress(
         Reported::Stop
     } else {
         Reported::Recorded {
-            before: progress_of(old),
+            before: before_report(old, &report),
         }
     })
 }
@@ -933,11 +952,22 @@ pub async fn record_provider_progress(
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
         .expression_attribute_values(":heard", n(now.timestamp()))
-        .return_values(ReturnValue::AllOld);
-    request = with_progress(request, message, ", gsi3sk = :heard");
-    Ok(unless_condition_failed(request.send().await)
-        .context("recording provider progress")?
-        .map(|out| progress_of(out.attributes.as_ref())))
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    let report = uuid::Uuid::new_v4().to_string();
+    request = with_progress(request, message, ", gsi3sk = :heard", &report);
+    Ok(
+        match crate::db::update_or_old(request.send().await)
+            .context("recording provider progress")?
+        {
+            Ok(out) => Some(before_report(out.attributes.as_ref(), &report)),
+            // A retry of this report whose first attempt was answered late: recorded by it.
+            Err(Some(old)) if get_s(&old, "progress_report") == Some(report.as_str()) => {
+                Some(before_report(Some(&old), &report))
+            }
+            Err(_) => None,
+        },
+    )
 }
 
 /// Records that a job still running at its provider was just polled.
