@@ -10,10 +10,11 @@ Peak per core and cycle, from the vendors' instruction tables (two FMA pipes on 
   instruction through its two 256-bit pipes together, so AVX-512 adds no FLOP per cycle there:
   fp32 32, bf16 64 (A. Yee's Zen 4 and Zen 5 AVX-512 teardowns, numberworld.org; Zen 5, family
   0x1A, has full-width pipes).
-The clock is measured: every core at once runs a chain of dependent adds (`clock.c`, built with
-gcc), so it is the clock the cores hold under load, turbo included. A VM's /proc/cpuinfo shows
-the nominal clock only (2.60 GHz on an EPYC whose cores ran at 3.67), which made fractions of peak
-read over 100%. Where the measurement cannot run, the highest `cpu MHz` is used and said so."""
+The clock is measured: every core at once runs a chain of dependent multiplies (`clock.c`, built
+with gcc), so it is the clock the cores hold under load, turbo included. (Dependent `add $1`s read
+23.5 GHz on a Xeon whose renamer folds them; a register add chain and the multiplies agree on
+3.98.) A VM's /proc/cpuinfo shows the nominal clock only (2.60 GHz on an EPYC whose cores ran at
+3.67), which made fractions of peak read over 100%. Where the measurement cannot run, the highest `cpu MHz` is used and said so."""
 
 import functools
 import os
