@@ -150,7 +150,8 @@ def upscaling():
         for name, precision, spmp, rss, out, _ in rows:
             gflops = flop_per_mp / spmp / 1e9
             share = gflops / cpu.peak_gflops(precision)
-            quality = f"{psnr(out, reference):.1f} dB" if reference.exists() else "-"
+            # The reference itself: no PSNR to give (it read "inf dB").
+            quality = f"{psnr(out, reference):.1f} dB" if reference.exists() and out != reference else "-"
             ratio = f"{best_torch / spmp:.2f}x" if best_torch else "-"
             print(f"| {model} | {name} | {spmp:.1f} | {gflops:.0f} | {share:.0%} {precision} | {rss:.0f} | {quality} | {ratio} |")
         for name, why in skipped:
