@@ -461,3 +461,39 @@ async fn a_progress_report_answered_late_still_sends_its_event() {
     progress.sort_unstable();
     assert_eq!(progress, [30, 50, 80]);
 }
+
+/// An AI server's progress report recorded by a write answered after the SDK's attempt timeout:
+/// the retry fails `progress < :progress` (the first attempt set it), and read as "no change" it
+/// lost the event. The retry finds its own report there, so the quarter it entered still sends
+/// `job.progress`.
+#[tokio::test]
+async fn an_ai_servers_progress_recorded_late_still_sends_its_event() {
+    let (app, fakes) = crate::generation::start(&[], true).await;
+    fakes.configure(|b| b.hold_webhooks = true);
+    let receiver = Receiver::start().await;
+    let (token, _) = app.user("lateai").await;
+    let mut job = crate::generation::text_to_image("ai", "studio/portrait-v2");
+    job["webhook_url"] = json!(receiver.url);
+    let response = app.submit(&token, &job).await;
+    assert_eq!(response.status(), 202);
+    let submitted: Value = response.json().await.expect("json");
+    let id = submitted["id"].as_str().expect("id");
+    receiver.set(|r| r.secret = submitted["webhook_secret"].as_str().map(str::to_owned));
+    // The server's progress (50) and completion, held until the fault is armed.
+    let sent = crate::generation::webhooks(&fakes, 2).await;
+    assert_eq!(sent[0].method, "PATCH", "progress first");
+    let report = json!([format!("JOB#{id}"), "progress_report"]);
+    app.answer_late("DynamoDB_20120810.UpdateItem", &report)
+        .await;
+    assert_eq!(fakes.send(&sent[0]).await.expect("progress"), 200);
+    assert_eq!(app.retried(&report).await, 1, "answered late");
+    assert_eq!(fakes.send(&sent[1]).await.expect("completion"), 200);
+    let received = receiver
+        .until(|r| !of_type(r, "job.completed").is_empty())
+        .await;
+    let progress: Vec<i64> = of_type(&received, "job.progress")
+        .iter()
+        .filter_map(|r| r.body["data"]["progress"].as_i64())
+        .collect();
+    assert_eq!(progress, [50]);
+}

@@ -34,7 +34,7 @@ pub(crate) async fn start(extra: &[(&str, &str)], worker: bool) -> (TestApp, Fak
     (app, fakes)
 }
 
-fn text_to_image(provider: &str, model: &str) -> Value {
+pub(crate) fn text_to_image(provider: &str, model: &str) -> Value {
     json!({"kind": "generate", "input": {"provider": provider, "model": model, "task": "text_to_image",
         "prompt": "a lighthouse at dusk", "width": 512, "height": 512}})
 }
@@ -76,7 +76,7 @@ async fn at_provider(app: &TestApp, token: &str, id: &str) -> String {
 }
 
 /// Waits for the fakes to have produced `count` webhooks.
-async fn webhooks(fakes: &FakeProviders, count: usize) -> Vec<Webhook> {
+pub(crate) async fn webhooks(fakes: &FakeProviders, count: usize) -> Vec<Webhook> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let webhooks = fakes.webhooks();
