@@ -406,18 +406,22 @@ fn job_update(
 /// (its progress this report's own), from which [`before_report`] still reads the progress
 /// before. (Without it the retry read "no change", and the `job.progress` event of a new quarter
 /// was lost.)
+/// Returns the request and the report's id.
 fn with_progress(
     request: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
     message: Option<&str>,
     extra: &str,
-    report: &str,
-) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+) -> (
+    aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    String,
+) {
+    let report = uuid::Uuid::new_v4().to_string();
     let request = request
-        .expression_attribute_values(":report", s(report))
+        .expression_attribute_values(":report", s(&report))
         .expression_attribute_values(":none", n(0));
     let set = "SET progress_before = if_not_exists(progress, :none), progress = :progress, \
                progress_report = :report, updated_at = :now";
-    match message {
+    let request = match message {
         Some(message) => request
             .update_expression(format!("{set}, progress_message = :message{extra}"))
             .expression_attribute_values(
@@ -425,7 +429,8 @@ fn with_progress(
                 s(message.chars().take(200).collect::<String>()),
             ),
         None => request.update_expression(format!("{set}{extra} REMOVE progress_message")),
-    }
+    };
+    (request, report)
 }
 
 /// The progress before report `report`, from the item as it was when the report was written:
@@ -461,14 +466,13 @@ pub async fn report_progress(
     message: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Reported> {
-    let mut request = job_update(db, job_id)
+    let request = job_update(db, job_id)
         .condition_expression("#status = :running")
         .expression_attribute_values(":running", s(Status::InProgress.as_str()))
         .expression_attribute_values(":progress", n(percent.min(100)))
         .expression_attribute_values(":now", s(timestamp(now)))
         .return_values(ReturnValue::AllOld);
-    let report = uuid::Uuid::new_v4().to_string();
-    request = with_progress(request, message, "", &report);
+    let (request, report) = with_progress(request, message, "");
     // No longer running (the reaper failed it) reads as a request to stop.
     let Some(out) = unless_condition_failed(request.send().await).context("recording progress")?
     else {
@@ -943,7 +947,7 @@ pub async fn record_provider_progress(
     message: Option<&str>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<u8>> {
-    let mut request = job_update(db, job_id)
+    let request = job_update(db, job_id)
         .condition_expression(
             "#status = :running AND attribute_exists(provider_request_id) \
              AND (attribute_not_exists(progress) OR progress < :progress)",
@@ -954,8 +958,7 @@ pub async fn record_provider_progress(
         .expression_attribute_values(":heard", n(now.timestamp()))
         .return_values(ReturnValue::AllOld)
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    let report = uuid::Uuid::new_v4().to_string();
-    request = with_progress(request, message, ", gsi3sk = :heard", &report);
+    let (request, report) = with_progress(request, message, ", gsi3sk = :heard");
     Ok(
         match crate::db::update_or_old(request.send().await)
             .context("recording provider progress")?
