@@ -157,7 +157,51 @@ def upscaling():
         for name, why in skipped:
             print(f"| {model} | {name} | timed out ({why}) | | | | | |")
     print()
+    seams(cpu, openvino)
     memory_growth(cpu, openvino)
+
+
+def seams(cpu=None, openvino=None):
+    """What tiling costs in quality and time: the whole chelsea photo (451x300, fur), larger than
+    one tile, tiled as the worker tiles it beside untiled and beside Real-ESRGAN's own pad of 10."""
+    cpu = cpu or Cpu()
+    openvino = openvino or openvino_mode(cpu)
+    photos()
+    source = WORK / "chelsea-rgb.png"
+    Image.open(WORK / "chelsea.png").convert("RGB").save(source)
+    megapixels = 451 * 300 / 1e6
+    print(f"Tiles and their seams (the whole chelsea photo, 451x300, {openvino[2].removeprefix('Lambent, ')}): PSNR of the")
+    print("tiled output against the same engine untiled, and against exact fp32 (ONNX Runtime) untiled. The worker")
+    print("reads each model's own context where tiles meet (x4plus 24 px, animevideov3 10) and mirrors 10 px at the")
+    print("image's edges; Real-ESRGAN's `--tile_pad` is 10 everywhere.")
+    print()
+    print("| model | tiles | s/MP | PSNR vs untiled | PSNR vs exact fp32 untiled |")
+    print("|---|---|---:|---:|---:|")
+    for model, configs in (
+        ("realesrgan-x4plus", [("untiled", ["--tile", "0"]), ("256 px, context 24 (the worker's)", []),
+                               ("192 px, context 24", ["--tile", "192"]),
+                               ("256 px, pad 10 (Real-ESRGAN's)", ["--tile-pad", "10"])]),
+        ("realesr-animevideov3-x4", [("untiled", ["--tile", "0"]), ("256 px, context 10 (the worker's)", [])]),
+    ):
+        exact = WORK / f"seams-{model}-exact.png"
+        try:
+            run([str(UPSCALE), model, str(source), str(exact), "--provider", "cpu", "--tile", "0"], timeout=PEER_TIMEOUT)
+        except TimedOut as why:
+            print(f"| {model} | exact fp32 untiled: timed out ({why}) | | | |")
+            continue
+        untiled = None
+        for label, flags in configs:
+            out = WORK / f"seams-{model}-{len(flags)}-{flags[-1] if flags else 'default'}.png"
+            try:
+                result, _ = run([str(UPSCALE), model, str(source), str(out), "--provider", openvino[0], *flags, "--repeat", "2"],
+                                timeout=PEER_TIMEOUT)
+            except TimedOut as why:
+                print(f"| {model} | {label}: timed out ({why}) | | | |")
+                continue
+            untiled = untiled or out
+            same = "-" if out == untiled else f"{psnr(out, untiled):.1f} dB"
+            print(f"| {model} | {label} | {result['run_seconds'] / megapixels:.1f} | {same} | {psnr(out, exact):.1f} dB |")
+    print()
 
 
 def memory_growth(cpu=None, openvino=None):

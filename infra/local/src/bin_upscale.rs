@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             "--tile" => options.tile = value.parse()?,
-            "--tile-pad" => options.tile_pad = value.parse()?,
+            "--tile-pad" => options.tile_pad = Some(value.parse()?),
             "--repeat" => repeat = value.parse::<usize>()?.max(1),
             "--library" => library = Some(PathBuf::from(value)),
             "--models" => dir = Some(PathBuf::from(value)),

@@ -35,7 +35,9 @@ pub struct UpscaleSettings {
     pub outscale: Option<f32>,
     /// Tile side in input pixels (32 to 512); default from the deployment (256).
     pub tile: Option<u32>,
-    /// Context around each tile (0 to 64, default 10).
+    /// Context where a tile meets another, in input pixels (0 to 64); default the model's own:
+    /// 24 for `realesrgan-x4plus`, 16 for its anime variant, 10 for the animevideov3 models. The
+    /// image's edges get 10 mirrored pixels whatever this is.
     pub tile_pad: Option<u32>,
     /// Shrink the input first so its long side is at most this (64 to 8192; PetCam used 1080).
     pub pre_shrink: Option<u32>,

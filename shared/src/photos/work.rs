@@ -30,8 +30,6 @@ const MAX_OUTPUT_PIXELS: u64 = 8192 * 8192;
 const MAX_STREAMED_OUTPUT_PIXELS: u64 = 16_384 * 16_384;
 /// The longest side an output may have (JPEG's limit).
 const MAX_OUTPUT_SIDE: u32 = 65_535;
-/// Real-ESRGAN's default `--tile_pad`.
-const DEFAULT_TILE_PAD: u32 = 10;
 const DEFAULT_QUALITY: u8 = 92;
 
 /// `upscale`: one upload → `original` and `upscaled` artifacts.
@@ -191,7 +189,7 @@ async fn upscale_image(
     })?;
     let options = Options {
         tile: settings.tile.unwrap_or(state.config.upscale.tile),
-        tile_pad: settings.tile_pad.unwrap_or(DEFAULT_TILE_PAD),
+        tile_pad: settings.tile_pad,
         outscale: settings.outscale,
         pre_shrink: settings.pre_shrink,
     };
