@@ -172,15 +172,15 @@ def seams(cpu=None, openvino=None):
     megapixels = 451 * 300 / 1e6
     print(f"Tiles and their seams (the whole chelsea photo, 451x300, {openvino[2].removeprefix('Lambent, ')}): PSNR of the")
     print("tiled output against the same engine untiled, and against exact fp32 (ONNX Runtime) untiled. The worker")
-    print("reads each model's own context where tiles meet (x4plus 24 px, animevideov3 10) and mirrors 10 px at the")
-    print("image's edges; Real-ESRGAN's `--tile_pad` is 10 everywhere.")
+    print("reads each model's own context where tiles meet (x4plus 24 px, animevideov3 10; on OpenVINO widened until")
+    print("the model's input width is a multiple of 16) and mirrors 10 px at the image's edges.")
     print()
     print("| model | tiles | s/MP | PSNR vs untiled | PSNR vs exact fp32 untiled |")
     print("|---|---|---:|---:|---:|")
     for model, configs in (
         ("realesrgan-x4plus", [("untiled", ["--tile", "0"]), ("256 px, context 24 (the worker's)", []),
                                ("192 px, context 24", ["--tile", "192"]),
-                               ("256 px, pad 10 (Real-ESRGAN's)", ["--tile-pad", "10"])]),
+                               ("256 px, tile_pad 10 (Real-ESRGAN's default)", ["--tile-pad", "10"])]),
         ("realesr-animevideov3-x4", [("untiled", ["--tile", "0"]), ("256 px, context 10 (the worker's)", [])]),
     ):
         exact = WORK / f"seams-{model}-exact.png"

@@ -27,13 +27,21 @@ from spandrel.architectures.ESRGAN.__arch.RRDB import RRDBNet
 def load(path):
     graph = onnx.load(path).graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    # Learned parameters in graph order: each Conv's weight and bias, each PRelu's slope.
-    params = []
+    # Learned parameters in graph order: each Conv's weight and bias, each PRelu's slope. A dense
+    # block's conv that the converter wrote as convs on the parts of its input (`<conv>.partK`,
+    # summed by `<conv>.sum`; the first part carries the bias) is put back together.
+    params, parts = [], []
     for node in graph.node:
-        if node.op_type == "Conv":
+        if node.op_type == "Conv" and ".part" in node.name:
+            parts.append(node)
+        elif node.op_type == "Conv":
             params += [weights[node.input[1]], weights[node.input[2]]]
+        elif node.op_type == "Sum" and parts and node.name == parts[0].name.rsplit(".part", 1)[0] + ".sum":
+            params += [np.concatenate([weights[p.input[1]] for p in parts], axis=1), weights[parts[0].input[2]]]
+            parts = []
         elif node.op_type == "PRelu":
             params.append(weights[node.input[1]].reshape(-1))
+    assert not parts, f"{parts[0].name}: parts without their sum"
     compact = any(n.op_type == "PRelu" for n in graph.node)
     if compact:
         num_conv = sum(n.op_type == "Conv" for n in graph.node) - 2
