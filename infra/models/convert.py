@@ -238,7 +238,9 @@ def without_concats(model: onnx.ModelProto) -> onnx.ModelProto:
     split = {
         n.output[0]: n
         for n in graph.node
-        if n.op_type == "Concat" and all(c.op_type == "Conv" for c in consumers.get(n.output[0], []))
+        if n.op_type == "Concat"
+        and consumers.get(n.output[0])
+        and all(c.op_type == "Conv" for c in consumers[n.output[0]])
     }
     nodes = []
     for node in graph.node:
