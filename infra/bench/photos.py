@@ -168,9 +168,10 @@ def seams(cpu=None, openvino=None):
     openvino = openvino or openvino_mode(cpu)
     photos()
     source = WORK / "chelsea-rgb.png"
-    Image.open(WORK / "chelsea.png").convert("RGB").save(source)
-    megapixels = 451 * 300 / 1e6
-    print(f"Tiles and their seams (the whole chelsea photo, 451x300, {openvino[2].removeprefix('Lambent, ')}): PSNR of the")
+    image = Image.open(WORK / "chelsea.png").convert("RGB")
+    image.save(source)
+    megapixels = image.width * image.height / 1e6
+    print(f"Tiles and their seams (the whole chelsea photo, {image.width}x{image.height}, {openvino[2].removeprefix('Lambent, ')}): PSNR of the")
     print("tiled output against the same engine untiled, and against exact fp32 (ONNX Runtime) untiled. The worker")
     print("reads each model's own context where tiles meet (x4plus 24 px, animevideov3 10; on OpenVINO widened until")
     print("the model's input width is a multiple of 16) and mirrors 10 px at the image's edges.")

@@ -317,7 +317,7 @@ impl Upscaler {
         put: &mut Put<'_>,
     ) -> anyhow::Result<bool> {
         let layout = self.layout(model, &image, options, eight_bits)?;
-        let name = model;
+        let context = options.tile_pad.unwrap_or_else(|| context(model));
         let model = self.model(model)?;
         let (width, height) = shrunk(&image, options);
         let image = if (width, height) == (image.width(), image.height()) {
@@ -330,7 +330,6 @@ impl Upscaler {
         let grid = tile_grid(width, height, options.tile);
         let total = grid.len() * if alpha { 2 } else { 1 };
         let s = model.scale;
-        let context = options.tile_pad.unwrap_or_else(|| context(name));
         let align = match self.provider {
             Provider::OpenVino { .. } => OPENVINO_WIDTH_MULTIPLE,
             Provider::Cpu | Provider::Cuda => 1,
@@ -862,6 +861,15 @@ mod tests {
             Pads::of(whole, 100, 150, 24).widened(whole, 100, 16),
             pads(10, 10, 10, 10)
         );
+    }
+
+    #[test]
+    fn every_model_given_its_own_context_is_a_shipped_one() {
+        // `context` matches on names: a misspelt one would silently fall back to the edge pad.
+        for name in ["realesrgan-x4plus", "realesrgan-x4plus-anime"] {
+            assert!(MODELS.iter().any(|(n, _)| *n == name), "{name}");
+            assert!(context(name) > EDGE_PAD, "{name}");
+        }
     }
 
     #[test]
