@@ -14,7 +14,14 @@ The clock is measured: every core at once runs a chain of dependent multiplies (
 with gcc), so it is the clock the cores hold under load, turbo included. (Dependent `add $1`s read
 23.5 GHz on a Xeon whose renamer folds them; a register add chain and the multiplies agree on
 3.98.) A VM's /proc/cpuinfo shows the nominal clock only (2.60 GHz on an EPYC whose cores ran at
-3.67), which made fractions of peak read over 100%. Where the measurement cannot run, the highest `cpu MHz` is used and said so."""
+3.67), which made fractions of peak read over 100%. Where the measurement cannot run, the highest `cpu MHz` is used and said so.
+
+The tables' peak is not what a unit sustains, so that is measured too (`units.c`, built with gcc):
+every core runs the precision's widest instruction (vfmadd231ps; AMX's tdpbf16ps or AVX-512
+BF16's vdpbf16ps) on random operands, nothing else. On the Xeon with AMX of 2026-12-06 the
+FMAs reached the tables' rate, AMX 81–83% of it (3.3 of the 4.1 TFLOP/s a core should do at
+3.98 GHz; on zero tiles it ran at the full rate, so the operands are random), and vdpbf16ps a
+quarter of the 128 FLOP a cycle assumed above (one every two cycles on this core)."""
 
 import functools
 import os
@@ -23,8 +30,8 @@ import re
 import subprocess
 from pathlib import Path
 
-CLOCK_SOURCE = Path(__file__).with_name("clock.c")
-CLOCK_BINARY = Path(__file__).resolve().parents[2] / ".local" / "bench" / "clock"
+HERE = Path(__file__).parent
+BUILT = Path(__file__).resolve().parents[2] / ".local" / "bench"
 
 
 def _cpuinfo():
@@ -34,19 +41,32 @@ def _cpuinfo():
         return ""
 
 
-@functools.cache
-def measured_ghz(cores):
-    """The mean clock of `cores` cores all busy at once, or None where it cannot be measured."""
+def _measure(name, *args):
+    """Builds `name`.c (again when the source is newer) and runs it; its output, or None where it
+    cannot be built or run."""
+    source, binary = HERE / f"{name}.c", BUILT / name
     try:
-        if not CLOCK_BINARY.exists() or CLOCK_BINARY.stat().st_mtime < CLOCK_SOURCE.stat().st_mtime:
-            CLOCK_BINARY.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["gcc", "-O2", "-pthread", "-o", str(CLOCK_BINARY), str(CLOCK_SOURCE)],
+        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+            binary.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(source)],
                            check=True, capture_output=True, timeout=60)
-        out = subprocess.run([str(CLOCK_BINARY), str(cores)], check=True, capture_output=True,
-                             text=True, timeout=60).stdout
+        out = subprocess.run([str(binary), *map(str, args)], check=True, capture_output=True,
+                             text=True, timeout=120).stdout
         return float(out)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
+
+
+@functools.cache
+def measured_ghz(cores):
+    """The mean clock of `cores` cores all busy at once, or None where it cannot be measured."""
+    return _measure("clock", cores)
+
+
+@functools.cache
+def measured_unit_gflops(kind, cores):
+    """What `cores` cores together sustain on `kind`'s instruction (units.c), or None."""
+    return _measure("units", kind, cores)
 
 
 class Cpu:
@@ -97,6 +117,21 @@ class Cpu:
     def peak_gflops(self, precision):
         per_cycle = self.bf16_flop_per_cycle() if precision == "bf16" else self.fp32_flop_per_cycle()
         return per_cycle * self.ghz * self.cores
+
+    def unit(self, precision):
+        """The instruction the peak of `precision` counts on: (units.c's kind, its name), or None."""
+        if precision == "bf16":
+            if self.amx:
+                return "amx", "AMX tdpbf16ps"
+            return ("dpbf16", "AVX-512 BF16 vdpbf16ps") if self.avx512_bf16 else None
+        if self.avx512:
+            return "fma512", "AVX-512 vfmadd231ps"
+        return ("fma256", "AVX2 vfmadd231ps") if self.avx2 else None
+
+    def unit_gflops(self, precision):
+        """What the unit of `precision` sustains on every core at once, measured; or None."""
+        unit = self.unit(precision)
+        return measured_unit_gflops(unit[0], self.cores) if unit else None
 
     def line(self):
         clock = (f"{self.ghz:.2f} GHz measured under load (/proc/cpuinfo: {self.nominal_ghz:.2f})"

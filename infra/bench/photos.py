@@ -8,9 +8,13 @@ peak for the precision used (infra/bench/cpu.py), peak RSS and PSNR against PyTo
 - Lambent: the worker's path (`lambent-upscale`, release build): ONNX Runtime's CPU kernels in
   fp32 (exact) and the OpenVINO execution provider (bf16 where the CPU computes it, fp32
   elsewhere: the label says which), tiles of 256 px.
+- Lambent's OpenVINO path in fp32 too where the CPU computes bf16: not the worker's choice there,
+  but the same engine measured against the fp32 peak.
 Each peer runs under a time limit (BENCH_PEER_TIMEOUT, default 900 s): one that passes it is
 reported as such and the bench goes on.
-Then Lambent's peak memory as the input grows (256², 512², 1024²).
+Then the ceilings (what the precision's unit sustains alone, `units.c`, and what the worker's
+engine reaches on plain stacks of 3x3 convolutions of one width, `ceiling.py`), the seams of
+tiling, and Lambent's peak memory as the input grows (256² to 2048²).
 
 Best-cut: OpenCV (cvtColor + Laplacian(CV_64F) + var) vs `lambent-bestcut`, both timed on decoded
 pixels only.
@@ -38,6 +42,8 @@ UPSCALE = ROOT / "target" / "release" / "lambent-upscale"
 BESTCUT = ROOT / "target" / "release" / "lambent-bestcut"
 MODELS = ROOT / "infra" / "models" / "out"
 PEER_TIMEOUT = int(os.environ.get("BENCH_PEER_TIMEOUT", "900"))
+# The convolutions in each stack of `ceilings` (infra/bench/ceiling.py).
+CEILING_DEPTH = 16
 
 
 class TimedOut(Exception):
@@ -73,10 +79,12 @@ def crop(source, side, name):
     return path
 
 
-def run(command, timeout=None):
-    """Runs a command in its own process; returns its JSON line and its peak RSS in MB. Past
-    `timeout` seconds it is killed and `TimedOut` raised."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def run(command, timeout=None, env=None):
+    """Runs a command in its own process (with `env` added to this one's environment); returns
+    its JSON line and its peak RSS in MB. Past `timeout` seconds it is killed and `TimedOut`
+    raised."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, **env} if env else None)
     deadline = time.monotonic() + timeout if timeout else None
     # Polled, not waited for by subprocess: wait4 gives the child's own peak RSS (the output is
     # one JSON line, which the pipe holds).
@@ -114,12 +122,14 @@ def upscaling():
     source = crop("chelsea.png", side, f"chelsea-{side}.png")
     megapixels = side * side / 1e6
     print(f"Upscaling x4, a {side}x{side} crop of a real photo (chelsea), on {cpu.line()}.")
-    print("Seconds per input megapixel; the rate of the model's convolutions and its share of the CPU's peak for the")
-    print("precision used; peak RSS of the process; PSNR against PyTorch fp32 (same weights; the input mirrored 10 px at")
-    print("its edges on both sides). Each engine in its best mode for this CPU.")
+    print("Seconds per input megapixel; the rate of the model's convolutions, its share of the CPU's peak for the")
+    print("precision used and of what that unit sustains (below); peak RSS of the process; PSNR against PyTorch fp32")
+    print("(same weights; the input mirrored 10 px at its edges on both sides). Each engine in its best mode for this")
+    print("CPU. PyTorch's time is the model's forward pass; Lambent's is the worker's whole path: the tiles read, the")
+    print("model, the output's samples and its PNG encoding.")
     print()
-    print("| model | engine | s/MP | GFLOP/s | of peak | peak RSS MB | PSNR vs PyTorch fp32 | vs best PyTorch |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| model | engine | s/MP | GFLOP/s | of peak | of the unit | peak RSS MB | PSNR vs PyTorch fp32 | vs best PyTorch |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     torch_modes = [("fp32", "PyTorch fp32")]
     if cpu.native_bf16:
         torch_modes.append(("bf16", f"PyTorch bf16 autocast ({'AMX' if cpu.amx else 'AVX-512 BF16'})"))
@@ -137,7 +147,11 @@ def upscaling():
                 rows.append((name, mode, result["run_seconds"] / megapixels, rss, out, True))
             except TimedOut as why:
                 skipped.append((name, str(why)))
-        for provider, precision, name in (("cpu", "fp32", "Lambent, ONNX Runtime fp32 (exact)"), openvino):
+        lambent = [("cpu", "fp32", "Lambent, ONNX Runtime fp32 (exact)"), openvino]
+        if cpu.native_bf16:
+            # Not the worker's choice here (bf16 is faster), but the same engine against the fp32 peak.
+            lambent.append(("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32"))
+        for provider, precision, name in lambent:
             out = WORK / f"{model}-lambent-{provider}.png"
             try:
                 result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", provider, "--repeat", "2"],
@@ -150,15 +164,57 @@ def upscaling():
         for name, precision, spmp, rss, out, _ in rows:
             gflops = flop_per_mp / spmp / 1e9
             share = gflops / cpu.peak_gflops(precision)
+            unit = cpu.unit_gflops(precision)
+            of_unit = f"{gflops / unit:.0%}" if unit else "-"
             # The reference itself: no PSNR to give (it read "inf dB").
             quality = f"{psnr(out, reference):.1f} dB" if reference.exists() and out != reference else "-"
             ratio = f"{best_torch / spmp:.2f}x" if best_torch else "-"
-            print(f"| {model} | {name} | {spmp:.1f} | {gflops:.0f} | {share:.0%} {precision} | {rss:.0f} | {quality} | {ratio} |")
+            print(f"| {model} | {name} | {spmp:.1f} | {gflops:.0f} | {share:.0%} {precision} | {of_unit} | {rss:.0f} | {quality} | {ratio} |")
         for name, why in skipped:
-            print(f"| {model} | {name} | timed out ({why}) | | | | | |")
+            print(f"| {model} | {name} | timed out ({why}) | | | | | | |")
     print()
+    ceilings(cpu, openvino, side + 2 * 10)
     seams(cpu, openvino)
     memory_growth(cpu, openvino)
+
+
+def ceilings(cpu=None, openvino=None, side=276):
+    """What the precision's unit sustains alone (units.c), and what the worker's engine reaches on
+    plain stacks of 3x3 convolutions of one width at the models' input size above (ceiling.py):
+    how far this CPU and its kernels let a model of these layer shapes go."""
+    cpu = cpu or Cpu()
+    openvino = openvino or openvino_mode(cpu)
+    precision = openvino[1]
+    peak = cpu.peak_gflops(precision)
+    unit, unit_gflops = cpu.unit(precision), cpu.unit_gflops(precision)
+    per_cycle = cpu.bf16_flop_per_cycle() if precision == "bf16" else cpu.fp32_flop_per_cycle()
+    print(f"Ceilings, {precision} (the precision of {openvino[2].removeprefix('Lambent, ')} above): the peak, what its unit sustains")
+    print("alone on every core (units.c: that instruction on random operands, nothing else), and what the same engine")
+    print(f"and settings as the worker reach on a stack of {CEILING_DEPTH} 3x3 convolutions of one width (each with a per-channel")
+    print(f"PReLU) at the models' input size, {side}x{side}. x4plus's convolutions have 32 or 64 channels out and 32 or")
+    print("64 in (its dense blocks' convs as the converter writes them, on the parts of their input); animevideov3's 64.")
+    print()
+    print("| what | GFLOP/s | of peak | of the unit |")
+    print("|---|---:|---:|---:|")
+    print(f"| the peak: {per_cycle} FLOP a cycle x {cpu.ghz:.2f} GHz x {cpu.cores} cores | {peak:.0f} | 100% | |")
+    if unit and unit_gflops:
+        print(f"| the unit alone: {unit[1]} | {unit_gflops:.0f} | {unit_gflops / peak:.0%} | 100% |")
+    else:
+        print(f"| the unit alone: {'not measured (units.c could not be built or run)' if unit else 'no such unit'} | | | |")
+    engine = "bf16" if precision == "bf16" else "f32"
+    for channels in (32, 64, 128, 256):
+        label = f"{openvino[2].removeprefix('Lambent, ')}, {channels} channels in and out"
+        try:
+            result, _ = run([sys.executable, str(ROOT / "infra/bench/ceiling.py"), engine, str(side), str(side),
+                             str(CEILING_DEPTH), str(channels)], timeout=PEER_TIMEOUT,
+                            env={"PYTHONPATH": str(ROOT / ".venv" / "openvino")})
+        except TimedOut as why:
+            print(f"| {label}: timed out ({why}) | | | |")
+            continue
+        gflops = result["flop"] / result["seconds"] / 1e9
+        of_unit = f"{gflops / unit_gflops:.0%}" if unit_gflops else "-"
+        print(f"| {label} | {gflops:.0f} | {gflops / peak:.0%} | {of_unit} |")
+    print()
 
 
 def seams(cpu=None, openvino=None):
