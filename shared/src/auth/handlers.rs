@@ -162,22 +162,25 @@ async fn sign_in(
         },
     ];
     // Independent reads at once (a cold start's login was four round trips in a row); the
-    // password is checked only once the budgets allow it.
-    let (spent, keys, record) = tokio::join!(
-        ratelimit::spend(&state.db, &budgets, now.timestamp()),
-        state.keys(),
-        users::find_for_login(&state.db, name, now)
-    );
-    spent?;
-    let keys = keys?;
-    let record = record?;
-    let stored = record.as_ref().and_then(|r| r.password_hash.clone());
-    if !password::verify(password, stored).await? {
-        return Err(bad_credentials());
-    }
-    let Some(record) = record else {
+    // password is checked only once the budgets allow it. The signing keys are needed only to
+    // sign, so their read (a cold start's own connection to Secrets Manager) runs on through the
+    // hash; it is polled after the others, so their requests go out first.
+    let checked = async {
+        let (spent, record) = tokio::join!(
+            ratelimit::spend(&state.db, &budgets, now.timestamp()),
+            users::find_for_login(&state.db, name, now)
+        );
+        spent?;
+        let record = record?;
+        let stored = record.as_ref().and_then(|r| r.password_hash.clone());
+        let matches = password::verify(password, stored).await?;
+        Ok::<_, ApiError>(record.filter(|_| matches))
+    };
+    let (record, keys) = tokio::join!(checked, state.keys());
+    let Some(record) = record? else {
         return Err(bad_credentials());
     };
+    let keys = keys?;
     let user = record.view;
     tracing::info!(user_id = %user.id, "signed in");
     Ok(sessions::start_for(&state.db, &state.config, &keys, user, now).await?)
