@@ -63,8 +63,8 @@ def measured_ghz(cores):
     """The mean clock of `cores` cores all busy at once, or None where it cannot be measured: the
     highest of three readings a second apart, as a process still ending elsewhere lowers a
     reading and never raises it. A VM's clock also changes during a run (a full run of 2026-12-06
-    read 3.10 GHz at its start and ran everything about a fifth slower than the runs before and
-    after it, at 3.98), so the upscaling tables read it again (`photos.upscaling`)."""
+    read 3.10 GHz at its start, where the runs before and after it read 3.98, and was 2 to 33%
+    slower throughout), so the upscaling tables read it again (`photos.upscaling`)."""
     readings = []
     for attempt in range(3):
         if attempt:
@@ -124,9 +124,11 @@ class Cpu:
             return 64 if self.half_width_512 else 128
         return 0
 
+    def flop_per_cycle(self, precision):
+        return self.bf16_flop_per_cycle() if precision == "bf16" else self.fp32_flop_per_cycle()
+
     def peak_gflops(self, precision):
-        per_cycle = self.bf16_flop_per_cycle() if precision == "bf16" else self.fp32_flop_per_cycle()
-        return per_cycle * self.ghz * self.cores
+        return self.flop_per_cycle(precision) * self.ghz * self.cores
 
     def unit(self, precision):
         """The instruction the peak of `precision` counts on: (units.c's kind, its name), or None."""

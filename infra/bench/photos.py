@@ -44,6 +44,8 @@ MODELS = ROOT / "infra" / "models" / "out"
 PEER_TIMEOUT = int(os.environ.get("BENCH_PEER_TIMEOUT", "900"))
 # The convolutions in each stack of `ceilings` (infra/bench/ceiling.py).
 CEILING_DEPTH = 16
+# The pixels mirrored at an image's edges before the model (the worker's upscale::EDGE_PAD).
+EDGE_PAD = 10
 
 
 class TimedOut(Exception):
@@ -178,12 +180,12 @@ def upscaling():
         for name, why in skipped:
             print(f"| {model} | {name} | timed out ({why}) | | | | | | |")
     print()
-    ceilings(cpu, openvino, side + 2 * 10)
+    ceilings(cpu, openvino, side + 2 * EDGE_PAD)
     seams(cpu, openvino)
     memory_growth(cpu, openvino)
 
 
-def ceilings(cpu=None, openvino=None, side=276):
+def ceilings(cpu=None, openvino=None, side=256 + 2 * EDGE_PAD):
     """What the precision's unit sustains alone (units.c), and what the worker's engine reaches on
     plain stacks of 3x3 convolutions of one width at the models' input size above (ceiling.py):
     how far this CPU and its kernels let a model of these layer shapes go."""
@@ -192,7 +194,6 @@ def ceilings(cpu=None, openvino=None, side=276):
     precision = openvino[1]
     peak = cpu.peak_gflops(precision)
     unit, unit_gflops = cpu.unit(precision), cpu.unit_gflops(precision)
-    per_cycle = cpu.bf16_flop_per_cycle() if precision == "bf16" else cpu.fp32_flop_per_cycle()
     print(f"Ceilings, {precision} (the precision of {openvino[2].removeprefix('Lambent, ')} above): the peak, what its unit sustains")
     print("alone on every core (units.c: that instruction on random operands, nothing else), and what the same engine")
     print(f"and settings as the worker reach on a stack of {CEILING_DEPTH} 3x3 convolutions of one width (each with a per-channel")
@@ -201,7 +202,7 @@ def ceilings(cpu=None, openvino=None, side=276):
     print()
     print("| what | GFLOP/s | of peak | of the unit |")
     print("|---|---:|---:|---:|")
-    print(f"| the peak: {per_cycle} FLOP a cycle x {cpu.ghz:.2f} GHz x {cpu.cores} cores | {peak:.0f} | 100% | |")
+    print(f"| the peak: {cpu.flop_per_cycle(precision)} FLOP a cycle x {cpu.ghz:.2f} GHz x {cpu.cores} cores | {peak:.0f} | 100% | |")
     if unit and unit_gflops:
         print(f"| the unit alone: {unit[1]} | {unit_gflops:.0f} | {unit_gflops / peak:.0%} | 100% |")
         if unit_gflops > peak * 1.02:
