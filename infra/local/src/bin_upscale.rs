@@ -3,7 +3,7 @@
 //! output is encoded band by band as the tiles finish, as the worker does (memory does not grow
 //! with the output); other formats, and any with `--in-memory`, are made in memory and saved.
 //!
-//!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32]
+//!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, x4plus on the AMX engine where the CPU has AMX; openvino-only: OpenVINO for every model)
 //!                   [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]
 //!                   [--in-memory]
 //!
@@ -23,7 +23,7 @@ use lambent_local::{models, repo_root};
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-fp32] [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR] [--in-memory]";
+    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, x4plus on the AMX engine where the CPU has AMX; openvino-only: OpenVINO for every model) [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR] [--in-memory]";
     let model = args.next().context(usage)?;
     let input = PathBuf::from(args.next().context(usage)?);
     let output = PathBuf::from(args.next().context(usage)?);
@@ -43,8 +43,18 @@ fn main() -> anyhow::Result<()> {
             "--provider" => {
                 provider = match value.as_str() {
                     "cpu" => Provider::Cpu,
-                    "openvino" => Provider::OpenVino { bf16: true },
-                    "openvino-fp32" => Provider::OpenVino { bf16: false },
+                    "openvino" => Provider::OpenVino {
+                        bf16: true,
+                        amx: true,
+                    },
+                    "openvino-only" => Provider::OpenVino {
+                        bf16: true,
+                        amx: false,
+                    },
+                    "openvino-fp32" => Provider::OpenVino {
+                        bf16: false,
+                        amx: false,
+                    },
                     other => anyhow::bail!("unknown provider {other}"),
                 }
             }
