@@ -113,7 +113,7 @@ pub enum Provider {
     /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
     /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
     /// and in fp32 elsewhere. With `amx` as well, the RRDB models (x4plus, x4plus-anime) run on
-    /// Lambent's own AMX engine where the CPU has AMX (`amx.rs`; 1.5x OpenVINO's speed there).
+    /// Lambent's own AMX engine where the CPU has AMX (`shared/amx`; 1.3-1.5x OpenVINO there).
     OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
