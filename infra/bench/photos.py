@@ -118,14 +118,11 @@ def openvino_mode(cpu):
         ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
 
 
-# The models the worker runs on Lambent's own AMX engine where the CPU has AMX (shared/amx).
-AMX_ENGINE_MODELS = ("realesrgan-x4plus", "realesrgan-x4plus-anime")
-
-
 def worker_label(cpu, openvino):
-    """What the worker's mode computes x4plus with on this CPU, for the tables' titles."""
+    """What the worker's mode computes with on this CPU, for the tables' titles: on a CPU with AMX,
+    every shipped model runs on Lambent's own AMX engine (shared/amx)."""
     label = openvino[2].removeprefix('Lambent, ')
-    return f"{label}; x4plus on Lambent's AMX engine" if cpu.amx and openvino[0] == "openvino" else label
+    return "Lambent's AMX engine bf16" if cpu.amx and openvino[0] == "openvino" else label
 
 
 def upscaling():
@@ -165,8 +162,8 @@ def upscaling():
             except TimedOut as why:
                 skipped.append((name, str(why)))
         lambent = [("cpu", "fp32", "Lambent, ONNX Runtime fp32 (exact)"), openvino]
-        if cpu.amx and model in AMX_ENGINE_MODELS:
-            # The worker's mode runs this model on Lambent's AMX engine; OpenVINO beside it.
+        if cpu.amx:
+            # The worker's mode runs the models on Lambent's AMX engine; OpenVINO beside it.
             lambent = [lambent[0], ("openvino", "bf16", "Lambent, its AMX engine bf16 (the worker's)"),
                        ("openvino-only", "bf16", "Lambent, OpenVINO EP bf16")]
         if cpu.native_bf16:

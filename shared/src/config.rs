@@ -254,8 +254,8 @@ pub struct UpscaleConfig {
     pub models_prefix: String,
     /// `cpu` (exact fp32), `openvino` (`UPSCALE_PRECISION` bf16, the default, or fp32; needs the
     /// onnxruntime-openvino library) or `cuda` (`UPSCALE_PROVIDER`; cuda needs the `cuda` build).
-    /// Under `openvino` in bf16 the RRDB models run on Lambent's AMX engine where the CPU has AMX
-    /// (`UPSCALE_RRDB`: `amx`, the default, or `openvino`).
+    /// Under `openvino` in bf16 the models run on Lambent's AMX engine where the CPU has AMX
+    /// (`UPSCALE_AMX`: `on`, the default, or `off`).
     pub provider: crate::upscale::Provider,
     /// Which queue runs upscaling and best-cut (`UPSCALE_QUEUE`: `cpu` or `gpu`, default cpu).
     pub queue: crate::domain::Queue,
@@ -400,13 +400,13 @@ impl Config {
                                 });
                             }
                         },
-                        amx: match optional("UPSCALE_RRDB").as_deref().map(str::trim) {
-                            None | Some("amx") => true,
-                            Some("openvino") => false,
+                        amx: match optional("UPSCALE_AMX").as_deref().map(str::trim) {
+                            None | Some("on") => true,
+                            Some("off") => false,
                             Some(other) => {
                                 return Err(ConfigError::Invalid {
-                                    name: "UPSCALE_RRDB",
-                                    reason: format!("{other} is not amx or openvino"),
+                                    name: "UPSCALE_AMX",
+                                    reason: format!("{other} is not on or off"),
                                 });
                             }
                         },

@@ -34,8 +34,8 @@ pub const MODELS: [(&str, u32); 5] = [
     ("realesr-animevideov3-x4", 4),
 ];
 
-/// Whether this machine runs the RRDB models (x4plus, x4plus-anime) on Lambent's own AMX engine
-/// under [`Provider::OpenVino`] with `amx`: an x86-64 CPU with AMX, and a kernel that grants it.
+/// Whether this machine runs the models on Lambent's own AMX engine under [`Provider::OpenVino`]
+/// with `amx`: an x86-64 CPU with AMX, and a kernel that grants it.
 pub fn amx_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     return amx::available();
@@ -112,8 +112,8 @@ pub enum Provider {
     Cpu,
     /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
     /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
-    /// and in fp32 elsewhere. With `amx` as well, the RRDB models (x4plus, x4plus-anime) run on
-    /// Lambent's own AMX engine where the CPU has AMX (`shared/amx`; 1.3-1.5x OpenVINO there).
+    /// and in fp32 elsewhere. With `amx` as well, the models run on Lambent's own AMX engine
+    /// where the CPU has AMX (`shared/amx`; 1.4x OpenVINO's speed on x4plus, 2x on animevideov3).
     OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
@@ -128,7 +128,7 @@ struct Model {
 enum Engine {
     Ort(Mutex<Session>),
     #[cfg(target_arch = "x86_64")]
-    Amx(Box<amx::Rrdb>),
+    Amx(Box<amx::Net>),
 }
 
 /// A deployed model: its session, built the first time a job needs it.
@@ -267,7 +267,7 @@ impl Upscaler {
                 amx: true
             }
         ) && amx::available()
-            && let Some(net) = amx::Rrdb::from_onnx(&slot.path, self.threads)?
+            && let Some(net) = amx::Net::from_onnx(&slot.path, self.threads)?
         {
             tracing::info!(
                 model = name,

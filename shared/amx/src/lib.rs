@@ -74,6 +74,8 @@ struct Layer {
     /// the B tiles of each step, 1 KiB each, one after the other.
     weights: Aligned,
     bias: Vec<f32>,
+    /// PReLU's slope for each output channel (the compact models), padded as `bias`.
+    slopes: Vec<f32>,
 }
 
 fn bf16(x: f32) -> u16 {
@@ -121,11 +123,17 @@ impl Layer {
             cout: pout,
             weights: aligned,
             bias: b,
+            slopes: vec![0.0; pout],
         }
+    }
+
+    fn with_slopes(mut self, slopes: &[f32]) -> Self {
+        self.slopes[..slopes.len()].copy_from_slice(slopes);
+        self
     }
 }
 
-/// An RRDB model ready to run.
+/// RRDBNet (x4plus: 23 blocks; x4plus-anime: 6), ready to run.
 pub struct Rrdb {
     blocks: usize,
     layers: Vec<Layer>,
@@ -139,64 +147,68 @@ pub struct Rrdb {
 /// (the edges' tiles are narrower), and a smaller tile fits in a larger tile's buffers.
 struct Scratch {
     size: (usize, usize),
-    /// The maps: the image, xa, xb, the four grown, up1, up1b, up2, up2b.
-    maps: [Aligned; 11],
-    /// The trunk's fp32 buffers: x, rrdb, features.
-    trunk: [Aligned; 3],
+    /// The bf16 maps, in the order of the network's geometry.
+    maps: Vec<Aligned>,
+    /// fp32 buffers of 64 channels a pixel (the RRDB's trunk: x, rrdb, features).
+    trunk: Vec<Aligned>,
 }
 
-/// A map's geometry at an input of `w` x `h`: (its width and height in pixels, its pitch, its
-/// channels a pixel), in the order of [`Scratch::maps`].
-fn geometry(w: usize, h: usize) -> [(usize, usize, usize, usize); 11] {
+/// A map's geometry: its width and height in pixels, its pitch, its channels a pixel.
+type Geometry = (usize, usize, usize, usize);
+
+/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, the four grown, up1, up1b, up2,
+/// up2b.
+fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
     let (p1, p2, p4) = (round_up(w) + 2, round_up(2 * w) + 2, round_up(4 * w) + 2);
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
     let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
-    [
-        map(one, BLOCK),
-        map(one, 64),
-        map(one, 64),
-        map(one, BLOCK),
-        map(one, BLOCK),
-        map(one, BLOCK),
-        map(one, BLOCK),
-        map(two, 64),
-        map(two, 64),
-        map(four, 64),
-        map(four, 64),
-    ]
+    let mut g = vec![map(one, BLOCK), map(one, 64), map(one, 64)];
+    g.extend([map(one, BLOCK); 4]);
+    g.extend([map(two, 64), map(two, 64), map(four, 64), map(four, 64)]);
+    g
 }
 
-fn map_bytes((_, h, pitch, channels): (usize, usize, usize, usize)) -> usize {
+/// The compact model's maps: the image and two of 64 channels, all at the input's size.
+fn compact_geometry(w: usize, h: usize) -> Vec<Geometry> {
+    let p1 = round_up(w) + 2;
+    vec![(w, h, p1, BLOCK), (w, h, p1, 64), (w, h, p1, 64)]
+}
+
+fn map_bytes((_, h, pitch, channels): Geometry) -> usize {
     (h + 2) * pitch * channels * 2
 }
 
 impl Scratch {
-    fn new(w: usize, h: usize) -> Self {
-        let g = geometry(w, h);
+    fn new(w: usize, h: usize, geometry: &[Geometry], trunk: usize) -> Self {
         Self {
             size: (w, h),
-            maps: std::array::from_fn(|i| Aligned::zeroed(map_bytes(g[i]))),
-            trunk: std::array::from_fn(|_| Aligned::zeroed(w * h * 64 * 4)),
+            maps: geometry
+                .iter()
+                .map(|&g| Aligned::zeroed(map_bytes(g)))
+                .collect(),
+            trunk: (0..trunk)
+                .map(|_| Aligned::zeroed(w * h * 64 * 4))
+                .collect(),
         }
     }
 
     /// Takes an input of `w` x `h` in these buffers if they are large enough: its borders (and
     /// the columns past its width) zeroed, since a larger input left values there.
-    fn fit(&mut self, w: usize, h: usize) -> bool {
+    fn fit(&mut self, w: usize, h: usize, geometry: &[Geometry]) -> bool {
         if self.size == (w, h) {
             return true;
         }
-        let g = geometry(w, h);
-        let fits = self
-            .maps
-            .iter()
-            .zip(&g)
-            .all(|(m, &g)| m.layout.size() >= map_bytes(g))
+        let fits = self.maps.len() == geometry.len()
+            && self
+                .maps
+                .iter()
+                .zip(geometry)
+                .all(|(m, &g)| m.layout.size() >= map_bytes(g))
             && self.trunk.iter().all(|t| t.layout.size() >= w * h * 64 * 4);
         if !fits {
             return false;
         }
-        for (map, (w, h, pitch, channels)) in self.maps.iter_mut().zip(g) {
+        for (map, &(w, h, pitch, channels)) in self.maps.iter_mut().zip(geometry) {
             let all = map.u16s();
             for row in all[..(h + 2) * pitch * channels].chunks_exact_mut(pitch * channels) {
                 row[..channels].fill(0);
@@ -208,6 +220,34 @@ impl Scratch {
         // The image's channels past the third are zero: only those three are ever written.
         self.size = (w, h);
         true
+    }
+
+    /// The buffers for an input of `w` x `h` in `slot`: the last run's when they fit, else new.
+    fn take<'a>(
+        slot: &'a mut Option<Self>,
+        w: usize,
+        h: usize,
+        geometry: &[Geometry],
+        trunk: usize,
+    ) -> &'a mut Self {
+        if !slot.as_mut().is_some_and(|s| s.fit(w, h, geometry)) {
+            *slot = None; // the old buffers go before the new ones come
+        }
+        slot.get_or_insert_with(|| Self::new(w, h, geometry, trunk))
+    }
+
+    /// The image's interior from a planar RGB input (its other channels stay zero).
+    fn load_image(&mut self, input: &[f32], w: usize, h: usize) {
+        let pitch = round_up(w) + 2;
+        let (plane, pixels) = (w * h, self.maps[0].u16s());
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    pixels[((y + 1) * pitch + x + 1) * BLOCK + c] =
+                        bf16(input[c * plane + y * w + x]);
+                }
+            }
+        }
     }
 }
 
@@ -235,6 +275,12 @@ enum Post {
     Body,
     /// The last conv: three channels of fp32, planar.
     Last,
+    /// PReLU with the layer's slopes, to bf16 (the compact models).
+    PRelu,
+    /// The compact models' last conv: `3 s²` channels shuffled into an `s` times larger planar
+    /// output (ONNX's DepthToSpace, CRD), each plus its input pixel (the nearest-neighbour
+    /// upscale the model adds its output to).
+    Shuffle,
 }
 
 /// A bf16 image with a zero border of one pixel: rows of `pitch` pixels of `stride` channels.
@@ -270,6 +316,9 @@ struct Trunk {
     /// The planar output, and its height.
     out: *mut f32,
     out_rows: usize,
+    /// The planar input and the scale ([`Post::Shuffle`]).
+    input: *const f32,
+    scale: usize,
 }
 
 // SAFETY: the buffers behind these pointers live for the whole run, and the threads write
@@ -353,23 +402,6 @@ unsafe impl Send for Aligned {}
 unsafe impl Sync for Aligned {}
 
 impl Rrdb {
-    /// The model in `path` if its graph is an RRDBNet this engine computes and this CPU has AMX
-    /// ([`available`]), `None` otherwise. `threads` compute every run.
-    pub fn from_onnx(path: &Path, threads: usize) -> anyhow::Result<Option<Self>> {
-        if !available() {
-            return Ok(None);
-        }
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let graph =
-            onnx::Graph::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?;
-        Ok(Self::from_graph(&graph)?.map(|(blocks, layers)| Self {
-            blocks,
-            layers,
-            threads: threads.max(1),
-            scratch: std::sync::Mutex::new(None),
-        }))
-    }
-
     fn from_graph(graph: &onnx::Graph<'_>) -> anyhow::Result<Option<(usize, Vec<Layer>)>> {
         let convs = graph.convs()?;
         if convs.len() < 6 || (convs.len() - 6) % 15 != 0 {
@@ -404,8 +436,7 @@ impl Rrdb {
         Ok(Some((blocks, layers)))
     }
 
-    /// The model on a planar RGB input (`[3][h][w]`, 0 to 1): the planar x4 output.
-    pub fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
+    fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
         assert_eq!(input.len(), 3 * w * h, "a planar RGB input");
         let (w2, h2, w4, h4) = (2 * w, 2 * h, 4 * w, 4 * h);
         let (p1, p2, p4) = (round_up(w) + 2, round_up(w2) + 2, round_up(w4) + 2);
@@ -413,23 +444,8 @@ impl Rrdb {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !scratch.as_mut().is_some_and(|s| s.fit(w, h)) {
-            *scratch = None; // the old buffers go before the new ones come
-            *scratch = Some(Scratch::new(w, h));
-        }
-        let Some(sc) = scratch.as_mut() else {
-            unreachable!("just made")
-        };
-        let plane = w * h;
-        // The image's pixels; its border and its channels past the third stay zero.
-        let pixels = sc.maps[0].u16s();
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    pixels[((y + 1) * p1 + x + 1) * BLOCK + c] = bf16(input[c * plane + y * w + x]);
-                }
-            }
-        }
+        let sc = Scratch::take(&mut scratch, w, h, &rrdb_geometry(w, h), 3);
+        sc.load_image(input, w, h);
         let mut out = vec![0f32; 3 * w4 * h4];
         let map = |v: &Aligned, stride, pitch| Map {
             ptr: v.ptr(),
@@ -442,69 +458,350 @@ impl Rrdb {
         let grown: Vec<Map> = m[3..7].iter().map(|g| map(g, BLOCK, p1)).collect();
         let (up1, up1b) = (map(&m[7], 64, p2), map(&m[8], 64, p2));
         let (up2, up2b) = (map(&m[9], 64, p4), map(&m[10], 64, p4));
-        let [x, rrdb, features] = &sc.trunk;
         let trunk = Trunk {
-            x: x.ptr(),
-            rrdb: rrdb.ptr(),
-            features: features.ptr(),
+            x: sc.trunk[0].ptr(),
+            rrdb: sc.trunk[1].ptr(),
+            features: sc.trunk[2].ptr(),
             out: out.as_mut_ptr(),
             out_rows: h4,
+            input: input.as_ptr(),
+            scale: 4,
         };
 
         let threads = self.threads;
-        let barrier = Spin::new(threads);
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                let barrier = &barrier;
-                let grown = &grown;
-                s.spawn(move || {
-                    let part = |rows: usize| (t * rows / threads, (t + 1) * rows / threads);
-                    // SAFETY: an `Rrdb` exists only where `available()` holds (`from_onnx`), so
-                    // this thread may load a tile configuration and run AMX and AVX-512; each
-                    // thread computes its own rows of every layer into buffers sized for this
-                    // input (`Scratch`), and the barrier orders a layer's writes before the next
-                    // layer's reads.
-                    unsafe {
-                        let config = TileConfig::full();
-                        asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
-                        let mut layers = self.layers.iter();
-                        let mut conv = |srcs: &[Src], rows: usize, cols: usize, pitch: usize, post: Post, out: Map| {
-                            let layer = layers.next().expect("as many layers as convs");
-                            let (y0, y1) = part(rows);
-                            conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk);
-                            barrier.wait();
-                        };
-                        conv(&[image.at(0)], h, w, p1, Post::First, xa);
-                        let (mut x, mut next) = (xa, xb);
-                        for _ in 0..self.blocks {
-                            for d in 0..3 {
-                                let srcs = [x.at(0), x.at(32), grown[0].at(0), grown[1].at(0), grown[2].at(0), grown[3].at(0)];
-                                for k in 0..4 {
-                                    conv(&srcs[..k + 2], h, w, p1, Post::LRelu, grown[k]);
-                                }
-                                conv(&srcs, h, w, p1, if d == 2 { Post::Rrdb } else { Post::Rdb }, next);
-                                std::mem::swap(&mut x, &mut next);
-                            }
-                        }
-                        conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
-                        let (y0, y1) = part(h2);
-                        double(next, w, y0..y1, up1);
-                        barrier.wait();
-                        conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up1b);
-                        let (y0, y1) = part(h4);
-                        double(up1b, w2, y0..y1, up2);
-                        barrier.wait();
-                        conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, up2b);
-                        conv(&[up2b.at(0), up2b.at(32)], h4, w4, p4, Post::LRelu, up2);
-                        conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::Last, up2b);
-                        asm!("tilerelease", options(nostack, nomem));
+        on_tiles(threads, |t, barrier| {
+            let part = |rows: usize| (t * rows / threads, (t + 1) * rows / threads);
+            let mut layers = self.layers.iter();
+            let mut conv =
+                |srcs: &[Src], rows: usize, cols: usize, pitch: usize, post: Post, out: Map| {
+                    let layer = layers.next().expect("as many layers as convs");
+                    let (y0, y1) = part(rows);
+                    // SAFETY: the tiles are configured (`on_tiles`); each thread computes its own
+                    // rows of every layer into maps sized for this input (`Scratch`), and the
+                    // barrier orders a layer's writes before the next layer's reads.
+                    unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                    barrier.wait();
+                };
+            let doubled = |from: Map, w: usize, rows: usize, to: Map| {
+                let (y0, y1) = part(rows);
+                // SAFETY: both maps are sized for this input and its double; rows of its own.
+                unsafe { double(from, w, y0..y1, to) };
+                barrier.wait();
+            };
+            conv(&[image.at(0)], h, w, p1, Post::First, xa);
+            let (mut x, mut next) = (xa, xb);
+            for _ in 0..self.blocks {
+                for d in 0..3 {
+                    let srcs = [
+                        x.at(0),
+                        x.at(32),
+                        grown[0].at(0),
+                        grown[1].at(0),
+                        grown[2].at(0),
+                        grown[3].at(0),
+                    ];
+                    for k in 0..4 {
+                        conv(&srcs[..k + 2], h, w, p1, Post::LRelu, grown[k]);
                     }
-                });
+                    conv(
+                        &srcs,
+                        h,
+                        w,
+                        p1,
+                        if d == 2 { Post::Rrdb } else { Post::Rdb },
+                        next,
+                    );
+                    std::mem::swap(&mut x, &mut next);
+                }
             }
+            conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
+            doubled(next, w, h2, up1);
+            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up1b);
+            doubled(up1b, w2, h4, up2);
+            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, up2b);
+            conv(&[up2b.at(0), up2b.at(32)], h4, w4, p4, Post::LRelu, up2);
+            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::Last, up2b);
         });
         drop(scratch);
         out
     }
+}
+
+/// A model this engine computes, ready to run.
+pub enum Net {
+    /// RRDBNet (x4plus, x4plus-anime).
+    Rrdb(Rrdb),
+    /// SRVGGNetCompact (the animevideov3 models).
+    Compact(Compact),
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rrdb(net) => net.fmt(f),
+            Self::Compact(net) => f
+                .debug_struct("Compact")
+                .field("scale", &net.scale)
+                .field("resize", &net.resize)
+                .finish(),
+        }
+    }
+}
+
+impl Net {
+    /// The model in `path` if its graph is one this engine computes and this CPU has AMX
+    /// ([`available`]), `None` otherwise (ONNX Runtime runs it). `threads` compute every run.
+    pub fn from_onnx(path: &Path, threads: usize) -> anyhow::Result<Option<Self>> {
+        if !available() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let graph =
+            onnx::Graph::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+        let (threads, scratch) = (threads.max(1), || std::sync::Mutex::new(None));
+        if let Some((blocks, layers)) = Rrdb::from_graph(&graph)? {
+            return Ok(Some(Self::Rrdb(Rrdb {
+                blocks,
+                layers,
+                threads,
+                scratch: scratch(),
+            })));
+        }
+        Ok(Compact::from_graph(&graph)?.map(|(scale, resize, layers)| {
+            Self::Compact(Compact {
+                scale,
+                resize,
+                layers,
+                threads,
+                scratch: scratch(),
+            })
+        }))
+    }
+
+    /// The model on a planar RGB input (`[3][h][w]`, 0 to 1): the planar output at its scale.
+    pub fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
+        match self {
+            Self::Rrdb(net) => net.run(input, w, h),
+            Self::Compact(net) => net.run(input, w, h),
+        }
+    }
+}
+
+/// SRVGGNetCompact: a conv and PReLU of 64 features, `n` more, a last conv to `3 s²` channels
+/// shuffled to `s` times the size and added to the input upscaled by nearest neighbour. Every
+/// conv is at the input's size.
+pub struct Compact {
+    scale: usize,
+    /// The bicubic resize after the x4 network (animevideov3-x2: 0.5, x3: 0.75).
+    resize: Option<f32>,
+    layers: Vec<Layer>,
+    threads: usize,
+    /// The last run's buffers (see [`Rrdb`]'s).
+    scratch: std::sync::Mutex<Option<Scratch>>,
+}
+
+impl Compact {
+    /// The network's scale, the bicubic resize after it, and its layers, if `graph` is one.
+    #[allow(clippy::type_complexity)]
+    fn from_graph(
+        graph: &onnx::Graph<'_>,
+    ) -> anyhow::Result<Option<(usize, Option<f32>, Vec<Layer>)>> {
+        let ops = |op: &str| graph.nodes.iter().filter(|n| n.op == op).count();
+        let Some(shuffle) = graph.nodes.iter().find(|n| n.op == "DepthToSpace") else {
+            return Ok(None);
+        };
+        let scale = match (shuffle.blocksize, shuffle.mode) {
+            (Some(s @ 2..=4), Some("CRD")) => s as usize,
+            _ => return Ok(None),
+        };
+        // Resizes: the input by nearest neighbour to the network's scale (added to its output),
+        // and maybe a bicubic resize of the sum (Keys' a = -0.75, half-pixel centres, edges
+        // clamped: ONNX's defaults otherwise).
+        let factor = |n: &onnx::Node<'_>| match n.inputs.get(2).and_then(|s| graph.constant(s)) {
+            Some(&[1.0, 1.0, a, b]) if a == b => Some(a),
+            _ => None,
+        };
+        let (mut nearest, mut resize) = (0, None);
+        for n in graph.nodes.iter().filter(|n| n.op == "Resize") {
+            match (n.mode, n.transform, n.cubic_a, factor(n)) {
+                _ if n.outside_or_antialias => return Ok(None),
+                (Some("nearest"), Some("asymmetric"), _, Some(f)) if f == scale as f32 => {
+                    nearest += 1
+                }
+                (Some("cubic"), Some("half_pixel"), Some(a), Some(f))
+                    if a == -0.75 && resize.is_none() && [0.5, 0.75].contains(&f) =>
+                {
+                    resize = Some(f)
+                }
+                _ => return Ok(None),
+            }
+        }
+        if nearest != 1 {
+            return Ok(None);
+        }
+        let convs = graph.convs()?;
+        let slopes = graph.prelu_slopes()?;
+        let n = convs.len();
+        let recognized = n >= 2
+            && slopes.len() == n - 1
+            && ops("DepthToSpace") == 1
+            && ops("Add") == 1
+            && ops("Conv") == n
+            && graph.nodes.len() == 2 * n + 2 + usize::from(resize.is_some())
+            && convs.iter().enumerate().all(|(i, c)| {
+                let (cout, cin) = match i {
+                    0 => (64, 3),
+                    i if i == n - 1 => (3 * scale * scale, 64),
+                    _ => (64, 64),
+                };
+                c.cout == cout && c.cin == cin && c.k == 3
+            })
+            && slopes.iter().all(|s| s.len() == 64);
+        if !recognized {
+            return Ok(None);
+        }
+        let layers = convs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let layer = Layer::pack(&c.weight, c.cout, c.cin, &c.bias);
+                match slopes.get(i) {
+                    Some(s) => layer.with_slopes(s),
+                    None => layer,
+                }
+            })
+            .collect();
+        Ok(Some((scale, resize, layers)))
+    }
+
+    fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
+        assert_eq!(input.len(), 3 * w * h, "a planar RGB input");
+        let (s, p1) = (self.scale, round_up(w) + 2);
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sc = Scratch::take(&mut scratch, w, h, &compact_geometry(w, h), 0);
+        sc.load_image(input, w, h);
+        let mut out = vec![0f32; 3 * w * h * s * s];
+        let map = |v: &Aligned, stride| Map {
+            ptr: v.ptr(),
+            stride,
+            pitch: p1,
+        };
+        let (image, a, b) = (
+            map(&sc.maps[0], BLOCK),
+            map(&sc.maps[1], 64),
+            map(&sc.maps[2], 64),
+        );
+        let trunk = Trunk {
+            x: std::ptr::null_mut(),
+            rrdb: std::ptr::null_mut(),
+            features: std::ptr::null_mut(),
+            out: out.as_mut_ptr(),
+            out_rows: h * s,
+            input: input.as_ptr(),
+            scale: s,
+        };
+        let last = self.layers.len() - 1;
+        on_tiles(self.threads, |t, barrier| {
+            let (y0, y1) = (t * h / self.threads, (t + 1) * h / self.threads);
+            let (mut from, mut to) = (a, b);
+            for (i, layer) in self.layers.iter().enumerate() {
+                let (srcs, post) = match i {
+                    0 => (vec![image.at(0)], Post::PRelu),
+                    i if i == last => (vec![from.at(0), from.at(32)], Post::Shuffle),
+                    _ => (vec![from.at(0), from.at(32)], Post::PRelu),
+                };
+                let out = if i == 0 { from } else { to };
+                // SAFETY: as in `Rrdb::run`: the tiles are configured (`on_tiles`), the maps are
+                // sized for this input, and this thread writes only its rows `y0..y1`.
+                unsafe { conv_rows(layer, &srcs, y0..y1, w, p1, post, out, trunk) };
+                barrier.wait();
+                if i > 0 {
+                    std::mem::swap(&mut from, &mut to);
+                }
+            }
+        });
+        drop(scratch);
+        match self.resize {
+            Some(factor) => bicubic(&out, w * s, h * s, factor),
+            None => out,
+        }
+    }
+}
+
+/// A planar RGB image (`[3][h][w]`) resized by `factor` as ONNX's Resize does it in `cubic` mode
+/// with half-pixel centres, Keys' a = -0.75, and the edges clamped (checked against ONNX Runtime
+/// to 2e-6).
+fn bicubic(image: &[f32], w: usize, h: usize, factor: f32) -> Vec<f32> {
+    /// For each output position along an axis of `n`: four input indices and their weights.
+    fn taps(n: usize, factor: f32) -> Vec<([usize; 4], [f32; 4])> {
+        let keys = |d: f32| {
+            let (a, d) = (-0.75f32, d.abs());
+            if d <= 1.0 {
+                ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+            } else if d < 2.0 {
+                ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+            } else {
+                0.0
+            }
+        };
+        let out = (n as f32 * factor) as usize;
+        (0..out)
+            .map(|o| {
+                let centre = (o as f32 + 0.5) / factor - 0.5;
+                let (floor, t) = (centre.floor(), centre - centre.floor());
+                let index = |k: i64| (floor as i64 + k).clamp(0, n as i64 - 1) as usize;
+                (
+                    [index(-1), index(0), index(1), index(2)],
+                    [keys(1.0 + t), keys(t), keys(1.0 - t), keys(2.0 - t)],
+                )
+            })
+            .collect()
+    }
+    let (across, down) = (taps(w, factor), taps(h, factor));
+    let (ow, oh) = (across.len(), down.len());
+    let mut rows = vec![0f32; ow * h];
+    let mut out = vec![0f32; 3 * ow * oh];
+    for c in 0..3 {
+        let plane = &image[c * w * h..(c + 1) * w * h];
+        for (y, row) in rows.chunks_exact_mut(ow).enumerate() {
+            let from = &plane[y * w..(y + 1) * w];
+            for (value, (index, weight)) in row.iter_mut().zip(&across) {
+                *value = (0..4).map(|k| from[index[k]] * weight[k]).sum();
+            }
+        }
+        for (y, (index, weight)) in down.iter().enumerate() {
+            let to = &mut out[(c * oh + y) * ow..(c * oh + y + 1) * ow];
+            for (x, value) in to.iter_mut().enumerate() {
+                *value = (0..4).map(|k| rows[index[k] * ow + x] * weight[k]).sum();
+            }
+        }
+    }
+    out
+}
+
+/// Runs `work(thread, barrier)` on `threads` threads, each with AMX's tiles configured (palette
+/// 1, eight tiles of 16 rows of 64 bytes) and released at the end.
+fn on_tiles(threads: usize, work: impl Fn(usize, &Spin) + Sync) {
+    let barrier = Spin::new(threads);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, work) = (&barrier, &work);
+            s.spawn(move || {
+                let config = TileConfig::full();
+                // SAFETY: a `Net` exists only where `available()` holds (`Net::from_onnx`), so this
+                // thread may configure and use the tiles; the configuration is a valid palette 1.
+                unsafe {
+                    asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+                }
+                work(t, barrier);
+                // SAFETY: as above.
+                unsafe { asm!("tilerelease", options(nostack, nomem)) };
+            });
+        }
+    });
 }
 
 /// A barrier that spins: the threads meet after every layer (350 times a run), and a sleeping
@@ -585,6 +882,20 @@ unsafe fn conv_rows(
         let acc = &mut acc.0;
         let slope = _mm512_set1_ps(SLOPE);
         let zero = _mm512_setzero_ps();
+        // For [`Post::Shuffle`], each of the `3 s²` channels' place in the planar output past
+        // its pixel's first, and its colour plane's in the input (divisions once, not a pixel).
+        let shuffle: Vec<(usize, usize)> = if post == Post::Shuffle {
+            let (s, rows) = (trunk.scale, trunk.out_rows / trunk.scale);
+            let (wide, tall) = (cols * s, trunk.out_rows);
+            (0..3 * s * s)
+                .map(|g| {
+                    let (c, at) = (g / (s * s), g % (s * s));
+                    (c * tall * wide + (at / s) * wide + at % s, c * rows * cols)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for y in rows {
             for x0 in (0..cols).step_by(BLOCK) {
                 for nb in 0..layer.cout / BLOCK {
@@ -649,13 +960,43 @@ unsafe fn conv_rows(
                             );
                             let at = (y * cols + x) * 64 + nb * BLOCK;
                             if x >= cols {
-                                if post == Post::Last {
+                                if matches!(post, Post::Last | Post::Shuffle) {
                                     continue;
                                 }
                                 v0 = zero;
                                 v1 = zero;
                             } else {
                                 match post {
+                                    Post::PRelu => {
+                                        let s0 =
+                                            _mm512_loadu_ps(layer.slopes.as_ptr().add(nb * BLOCK));
+                                        let s1 = _mm512_loadu_ps(
+                                            layer.slopes.as_ptr().add(nb * BLOCK + 16),
+                                        );
+                                        v0 = _mm512_fmadd_ps(
+                                            s0,
+                                            _mm512_min_ps(v0, zero),
+                                            _mm512_max_ps(v0, zero),
+                                        );
+                                        v1 = _mm512_fmadd_ps(
+                                            s1,
+                                            _mm512_min_ps(v1, zero),
+                                            _mm512_max_ps(v1, zero),
+                                        );
+                                    }
+                                    Post::Shuffle => {
+                                        let mut v = [0f32; 32];
+                                        _mm512_storeu_ps(v.as_mut_ptr(), v0);
+                                        _mm512_storeu_ps(v.as_mut_ptr().add(16), v1);
+                                        let s = trunk.scale;
+                                        let (to, from) = (y * s * cols * s + x * s, y * cols + x);
+                                        let channels = &shuffle[(nb * BLOCK).min(shuffle.len())..];
+                                        for (value, &(out_at, in_at)) in v.iter().zip(channels) {
+                                            *trunk.out.add(to + out_at) =
+                                                value + *trunk.input.add(from + in_at);
+                                        }
+                                        continue;
+                                    }
                                     Post::LRelu => {
                                         v0 = _mm512_max_ps(v0, _mm512_mul_ps(v0, slope));
                                         v1 = _mm512_max_ps(v1, _mm512_mul_ps(v1, slope));
@@ -813,6 +1154,14 @@ mod onnx {
         pub inputs: Vec<&'a str>,
         /// LeakyRelu's `alpha`.
         pub slope: Option<f32>,
+        /// DepthToSpace's `blocksize` and `mode` (also Resize's).
+        pub blocksize: Option<i64>,
+        pub mode: Option<&'a str>,
+        /// Resize's `coordinate_transformation_mode`, `cubic_coeff_a`, and whether it sets
+        /// `exclude_outside` or `antialias` (to anything but 0).
+        pub transform: Option<&'a str>,
+        pub cubic_a: Option<f32>,
+        pub outside_or_antialias: bool,
     }
 
     struct Tensor {
@@ -875,6 +1224,23 @@ mod onnx {
                 tensors,
                 scales,
             })
+        }
+
+        /// The values of the constant `name`.
+        pub fn constant(&self, name: &str) -> Option<&[f32]> {
+            self.tensors.get(name).map(|t| &t.data[..])
+        }
+
+        /// The slopes of the graph's PRelu nodes, in the graph's order.
+        pub fn prelu_slopes(&self) -> anyhow::Result<Vec<Vec<f32>>> {
+            self.nodes
+                .iter()
+                .filter(|n| n.op == "PRelu")
+                .map(|n| {
+                    let t = n.inputs.get(1).and_then(|i| self.tensors.get(i));
+                    Ok(t.context("a PRelu without constant slopes")?.data.clone())
+                })
+                .collect()
         }
 
         /// The convolutions in the graph's order, each conv that `convert.py` split into parts
@@ -942,23 +1308,33 @@ mod onnx {
 
     fn node(data: &[u8]) -> anyhow::Result<Node<'_>> {
         let (mut op, mut name, mut inputs, mut slope) = ("", "", Vec::new(), None);
+        let (mut blocksize, mut mode) = (None, None);
+        let (mut transform, mut cubic_a, mut outside_or_antialias) = (None, None, false);
         for field in fields(data) {
             match field? {
                 (1, Value::Bytes(b)) => inputs.push(text(b)?),
                 (3, Value::Bytes(b)) => name = text(b)?,
                 (4, Value::Bytes(b)) => op = text(b)?,
                 (5, Value::Bytes(b)) => {
-                    // AttributeProto: name 1, f 2.
-                    let (mut attr, mut f) = ("", None);
+                    // AttributeProto: name 1, f 2, i 3, s 4.
+                    let (mut attr, mut f, mut i, mut text_value) = ("", None, None, None);
                     for field in fields(b) {
                         match field? {
                             (1, Value::Bytes(b)) => attr = text(b)?,
                             (2, Value::Fixed32(v)) => f = Some(f32::from_bits(v)),
+                            (3, Value::Varint(v)) => i = Some(v as i64),
+                            (4, Value::Bytes(b)) => text_value = Some(text(b)?),
                             _ => {}
                         }
                     }
-                    if attr == "alpha" {
-                        slope = f;
+                    match attr {
+                        "alpha" => slope = f,
+                        "blocksize" => blocksize = i,
+                        "mode" => mode = text_value,
+                        "coordinate_transformation_mode" => transform = text_value,
+                        "cubic_coeff_a" => cubic_a = f,
+                        "exclude_outside" | "antialias" => outside_or_antialias |= i != Some(0),
+                        _ => {}
                     }
                 }
                 _ => {}
@@ -969,6 +1345,11 @@ mod onnx {
             name,
             inputs,
             slope,
+            blocksize,
+            mode,
+            transform,
+            cubic_a,
+            outside_or_antialias,
         })
     }
 
@@ -1014,6 +1395,18 @@ mod onnx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bicubic_keeps_a_flat_image_flat_at_its_new_size() {
+        for (factor, size) in [(0.5, (4, 3)), (0.75, (6, 4))] {
+            let out = bicubic(&vec![0.25f32; 3 * 8 * 6], 8, 6, factor);
+            assert_eq!(out.len(), 3 * size.0 * size.1, "x{factor}");
+            assert!(
+                out.iter().all(|v| (v - 0.25).abs() < 1e-6),
+                "x{factor}: {out:?}"
+            );
+        }
+    }
 
     #[test]
     fn bf16_rounds_to_nearest_even() {
