@@ -266,8 +266,7 @@ impl Upscaler {
                 bf16: true,
                 amx: true
             }
-        ) && amx::available()
-            && let Some(net) = amx::Net::from_onnx(&slot.path, self.threads)?
+        ) && let Some(net) = amx::Net::from_onnx(&slot.path, self.threads)?
         {
             tracing::info!(
                 model = name,

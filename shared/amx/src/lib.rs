@@ -159,7 +159,7 @@ type Geometry = (usize, usize, usize, usize);
 /// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, the four grown, up1, up1b, up2,
 /// up2b.
 fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
-    let (p1, p2, p4) = (round_up(w) + 2, round_up(2 * w) + 2, round_up(4 * w) + 2);
+    let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
     let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
     let mut g = vec![map(one, BLOCK), map(one, 64), map(one, 64)];
@@ -170,7 +170,7 @@ fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
 
 /// The compact model's maps: the image and two of 64 channels, all at the input's size.
 fn compact_geometry(w: usize, h: usize) -> Vec<Geometry> {
-    let p1 = round_up(w) + 2;
+    let p1 = pitch(w);
     vec![(w, h, p1, BLOCK), (w, h, p1, 64), (w, h, p1, 64)]
 }
 
@@ -238,13 +238,12 @@ impl Scratch {
 
     /// The image's interior from a planar RGB input (its other channels stay zero).
     fn load_image(&mut self, input: &[f32], w: usize, h: usize) {
-        let pitch = round_up(w) + 2;
+        let p1 = pitch(w);
         let (plane, pixels) = (w * h, self.maps[0].u16s());
         for y in 0..h {
             for x in 0..w {
                 for c in 0..3 {
-                    pixels[((y + 1) * pitch + x + 1) * BLOCK + c] =
-                        bf16(input[c * plane + y * w + x]);
+                    pixels[((y + 1) * p1 + x + 1) * BLOCK + c] = bf16(input[c * plane + y * w + x]);
                 }
             }
         }
@@ -360,6 +359,12 @@ fn round_up(x: usize) -> usize {
     x.div_ceil(BLOCK) * BLOCK
 }
 
+/// The pitch of a map `w` pixels wide: its columns computed in blocks of 32, and a border pixel
+/// on either side.
+fn pitch(w: usize) -> usize {
+    round_up(w) + 2
+}
+
 /// Zeroed memory aligned to a cache line. Every tile row is 64 bytes: in a `Vec` (whose large
 /// blocks glibc's malloc places 16 bytes past a page) each row straddles two lines, and a run
 /// takes 1.7 times as long.
@@ -439,7 +444,7 @@ impl Rrdb {
     fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
         assert_eq!(input.len(), 3 * w * h, "a planar RGB input");
         let (w2, h2, w4, h4) = (2 * w, 2 * h, 4 * w, 4 * h);
-        let (p1, p2, p4) = (round_up(w) + 2, round_up(w2) + 2, round_up(w4) + 2);
+        let (p1, p2, p4) = (pitch(w), pitch(w2), pitch(w4));
         let mut scratch = self
             .scratch
             .lock()
@@ -676,7 +681,7 @@ impl Compact {
 
     fn run(&self, input: &[f32], w: usize, h: usize) -> Vec<f32> {
         assert_eq!(input.len(), 3 * w * h, "a planar RGB input");
-        let (s, p1) = (self.scale, round_up(w) + 2);
+        let (s, p1) = (self.scale, pitch(w));
         let mut scratch = self
             .scratch
             .lock()
