@@ -70,6 +70,11 @@ struct Layer {
     /// Input and output channels, each rounded up to a block of 32.
     cin: usize,
     cout: usize,
+    /// The kernel's side: 3, or 2 for a phase of an upsampling conv ([`Layer::phases`]).
+    k: usize,
+    /// A phase's place `(py, px)`: output pixel `(y, x)` goes to `(2y + py, 2x + px)` of a map
+    /// twice the size, and its taps start `py` rows and `px` columns further down the input.
+    phase: Option<(usize, usize)>,
     /// `[out block][ky][kx][in block][half][16 pairs of input channels][16 outputs][2]`, bf16:
     /// the B tiles of each step, 1 KiB each, one after the other.
     weights: Aligned,
@@ -84,13 +89,13 @@ fn bf16(x: f32) -> u16 {
 }
 
 impl Layer {
-    /// `w` as ONNX holds it: `[cout][cin][3][3]`.
-    fn pack(w: &[f32], cout: usize, cin: usize, bias: &[f32]) -> Self {
+    /// `w` as ONNX holds it: `[cout][cin][k][k]`.
+    fn pack(w: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32]) -> Self {
         let (pin, pout) = (cin.div_ceil(BLOCK) * BLOCK, cout.div_ceil(BLOCK) * BLOCK);
-        let mut weights = Vec::with_capacity(pin * pout * 9);
+        let mut weights = Vec::with_capacity(pin * pout * k * k);
         for nb in 0..pout / BLOCK {
-            for ky in 0..3 {
-                for kx in 0..3 {
+            for ky in 0..k {
+                for kx in 0..k {
                     for cb in 0..pin / BLOCK {
                         for half in 0..2 {
                             for pair in 0..16 {
@@ -99,7 +104,7 @@ impl Layer {
                                         let (o, c) =
                                             (nb * BLOCK + half * 16 + n, cb * BLOCK + 2 * pair + e);
                                         weights.push(if o < cout && c < cin {
-                                            bf16(w[((o * cin + c) * 3 + ky) * 3 + kx])
+                                            bf16(w[((o * cin + c) * k + ky) * k + kx])
                                         } else {
                                             0
                                         });
@@ -121,6 +126,8 @@ impl Layer {
         Self {
             cin: pin,
             cout: pout,
+            k,
+            phase: None,
             weights: aligned,
             bias: b,
             slopes: vec![0.0; pout],
@@ -130,6 +137,37 @@ impl Layer {
     fn with_slopes(mut self, slopes: &[f32]) -> Self {
         self.slopes[..slopes.len()].copy_from_slice(slopes);
         self
+    }
+
+    /// A 3x3 conv of a map upscaled x2 by nearest neighbour, as four 2x2 convs of the map itself
+    /// (one for each output pixel's place in its 2x2 cell): the nearest-neighbour copies make
+    /// neighbouring taps read the same input pixel, so their weights are summed once here. The
+    /// same arithmetic in 4 x 4 taps a cell instead of 4 x 9, and no upscaled map.
+    ///
+    /// Output row `2y` reads the upscaled rows `2y - 1, 2y, 2y + 1`, which are input rows
+    /// `y - 1, y, y`: tap 0 for the first, taps 1 and 2 summed for the second. Row `2y + 1` reads
+    /// input rows `y, y, y + 1`. Columns alike.
+    fn phases(w: &[f32], cout: usize, cin: usize, bias: &[f32]) -> [Self; 4] {
+        const TAPS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
+        std::array::from_fn(|phase| {
+            let (py, px) = (phase / 2, phase % 2);
+            let mut summed = vec![0f32; cout * cin * 4];
+            for oc in 0..cout * cin {
+                for ty in 0..2 {
+                    for tx in 0..2 {
+                        summed[oc * 4 + ty * 2 + tx] = TAPS[py][ty]
+                            .iter()
+                            .flat_map(|ky| TAPS[px][tx].iter().map(move |kx| (ky, kx)))
+                            .map(|(ky, kx)| w[oc * 9 + ky * 3 + kx])
+                            .sum();
+                    }
+                }
+            }
+            Self {
+                phase: Some((py, px)),
+                ..Self::pack(&summed, cout, cin, 2, bias)
+            }
+        })
     }
 }
 
@@ -156,15 +194,15 @@ struct Scratch {
 /// A map's geometry: its width and height in pixels, its pitch, its channels a pixel.
 type Geometry = (usize, usize, usize, usize);
 
-/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, the four grown, up1, up1b, up2,
-/// up2b.
+/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, the four grown, up1 (x2), up2
+/// and hr (x4).
 fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
     let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
     let mut g = vec![map(one, BLOCK), map(one, 64), map(one, 64)];
     g.extend([map(one, BLOCK); 4]);
-    g.extend([map(two, 64), map(two, 64), map(four, 64), map(four, 64)]);
+    g.extend([map(two, 64), map(four, 64), map(four, 64)]);
     g
 }
 
@@ -434,9 +472,18 @@ impl Rrdb {
         if !recognized {
             return Ok(None);
         }
+        // The two upsampling convs (the fourth and third from the end) as their phases.
+        let upsampling = convs.len() - 4..convs.len() - 2;
         let layers = convs
             .iter()
-            .map(|c| Layer::pack(&c.weight, c.cout, c.cin, &c.bias))
+            .enumerate()
+            .flat_map(|(i, c)| {
+                if upsampling.contains(&i) {
+                    Layer::phases(&c.weight, c.cout, c.cin, &c.bias).into()
+                } else {
+                    vec![Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias)]
+                }
+            })
             .collect();
         Ok(Some((blocks, layers)))
     }
@@ -461,8 +508,8 @@ impl Rrdb {
         let image = map(&m[0], BLOCK, p1);
         let (xa, xb) = (map(&m[1], 64, p1), map(&m[2], 64, p1));
         let grown: Vec<Map> = m[3..7].iter().map(|g| map(g, BLOCK, p1)).collect();
-        let (up1, up1b) = (map(&m[7], 64, p2), map(&m[8], 64, p2));
-        let (up2, up2b) = (map(&m[9], 64, p4), map(&m[10], 64, p4));
+        let up1 = map(&m[7], 64, p2);
+        let (up2, hr) = (map(&m[8], 64, p4), map(&m[9], 64, p4));
         let trunk = Trunk {
             x: sc.trunk[0].ptr(),
             rrdb: sc.trunk[1].ptr(),
@@ -480,19 +527,19 @@ impl Rrdb {
             let mut conv =
                 |srcs: &[Src], rows: usize, cols: usize, pitch: usize, post: Post, out: Map| {
                     let layer = layers.next().expect("as many layers as convs");
+                    // An upsampling conv is its four phases, each writing its own pixels.
+                    let phases = if layer.phase.is_some() { 4 } else { 1 };
                     let (y0, y1) = part(rows);
-                    // SAFETY: the tiles are configured (`on_tiles`); each thread computes its own
-                    // rows of every layer into maps sized for this input (`Scratch`), and the
-                    // barrier orders a layer's writes before the next layer's reads.
-                    unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                    for layer in std::iter::once(layer).chain(layers.by_ref().take(phases - 1)) {
+                        // SAFETY: the tiles are configured (`on_tiles`); each thread computes its
+                        // own rows of every layer into maps sized for this input (`Scratch`; a
+                        // phase's output twice its size), and the barrier orders a layer's writes
+                        // before the next layer's reads.
+                        unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                    }
                     barrier.wait();
                 };
-            let doubled = |from: Map, w: usize, rows: usize, to: Map| {
-                let (y0, y1) = part(rows);
-                // SAFETY: both maps are sized for this input and its double; rows of its own.
-                unsafe { double(from, w, y0..y1, to) };
-                barrier.wait();
-            };
+
             conv(&[image.at(0)], h, w, p1, Post::First, xa);
             let (mut x, mut next) = (xa, xb);
             for _ in 0..self.blocks {
@@ -520,12 +567,10 @@ impl Rrdb {
                 }
             }
             conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
-            doubled(next, w, h2, up1);
-            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up1b);
-            doubled(up1b, w2, h4, up2);
-            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, up2b);
-            conv(&[up2b.at(0), up2b.at(32)], h4, w4, p4, Post::LRelu, up2);
-            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::Last, up2b);
+            conv(&[next.at(0), next.at(32)], h, w, p1, Post::LRelu, up1);
+            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up2);
+            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, hr);
+            conv(&[hr.at(0), hr.at(32)], h4, w4, p4, Post::Last, up2);
         });
         drop(scratch);
         out
@@ -669,7 +714,7 @@ impl Compact {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let layer = Layer::pack(&c.weight, c.cout, c.cin, &c.bias);
+                let layer = Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias);
                 match slopes.get(i) {
                     Some(s) => layer.with_slopes(s),
                     None => layer,
@@ -845,26 +890,12 @@ impl Spin {
     }
 }
 
-/// Nearest-neighbour x2 of a 64-channel map's rows `rows` of the output (`w` columns in).
-unsafe fn double(from: Map, w: usize, rows: std::ops::Range<usize>, to: Map) {
-    for y in rows {
-        for x in 0..2 * w {
-            // SAFETY: both maps hold these pixels (the caller sized them for `w` and twice it).
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    from.ptr.add(((y / 2 + 1) * from.pitch + x / 2 + 1) * 64),
-                    to.ptr.add(((y + 1) * to.pitch + x + 1) * 64),
-                    64,
-                );
-            }
-        }
-    }
-}
-
 /// Rows `rows` of a 3x3 convolution over `cols` columns: output row `y` reads rows `y..y + 3` of
 /// its sources (their border included) and is written to row `y + 1` of `out` (or, for
 /// [`Post::Last`], to row `y` of the planar output). Columns past `cols` up to the next block of
-/// 32 are written as zeros, so they read as the border to the next conv.
+/// 32 are written as zeros, so they read as the border to the next conv. A phase of an upsampling
+/// conv ([`Layer::phases`]) reads rows `y + py..y + py + 2` and writes its pixels of `out`,
+/// which is twice the size.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn conv_rows(
@@ -883,6 +914,8 @@ unsafe fn conv_rows(
     unsafe {
         let blocks_in = layer.cin / BLOCK;
         debug_assert_eq!(blocks_in, srcs.len());
+        // Where output pixel (y, x) goes in `out`: `(step y + py, step x + px)`.
+        let (step, (py, px)) = layer.phase.map_or((1, (0, 0)), |at| (2, at));
         let mut acc = Accumulators([[0f32; 256]; 4]);
         let acc = &mut acc.0;
         let slope = _mm512_set1_ps(SLOPE);
@@ -908,7 +941,7 @@ unsafe fn conv_rows(
                         .weights
                         .ptr::<u16>()
                         .cast_const()
-                        .add(nb * 9 * blocks_in * 1024);
+                        .add(nb * layer.k * layer.k * blocks_in * 1024);
                     asm!(
                         "tilezero tmm0",
                         "tilezero tmm1",
@@ -916,9 +949,9 @@ unsafe fn conv_rows(
                         "tilezero tmm3",
                         options(nostack, nomem)
                     );
-                    for ky in 0..3 {
-                        for kx in 0..3 {
-                            let pixel = (y + ky) * pitch + x0 + kx;
+                    for ky in 0..layer.k {
+                        for kx in 0..layer.k {
+                            let pixel = (y + ky + py) * pitch + x0 + kx + px;
                             for src in srcs {
                                 let a = src.ptr.add(pixel * src.stride);
                                 asm!(
@@ -1058,9 +1091,13 @@ unsafe fn conv_rows(
                                     }
                                 }
                             }
-                            let to = out
-                                .ptr
-                                .add(((y + 1) * out.pitch + x + 1) * out.stride + nb * BLOCK);
+                            let (row, column) = (step * y + py, step * x + px);
+                            if column + 2 >= out.pitch {
+                                continue; // a phase's zeros past the larger map's last block
+                            }
+                            let to = out.ptr.add(
+                                ((row + 1) * out.pitch + column + 1) * out.stride + nb * BLOCK,
+                            );
                             _mm256_storeu_si256(to.cast(), to_bf16(v0));
                             _mm256_storeu_si256(to.add(16).cast(), to_bf16(v1));
                         }
