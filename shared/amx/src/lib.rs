@@ -27,9 +27,9 @@ const SLOPE: f32 = 0.2;
 const BLOCK: usize = 32;
 
 /// The input widths the engine computes without waste: it computes a row in blocks of 32 pixels,
-/// so a tile that meets another is best widened to a multiple of 32 with real context (which the
-/// worker does) rather than computed over zeros.
-pub const WIDTH_MULTIPLE: usize = BLOCK;
+/// and a last block of 16 as one tile, so a tile that meets another is best widened to a multiple
+/// of 16 with real context (which the worker does) rather than computed over zeros.
+pub const WIDTH_MULTIPLE: usize = 16;
 
 /// Whether this CPU and kernel let a process compute on AMX tiles in bf16.
 pub fn available() -> bool {
@@ -70,6 +70,8 @@ struct Layer {
     /// Input and output channels, each rounded up to a block of 32.
     cin: usize,
     cout: usize,
+    /// The output channels the model has (`cout` before rounding up).
+    outputs: usize,
     /// The kernel's side: 3, or 2 for a phase of an upsampling conv ([`Layer::phases`]).
     k: usize,
     /// A phase's place `(py, px)`: output pixel `(y, x)` goes to `(2y + py, 2x + px)` of a map
@@ -126,6 +128,7 @@ impl Layer {
         Self {
             cin: pin,
             cout: pout,
+            outputs: cout,
             k,
             phase: None,
             weights: aligned,
@@ -936,7 +939,15 @@ unsafe fn conv_rows(
         };
         for y in rows {
             for x0 in (0..cols).step_by(BLOCK) {
+                // A row's last block computes 16 pixels when no more are left (one A tile).
+                let pixels = if cols - x0 <= 16 { 16 } else { BLOCK };
                 for nb in 0..layer.cout / BLOCK {
+                    // A block of outputs with none past its first 16 needs only the first B tile.
+                    let outputs = if layer.outputs <= nb * BLOCK + 16 {
+                        16
+                    } else {
+                        BLOCK
+                    };
                     let mut wp = layer
                         .weights
                         .ptr::<u16>()
@@ -954,22 +965,62 @@ unsafe fn conv_rows(
                             let pixel = (y + ky + py) * pitch + x0 + kx + px;
                             for src in srcs {
                                 let a = src.ptr.add(pixel * src.stride);
-                                asm!(
-                                    "tileloadd tmm4, [{a0} + {sa} * 1]",
-                                    "tileloadd tmm5, [{a1} + {sa} * 1]",
-                                    "tileloadd tmm6, [{w} + {sw} * 1]",
-                                    "tileloadd tmm7, [{w} + {sw} * 1 + 1024]",
-                                    "tdpbf16ps tmm0, tmm4, tmm6",
-                                    "tdpbf16ps tmm1, tmm4, tmm7",
-                                    "tdpbf16ps tmm2, tmm5, tmm6",
-                                    "tdpbf16ps tmm3, tmm5, tmm7",
-                                    a0 = in(reg) a,
-                                    a1 = in(reg) a.add(16 * src.stride),
-                                    sa = in(reg) src.stride * 2,
-                                    w = in(reg) wp,
-                                    sw = in(reg) 64usize,
-                                    options(nostack, readonly),
-                                );
+                                // The weights are read with the hint not to keep them in L1
+                                // (`tileloaddt1`): they pass once a block, and the inputs, read
+                                // again at the next tap, stay there.
+                                match (pixels, outputs) {
+                                    (32, 32) => asm!(
+                                        "tileloadd tmm4, [{a0} + {sa} * 1]",
+                                        "tileloadd tmm5, [{a1} + {sa} * 1]",
+                                        "tileloaddt1 tmm6, [{w} + {sw} * 1]",
+                                        "tileloaddt1 tmm7, [{w} + {sw} * 1 + 1024]",
+                                        "tdpbf16ps tmm0, tmm4, tmm6",
+                                        "tdpbf16ps tmm1, tmm4, tmm7",
+                                        "tdpbf16ps tmm2, tmm5, tmm6",
+                                        "tdpbf16ps tmm3, tmm5, tmm7",
+                                        a0 = in(reg) a,
+                                        a1 = in(reg) a.add(16 * src.stride),
+                                        sa = in(reg) src.stride * 2,
+                                        w = in(reg) wp,
+                                        sw = in(reg) 64usize,
+                                        options(nostack, readonly),
+                                    ),
+                                    (32, _) => asm!(
+                                        "tileloadd tmm4, [{a0} + {sa} * 1]",
+                                        "tileloadd tmm5, [{a1} + {sa} * 1]",
+                                        "tileloaddt1 tmm6, [{w} + {sw} * 1]",
+                                        "tdpbf16ps tmm0, tmm4, tmm6",
+                                        "tdpbf16ps tmm2, tmm5, tmm6",
+                                        a0 = in(reg) a,
+                                        a1 = in(reg) a.add(16 * src.stride),
+                                        sa = in(reg) src.stride * 2,
+                                        w = in(reg) wp,
+                                        sw = in(reg) 64usize,
+                                        options(nostack, readonly),
+                                    ),
+                                    (_, 32) => asm!(
+                                        "tileloadd tmm4, [{a0} + {sa} * 1]",
+                                        "tileloaddt1 tmm6, [{w} + {sw} * 1]",
+                                        "tileloaddt1 tmm7, [{w} + {sw} * 1 + 1024]",
+                                        "tdpbf16ps tmm0, tmm4, tmm6",
+                                        "tdpbf16ps tmm1, tmm4, tmm7",
+                                        a0 = in(reg) a,
+                                        sa = in(reg) src.stride * 2,
+                                        w = in(reg) wp,
+                                        sw = in(reg) 64usize,
+                                        options(nostack, readonly),
+                                    ),
+                                    _ => asm!(
+                                        "tileloadd tmm4, [{a0} + {sa} * 1]",
+                                        "tileloaddt1 tmm6, [{w} + {sw} * 1]",
+                                        "tdpbf16ps tmm0, tmm4, tmm6",
+                                        a0 = in(reg) a,
+                                        sa = in(reg) src.stride * 2,
+                                        w = in(reg) wp,
+                                        sw = in(reg) 64usize,
+                                        options(nostack, readonly),
+                                    ),
+                                }
                                 wp = wp.add(1024);
                             }
                         }
@@ -985,7 +1036,7 @@ unsafe fn conv_rows(
                     );
                     let b0 = _mm512_loadu_ps(layer.bias.as_ptr().add(nb * BLOCK));
                     let b1 = _mm512_loadu_ps(layer.bias.as_ptr().add(nb * BLOCK + 16));
-                    for half in 0..2 {
+                    for half in 0..pixels / 16 {
                         for p in 0..16 {
                             let x = x0 + 16 * half + p;
                             let mut v0 = _mm512_add_ps(
