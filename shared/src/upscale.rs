@@ -113,7 +113,7 @@ pub enum Provider {
     /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
     /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
     /// and in fp32 elsewhere. With `amx` as well, the models run on Lambent's own AMX engine
-    /// where the CPU has AMX (`shared/amx`; 1.4x OpenVINO's speed on x4plus, 2x on animevideov3).
+    /// where the CPU has AMX (`shared/amx`; 1.4-1.5x OpenVINO's speed on x4plus and animevideov3).
     OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,

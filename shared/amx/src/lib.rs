@@ -7,6 +7,9 @@
 //! buffer. So the dense blocks' concatenations cost nothing: a conv reads the block's input and
 //! the outputs before it where they lie. Activations are bf16 between convolutions (as OpenVINO's
 //! bf16 mode keeps them); the trunk that the residuals add up is kept in fp32.
+//! The two upsampling convs (a 3x3 conv of the map enlarged x2 by nearest neighbour) are computed
+//! as the four 2x2 convs of the map itself that their output's pixels amount to
+//! (`Layer::phases`).
 //!
 //! The engine takes a model only when its graph is the architecture it computes (RRDBNet, 64
 //! features, 32 growth channels, x4, LeakyReLU and residual scale 0.2), read from the ONNX file
