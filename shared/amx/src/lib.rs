@@ -75,8 +75,6 @@ struct Layer {
     cout: usize,
     /// The output channels the model has (`cout` before rounding up).
     outputs: usize,
-    /// The kernel's side: 3, or 2 for a phase of an upsampling conv ([`Layer::phases`]).
-    k: usize,
     /// A phase's place `(py, px)`: output pixel `(y, x)` goes to `(2y + py, 2x + px)` of a map
     /// twice the size, and its taps start `py` rows and `px` columns further down the input.
     phase: Option<(usize, usize)>,
@@ -132,12 +130,16 @@ impl Layer {
             cin: pin,
             cout: pout,
             outputs: cout,
-            k,
             phase: None,
             weights: aligned,
             bias: b,
             slopes: vec![0.0; pout],
         }
+    }
+
+    /// The kernel's side: 3, or 2 for a phase of an upsampling conv ([`Layer::phases`]).
+    fn k(&self) -> usize {
+        if self.phase.is_some() { 2 } else { 3 }
     }
 
     fn with_slopes(mut self, slopes: &[f32]) -> Self {
@@ -922,6 +924,7 @@ unsafe fn conv_rows(
         debug_assert_eq!(blocks_in, srcs.len());
         // Where output pixel (y, x) goes in `out`: `(step y + py, step x + px)`.
         let (step, (py, px)) = layer.phase.map_or((1, (0, 0)), |at| (2, at));
+        let k = layer.k();
         let mut acc = Accumulators([[0f32; 256]; 4]);
         let acc = &mut acc.0;
         let slope = _mm512_set1_ps(SLOPE);
@@ -955,7 +958,7 @@ unsafe fn conv_rows(
                         .weights
                         .ptr::<u16>()
                         .cast_const()
-                        .add(nb * layer.k * layer.k * blocks_in * 1024);
+                        .add(nb * k * k * blocks_in * 1024);
                     asm!(
                         "tilezero tmm0",
                         "tilezero tmm1",
@@ -963,8 +966,8 @@ unsafe fn conv_rows(
                         "tilezero tmm3",
                         options(nostack, nomem)
                     );
-                    for ky in 0..layer.k {
-                        for kx in 0..layer.k {
+                    for ky in 0..k {
+                        for kx in 0..k {
                             let pixel = (y + ky + py) * pitch + x0 + kx + px;
                             for src in srcs {
                                 let a = src.ptr.add(pixel * src.stride);
