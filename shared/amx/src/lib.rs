@@ -10,6 +10,10 @@
 //! The two upsampling convs (a 3x3 conv of the map enlarged x2 by nearest neighbour) are computed
 //! as the four 2x2 convs of the map itself that their output's pixels amount to
 //! (`Layer::phases`).
+//! A dense block's five convs run row by row, each a few rows behind the one before it, so the
+//! four maps the block grows are read from L2 a few rows after they are written: each thread keeps
+//! only those rows of them (`RINGS`), and the block's input and output are the only maps it
+//! streams through memory.
 //!
 //! The engine takes a model only when its graph is the architecture it computes (RRDBNet, 64
 //! features, 32 growth channels, x4, LeakyReLU and residual scale 0.2), read from the ONNX file
@@ -28,6 +32,10 @@ use anyhow::Context;
 const SLOPE: f32 = 0.2;
 /// Output pixels of a row computed together (two tiles of 16), and the channels of a block.
 const BLOCK: usize = 32;
+/// The rows each of a dense block's four grown maps keeps ([`Rrdb::run`]): conv `k`'s row `y`,
+/// computed at step `y + k`, is read last by the block's last conv at step `y + 5`, and is
+/// overwritten by its row `y + 6 - k` at step `y + 6`.
+const RINGS: [usize; 4] = [6, 5, 4, 3];
 
 /// The input widths the engine computes without waste: it computes a row in blocks of 32 pixels,
 /// and a last block of 16 as one tile, so a tile that meets another is best widened to a multiple
@@ -202,16 +210,20 @@ struct Scratch {
 /// A map's geometry: its width and height in pixels, its pitch, its channels a pixel.
 type Geometry = (usize, usize, usize, usize);
 
-/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, the four grown, up1 (x2), up2
-/// and hr (x4).
+/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, up1 (x2), up2 and hr (x4). (The
+/// dense blocks' four grown maps are rings of a few rows, each thread its own: [`Rrdb::run`].)
 fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
     let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
-    let mut g = vec![map(one, BLOCK), map(one, 64), map(one, 64)];
-    g.extend([map(one, BLOCK); 4]);
-    g.extend([map(two, 64), map(four, 64), map(four, 64)]);
-    g
+    vec![
+        map(one, BLOCK),
+        map(one, 64),
+        map(one, 64),
+        map(two, 64),
+        map(four, 64),
+        map(four, 64),
+    ]
 }
 
 /// The compact model's maps: the image and two of 64 channels, all at the input's size.
@@ -329,11 +341,13 @@ enum Post {
 }
 
 /// A bf16 image with a zero border of one pixel: rows of `pitch` pixels of `stride` channels.
+/// A map of `ring` rows (not 0) holds only the last rows written: row `r` is at `r % ring`.
 #[derive(Clone, Copy)]
 struct Map {
     ptr: *mut u16,
     stride: usize,
     pitch: usize,
+    ring: usize,
 }
 
 impl Map {
@@ -341,15 +355,36 @@ impl Map {
         Src {
             ptr: self.ptr.wrapping_add(channel),
             stride: self.stride,
+            ring: self.ring,
         }
+    }
+
+    /// Where row `r` (its border counted: the image's row `r - 1`) begins.
+    fn row(self, r: usize) -> *mut u16 {
+        self.ptr
+            .wrapping_add(slot(r, self.ring) * self.pitch * self.stride)
     }
 }
 
-/// One 32-channel block a conv reads.
+/// Where row `r` of a map of `ring` rows is kept: its own place in a whole map (`ring` 0).
+fn slot(r: usize, ring: usize) -> usize {
+    if ring == 0 { r } else { r % ring }
+}
+
+/// One 32-channel block a conv reads, from a map of `ring` rows as [`Map`]'s.
 #[derive(Clone, Copy)]
 struct Src {
     ptr: *const u16,
     stride: usize,
+    ring: usize,
+}
+
+impl Src {
+    /// Where row `r` begins in a map of `pitch` pixels a row.
+    fn row(self, r: usize, pitch: usize) -> *const u16 {
+        self.ptr
+            .wrapping_add(slot(r, self.ring) * pitch * self.stride)
+    }
 }
 
 /// The fp32 buffers an epilogue reads and writes (64 channels a pixel, no border), and the output.
@@ -511,13 +546,13 @@ impl Rrdb {
             ptr: v.ptr(),
             stride,
             pitch,
+            ring: 0,
         };
         let m = &sc.maps;
         let image = map(&m[0], BLOCK, p1);
         let (xa, xb) = (map(&m[1], 64, p1), map(&m[2], 64, p1));
-        let grown: Vec<Map> = m[3..7].iter().map(|g| map(g, BLOCK, p1)).collect();
-        let up1 = map(&m[7], 64, p2);
-        let (up2, hr) = (map(&m[8], 64, p4), map(&m[9], 64, p4));
+        let up1 = map(&m[3], 64, p2);
+        let (up2, hr) = (map(&m[4], 64, p4), map(&m[5], 64, p4));
         let trunk = Trunk {
             x: sc.trunk[0].ptr(),
             rrdb: sc.trunk[1].ptr(),
@@ -532,24 +567,45 @@ impl Rrdb {
         on_tiles(threads, |t, barrier| {
             let part = |rows: usize| (t * rows / threads, (t + 1) * rows / threads);
             let mut layers = self.layers.iter();
-            let mut conv =
-                |srcs: &[Src], rows: usize, cols: usize, pitch: usize, post: Post, out: Map| {
-                    let layer = layers.next().expect("as many layers as convs");
-                    // An upsampling conv is its four phases, each writing its own pixels.
-                    let phases = if layer.phase.is_some() { 4 } else { 1 };
-                    let (y0, y1) = part(rows);
-                    for layer in std::iter::once(layer).chain(layers.by_ref().take(phases - 1)) {
-                        // SAFETY: the tiles are configured (`on_tiles`); each thread computes its
-                        // own rows of every layer into maps sized for this input (`Scratch`; a
-                        // phase's output twice its size), and the barrier orders a layer's writes
-                        // before the next layer's reads.
-                        unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
-                    }
-                    barrier.wait();
-                };
+            let conv = |layers: &mut std::slice::Iter<'_, Layer>,
+                        srcs: &[Src],
+                        rows: usize,
+                        cols: usize,
+                        pitch: usize,
+                        post: Post,
+                        out: Map| {
+                let layer = layers.next().expect("as many layers as convs");
+                // An upsampling conv is its four phases, each writing its own pixels.
+                let phases = if layer.phase.is_some() { 4 } else { 1 };
+                let (y0, y1) = part(rows);
+                for layer in std::iter::once(layer).chain(layers.by_ref().take(phases - 1)) {
+                    // SAFETY: the tiles are configured (`on_tiles`); each thread computes its
+                    // own rows of every layer into maps sized for this input (`Scratch`; a
+                    // phase's output twice its size), and the barrier orders a layer's writes
+                    // before the next layer's reads.
+                    unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                }
+                barrier.wait();
+            };
+            // This thread's grown maps of the dense blocks: the rows still to be read of each.
+            let rings: Vec<Aligned> = RINGS
+                .iter()
+                .map(|&rows| Aligned::zeroed(rows * p1 * BLOCK * 2))
+                .collect();
+            let grown: Vec<Map> = rings
+                .iter()
+                .zip(RINGS)
+                .map(|(ring, rows)| Map {
+                    ptr: ring.ptr(),
+                    stride: BLOCK,
+                    pitch: p1,
+                    ring: rows,
+                })
+                .collect();
 
-            conv(&[image.at(0)], h, w, p1, Post::First, xa);
+            conv(&mut layers, &[image.at(0)], h, w, p1, Post::First, xa);
             let (mut x, mut next) = (xa, xb);
+            let (y0, y1) = part(h);
             for _ in 0..self.blocks {
                 for d in 0..3 {
                     let srcs = [
@@ -560,25 +616,98 @@ impl Rrdb {
                         grown[2].at(0),
                         grown[3].at(0),
                     ];
-                    for k in 0..4 {
-                        conv(&srcs[..k + 2], h, w, p1, Post::LRelu, grown[k]);
+                    let dense: Vec<&Layer> = layers.by_ref().take(5).collect();
+                    let last = if d == 2 { Post::Rrdb } else { Post::Rdb };
+                    // The dense block row by row, its five convs one row apart: at step `s`,
+                    // conv `k` computes row `s - k`, whose inputs (rows `s - k - 1..=s - k + 1`
+                    // of the convs before it) are done. So the grown maps are read a few rows
+                    // after they are written, from L2, not from memory. This thread's rows of
+                    // the block's output need `4 - k` rows more of conv `k` on either side; the
+                    // rows just outside the image are the zero border.
+                    let (top, bottom) = (y0 as isize, y1 as isize - 1);
+                    for step in top - 4..=bottom + 4 {
+                        if y0 == y1 {
+                            break;
+                        }
+                        for (k, layer) in dense.iter().enumerate() {
+                            let (y, halo) = (step - k as isize, 4 - k as isize);
+                            let inner = k == 4;
+                            let (first, end) = if inner {
+                                (top, bottom)
+                            } else {
+                                ((top - halo).max(-1), (bottom + halo).min(h as isize))
+                            };
+                            if y < first || y > end {
+                                continue;
+                            }
+                            let (srcs, post, out) = if inner {
+                                (&srcs[..], last, next)
+                            } else {
+                                (&srcs[..k + 2], Post::LRelu, grown[k])
+                            };
+                            let row = (y + 1) as usize; // the map's row, its border counted
+                            if y == -1 || y == h as isize {
+                                // SAFETY: a ring's row is `p1` pixels of `BLOCK` channels.
+                                unsafe { std::ptr::write_bytes(out.row(row), 0, p1 * BLOCK) };
+                                continue;
+                            }
+                            // SAFETY: as for `conv`; the rows this conv reads of the grown maps
+                            // were computed at earlier steps or earlier in this one, and are
+                            // still in their rings (`RINGS`).
+                            unsafe {
+                                conv_rows(layer, srcs, row - 1..row, w, p1, post, out, trunk)
+                            };
+                        }
                     }
-                    conv(
-                        &srcs,
-                        h,
-                        w,
-                        p1,
-                        if d == 2 { Post::Rrdb } else { Post::Rdb },
-                        next,
-                    );
+                    barrier.wait();
                     std::mem::swap(&mut x, &mut next);
                 }
             }
-            conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
-            conv(&[next.at(0), next.at(32)], h, w, p1, Post::LRelu, up1);
-            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up2);
-            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, hr);
-            conv(&[hr.at(0), hr.at(32)], h4, w4, p4, Post::Last, up2);
+            conv(
+                &mut layers,
+                &[x.at(0), x.at(32)],
+                h,
+                w,
+                p1,
+                Post::Body,
+                next,
+            );
+            conv(
+                &mut layers,
+                &[next.at(0), next.at(32)],
+                h,
+                w,
+                p1,
+                Post::LRelu,
+                up1,
+            );
+            conv(
+                &mut layers,
+                &[up1.at(0), up1.at(32)],
+                h2,
+                w2,
+                p2,
+                Post::LRelu,
+                up2,
+            );
+            conv(
+                &mut layers,
+                &[up2.at(0), up2.at(32)],
+                h4,
+                w4,
+                p4,
+                Post::LRelu,
+                hr,
+            );
+            conv(
+                &mut layers,
+                &[hr.at(0), hr.at(32)],
+                h4,
+                w4,
+                p4,
+                Post::Last,
+                up2,
+            );
         });
         drop(scratch);
         out
@@ -746,6 +875,7 @@ impl Compact {
             ptr: v.ptr(),
             stride,
             pitch: p1,
+            ring: 0,
         };
         let (image, a, b) = (
             map(&sc.maps[0], BLOCK),
@@ -862,8 +992,9 @@ fn on_tiles(threads: usize, work: impl Fn(usize, &Spin) + Sync) {
     });
 }
 
-/// A barrier that spins: the threads meet after every layer (350 times a run), and a sleeping
-/// thread's wake-up (`std::sync::Barrier`) took 0.5 ms of each, a fifth of x4plus's time.
+/// A barrier that spins: the threads meet after every layer or dense block (x4plus: 75 times a
+/// run; 350 when each conv was a layer), and a sleeping thread's wake-up (`std::sync::Barrier`)
+/// took 0.5 ms of each, a fifth of x4plus's time then.
 struct Spin {
     threads: usize,
     arrived: AtomicUsize,
@@ -943,7 +1074,16 @@ unsafe fn conv_rows(
         } else {
             Vec::new()
         };
+        // The rows a conv reads, for each source and kernel row, found once an output row.
+        let mut reads = [[std::ptr::null::<u16>(); 3]; 6];
+        debug_assert!(srcs.len() <= reads.len());
         for y in rows {
+            for (src, at) in srcs.iter().zip(&mut reads) {
+                for (ky, read) in at.iter_mut().enumerate().take(k) {
+                    *read = src.row(y + ky + py, pitch);
+                }
+            }
+            let written = out.row(step * y + py + 1);
             for x0 in (0..cols).step_by(BLOCK) {
                 // A row's last block computes 16 pixels when no more are left (one A tile).
                 let pixels = if cols - x0 <= 16 { 16 } else { BLOCK };
@@ -968,9 +1108,9 @@ unsafe fn conv_rows(
                     );
                     for ky in 0..k {
                         for kx in 0..k {
-                            let pixel = (y + ky + py) * pitch + x0 + kx + px;
-                            for src in srcs {
-                                let a = src.ptr.add(pixel * src.stride);
+                            let column = x0 + kx + px;
+                            for (src, at) in srcs.iter().zip(&reads) {
+                                let a = at[ky].add(column * src.stride);
                                 // The weights are read with the hint not to keep them in L1
                                 // (`tileloaddt1`): they pass once a block, and the inputs, read
                                 // again at the next tap, stay there. One block of assembly for
@@ -1134,13 +1274,11 @@ unsafe fn conv_rows(
                                     }
                                 }
                             }
-                            let (row, column) = (step * y + py, step * x + px);
+                            let column = step * x + px;
                             if column + 2 >= out.pitch {
                                 continue; // a phase's zeros past the larger map's last block
                             }
-                            let to = out.ptr.add(
-                                ((row + 1) * out.pitch + column + 1) * out.stride + nb * BLOCK,
-                            );
+                            let to = written.add((column + 1) * out.stride + nb * BLOCK);
                             _mm256_storeu_si256(to.cast(), to_bf16(v0));
                             _mm256_storeu_si256(to.add(16).cast(), to_bf16(v1));
                         }
