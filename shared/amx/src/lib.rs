@@ -566,27 +566,25 @@ impl Rrdb {
         let threads = self.threads;
         on_tiles(threads, |t, barrier| {
             let part = |rows: usize| (t * rows / threads, (t + 1) * rows / threads);
-            let mut layers = self.layers.iter();
-            let conv = |layers: &mut std::slice::Iter<'_, Layer>,
-                        srcs: &[Src],
-                        rows: usize,
-                        cols: usize,
-                        pitch: usize,
-                        post: Post,
-                        out: Map| {
-                let layer = layers.next().expect("as many layers as convs");
-                // An upsampling conv is its four phases, each writing its own pixels.
-                let phases = if layer.phase.is_some() { 4 } else { 1 };
-                let (y0, y1) = part(rows);
-                for layer in std::iter::once(layer).chain(layers.by_ref().take(phases - 1)) {
-                    // SAFETY: the tiles are configured (`on_tiles`); each thread computes its
-                    // own rows of every layer into maps sized for this input (`Scratch`; a
-                    // phase's output twice its size), and the barrier orders a layer's writes
-                    // before the next layer's reads.
-                    unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
-                }
-                barrier.wait();
-            };
+            // The first conv, the dense blocks' 15 each, then the convs after them.
+            let (first, rest) = self.layers.split_at(1);
+            let (dense_blocks, tail) = rest.split_at(self.blocks * 15);
+            let mut layers = first.iter().chain(tail);
+            let mut conv =
+                |srcs: &[Src], rows: usize, cols: usize, pitch: usize, post: Post, out: Map| {
+                    let layer = layers.next().expect("as many layers as convs");
+                    // An upsampling conv is its four phases, each writing its own pixels.
+                    let phases = if layer.phase.is_some() { 4 } else { 1 };
+                    let (y0, y1) = part(rows);
+                    for layer in std::iter::once(layer).chain(layers.by_ref().take(phases - 1)) {
+                        // SAFETY: the tiles are configured (`on_tiles`); each thread computes its
+                        // own rows of every layer into maps sized for this input (`Scratch`; a
+                        // phase's output twice its size), and the barrier orders a layer's writes
+                        // before the next layer's reads.
+                        unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                    }
+                    barrier.wait();
+                };
             // This thread's grown maps of the dense blocks: the rows still to be read of each.
             let rings: Vec<Aligned> = RINGS
                 .iter()
@@ -603,111 +601,67 @@ impl Rrdb {
                 })
                 .collect();
 
-            conv(&mut layers, &[image.at(0)], h, w, p1, Post::First, xa);
+            conv(&[image.at(0)], h, w, p1, Post::First, xa);
             let (mut x, mut next) = (xa, xb);
             let (y0, y1) = part(h);
-            for _ in 0..self.blocks {
-                for d in 0..3 {
-                    let srcs = [
-                        x.at(0),
-                        x.at(32),
-                        grown[0].at(0),
-                        grown[1].at(0),
-                        grown[2].at(0),
-                        grown[3].at(0),
-                    ];
-                    let dense: Vec<&Layer> = layers.by_ref().take(5).collect();
-                    let last = if d == 2 { Post::Rrdb } else { Post::Rdb };
-                    // The dense block row by row, its five convs one row apart: at step `s`,
-                    // conv `k` computes row `s - k`, whose inputs (rows `s - k - 1..=s - k + 1`
-                    // of the convs before it) are done. So the grown maps are read a few rows
-                    // after they are written, from L2, not from memory. This thread's rows of
-                    // the block's output need `4 - k` rows more of conv `k` on either side; the
-                    // rows just outside the image are the zero border.
-                    let (top, bottom) = (y0 as isize, y1 as isize - 1);
-                    for step in top - 4..=bottom + 4 {
-                        if y0 == y1 {
-                            break;
+            // A thread with no rows of its own (an input fewer rows high than threads) only meets
+            // the others.
+            let (top, bottom) = (y0 as isize, y1 as isize - 1);
+            let steps = top - 4..=if y0 < y1 { bottom + 4 } else { top - 5 };
+            for (i, dense) in dense_blocks.chunks_exact(5).enumerate() {
+                let srcs = [
+                    x.at(0),
+                    x.at(32),
+                    grown[0].at(0),
+                    grown[1].at(0),
+                    grown[2].at(0),
+                    grown[3].at(0),
+                ];
+                // Each RRDB is three dense blocks; the third's output adds the RRDB's input.
+                let last = if i % 3 == 2 { Post::Rrdb } else { Post::Rdb };
+                // The dense block row by row, its five convs one row apart: at step `s`,
+                // conv `k` computes row `s - k`, whose inputs (rows `s - k - 1..=s - k + 1`
+                // of the convs before it) are done. So the grown maps are read a few rows
+                // after they are written, from L2, not from memory. This thread's rows of
+                // the block's output need `4 - k` rows more of conv `k` on either side; the
+                // rows just outside the image are the zero border.
+                for step in steps.clone() {
+                    for (k, layer) in dense.iter().enumerate() {
+                        let (y, halo) = (step - k as isize, 4 - k as isize);
+                        let inner = k == 4;
+                        let (lo, hi) = if inner {
+                            (top, bottom)
+                        } else {
+                            ((top - halo).max(-1), (bottom + halo).min(h as isize))
+                        };
+                        if y < lo || y > hi {
+                            continue;
                         }
-                        for (k, layer) in dense.iter().enumerate() {
-                            let (y, halo) = (step - k as isize, 4 - k as isize);
-                            let inner = k == 4;
-                            let (first, end) = if inner {
-                                (top, bottom)
-                            } else {
-                                ((top - halo).max(-1), (bottom + halo).min(h as isize))
-                            };
-                            if y < first || y > end {
-                                continue;
-                            }
-                            let (srcs, post, out) = if inner {
-                                (&srcs[..], last, next)
-                            } else {
-                                (&srcs[..k + 2], Post::LRelu, grown[k])
-                            };
-                            let row = (y + 1) as usize; // the map's row, its border counted
-                            if y == -1 || y == h as isize {
-                                // SAFETY: a ring's row is `p1` pixels of `BLOCK` channels.
-                                unsafe { std::ptr::write_bytes(out.row(row), 0, p1 * BLOCK) };
-                                continue;
-                            }
-                            // SAFETY: as for `conv`; the rows this conv reads of the grown maps
-                            // were computed at earlier steps or earlier in this one, and are
-                            // still in their rings (`RINGS`).
-                            unsafe {
-                                conv_rows(layer, srcs, row - 1..row, w, p1, post, out, trunk)
-                            };
+                        let (srcs, post, out) = if inner {
+                            (&srcs[..], last, next)
+                        } else {
+                            (&srcs[..k + 2], Post::LRelu, grown[k])
+                        };
+                        let row = (y + 1) as usize; // the map's row, its border counted
+                        if y == -1 || y == h as isize {
+                            // SAFETY: a ring's row is `p1` pixels of `BLOCK` channels.
+                            unsafe { std::ptr::write_bytes(out.row(row), 0, p1 * BLOCK) };
+                            continue;
                         }
+                        // SAFETY: as for `conv`; the rows this conv reads of the grown maps
+                        // were computed at earlier steps or earlier in this one, and are
+                        // still in their rings (`RINGS`).
+                        unsafe { conv_rows(layer, srcs, row - 1..row, w, p1, post, out, trunk) };
                     }
-                    barrier.wait();
-                    std::mem::swap(&mut x, &mut next);
                 }
+                barrier.wait();
+                std::mem::swap(&mut x, &mut next);
             }
-            conv(
-                &mut layers,
-                &[x.at(0), x.at(32)],
-                h,
-                w,
-                p1,
-                Post::Body,
-                next,
-            );
-            conv(
-                &mut layers,
-                &[next.at(0), next.at(32)],
-                h,
-                w,
-                p1,
-                Post::LRelu,
-                up1,
-            );
-            conv(
-                &mut layers,
-                &[up1.at(0), up1.at(32)],
-                h2,
-                w2,
-                p2,
-                Post::LRelu,
-                up2,
-            );
-            conv(
-                &mut layers,
-                &[up2.at(0), up2.at(32)],
-                h4,
-                w4,
-                p4,
-                Post::LRelu,
-                hr,
-            );
-            conv(
-                &mut layers,
-                &[hr.at(0), hr.at(32)],
-                h4,
-                w4,
-                p4,
-                Post::Last,
-                up2,
-            );
+            conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
+            conv(&[next.at(0), next.at(32)], h, w, p1, Post::LRelu, up1);
+            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up2);
+            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, hr);
+            conv(&[hr.at(0), hr.at(32)], h4, w4, p4, Post::Last, up2);
         });
         drop(scratch);
         out
