@@ -7,7 +7,9 @@ peak for the precision used (infra/bench/cpu.py), peak RSS and PSNR against PyTo
   CPU thread (infra/bench/torch_peer.py), each run in its own process.
 - Lambent: the worker's path (`lambent-upscale`, release build): ONNX Runtime's CPU kernels in
   fp32 (exact) and the OpenVINO execution provider (bf16 where the CPU computes it, fp32
-  elsewhere: the label says which), tiles of 256 px.
+  elsewhere: the label says which), tiles of 256 px; and the worker's own mode where it differs:
+  Lambent's engine (shared/amx) on AMX in bf16, or in fp32 on FMA (Winograd's F(2x2, 3x3)) where
+  the CPU computes no bf16.
 - Lambent's OpenVINO path in fp32 too where the CPU computes bf16: not the worker's choice there,
   but the same engine measured against the fp32 peak.
 Each peer runs under a time limit (BENCH_PEER_TIMEOUT, default 900 s): one that passes it is
@@ -118,11 +120,21 @@ def openvino_mode(cpu):
         ("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32 (this CPU computes no bf16)")
 
 
+def fma_engine(cpu):
+    """Whether the worker's mode runs the models on Lambent's own engine in fp32 on FMA here: a CPU
+    with AVX2 and FMA that computes no bf16 of its own (shared/amx/src/fma.rs)."""
+    return cpu.avx2 and not cpu.native_bf16
+
+
 def worker_label(cpu, openvino):
-    """What the worker's mode computes with on this CPU, for the tables' titles: on a CPU with AMX,
-    every shipped model runs on Lambent's own AMX engine (shared/amx)."""
-    label = openvino[2].removeprefix('Lambent, ')
-    return "Lambent's AMX engine bf16" if cpu.amx and openvino[0] == "openvino" else label
+    """What the worker's mode computes with on this CPU, for the tables' titles: every shipped model
+    runs on Lambent's own engine (shared/amx) on AMX, or in fp32 on FMA where the CPU computes no
+    bf16; elsewhere on OpenVINO."""
+    if cpu.amx:
+        return "Lambent's AMX engine bf16"
+    if fma_engine(cpu):
+        return "Lambent's FMA engine fp32"
+    return openvino[2].removeprefix('Lambent, ')
 
 
 def upscaling():
@@ -166,6 +178,9 @@ def upscaling():
             # The worker's mode runs the models on Lambent's AMX engine; OpenVINO beside it.
             lambent = [lambent[0], ("openvino", "bf16", "Lambent, its AMX engine bf16 (the worker's)"),
                        ("openvino-only", "bf16", "Lambent, OpenVINO EP bf16")]
+        elif fma_engine(cpu):
+            # The worker's mode runs the models on Lambent's engine in fp32 on FMA; OpenVINO beside it.
+            lambent = [lambent[0], ("openvino", "fp32", "Lambent, its FMA engine fp32 (the worker's)"), openvino]
         if cpu.native_bf16:
             # Not the worker's choice here (bf16 is faster), but the same engine against the fp32 peak.
             lambent.append(("openvino-fp32", "fp32", "Lambent, OpenVINO EP fp32"))
@@ -191,6 +206,10 @@ def upscaling():
         for name, why in skipped:
             print(f"| {model} | {name} | timed out ({why}) | | | | | | |")
     print()
+    if fma_engine(cpu):
+        print("The FMA engine computes the 3x3 convolutions by Winograd's F(2x2, 3x3), 2.25 times fewer multiplies than")
+        print("the direct convolutions whose FLOP the rates above count: its rate can pass the peak.")
+        print()
     ceilings(cpu, openvino, side + 2 * EDGE_PAD)
     seams(cpu, openvino)
     memory_growth(cpu, openvino)
@@ -270,7 +289,7 @@ def seams(cpu=None, openvino=None):
         for label, flags in configs:
             out = WORK / f"seams-{model}-{len(flags)}-{flags[-1] if flags else 'default'}.png"
             try:
-                result, _ = run([str(UPSCALE), model, str(source), str(out), "--provider", openvino[0], *flags, "--repeat", "2"],
+                result, _ = run([str(UPSCALE), model, str(source), str(out), "--provider", "openvino", *flags, "--repeat", "2"],
                                 timeout=PEER_TIMEOUT)
             except TimedOut as why:
                 print(f"| {model} | {label}: timed out ({why}) | | | |")
@@ -300,7 +319,7 @@ def memory_growth(cpu=None, openvino=None):
         figures = []
         for flags in ([], ["--in-memory"]):
             try:
-                result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", openvino[0], *flags],
+                result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", "openvino", *flags],
                                   timeout=PEER_TIMEOUT)
                 figures.append((result["run_seconds"] / (side * side / 1e6), rss))
             except TimedOut as why:

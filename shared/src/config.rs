@@ -254,8 +254,9 @@ pub struct UpscaleConfig {
     pub models_prefix: String,
     /// `cpu` (exact fp32), `openvino` (`UPSCALE_PRECISION` bf16, the default, or fp32; needs the
     /// onnxruntime-openvino library) or `cuda` (`UPSCALE_PROVIDER`; cuda needs the `cuda` build).
-    /// Under `openvino` in bf16 the models run on Lambent's AMX engine where the CPU has AMX
-    /// (`UPSCALE_AMX`: `on`, the default, or `off`).
+    /// Under `openvino` in bf16 the models run on Lambent's own engine where the CPU suits it
+    /// (`crate::upscale::own_engine`: AMX, or fp32 on FMA where the CPU computes no bf16;
+    /// `UPSCALE_AMX`: `on`, the default, or `off`).
     pub provider: crate::upscale::Provider,
     /// Which queue runs upscaling and best-cut (`UPSCALE_QUEUE`: `cpu` or `gpu`, default cpu).
     pub queue: crate::domain::Queue,

@@ -34,13 +34,15 @@ pub const MODELS: [(&str, u32); 5] = [
     ("realesr-animevideov3-x4", 4),
 ];
 
-/// Whether this machine runs the models on Lambent's own AMX engine under [`Provider::OpenVino`]
-/// with `amx`: an x86-64 CPU with AMX, and a kernel that grants it.
-pub fn amx_available() -> bool {
+/// The units Lambent's own engine (`shared/amx`) computes on here under [`Provider::OpenVino`]
+/// with `amx`, if any: `amx` on an x86-64 CPU with AMX and a kernel that grants it, `fma` (fp32
+/// on AVX2 and FMA) on one that computes no bf16 of its own; none where it computes bf16 without
+/// AMX (AVX-512 BF16), where OpenVINO's bf16 is the faster path.
+pub fn own_engine() -> Option<&'static str> {
     #[cfg(target_arch = "x86_64")]
-    return amx::available();
+    return amx::Backend::of_this_cpu().map(amx::Backend::name);
     #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    return None;
 }
 
 /// PetCam's model, and the default.
@@ -112,8 +114,10 @@ pub enum Provider {
     Cpu,
     /// The OpenVINO execution provider on the CPU (ONNX Runtime from the `onnxruntime-openvino`
     /// wheel). With `bf16`, OpenVINO computes in bfloat16 where the CPU has it (AMX, AVX-512 BF16)
-    /// and in fp32 elsewhere. With `amx` as well, the models run on Lambent's own AMX engine
-    /// where the CPU has AMX (`shared/amx`; 1.4-1.5x OpenVINO's speed on x4plus and animevideov3).
+    /// and in fp32 elsewhere. With `amx` as well, the models run on Lambent's own engine
+    /// (`shared/amx`, [`own_engine`]) where the CPU suits it: on AMX (1.4-1.5x OpenVINO's speed
+    /// on x4plus and animevideov3), or in fp32 on AVX2 and FMA where the CPU computes no bf16
+    /// (Winograd's F(2x2, 3x3); 1.4-1.5x OpenVINO's fp32 on a Zen 3).
     OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
@@ -145,6 +149,10 @@ struct Slot {
 pub struct Upscaler {
     env: &'static Environment,
     provider: Provider,
+    /// The units of Lambent's own engine under [`Provider::OpenVino`] with `amx`: this CPU's
+    /// ([`own_engine`]), or those [`Upscaler::on_units`] names.
+    #[cfg(target_arch = "x86_64")]
+    units: Option<amx::Backend>,
     threads: usize,
     models: BTreeMap<String, Slot>,
 }
@@ -208,9 +216,35 @@ impl Upscaler {
         Ok(Self {
             env,
             provider,
+            #[cfg(target_arch = "x86_64")]
+            units: amx::Backend::of_this_cpu(),
             threads,
             models,
         })
+    }
+
+    /// Lambent's own engine on `units` (`amx` or `fma`) instead of this CPU's choice, where the
+    /// CPU has them: to compare them (`lambent-upscale --units`) and test each on any CPU that
+    /// runs it. Before any model is built.
+    pub fn on_units(mut self, units: &str) -> anyhow::Result<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let backend = match units {
+                "amx" => amx::Backend::Amx,
+                "fma" => amx::Backend::Fma,
+                other => bail!("unknown units {other}: amx or fma"),
+            };
+            if !backend.runs_here() {
+                bail!("this CPU has no {units}");
+            }
+            self.units = Some(backend);
+            Ok(self)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = &mut self;
+            bail!("this CPU has no {units}")
+        }
     }
 
     /// The models of `names`, every session built now.
@@ -266,12 +300,14 @@ impl Upscaler {
                 bf16: true,
                 amx: true
             }
-        ) && let Some(net) = amx::Net::from_onnx(&slot.path, self.threads)?
+        ) && let Some(units) = self.units
+            && let Some(net) = amx::Net::from_onnx_on(&slot.path, self.threads, units)?
         {
             tracing::info!(
                 model = name,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "model built for the AMX engine"
+                units = net.backend().name(),
+                "model built for Lambent's engine"
             );
             return Ok(slot.model.get_or_init(|| Model {
                 scale: slot.scale,
@@ -304,13 +340,13 @@ impl Upscaler {
         }))
     }
 
-    /// What computes `model` (building it if it is not built yet): `amx` for Lambent's own AMX
-    /// engine, else `onnxruntime`.
+    /// What computes `model` (building it if it is not built yet): `amx` or `fma` for Lambent's
+    /// own engine on those units ([`own_engine`]), else `onnxruntime`.
     pub fn engine(&self, model: &str) -> anyhow::Result<&'static str> {
-        Ok(match self.model(model)?.engine {
+        Ok(match &self.model(model)?.engine {
             Engine::Ort(_) => "onnxruntime",
             #[cfg(target_arch = "x86_64")]
-            Engine::Amx(_) => "amx",
+            Engine::Amx(net) => net.backend().name(),
         })
     }
 

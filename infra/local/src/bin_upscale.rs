@@ -3,9 +3,12 @@
 //! output is encoded band by band as the tiles finish, as the worker does (memory does not grow
 //! with the output); other formats, and any with `--in-memory`, are made in memory and saved.
 //!
-//!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, x4plus on the AMX engine where the CPU has AMX; openvino-only: OpenVINO for every model)
-//!                   [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR]
-//!                   [--in-memory]
+//!   lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, every model on Lambent's own engine where the CPU suits it: AMX, or fp32 on FMA where the CPU computes no bf16; openvino-only: OpenVINO for every model)
+//!                   [--units amx|fma] [--tile N] [--tile-pad N] [--repeat N] [--library PATH]
+//!                   [--models DIR] [--in-memory]
+//!
+//! `--units` runs Lambent's own engine on those units instead of this CPU's choice (where the CPU
+//! has them), to compare them.
 //!
 //! With `--repeat N` the image is upscaled N times and the last run is timed (the first pays for
 //! kernel selection and, with OpenVINO, compiling the tile's shape, as a worker's first job does).
@@ -23,14 +26,14 @@ use lambent_local::{models, repo_root};
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, x4plus on the AMX engine where the CPU has AMX; openvino-only: OpenVINO for every model) [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR] [--in-memory]";
+    let usage = "usage: lambent-upscale <model> <input> <output> [--provider cpu|openvino|openvino-only|openvino-fp32] (openvino: the worker's mode, every model on Lambent's own engine where the CPU suits it: AMX, or fp32 on FMA where the CPU computes no bf16; openvino-only: OpenVINO for every model) [--units amx|fma] [--tile N] [--tile-pad N] [--repeat N] [--library PATH] [--models DIR] [--in-memory]";
     let model = args.next().context(usage)?;
     let input = PathBuf::from(args.next().context(usage)?);
     let output = PathBuf::from(args.next().context(usage)?);
     let root = repo_root();
     let (mut provider, mut library, mut dir) = (Provider::Cpu, None, None);
     let mut options = Options::default();
-    let (mut repeat, mut in_memory) = (1, false);
+    let (mut repeat, mut in_memory, mut units) = (1, false, None);
     while let Some(flag) = args.next() {
         if flag == "--in-memory" {
             in_memory = true;
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
                     other => anyhow::bail!("unknown provider {other}"),
                 }
             }
+            "--units" => units = Some(value),
             "--tile" => options.tile = value.parse()?,
             "--tile-pad" => options.tile_pad = Some(value.parse()?),
             "--repeat" => repeat = value.parse::<usize>()?.max(1),
@@ -76,7 +80,11 @@ fn main() -> anyhow::Result<()> {
         None => models::models_dir(&root)?,
     };
     let started = Instant::now();
-    let upscaler = Upscaler::load(Some(&library), &dir, &[&model], provider)?;
+    let mut upscaler = Upscaler::open(Some(&library), &dir, &[&model], provider)?;
+    if let Some(units) = &units {
+        upscaler = upscaler.on_units(units)?;
+    }
+    upscaler.build_all()?;
     let load = started.elapsed().as_secs_f64();
     let image = image::open(&input).with_context(|| format!("reading {}", input.display()))?;
     let encoding = match output.extension().and_then(|e| e.to_str()) {

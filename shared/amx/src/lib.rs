@@ -15,6 +15,11 @@
 //! only those rows of them (`RINGS`), and the block's input and output are the only maps it
 //! streams through memory.
 //!
+//! On a CPU that computes no bf16 of its own (AMD's Zen 3, Intel's before AVX-512 BF16) the
+//! same networks run in fp32 on AVX2 and FMA instead ([`fma`]): the maps are bf16 as on AMX,
+//! and the 3x3 convolutions are Winograd's F(2x2, 3x3), two rows at a time, so a dense block's
+//! grown maps are whole maps there.
+//!
 //! The engine takes a model only when its graph is the architecture it computes (RRDBNet, 64
 //! features, 32 growth channels, x4, LeakyReLU and residual scale 0.2), read from the ONNX file
 //! itself; any other model stays on ONNX Runtime.
@@ -27,6 +32,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
+
+mod fma;
 
 /// LeakyReLU's slope, and the scale of every residual.
 const SLOPE: f32 = 0.2;
@@ -41,6 +48,47 @@ const RINGS: [usize; 4] = [6, 5, 4, 3];
 /// and a last block of 16 as one tile, so a tile that meets another is best widened to a multiple
 /// of 16 with real context (which the worker does) rather than computed over zeros.
 pub const WIDTH_MULTIPLE: usize = 16;
+
+/// What computes the convolutions: AMX's tiles in bf16, or AVX2's FMA in fp32 where the CPU
+/// computes no bf16 ([`fma`]). The maps between convolutions are bf16 either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// AMX's tiles, bf16 products summed in fp32.
+    Amx,
+    /// AVX2's FMA, fp32.
+    Fma,
+}
+
+impl Backend {
+    /// This CPU's: AMX where it has it, FMA where it computes no bf16 of its own, else none:
+    /// OpenVINO's bf16 is the faster path there (AVX-512 BF16: x4plus at 74% of its peak, twice
+    /// the fp32 peak that FMA is bound by).
+    pub fn of_this_cpu() -> Option<Self> {
+        if available() {
+            Some(Self::Amx)
+        } else if fma::available() {
+            Some(Self::Fma)
+        } else {
+            None
+        }
+    }
+
+    /// Whether this CPU computes on these units (FMA: AVX2 and FMA, whether or not it has bf16).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Amx => available(),
+            Self::Fma => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+        }
+    }
+
+    /// The units' name: `amx` or `fma`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Amx => "amx",
+            Self::Fma => "fma",
+        }
+    }
+}
 
 /// Whether this CPU and kernel let a process compute on AMX tiles in bf16.
 pub fn available() -> bool {
@@ -86,9 +134,12 @@ struct Layer {
     /// A phase's place `(py, px)`: output pixel `(y, x)` goes to `(2y + py, 2x + px)` of a map
     /// twice the size, and its taps start `py` rows and `px` columns further down the input.
     phase: Option<(usize, usize)>,
-    /// `[out block][ky][kx][in block][half][16 pairs of input channels][16 outputs][2]`, bf16:
-    /// the B tiles of each step, 1 KiB each, one after the other.
+    /// On AMX, `[out block][ky][kx][in block][half][16 pairs of input channels][16 outputs][2]`,
+    /// bf16: the B tiles of each step, 1 KiB each, one after the other. On FMA, fp32 as
+    /// [`fma::pack`] lays them out.
     weights: Aligned,
+    /// On FMA, a 3x3 conv's weights for Winograd's F(2x2, 3x3) ([`fma::winograd_weights`]).
+    winograd: Option<Aligned>,
     bias: Vec<f32>,
     /// PReLU's slope for each output channel (the compact models), padded as `bias`.
     slopes: Vec<f32>,
@@ -100,9 +151,27 @@ fn bf16(x: f32) -> u16 {
 }
 
 impl Layer {
-    /// `w` as ONNX holds it: `[cout][cin][k][k]`.
-    fn pack(w: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32]) -> Self {
+    /// `w` as ONNX holds it: `[cout][cin][k][k]`, for `backend`.
+    fn pack(w: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32], backend: Backend) -> Self {
         let (pin, pout) = (cin.div_ceil(BLOCK) * BLOCK, cout.div_ceil(BLOCK) * BLOCK);
+        let layer = |weights: Aligned, winograd: Option<Aligned>| {
+            let mut b = vec![0.0; pout];
+            b[..cout].copy_from_slice(bias);
+            Self {
+                cin: pin,
+                cout: pout,
+                outputs: cout,
+                phase: None,
+                weights,
+                winograd,
+                bias: b,
+                slopes: vec![0.0; pout],
+            }
+        };
+        if backend == Backend::Fma {
+            let winograd = (k == 3).then(|| Aligned::of(&fma::winograd_weights(w, cout, cin, pin)));
+            return layer(Aligned::of(&fma::pack(w, cout, cin, k, pin)), winograd);
+        }
         let mut weights = Vec::with_capacity(pin * pout * k * k);
         for nb in 0..pout / BLOCK {
             for ky in 0..k {
@@ -127,22 +196,7 @@ impl Layer {
                 }
             }
         }
-        let mut b = vec![0.0; pout];
-        b[..cout].copy_from_slice(bias);
-        let aligned = Aligned::zeroed(weights.len() * 2);
-        // SAFETY: `aligned` holds `weights.len()` u16s and is a block of its own.
-        unsafe {
-            std::ptr::copy_nonoverlapping(weights.as_ptr(), aligned.ptr::<u16>(), weights.len())
-        };
-        Self {
-            cin: pin,
-            cout: pout,
-            outputs: cout,
-            phase: None,
-            weights: aligned,
-            bias: b,
-            slopes: vec![0.0; pout],
-        }
+        layer(Aligned::of(&weights), None)
     }
 
     /// The kernel's side: 3, or 2 for a phase of an upsampling conv ([`Layer::phases`]).
@@ -163,7 +217,7 @@ impl Layer {
     /// Output row `2y` reads the upscaled rows `2y - 1, 2y, 2y + 1`, which are input rows
     /// `y - 1, y, y`: tap 0 for the first, taps 1 and 2 summed for the second. Row `2y + 1` reads
     /// input rows `y, y, y + 1`. Columns alike.
-    fn phases(w: &[f32], cout: usize, cin: usize, bias: &[f32]) -> [Self; 4] {
+    fn phases(w: &[f32], cout: usize, cin: usize, bias: &[f32], backend: Backend) -> [Self; 4] {
         const TAPS: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
         std::array::from_fn(|phase| {
             let (py, px) = (phase / 2, phase % 2);
@@ -181,7 +235,7 @@ impl Layer {
             }
             Self {
                 phase: Some((py, px)),
-                ..Self::pack(&summed, cout, cin, 2, bias)
+                ..Self::pack(&summed, cout, cin, 2, bias, backend)
             }
         })
     }
@@ -191,6 +245,7 @@ impl Layer {
 pub struct Rrdb {
     blocks: usize,
     layers: Vec<Layer>,
+    backend: Backend,
     threads: usize,
     /// The last run's buffers, kept for the next tile of the same size: allocating them anew
     /// faulted in 450 MB of pages a 276 px tile, a sixth of its time.
@@ -210,13 +265,15 @@ struct Scratch {
 /// A map's geometry: its width and height in pixels, its pitch, its channels a pixel.
 type Geometry = (usize, usize, usize, usize);
 
-/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, up1 (x2), up2 and hr (x4). (The
-/// dense blocks' four grown maps are rings of a few rows, each thread its own: [`Rrdb::run`].)
-fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
+/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, up1 (x2), up2 and hr (x4). On
+/// AMX the dense blocks' four grown maps are rings of a few rows, each thread its own
+/// ([`Rrdb::run`]); on FMA they are four more whole maps, since its convs run two rows at a time.
+fn rrdb_geometry(w: usize, h: usize, backend: Backend) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
     let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
-    vec![
+    let grown = if backend == Backend::Fma { 4 } else { 0 };
+    [
         map(one, BLOCK),
         map(one, 64),
         map(one, 64),
@@ -224,6 +281,22 @@ fn rrdb_geometry(w: usize, h: usize) -> Vec<Geometry> {
         map(four, 64),
         map(four, 64),
     ]
+    .into_iter()
+    .chain(std::iter::repeat_n(map(one, BLOCK), grown))
+    .collect()
+}
+
+/// Thread `t`'s rows of `rows` among `threads`: on FMA each band starts at an even row, so the
+/// rows computed two at a time ([`fma::conv_rows`]) are the same pairs whatever the threads.
+fn band(t: usize, threads: usize, rows: usize, backend: Backend) -> (usize, usize) {
+    match backend {
+        Backend::Amx => (t * rows / threads, (t + 1) * rows / threads),
+        Backend::Fma => {
+            let pairs = rows.div_ceil(2);
+            let at = |t: usize| (2 * (t * pairs / threads)).min(rows);
+            (at(t), at(t + 1))
+        }
+    }
 }
 
 /// The compact model's maps: the image and two of 64 channels, all at the input's size.
@@ -312,6 +385,7 @@ impl std::fmt::Debug for Rrdb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rrdb")
             .field("blocks", &self.blocks)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -465,6 +539,15 @@ impl Aligned {
         Self { ptr, layout }
     }
 
+    /// A copy of `values`.
+    fn of<T: Copy>(values: &[T]) -> Self {
+        let aligned = Self::zeroed(std::mem::size_of_val(values));
+        // SAFETY: `aligned` holds `values.len()` values of `T`, aligned to 64 bytes, and is a
+        // block of its own.
+        unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), aligned.ptr::<T>(), values.len()) };
+        aligned
+    }
+
     fn ptr<T>(&self) -> *mut T {
         self.ptr.as_ptr().cast()
     }
@@ -488,7 +571,10 @@ unsafe impl Send for Aligned {}
 unsafe impl Sync for Aligned {}
 
 impl Rrdb {
-    fn from_graph(graph: &onnx::Graph<'_>) -> anyhow::Result<Option<(usize, Vec<Layer>)>> {
+    fn from_graph(
+        graph: &onnx::Graph<'_>,
+        backend: Backend,
+    ) -> anyhow::Result<Option<(usize, Vec<Layer>)>> {
         let convs = graph.convs()?;
         if convs.len() < 6 || (convs.len() - 6) % 15 != 0 {
             return Ok(None);
@@ -522,9 +608,9 @@ impl Rrdb {
             .enumerate()
             .flat_map(|(i, c)| {
                 if upsampling.contains(&i) {
-                    Layer::phases(&c.weight, c.cout, c.cin, &c.bias).into()
+                    Layer::phases(&c.weight, c.cout, c.cin, &c.bias, backend).into()
                 } else {
-                    vec![Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias)]
+                    vec![Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias, backend)]
                 }
             })
             .collect();
@@ -539,7 +625,7 @@ impl Rrdb {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sc = Scratch::take(&mut scratch, w, h, &rrdb_geometry(w, h), 3);
+        let sc = Scratch::take(&mut scratch, w, h, &rrdb_geometry(w, h, self.backend), 3);
         sc.load_image(input, w, h);
         let mut out = vec![0f32; 3 * w4 * h4];
         let map = |v: &Aligned, stride, pitch| Map {
@@ -564,8 +650,8 @@ impl Rrdb {
         };
 
         let threads = self.threads;
-        on_tiles(threads, |t, barrier| {
-            let part = |rows: usize| (t * rows / threads, (t + 1) * rows / threads);
+        on_tiles(threads, self.backend, |t, barrier| {
+            let part = |rows: usize| band(t, threads, rows, self.backend);
             // The first conv, the dense blocks' 15 each, then the convs after them.
             let (first, rest) = self.layers.split_at(1);
             let (dense_blocks, tail) = rest.split_at(self.blocks * 15);
@@ -581,25 +667,44 @@ impl Rrdb {
                         // own rows of every layer into maps sized for this input (`Scratch`; a
                         // phase's output twice its size), and the barrier orders a layer's writes
                         // before the next layer's reads.
-                        unsafe { conv_rows(layer, srcs, y0..y1, cols, pitch, post, out, trunk) };
+                        unsafe {
+                            convolve(
+                                self.backend,
+                                layer,
+                                srcs,
+                                y0..y1,
+                                cols,
+                                pitch,
+                                post,
+                                out,
+                                trunk,
+                            )
+                        };
                     }
                     barrier.wait();
                 };
-            // This thread's grown maps of the dense blocks: the rows still to be read of each.
+            // On AMX, this thread's grown maps of the dense blocks: the rows still to be read of
+            // each. On FMA, the whole maps all threads share.
+            let by_rows = self.backend == Backend::Amx;
             let rings: Vec<Aligned> = RINGS
                 .iter()
+                .filter(|_| by_rows)
                 .map(|&rows| Aligned::zeroed(rows * p1 * BLOCK * 2))
                 .collect();
-            let grown: Vec<Map> = rings
-                .iter()
-                .zip(RINGS)
-                .map(|(ring, rows)| Map {
-                    ptr: ring.ptr(),
-                    stride: BLOCK,
-                    pitch: p1,
-                    ring: rows,
-                })
-                .collect();
+            let grown: Vec<Map> = if by_rows {
+                rings
+                    .iter()
+                    .zip(RINGS)
+                    .map(|(ring, rows)| Map {
+                        ptr: ring.ptr(),
+                        stride: BLOCK,
+                        pitch: p1,
+                        ring: rows,
+                    })
+                    .collect()
+            } else {
+                m[6..10].iter().map(|g| map(g, BLOCK, p1)).collect()
+            };
 
             conv(&[image.at(0)], h, w, p1, Post::First, xa);
             let (mut x, mut next) = (xa, xb);
@@ -619,6 +724,24 @@ impl Rrdb {
                 ];
                 // Each RRDB is three dense blocks; the third's output adds the RRDB's input.
                 let last = if i % 3 == 2 { Post::Rrdb } else { Post::Rdb };
+                if !by_rows {
+                    // On FMA, conv by conv over the whole maps: its convs compute two rows at a
+                    // time, which the rows' schedule below does not give them.
+                    for (k, layer) in dense.iter().enumerate() {
+                        let (srcs, post, out) = if k == 4 {
+                            (&srcs[..], last, next)
+                        } else {
+                            (&srcs[..k + 2], Post::LRelu, grown[k])
+                        };
+                        // SAFETY: as for `conv`: the grown maps are whole maps of this input.
+                        unsafe {
+                            convolve(self.backend, layer, srcs, y0..y1, w, p1, post, out, trunk)
+                        };
+                        barrier.wait();
+                    }
+                    std::mem::swap(&mut x, &mut next);
+                    continue;
+                }
                 // The dense block row by row, its five convs one row apart: at step `s`,
                 // conv `k` computes row `s - k`, whose inputs (rows `s - k - 1..=s - k + 1`
                 // of the convs before it) are done. So the grown maps are read a few rows
@@ -651,7 +774,10 @@ impl Rrdb {
                         // SAFETY: as for `conv`; the rows this conv reads of the grown maps
                         // were computed at earlier steps or earlier in this one, and are
                         // still in their rings (`RINGS`).
-                        unsafe { conv_rows(layer, srcs, row - 1..row, w, p1, post, out, trunk) };
+                        unsafe {
+                            let rows = row - 1..row;
+                            convolve(self.backend, layer, srcs, rows, w, p1, post, out, trunk)
+                        };
                     }
                 }
                 barrier.wait();
@@ -690,33 +816,51 @@ impl std::fmt::Debug for Net {
 }
 
 impl Net {
-    /// The model in `path` if its graph is one this engine computes and this CPU has AMX
-    /// ([`available`]), `None` otherwise (ONNX Runtime runs it). `threads` compute every run.
+    /// The model in `path` if its graph is one this engine computes and this CPU has units it
+    /// computes on ([`Backend::of_this_cpu`]), `None` otherwise (ONNX Runtime runs it). `threads`
+    /// compute every run.
     pub fn from_onnx(path: &Path, threads: usize) -> anyhow::Result<Option<Self>> {
-        if !available() {
+        match Backend::of_this_cpu() {
+            Some(backend) => Self::from_onnx_on(path, threads, backend),
+            None => Ok(None),
+        }
+    }
+
+    /// The model in `path` on `backend`'s units, if its graph is one this engine computes and
+    /// this CPU has those units ([`Backend::runs_here`]).
+    pub fn from_onnx_on(
+        path: &Path,
+        threads: usize,
+        backend: Backend,
+    ) -> anyhow::Result<Option<Self>> {
+        if !backend.runs_here() {
             return Ok(None);
         }
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let graph =
             onnx::Graph::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?;
         let (threads, scratch) = (threads.max(1), || std::sync::Mutex::new(None));
-        if let Some((blocks, layers)) = Rrdb::from_graph(&graph)? {
+        if let Some((blocks, layers)) = Rrdb::from_graph(&graph, backend)? {
             return Ok(Some(Self::Rrdb(Rrdb {
                 blocks,
                 layers,
+                backend,
                 threads,
                 scratch: scratch(),
             })));
         }
-        Ok(Compact::from_graph(&graph)?.map(|(scale, resize, layers)| {
-            Self::Compact(Compact {
-                scale,
-                resize,
-                layers,
-                threads,
-                scratch: scratch(),
-            })
-        }))
+        Ok(
+            Compact::from_graph(&graph, backend)?.map(|(scale, resize, layers)| {
+                Self::Compact(Compact {
+                    scale,
+                    resize,
+                    layers,
+                    backend,
+                    threads,
+                    scratch: scratch(),
+                })
+            }),
+        )
     }
 
     /// The model on a planar RGB input (`[3][h][w]`, 0 to 1): the planar output at its scale.
@@ -724,6 +868,14 @@ impl Net {
         match self {
             Self::Rrdb(net) => net.run(input, w, h),
             Self::Compact(net) => net.run(input, w, h),
+        }
+    }
+
+    /// The units it computes on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Rrdb(net) => net.backend,
+            Self::Compact(net) => net.backend,
         }
     }
 }
@@ -736,6 +888,7 @@ pub struct Compact {
     /// The bicubic resize after the x4 network (animevideov3-x2: 0.5, x3: 0.75).
     resize: Option<f32>,
     layers: Vec<Layer>,
+    backend: Backend,
     threads: usize,
     /// The last run's buffers (see [`Rrdb`]'s).
     scratch: std::sync::Mutex<Option<Scratch>>,
@@ -746,6 +899,7 @@ impl Compact {
     #[allow(clippy::type_complexity)]
     fn from_graph(
         graph: &onnx::Graph<'_>,
+        backend: Backend,
     ) -> anyhow::Result<Option<(usize, Option<f32>, Vec<Layer>)>> {
         let ops = |op: &str| graph.nodes.iter().filter(|n| n.op == op).count();
         let Some(shuffle) = graph.nodes.iter().find(|n| n.op == "DepthToSpace") else {
@@ -805,7 +959,7 @@ impl Compact {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let layer = Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias);
+                let layer = Layer::pack(&c.weight, c.cout, c.cin, 3, &c.bias, backend);
                 match slopes.get(i) {
                     Some(s) => layer.with_slopes(s),
                     None => layer,
@@ -846,8 +1000,8 @@ impl Compact {
             scale: s,
         };
         let last = self.layers.len() - 1;
-        on_tiles(self.threads, |t, barrier| {
-            let (y0, y1) = (t * h / self.threads, (t + 1) * h / self.threads);
+        on_tiles(self.threads, self.backend, |t, barrier| {
+            let (y0, y1) = band(t, self.threads, h, self.backend);
             let (mut from, mut to) = (a, b);
             for (i, layer) in self.layers.iter().enumerate() {
                 let (srcs, post) = match i {
@@ -858,7 +1012,7 @@ impl Compact {
                 let out = if i == 0 { from } else { to };
                 // SAFETY: as in `Rrdb::run`: the tiles are configured (`on_tiles`), the maps are
                 // sized for this input, and this thread writes only its rows `y0..y1`.
-                unsafe { conv_rows(layer, &srcs, y0..y1, w, p1, post, out, trunk) };
+                unsafe { convolve(self.backend, layer, &srcs, y0..y1, w, p1, post, out, trunk) };
                 barrier.wait();
                 if i > 0 {
                     std::mem::swap(&mut from, &mut to);
@@ -925,22 +1079,28 @@ fn bicubic(image: &[f32], w: usize, h: usize, factor: f32) -> Vec<f32> {
 }
 
 /// Runs `work(thread, barrier)` on `threads` threads, each with AMX's tiles configured (palette
-/// 1, eight tiles of 16 rows of 64 bytes) and released at the end.
-fn on_tiles(threads: usize, work: impl Fn(usize, &Spin) + Sync) {
+/// 1, eight tiles of 16 rows of 64 bytes) and released at the end where `backend` is AMX.
+fn on_tiles(threads: usize, backend: Backend, work: impl Fn(usize, &Spin) + Sync) {
     let barrier = Spin::new(threads);
     std::thread::scope(|s| {
         for t in 0..threads {
             let (barrier, work) = (&barrier, &work);
             s.spawn(move || {
+                let tiles = backend == Backend::Amx;
                 let config = TileConfig::full();
-                // SAFETY: a `Net` exists only where `available()` holds (`Net::from_onnx`), so this
-                // thread may configure and use the tiles; the configuration is a valid palette 1.
-                unsafe {
-                    asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+                if tiles {
+                    // SAFETY: a `Net` on AMX exists only where `available()` holds
+                    // (`Backend::of_this_cpu`), so this thread may configure and use the tiles;
+                    // the configuration is a valid palette 1.
+                    unsafe {
+                        asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+                    }
                 }
                 work(t, barrier);
-                // SAFETY: as above.
-                unsafe { asm!("tilerelease", options(nostack, nomem)) };
+                if tiles {
+                    // SAFETY: as above.
+                    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+                }
             });
         }
     });
@@ -983,6 +1143,45 @@ impl Spin {
     }
 }
 
+/// [`conv_rows`] on `backend`'s units.
+///
+/// # Safety
+/// As [`conv_rows`]'s on AMX, [`fma::conv_rows`]'s on FMA: the net was built for `backend` on
+/// this CPU (`Backend::of_this_cpu`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn convolve(
+    backend: Backend,
+    layer: &Layer,
+    srcs: &[Src],
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    pitch: usize,
+    post: Post,
+    out: Map,
+    trunk: Trunk,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        match backend {
+            Backend::Amx => conv_rows(layer, srcs, rows, cols, pitch, post, out, trunk),
+            Backend::Fma => fma::conv_rows(layer, srcs, rows, cols, pitch, post, out, trunk),
+        }
+    }
+}
+
+/// For [`Post::Shuffle`], each of the `3 s²` channels' place in the planar output past its
+/// pixel's first, and its colour plane's in the input (divisions once, not a pixel).
+fn shuffle_places(cols: usize, trunk: Trunk) -> Vec<(usize, usize)> {
+    let (s, rows) = (trunk.scale, trunk.out_rows / trunk.scale);
+    let (wide, tall) = (cols * s, trunk.out_rows);
+    (0..3 * s * s)
+        .map(|g| {
+            let (c, at) = (g / (s * s), g % (s * s));
+            (c * tall * wide + (at / s) * wide + at % s, c * rows * cols)
+        })
+        .collect()
+}
+
 /// Rows `rows` of a 3x3 convolution over `cols` columns: output row `y` reads rows `y..y + 3` of
 /// its sources (their border included) and is written to row `y + 1` of `out` (or, for
 /// [`Post::Last`], to row `y` of the planar output). Columns past `cols` up to the next block of
@@ -1014,17 +1213,8 @@ unsafe fn conv_rows(
         let acc = &mut acc.0;
         let slope = _mm512_set1_ps(SLOPE);
         let zero = _mm512_setzero_ps();
-        // For [`Post::Shuffle`], each of the `3 s²` channels' place in the planar output past
-        // its pixel's first, and its colour plane's in the input (divisions once, not a pixel).
-        let shuffle: Vec<(usize, usize)> = if post == Post::Shuffle {
-            let (s, rows) = (trunk.scale, trunk.out_rows / trunk.scale);
-            let (wide, tall) = (cols * s, trunk.out_rows);
-            (0..3 * s * s)
-                .map(|g| {
-                    let (c, at) = (g / (s * s), g % (s * s));
-                    (c * tall * wide + (at / s) * wide + at % s, c * rows * cols)
-                })
-                .collect()
+        let shuffle = if post == Post::Shuffle {
+            shuffle_places(cols, trunk)
         } else {
             Vec::new()
         };
@@ -1691,7 +1881,11 @@ mod tests {
             ],
         );
         let graph = onnx::Graph::parse(&bytes).expect("parses");
-        assert!(Rrdb::from_graph(&graph).expect("reads").is_none());
+        assert!(
+            Rrdb::from_graph(&graph, Backend::Amx)
+                .expect("reads")
+                .is_none()
+        );
     }
 
     #[test]

@@ -1,0 +1,574 @@
+//! The engine's convolutions in fp32 on AVX2 and FMA, for the CPUs that compute no bf16 (AMD's
+//! Zen 3 and older, Intel's cores before AVX-512 BF16), where OpenVINO runs the models in fp32:
+//! on a Zen 3 its x4plus ran at 72–84% of the FMA units' peak, and a direct convolution written
+//! here (the 6x16 kernel below, 80–87% on one core) only matched it (#17).
+//!
+//! So the 3x3 convolutions are Winograd's F(2x2, 3x3) ([`winograd_pair`]): 16 products a 2x2
+//! tile where a direct convolution does 36, each product one GEMM of the tiles' transformed
+//! inputs by the transformed weights. On a Zen 3 that took x4plus 1.4–1.5 times less time than
+//! OpenVINO's fp32 (the README's table). The maps stay bf16 as on AMX (half the memory and
+//! bandwidth; the quality is the AMX engine's); every product and sum is fp32.
+//!
+//! The GEMMs are BLIS's 6x16 sgemm kernel's shape: 6 rows by 16 outputs in 12 ymm accumulators,
+//! two weight registers and a broadcast input. The upsampling convs' 2x2 phases, and a last odd
+//! row or column, are computed directly: a chunk of [`CHUNK`] columns' input rows widened to fp32
+//! side by side, then tap by tap the same kernel.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::{Layer, Map, Post, SLOPE, Src, Trunk};
+
+/// Output pixels a kernel call computes: 6 pixels of 16 outputs are 12 ymm accumulators.
+const PIXELS: usize = 6;
+/// Output channels a kernel call computes: two ymm.
+const OUTPUTS: usize = 16;
+/// Columns of a row computed from one staging of its inputs: the staged rows of a dense block's
+/// last conv (3 rows of 50 pixels of 192 channels, 115 KB) and its weights for 16 outputs (110
+/// KB) stay in L2 together.
+const CHUNK: usize = 48;
+
+/// A chunk's sums for 16 outputs, on a cache line.
+#[repr(C, align(64))]
+struct Sums([[f32; OUTPUTS]; CHUNK]);
+
+/// Tiles of a row pair transformed at a time: their 16 transformed inputs of 192 channels
+/// (147 KB) stay in L2, each product's (9 KB) in L1.
+const TILES: usize = 12;
+
+thread_local! {
+    /// The staged fp32 inputs of a chunk, kept by each thread for its next conv row.
+    static STAGE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// [`winograd_pair`]'s transformed inputs, products and output sums.
+    #[allow(clippy::type_complexity)]
+    static WINOGRAD: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Whether this CPU has AVX2 and FMA but computes no bf16 of its own (no AVX-512 BF16, no AMX):
+/// where it does, OpenVINO's bf16 (or the AMX engine) is the faster path.
+pub(crate) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // CPUID leaf 7, subleaf 1: EAX bit 5 AVX512_BF16. Leaf 7, subleaf 0: EDX bit 22
+        // AMX-BF16.
+        let native_bf16 = __cpuid(0).eax >= 7
+            && (__cpuid_count(7, 1).eax & (1 << 5) != 0
+                || __cpuid_count(7, 0).edx & (1 << 22) != 0);
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && !native_bf16
+    })
+}
+
+/// `w` as ONNX holds it (`[cout][cin][k][k]`) as the kernel reads it:
+/// `[out block of 16][ky][kx][input channel of pin][16 outputs]`, fp32, zero past `cout` and `cin`.
+pub(crate) fn pack(w: &[f32], cout: usize, cin: usize, k: usize, pin: usize) -> Vec<f32> {
+    let blocks = cout.div_ceil(OUTPUTS);
+    let mut weights = Vec::with_capacity(blocks * k * k * pin * OUTPUTS);
+    for ob in 0..blocks {
+        for ky in 0..k {
+            for kx in 0..k {
+                for c in 0..pin {
+                    for n in 0..OUTPUTS {
+                        let o = ob * OUTPUTS + n;
+                        weights.push(if o < cout && c < cin {
+                            w[((o * cin + c) * k + ky) * k + kx]
+                        } else {
+                            0.0
+                        });
+                    }
+                }
+            }
+        }
+    }
+    weights
+}
+
+/// What one conv's rows need, found once a call.
+struct Conv<'a> {
+    layer: &'a Layer,
+    srcs: &'a [Src],
+    cols: usize,
+    pitch: usize,
+    post: Post,
+    out: Map,
+    trunk: Trunk,
+    shuffle: Vec<(usize, usize)>,
+}
+
+/// [`super::conv_rows`] on AVX2 and FMA, to the same contract: output row `y` reads rows
+/// `y + py..y + py + k` of its sources (their border included) and is written to row
+/// `step y + py + 1` of `out` (or, for [`Post::Last`], to row `y` of the planar output). Only the
+/// `cols` columns are written: the columns past them are the zeros the buffers hold
+/// (`Scratch::fit`, the rings zeroed). A 3x3 conv's rows are computed two at a time by
+/// Winograd's F(2x2, 3x3) ([`winograd_pair`]); a phase's, and a last odd row or column, directly.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`available`]); the sources hold rows `rows.start + py..rows.end +
+/// py + k` of `pitch` pixels of their 32-channel blocks, `layer` reads as many blocks as `srcs`
+/// holds, `out` and the trunk hold this conv's output rows, and no other thread touches these
+/// rows now.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn conv_rows(
+    layer: &Layer,
+    srcs: &[Src],
+    rows: std::ops::Range<usize>,
+    cols: usize,
+    pitch: usize,
+    post: Post,
+    out: Map,
+    trunk: Trunk,
+) {
+    debug_assert_eq!(layer.cin, srcs.len() * super::BLOCK);
+    let shuffle = if post == Post::Shuffle {
+        super::shuffle_places(cols, trunk)
+    } else {
+        Vec::new()
+    };
+    let conv = Conv {
+        layer,
+        srcs,
+        cols,
+        pitch,
+        post,
+        out,
+        trunk,
+        shuffle,
+    };
+    // SAFETY: the caller's, for every row of `rows`.
+    unsafe {
+        if layer.winograd.is_some() {
+            let pairs = rows.start + rows.len() / 2 * 2;
+            for y in (rows.start..pairs).step_by(2) {
+                winograd_pair(&conv, y);
+            }
+            if pairs < rows.end {
+                direct(&conv, pairs, 0..cols);
+            }
+        } else {
+            for y in rows {
+                direct(&conv, y, 0..cols);
+            }
+        }
+    }
+}
+
+/// Columns `columns` of output row `y`, each pixel a sum over the taps (the 6x16 kernel).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn direct(conv: &Conv<'_>, y: usize, columns: std::ops::Range<usize>) {
+    let Conv {
+        layer,
+        srcs,
+        pitch,
+        out,
+        ..
+    } = *conv;
+    let cin = layer.cin;
+    let k = layer.k();
+    let (step, (py, px)) = layer.phase.map_or((1, (0, 0)), |at| (2, at));
+    // One staged row: the chunk's pixels and the `k - 1` more its taps reach.
+    let staged_row = (CHUNK + k - 1) * cin;
+    STAGE.with_borrow_mut(|stage| {
+        stage.resize(k * staged_row, 0.0);
+        let stage = stage.as_mut_ptr();
+        let weights = layer.weights.ptr::<f32>().cast_const();
+        let mut reads = [[std::ptr::null::<u16>(); 3]; 6];
+        for (src, at) in srcs.iter().zip(&mut reads) {
+            for (ky, read) in at.iter_mut().enumerate().take(k) {
+                *read = src.row(y + ky + py, pitch);
+            }
+        }
+        let written = out.row(step * y + py + 1);
+        for c0 in columns.clone().step_by(CHUNK) {
+            let n = (columns.end - c0).min(CHUNK);
+            // SAFETY: the sources hold these rows and columns (the caller); the stage holds
+            // `k` rows of `CHUNK + k - 1` pixels of `cin` channels.
+            unsafe {
+                for (ky, row) in (0..k).map(|ky| (ky, stage.add(ky * staged_row))) {
+                    for col in 0..n + k - 1 {
+                        for (b, (src, at)) in srcs.iter().zip(&reads).enumerate() {
+                            let from = at[ky].add((c0 + col + px) * src.stride);
+                            widen(from, row.add(col * cin + b * super::BLOCK));
+                        }
+                    }
+                }
+            }
+            for ob in 0..layer.outputs.div_ceil(OUTPUTS) {
+                // The chunk's sums, tap by tap: one tap's weights for 16 outputs (at most 192
+                // channels, 12 KB) stay in L1 while every pixel of the chunk uses them.
+                let mut sums = Sums([[0f32; OUTPUTS]; CHUNK]);
+                for tap in 0..k * k {
+                    let (ky, kx) = (tap / k, tap % k);
+                    // SAFETY: the weights hold `outputs` rounded up to 16 blocks of
+                    // `k k cin 16`.
+                    let wp = unsafe { weights.add(((ob * k * k) + tap) * cin * OUTPUTS) };
+                    for x0 in (0..n).step_by(PIXELS) {
+                        let a = stage
+                            .cast_const()
+                            .wrapping_add(ky * staged_row + (x0 + kx) * cin);
+                        let to = sums.0[x0..].as_mut_ptr().cast::<f32>();
+                        let first = tap == 0;
+                        // SAFETY: the stage holds the block's pixels and their taps' reach,
+                        // and `to` at least the block's pixels.
+                        unsafe { gemm(a, cin, wp, to, OUTPUTS, (n - x0).min(PIXELS), first) };
+                    }
+                }
+                for (p, sums) in sums.0.iter().enumerate().take(n) {
+                    // SAFETY: as for `conv_rows`: pixel `c0 + p` of output row `y` is this
+                    // thread's to write.
+                    unsafe { epilogue(conv, ob, sums.as_ptr(), (c0 + p, y), written, step, px) };
+                }
+            }
+        }
+    });
+}
+
+/// Output rows `y` and `y + 1`, their even columns in 2x2 tiles by Winograd's F(2x2, 3x3): each
+/// tile's 4x4 inputs transformed (`Bᵀ d B`), 16 products of `cin` x 16 outputs each with the
+/// transformed weights (`G g Gᵀ`, [`winograd_weights`]), the 2x2 outputs transformed back
+/// (`Aᵀ m A`). 16 products a tile where a direct conv does 36: 2.25 times fewer multiplies. In
+/// fp32 its error is a few units in the last place (the maps' bf16 is far coarser). A last odd
+/// column is computed directly.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn winograd_pair(conv: &Conv<'_>, y: usize) {
+    let Conv {
+        layer,
+        srcs,
+        cols,
+        pitch,
+        out,
+        ..
+    } = *conv;
+    let cin = layer.cin;
+    let blocks = layer.outputs.div_ceil(OUTPUTS);
+    let padded = blocks * OUTPUTS;
+    let Some(transformed) = &layer.winograd else {
+        return;
+    };
+    let u = transformed.ptr::<f32>().cast_const();
+    WINOGRAD.with_borrow_mut(|(v, m, sums)| {
+        v.resize(16 * TILES * cin, 0.0);
+        m.resize(16 * TILES * padded, 0.0);
+        sums.resize(2 * 2 * TILES * padded, 0.0);
+        let mut reads = [[std::ptr::null::<u16>(); 4]; 6];
+        for (src, at) in srcs.iter().zip(&mut reads) {
+            for (r, read) in at.iter_mut().enumerate() {
+                *read = src.row(y + r, pitch);
+            }
+        }
+        let written = [out.row(y + 1), out.row(y + 2)];
+        let tiles = cols / 2;
+        for t0 in (0..tiles).step_by(TILES) {
+            let n = (tiles - t0).min(TILES);
+            // SAFETY: the sources hold rows `y..y + 4` (border counted) and the tiles' columns
+            // `2 t..2 t + 4`; the buffers are sized above.
+            unsafe {
+                for t in 0..n {
+                    let x = 2 * (t0 + t);
+                    for (b, (src, at)) in srcs.iter().zip(&reads).enumerate() {
+                        for c in (0..super::BLOCK).step_by(8) {
+                            let d: [[__m256; 4]; 4] = std::array::from_fn(|r| {
+                                std::array::from_fn(|s| widen8(at[r].add((x + s) * src.stride + c)))
+                            });
+                            let to = v.as_mut_ptr().add(t * cin + b * super::BLOCK + c);
+                            input_transform(&d, to, TILES * cin);
+                        }
+                    }
+                }
+                for ob in 0..blocks {
+                    for xi in 0..16 {
+                        let wp = u.add((ob * 16 + xi) * cin * OUTPUTS);
+                        for t in (0..n).step_by(PIXELS) {
+                            let a = v.as_ptr().add((xi * TILES + t) * cin);
+                            let to = m.as_mut_ptr().add((xi * TILES + t) * padded + ob * OUTPUTS);
+                            gemm(a, cin, wp, to, padded, (n - t).min(PIXELS), true);
+                        }
+                    }
+                }
+                // Back to pixels: `sums[row][pixel][output]`, `2 TILES` pixels a row.
+                let row = 2 * TILES * padded;
+                for t in 0..n {
+                    for o in (0..padded).step_by(8) {
+                        let at = m.as_ptr().add(t * padded + o);
+                        let to = sums.as_mut_ptr().add(2 * t * padded + o);
+                        output_transform(at, TILES * padded, to, padded, row);
+                    }
+                }
+                for (r, &written) in written.iter().enumerate() {
+                    for p in 0..2 * n {
+                        for ob in 0..blocks {
+                            let at = sums.as_ptr().add(r * row + p * padded + ob * OUTPUTS);
+                            epilogue(conv, ob, at, (2 * t0 + p, y + r), written, 1, 0);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    if cols % 2 == 1 {
+        // SAFETY: the caller's.
+        unsafe {
+            direct(conv, y, cols - 1..cols);
+            direct(conv, y + 1, cols - 1..cols);
+        }
+    }
+}
+
+/// `Bᵀ d B` of a 4x4 tile of 8 channels, its 16 values `stride` floats apart from `to`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn input_transform(d: &[[__m256; 4]; 4], to: *mut f32, stride: usize) {
+    let (add, sub) = (_mm256_add_ps, _mm256_sub_ps);
+    // `Bᵀ d`, row by row.
+    let t: [[__m256; 4]; 4] = std::array::from_fn(|r| {
+        std::array::from_fn(|s| match r {
+            0 => sub(d[0][s], d[2][s]),
+            1 => add(d[1][s], d[2][s]),
+            2 => sub(d[2][s], d[1][s]),
+            _ => sub(d[1][s], d[3][s]),
+        })
+    });
+    for (r, t) in t.iter().enumerate() {
+        let v = [
+            sub(t[0], t[2]),
+            add(t[1], t[2]),
+            sub(t[2], t[1]),
+            sub(t[1], t[3]),
+        ];
+        for (s, v) in v.into_iter().enumerate() {
+            // SAFETY: the caller's: 16 places `stride` apart.
+            unsafe { _mm256_storeu_ps(to.add((r * 4 + s) * stride), v) };
+        }
+    }
+}
+
+/// `Aᵀ m A` of a tile's 16 products of 8 outputs (`stride` floats apart from `at`): its 2x2
+/// pixels to `to` (pixels `pixel` floats apart, rows `row`).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_transform(at: *const f32, stride: usize, to: *mut f32, pixel: usize, row: usize) {
+    let (add, sub) = (_mm256_add_ps, _mm256_sub_ps);
+    // SAFETY: the caller's: 16 places `stride` apart, and the 2x2 pixels.
+    unsafe {
+        let m = |xi: usize| _mm256_loadu_ps(at.add(xi * stride));
+        // `Aᵀ m`, row by row.
+        let rows: [[__m256; 4]; 2] = [
+            std::array::from_fn(|s| add(add(m(s), m(4 + s)), m(8 + s))),
+            std::array::from_fn(|s| sub(sub(m(4 + s), m(8 + s)), m(12 + s))),
+        ];
+        for (r, a) in rows.iter().enumerate() {
+            _mm256_storeu_ps(to.add(r * row), add(add(a[0], a[1]), a[2]));
+            _mm256_storeu_ps(to.add(r * row + pixel), sub(sub(a[1], a[2]), a[3]));
+        }
+    }
+}
+
+/// A 3x3 conv's weights (`[cout][cin][3][3]`) transformed for [`winograd_pair`]: `G g Gᵀ` of each
+/// input and output channel, laid out `[out block of 16][16 products][input channel of pin][16]`.
+pub(crate) fn winograd_weights(w: &[f32], cout: usize, cin: usize, pin: usize) -> Vec<f32> {
+    const G: [[f32; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let blocks = cout.div_ceil(OUTPUTS);
+    let mut u = vec![0f32; blocks * 16 * pin * OUTPUTS];
+    for o in 0..cout {
+        for c in 0..cin {
+            let g = &w[(o * cin + c) * 9..][..9];
+            let gg: [[f32; 3]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|j| (0..3).map(|t| G[i][t] * g[t * 3 + j]).sum())
+            });
+            for i in 0..4 {
+                for j in 0..4 {
+                    let value = (0..3).map(|t| gg[i][t] * G[j][t]).sum();
+                    u[(((o / OUTPUTS) * 16 + i * 4 + j) * pin + c) * OUTPUTS + o % OUTPUTS] = value;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// Eight bf16 values at `from` as fp32.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn widen8(from: *const u16) -> __m256 {
+    // SAFETY: the caller's: 8 u16s at `from`.
+    let h = unsafe { _mm_loadu_si128(from.cast()) };
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+}
+
+/// 32 bf16 channels at `from` as fp32 at `to`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn widen(from: *const u16, to: *mut f32) {
+    for i in 0..4 {
+        // SAFETY: the caller's: 32 u16s at `from`, 32 f32s at `to`.
+        unsafe { _mm256_storeu_ps(to.add(8 * i), widen8(from.add(8 * i))) };
+    }
+}
+
+/// `m` (1 to 6) rows of `a` (`cin` floats a row) times `cin` x 16 weights from `wp`, added to
+/// the rows of 16 at `to` (`stride` floats apart), or written there (`first`).
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn gemm(
+    a: *const f32,
+    cin: usize,
+    wp: *const f32,
+    to: *mut f32,
+    stride: usize,
+    m: usize,
+    first: bool,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        match m {
+            6 => kernel::<6>(a, cin, wp, to, stride, first),
+            5 => kernel::<5>(a, cin, wp, to, stride, first),
+            4 => kernel::<4>(a, cin, wp, to, stride, first),
+            3 => kernel::<3>(a, cin, wp, to, stride, first),
+            2 => kernel::<2>(a, cin, wp, to, stride, first),
+            _ => kernel::<1>(a, cin, wp, to, stride, first),
+        }
+    }
+}
+
+/// [`gemm`] of `M` rows in 2 `M` ymm accumulators: two weight registers and a broadcast input,
+/// as BLIS's 6x16 sgemm kernel holds them.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn kernel<const M: usize>(
+    a: *const f32,
+    cin: usize,
+    mut wp: *const f32,
+    to: *mut f32,
+    stride: usize,
+    first: bool,
+) {
+    let mut sums = [[_mm256_setzero_ps(); 2]; M];
+    // SAFETY: the caller's: `a`, the weights and `to` hold what the rows read and write.
+    unsafe {
+        if !first {
+            for (p, sum) in sums.iter_mut().enumerate() {
+                sum[0] = _mm256_loadu_ps(to.add(p * stride));
+                sum[1] = _mm256_loadu_ps(to.add(p * stride + 8));
+            }
+        }
+        for c in 0..cin {
+            let w0 = _mm256_loadu_ps(wp);
+            let w1 = _mm256_loadu_ps(wp.add(8));
+            wp = wp.add(OUTPUTS);
+            for (p, sum) in sums.iter_mut().enumerate() {
+                let b = _mm256_broadcast_ss(&*a.add(p * cin + c));
+                sum[0] = _mm256_fmadd_ps(b, w0, sum[0]);
+                sum[1] = _mm256_fmadd_ps(b, w1, sum[1]);
+            }
+        }
+        for (p, sum) in sums.iter().enumerate() {
+            _mm256_storeu_ps(to.add(p * stride), sum[0]);
+            _mm256_storeu_ps(to.add(p * stride + 8), sum[1]);
+        }
+    }
+}
+
+/// Output pixel `(x, y)`'s outputs `16 ob..16 ob + 16` from their 16 sums at `sums`: the bias,
+/// then the conv's `post`; a map's pixel goes to column `step x + px` of the row `written`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn epilogue(
+    conv: &Conv<'_>,
+    ob: usize,
+    sums: *const f32,
+    (x, y): (usize, usize),
+    written: *mut u16,
+    step: usize,
+    px: usize,
+) {
+    let Conv {
+        layer,
+        cols,
+        post,
+        out,
+        trunk,
+        ..
+    } = *conv;
+    let shuffle = &conv.shuffle;
+    let first = ob * OUTPUTS;
+    // SAFETY: the bias and slopes hold the layer's outputs rounded up to 32; the trunk's buffers
+    // hold 64 channels of every pixel, and `out` this pixel's row (the caller's).
+    unsafe {
+        let bias = layer.bias.as_ptr().add(first);
+        let mut v = [
+            _mm256_add_ps(_mm256_loadu_ps(sums), _mm256_loadu_ps(bias)),
+            _mm256_add_ps(_mm256_loadu_ps(sums.add(8)), _mm256_loadu_ps(bias.add(8))),
+        ];
+        let (slope, zero) = (_mm256_set1_ps(SLOPE), _mm256_setzero_ps());
+        let at = (y * cols + x) * 64 + first;
+        match post {
+            Post::LRelu => v = v.map(|v| _mm256_max_ps(v, _mm256_mul_ps(v, slope))),
+            Post::PRelu => {
+                for (i, v) in v.iter_mut().enumerate() {
+                    let s = _mm256_loadu_ps(layer.slopes.as_ptr().add(first + 8 * i));
+                    *v = _mm256_fmadd_ps(s, _mm256_min_ps(*v, zero), _mm256_max_ps(*v, zero));
+                }
+            }
+            Post::First => {
+                for to in [trunk.x, trunk.rrdb, trunk.features] {
+                    _mm256_storeu_ps(to.add(at), v[0]);
+                    _mm256_storeu_ps(to.add(at + 8), v[1]);
+                }
+            }
+            Post::Rdb | Post::Rrdb => {
+                for (i, v) in v.iter_mut().enumerate() {
+                    let at = at + 8 * i;
+                    *v = _mm256_fmadd_ps(*v, slope, _mm256_loadu_ps(trunk.x.add(at)));
+                    if post == Post::Rrdb {
+                        *v = _mm256_fmadd_ps(*v, slope, _mm256_loadu_ps(trunk.rrdb.add(at)));
+                        _mm256_storeu_ps(trunk.rrdb.add(at), *v);
+                    }
+                    _mm256_storeu_ps(trunk.x.add(at), *v);
+                }
+            }
+            Post::Body => {
+                for (i, v) in v.iter_mut().enumerate() {
+                    *v = _mm256_add_ps(*v, _mm256_loadu_ps(trunk.features.add(at + 8 * i)));
+                }
+            }
+            Post::Last => {
+                if ob == 0 {
+                    let mut values = [0f32; 8];
+                    _mm256_storeu_ps(values.as_mut_ptr(), v[0]);
+                    for (c, value) in values.iter().take(3).enumerate() {
+                        *trunk.out.add((c * trunk.out_rows + y) * cols + x) = *value;
+                    }
+                }
+                return;
+            }
+            Post::Shuffle => {
+                let mut values = [0f32; OUTPUTS];
+                _mm256_storeu_ps(values.as_mut_ptr(), v[0]);
+                _mm256_storeu_ps(values.as_mut_ptr().add(8), v[1]);
+                let s = trunk.scale;
+                let (to, from) = (y * s * cols * s + x * s, y * cols + x);
+                let places = &shuffle[first.min(shuffle.len())..];
+                for (value, &(out_at, in_at)) in values.iter().zip(places) {
+                    *trunk.out.add(to + out_at) = value + *trunk.input.add(from + in_at);
+                }
+                return;
+            }
+        }
+        let to = written.add((step * x + px + 1) * out.stride + first);
+        _mm256_storeu_si256(to.cast(), to_bf16(v[0], v[1]));
+    }
+}
+
+/// Sixteen floats to bf16, rounded to nearest even.
+#[target_feature(enable = "avx2,fma")]
+fn to_bf16(a: __m256, b: __m256) -> __m256i {
+    let round = |v: __m256| {
+        let u = _mm256_castps_si256(v);
+        let odd = _mm256_and_si256(_mm256_srli_epi32::<16>(u), _mm256_set1_epi32(1));
+        let rounded = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
+        _mm256_srli_epi32::<16>(rounded)
+    };
+    // packus interleaves the 128-bit lanes: a0 b0 a1 b1, put back in order.
+    _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(round(a), round(b)))
+}
