@@ -5,9 +5,10 @@
 //!
 //! So the 3x3 convolutions are Winograd's F(2x2, 3x3) ([`winograd_pair`]): 16 products a 2x2
 //! tile where a direct convolution does 36, each product one GEMM of the tiles' transformed
-//! inputs by the transformed weights. On a Zen 3 that took x4plus 1.4–1.5 times less time than
-//! OpenVINO's fp32 (the README's table). The maps stay bf16 as on AMX (half the memory and
-//! bandwidth; the quality is the AMX engine's); every product and sum is fp32.
+//! inputs by the transformed weights. On a Zen 3 x4plus's model took 1.36–1.49 times less time
+//! than on OpenVINO's fp32, and the worker's whole path 1.33 times (the README's table). The maps
+//! stay bf16 as on AMX (half the memory and bandwidth; the quality is the AMX engine's); every
+//! product and sum is fp32.
 //!
 //! The GEMMs are BLIS's 6x16 sgemm kernel's shape: 6 rows by 16 outputs in 12 ymm accumulators,
 //! two weight registers and a broadcast input. The upsampling convs' 2x2 phases, and a last odd
