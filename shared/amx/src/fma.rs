@@ -56,7 +56,7 @@ pub(crate) fn available() -> bool {
         let native_bf16 = __cpuid(0).eax >= 7
             && (__cpuid_count(7, 1).eax & (1 << 5) != 0
                 || __cpuid_count(7, 0).edx & (1 << 22) != 0);
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && !native_bf16
+        super::Backend::Fma.runs_here() && !native_bf16
     })
 }
 
@@ -138,10 +138,10 @@ pub(crate) unsafe fn conv_rows(
     };
     // SAFETY: the caller's, for every row of `rows`.
     unsafe {
-        if layer.winograd.is_some() {
+        if let Some(transformed) = &layer.winograd {
             let pairs = rows.start + rows.len() / 2 * 2;
             for y in (rows.start..pairs).step_by(2) {
-                winograd_pair(&conv, y);
+                winograd_pair(&conv, transformed, y);
             }
             if pairs < rows.end {
                 direct(&conv, pairs, 0..cols);
@@ -231,7 +231,7 @@ unsafe fn direct(conv: &Conv<'_>, y: usize, columns: std::ops::Range<usize>) {
 /// fp32 its error is a few units in the last place (the maps' bf16 is far coarser). A last odd
 /// column is computed directly.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn winograd_pair(conv: &Conv<'_>, y: usize) {
+unsafe fn winograd_pair(conv: &Conv<'_>, transformed: &super::Aligned, y: usize) {
     let Conv {
         layer,
         srcs,
@@ -243,9 +243,6 @@ unsafe fn winograd_pair(conv: &Conv<'_>, y: usize) {
     let cin = layer.cin;
     let blocks = layer.outputs.div_ceil(OUTPUTS);
     let padded = blocks * OUTPUTS;
-    let Some(transformed) = &layer.winograd else {
-        return;
-    };
     let u = transformed.ptr::<f32>().cast_const();
     WINOGRAD.with_borrow_mut(|(v, m, sums)| {
         v.resize(16 * TILES * cin, 0.0);

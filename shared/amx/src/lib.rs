@@ -816,18 +816,10 @@ impl std::fmt::Debug for Net {
 }
 
 impl Net {
-    /// The model in `path` if its graph is one this engine computes and this CPU has units it
-    /// computes on ([`Backend::of_this_cpu`]), `None` otherwise (ONNX Runtime runs it). `threads`
-    /// compute every run.
-    pub fn from_onnx(path: &Path, threads: usize) -> anyhow::Result<Option<Self>> {
-        match Backend::of_this_cpu() {
-            Some(backend) => Self::from_onnx_on(path, threads, backend),
-            None => Ok(None),
-        }
-    }
-
-    /// The model in `path` on `backend`'s units, if its graph is one this engine computes and
-    /// this CPU has those units ([`Backend::runs_here`]).
+    /// The model in `path` on `backend`'s units (this CPU's choice: [`Backend::of_this_cpu`]), if
+    /// its graph is one this engine computes and this CPU has those units
+    /// ([`Backend::runs_here`]), `None` otherwise (ONNX Runtime runs it). `threads` compute every
+    /// run.
     pub fn from_onnx_on(
         path: &Path,
         threads: usize,
