@@ -17,7 +17,7 @@
 //!
 //! On a CPU that computes no bf16 of its own (AMD's Zen 3, Intel's before AVX-512 BF16) the
 //! same networks run in fp32 on AVX2 and FMA instead ([`fma`]): the maps are bf16 as on AMX,
-//! and the 3x3 convolutions are Winograd's F(2x2, 3x3), two rows at a time, so a dense block's
+//! and the 3x3 convolutions are Winograd's F(4x4, 3x3), four rows at a time, so a dense block's
 //! grown maps are whole maps there.
 //!
 //! The engine takes a model only when its graph is the architecture it computes (RRDBNet, 64
@@ -138,7 +138,8 @@ struct Layer {
     /// bf16: the B tiles of each step, 1 KiB each, one after the other. On FMA, fp32 as
     /// [`fma::pack`] lays them out.
     weights: Aligned,
-    /// On FMA, a 3x3 conv's weights for Winograd's F(2x2, 3x3) ([`fma::winograd_weights`]).
+    /// On FMA, a 3x3 conv's weights for Winograd's F(4x4, 3x3) ([`fma::winograd_weights`]), its
+    /// only weights there (`weights` is empty).
     winograd: Option<Aligned>,
     bias: Vec<f32>,
     /// PReLU's slope for each output channel (the compact models), padded as `bias`.
@@ -169,8 +170,16 @@ impl Layer {
             }
         };
         if backend == Backend::Fma {
-            let winograd = (k == 3).then(|| Aligned::of(&fma::winograd_weights(w, cout, cin, pin)));
-            return layer(Aligned::of(&fma::pack(w, cout, cin, k, pin)), winograd);
+            // A 3x3 conv is computed by Winograd alone (every row and column): its weights as
+            // the direct kernel reads them would go unread.
+            return if k == 3 {
+                layer(
+                    Aligned::zeroed(0),
+                    Some(fma::winograd_weights(w, cout, cin, pin)),
+                )
+            } else {
+                layer(Aligned::of(&fma::pack(w, cout, cin, k, pin)), None)
+            };
         }
         let mut weights = Vec::with_capacity(pin * pout * k * k);
         for nb in 0..pout / BLOCK {
@@ -267,7 +276,7 @@ type Geometry = (usize, usize, usize, usize);
 
 /// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, up1 (x2), up2 and hr (x4). On
 /// AMX the dense blocks' four grown maps are rings of a few rows, each thread its own
-/// ([`Rrdb::run`]); on FMA they are four more whole maps, since its convs run two rows at a time.
+/// ([`Rrdb::run`]); on FMA they are four more whole maps, since its convs run four rows at a time.
 fn rrdb_geometry(w: usize, h: usize, backend: Backend) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
     let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
@@ -286,14 +295,14 @@ fn rrdb_geometry(w: usize, h: usize, backend: Backend) -> Vec<Geometry> {
     .collect()
 }
 
-/// Thread `t`'s rows of `rows` among `threads`: on FMA each band starts at an even row, so the
-/// rows computed two at a time ([`fma::conv_rows`]) are the same pairs whatever the threads.
+/// Thread `t`'s rows of `rows` among `threads`: on FMA each band starts at a multiple of 4, so
+/// the rows computed four at a time ([`fma::conv_rows`]) are the same whatever the threads.
 fn band(t: usize, threads: usize, rows: usize, backend: Backend) -> (usize, usize) {
     match backend {
         Backend::Amx => (t * rows / threads, (t + 1) * rows / threads),
         Backend::Fma => {
-            let pairs = rows.div_ceil(2);
-            let at = |t: usize| (2 * (t * pairs / threads)).min(rows);
+            let quads = rows.div_ceil(4);
+            let at = |t: usize| (4 * (t * quads / threads)).min(rows);
             (at(t), at(t + 1))
         }
     }
