@@ -8,7 +8,7 @@ peak for the precision used (infra/bench/cpu.py), peak RSS and PSNR against PyTo
 - Lambent: the worker's path (`lambent-upscale`, release build): ONNX Runtime's CPU kernels in
   fp32 (exact) and the OpenVINO execution provider (bf16 where the CPU computes it, fp32
   elsewhere: the label says which), tiles of 256 px; and the worker's own mode where it differs:
-  Lambent's engine (shared/amx) on AMX in bf16, or in fp32 on FMA (Winograd's F(2x2, 3x3)) where
+  Lambent's engine (shared/amx) on AMX in bf16, or in fp32 on FMA (Winograd's F(4x4, 3x3)) where
   the CPU computes no bf16.
 - Lambent's OpenVINO path in fp32 too where the CPU computes bf16: not the worker's choice there,
   but the same engine measured against the fp32 peak.
@@ -207,7 +207,7 @@ def upscaling():
             print(f"| {model} | {name} | timed out ({why}) | | | | | | |")
     print()
     if fma_engine(cpu):
-        print("The FMA engine computes the 3x3 convolutions by Winograd's F(2x2, 3x3), 2.25 times fewer multiplies than")
+        print("The FMA engine computes the 3x3 convolutions by Winograd's F(4x4, 3x3), 4 times fewer multiplies than")
         print("the direct convolutions whose FLOP the rates above count: its rate can pass the peak.")
         print()
     ceilings(cpu, openvino, side + 2 * EDGE_PAD)

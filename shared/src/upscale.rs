@@ -117,7 +117,7 @@ pub enum Provider {
     /// and in fp32 elsewhere. With `amx` as well, the models run on Lambent's own engine
     /// (`shared/amx`, [`own_engine`]) where the CPU suits it: on AMX (1.4-1.5x OpenVINO's speed
     /// on x4plus and animevideov3), or in fp32 on AVX2 and FMA where the CPU computes no bf16
-    /// (Winograd's F(2x2, 3x3); 1.33x OpenVINO's fp32 on a Zen 3).
+    /// (Winograd's F(4x4, 3x3); the README has its figures on a Zen 3).
     OpenVino { bf16: bool, amx: bool },
     /// The CUDA execution provider (the `cuda` feature; the GPU worker's image).
     Cuda,
