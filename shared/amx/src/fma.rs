@@ -151,18 +151,19 @@ pub(crate) unsafe fn conv_rows(
             });
         } else {
             for y in rows {
-                direct(&conv, y, 0..cols);
+                direct(&conv, y);
             }
         }
     }
 }
 
-/// Columns `columns` of output row `y`, each pixel a sum over the taps (the 6x16 kernel).
+/// Output row `y` of a phase, each pixel a sum over the taps (the 6x16 kernel).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn direct(conv: &Conv<'_>, y: usize, columns: std::ops::Range<usize>) {
+unsafe fn direct(conv: &Conv<'_>, y: usize) {
     let Conv {
         layer,
         srcs,
+        cols,
         pitch,
         out,
         ..
@@ -183,8 +184,8 @@ unsafe fn direct(conv: &Conv<'_>, y: usize, columns: std::ops::Range<usize>) {
             }
         }
         let written = out.row(step * y + py + 1);
-        for c0 in columns.clone().step_by(CHUNK) {
-            let n = (columns.end - c0).min(CHUNK);
+        for c0 in (0..cols).step_by(CHUNK) {
+            let n = (cols - c0).min(CHUNK);
             // SAFETY: the sources hold these rows and columns (the caller); the stage holds
             // `k` rows of `CHUNK + k - 1` pixels of `cin` channels.
             unsafe {
