@@ -7,7 +7,8 @@ peak for the precision used (infra/bench/cpu.py), peak RSS and PSNR against PyTo
   CPU thread (infra/bench/torch_peer.py), each run in its own process.
 - Lambent: the worker's path (`lambent-upscale`, release build): ONNX Runtime's CPU kernels in
   fp32 (exact) and the OpenVINO execution provider (bf16 where the CPU computes it, fp32
-  elsewhere: the label says which), tiles of 256 px; and the worker's own mode where it differs:
+  elsewhere: the label says which), in the worker's tiles (512 px on its FMA engine, 256 elsewhere;
+  the tables say which); and the worker's own mode where it differs:
   Lambent's engine (shared/amx) on AMX in bf16, or in fp32 on FMA (Winograd's F(4x4, 3x3)) where
   the CPU computes no bf16.
 - Lambent's OpenVINO path in fp32 too where the CPU computes bf16: not the worker's choice there,
@@ -273,11 +274,14 @@ def seams(cpu=None, openvino=None):
     print()
     print("| model | tiles | s/MP | PSNR vs untiled | PSNR vs exact fp32 untiled |")
     print("|---|---|---:|---:|---:|")
+    # The worker's own tiles (no --tile: its engine's side, which the tool reports) beside fixed ones.
     for model, configs in (
-        ("realesrgan-x4plus", [("untiled", ["--tile", "0"]), ("256 px, context 24 (the worker's)", []),
+        ("realesrgan-x4plus", [("untiled", ["--tile", "0"]), ("{tile} px, context 24 (the worker's)", []),
+                               ("256 px, context 24", ["--tile", "256"]),
                                ("192 px, context 24", ["--tile", "192"]),
-                               ("256 px, tile_pad 10 (Real-ESRGAN's default)", ["--tile-pad", "10"])]),
-        ("realesr-animevideov3-x4", [("untiled", ["--tile", "0"]), ("256 px, context 10 (the worker's)", [])]),
+                               ("256 px, tile_pad 10 (Real-ESRGAN's default)", ["--tile", "256", "--tile-pad", "10"])]),
+        ("realesr-animevideov3-x4", [("untiled", ["--tile", "0"]), ("{tile} px, context 10 (the worker's)", []),
+                                     ("256 px, context 10", ["--tile", "256"])]),
     ):
         exact = WORK / f"seams-{model}-exact.png"
         try:
@@ -287,7 +291,7 @@ def seams(cpu=None, openvino=None):
             continue
         untiled = None
         for label, flags in configs:
-            out = WORK / f"seams-{model}-{len(flags)}-{flags[-1] if flags else 'default'}.png"
+            out = WORK / f"seams-{model}-{'-'.join(flags[1::2]) or 'default'}.png"
             try:
                 result, _ = run([str(UPSCALE), model, str(source), str(out), "--provider", "openvino", *flags, "--repeat", "2"],
                                 timeout=PEER_TIMEOUT)
@@ -295,7 +299,10 @@ def seams(cpu=None, openvino=None):
                 print(f"| {model} | {label}: timed out ({why}) | | | |")
                 continue
             untiled = untiled or out
-            same = "-" if out == untiled else f"{psnr(out, untiled):.1f} dB"
+            versus = psnr(out, untiled)
+            # A tile as large as the photo is the untiled run: the same pixels.
+            same = "-" if out == untiled else "identical" if versus == float("inf") else f"{versus:.1f} dB"
+            label = label.format(tile=result.get("tile", "?"))
             print(f"| {model} | {label} | {result['run_seconds'] / megapixels:.1f} | {same} | {psnr(out, exact):.1f} dB |")
     print()
 
@@ -305,29 +312,30 @@ def memory_growth(cpu=None, openvino=None):
     cpu = cpu or Cpu()
     openvino = openvino or openvino_mode(cpu)
     photos()
-    print(f"Lambent's peak memory as the input grows ({worker_label(cpu, openvino)}, 256 px tiles; crops of retina.jpg,"
+    print(f"Lambent's peak memory as the input grows ({worker_label(cpu, openvino)}, the worker's tiles; crops of retina.jpg,"
           " enlarged for 2048): the worker's path, which encodes each band of tiles as it finishes (PNG), beside the"
           " whole output made in memory, then encoded (the path before #17, still used for another outscale or WebP):")
     print()
-    print("| model | input | s/MP | peak RSS MB, streamed | peak RSS MB, in memory | the x4 output image alone, MB |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| model | input | tile px | s/MP | peak RSS MB, streamed | peak RSS MB, in memory | the x4 output image alone, MB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     sizes = [("realesrgan-x4plus", side) for side in (256, 512, 1024)]
     sizes += [("realesr-animevideov3-x4", side) for side in (256, 512, 1024, 2048)]
     for model, side in sizes:
         source = crop("retina.jpg", side, f"retina-{side}.png")
         out = WORK / f"retina-{side}-{model}.png"
-        figures = []
+        figures, tile = [], "-"
         for flags in ([], ["--in-memory"]):
             try:
                 result, rss = run([str(UPSCALE), model, str(source), str(out), "--provider", "openvino", *flags],
                                   timeout=PEER_TIMEOUT)
                 figures.append((result["run_seconds"] / (side * side / 1e6), rss))
+                tile = result.get("tile", tile)
             except TimedOut as why:
                 figures.append((None, f"timed out ({why})"))
         spmp = f"{figures[0][0]:.1f}" if figures[0][0] is not None else "-"
         cells = [f"{rss:.0f}" if isinstance(rss, float) else rss for _, rss in figures]
         output_mb = (4 * side) ** 2 * 3 / 1e6
-        print(f"| {model} | {side}x{side} | {spmp} | {cells[0]} | {cells[1]} | {output_mb:.0f} |")
+        print(f"| {model} | {side}x{side} | {tile} | {spmp} | {cells[0]} | {cells[1]} | {output_mb:.0f} |")
     print()
 
 

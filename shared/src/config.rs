@@ -260,8 +260,9 @@ pub struct UpscaleConfig {
     pub provider: crate::upscale::Provider,
     /// Which queue runs upscaling and best-cut (`UPSCALE_QUEUE`: `cpu` or `gpu`, default cpu).
     pub queue: crate::domain::Queue,
-    /// Tile side when the request names none (`UPSCALE_TILE`, default 256).
-    pub tile: u32,
+    /// Tile side when the request names none (`UPSCALE_TILE`); unset, each model's engine's
+    /// (`crate::upscale::Upscaler::default_tile`: 512 on Lambent's own engine on FMA, else 256).
+    pub tile: Option<u32>,
 }
 
 /// Concurrent jobs allowed per user, by membership tier; never lower for a higher tier.
@@ -430,14 +431,17 @@ impl Config {
                         });
                     }
                 },
-                tile: match small(number("UPSCALE_TILE", 256)?, "UPSCALE_TILE")? {
-                    tile if (32..=crate::upscale::MAX_TILE).contains(&tile) => tile,
-                    _ => {
-                        return Err(ConfigError::Invalid {
-                            name: "UPSCALE_TILE",
-                            reason: format!("must be 32 to {}", crate::upscale::MAX_TILE),
-                        });
-                    }
+                tile: match optional("UPSCALE_TILE") {
+                    None => None,
+                    Some(_) => match small(number("UPSCALE_TILE", 0)?, "UPSCALE_TILE")? {
+                        tile if (32..=crate::upscale::MAX_TILE).contains(&tile) => Some(tile),
+                        _ => {
+                            return Err(ConfigError::Invalid {
+                                name: "UPSCALE_TILE",
+                                reason: format!("must be 32 to {}", crate::upscale::MAX_TILE),
+                            });
+                        }
+                    },
                 },
             },
             deliveries_queue_url: optional("DELIVERIES_QUEUE_URL"),
@@ -1015,6 +1019,21 @@ mod tests {
         assert_eq!(config.generation.preset_models.len(), 2);
         env.insert("PRESET_MODELS", "music=fal");
         assert!(Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).is_err());
+    }
+
+    #[test]
+    fn the_upscale_tile_is_the_engines_unless_the_deployment_names_one() {
+        let mut env = base();
+        let config =
+            |env: &HashMap<&str, &str>| Config::from_lookup(|k| env.get(k).map(|v| v.to_string()));
+        assert_eq!(config(&env).expect("valid").upscale.tile, None);
+        env.insert("UPSCALE_TILE", "384");
+        assert_eq!(config(&env).expect("valid").upscale.tile, Some(384));
+        for bad in ["16", "1024", "big"] {
+            env.insert("UPSCALE_TILE", bad);
+            let err = config(&env).expect_err(bad).to_string();
+            assert!(err.contains("UPSCALE_TILE"), "{bad}: {err}");
+        }
     }
 
     #[test]

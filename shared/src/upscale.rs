@@ -76,6 +76,14 @@ pub fn context(model: &str) -> u32 {
 
 /// The largest tile side the worker accepts (its memory is sized for this).
 pub const MAX_TILE: u32 = 512;
+/// The tile side on ONNX Runtime (x4plus on OpenVINO peaks near 1.5 GB at 256 px).
+pub const DEFAULT_TILE: u32 = 256;
+/// The tile side on Lambent's own engine on FMA, whose maps after the trunk are rings of a few
+/// rows: x4plus in 512 px tiles peaks at 0.8 GB (in 256 px tiles it took 0.84 GB with whole
+/// maps, 0.48 GB now) and takes 0.8 of the time of 256 px tiles on a 512 px image (AMD EPYC Zen 3),
+/// since fewer tiles read less context. The AMX engine keeps [`DEFAULT_TILE`] until a run on
+/// AMX measures the larger tile there.
+pub const FMA_ENGINE_TILE: u32 = 512;
 /// The largest tile padding.
 pub const MAX_TILE_PAD: u32 = 64;
 /// The largest `outscale`.
@@ -98,7 +106,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            tile: 256,
+            tile: DEFAULT_TILE,
             tile_pad: None,
             outscale: None,
             pre_shrink: None,
@@ -348,6 +356,16 @@ impl Upscaler {
             #[cfg(target_arch = "x86_64")]
             Engine::Amx(net) => net.backend().name(),
         })
+    }
+
+    /// The tile side for `model` when the request and the deployment name none: [`FMA_ENGINE_TILE`]
+    /// on Lambent's own engine on FMA, else [`DEFAULT_TILE`] (also where the model cannot be
+    /// built: its run reports why).
+    pub fn default_tile(&self, model: &str) -> u32 {
+        match self.engine(model) {
+            Ok("fma") => FMA_ENGINE_TILE,
+            _ => DEFAULT_TILE,
+        }
     }
 
     /// The loaded model names.

@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let root = repo_root();
     let (mut provider, mut library, mut dir) = (Provider::Cpu, None, None);
     let mut options = Options::default();
-    let (mut repeat, mut in_memory, mut units) = (1, false, None);
+    let (mut repeat, mut in_memory, mut units, mut tile) = (1, false, None, None);
     while let Some(flag) = args.next() {
         if flag == "--in-memory" {
             in_memory = true;
@@ -62,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             "--units" => units = Some(value),
-            "--tile" => options.tile = value.parse()?,
+            "--tile" => tile = Some(value.parse()?),
             "--tile-pad" => options.tile_pad = Some(value.parse()?),
             "--repeat" => repeat = value.parse::<usize>()?.max(1),
             "--library" => library = Some(PathBuf::from(value)),
@@ -86,6 +86,8 @@ fn main() -> anyhow::Result<()> {
     }
     upscaler.build_all()?;
     let load = started.elapsed().as_secs_f64();
+    // The worker's tile where none is named: its engine's.
+    options.tile = tile.unwrap_or_else(|| upscaler.default_tile(&model));
     let image = image::open(&input).with_context(|| format!("reading {}", input.display()))?;
     let encoding = match output.extension().and_then(|e| e.to_str()) {
         _ if in_memory => None,
@@ -127,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({"load_seconds": load, "run_seconds": run, "width": size.0, "height": size.1})
+        serde_json::json!({"load_seconds": load, "run_seconds": run, "width": size.0, "height": size.1, "tile": options.tile})
     );
     Ok(())
 }

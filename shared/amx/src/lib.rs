@@ -9,7 +9,9 @@
 //! bf16 mode keeps them); the trunk that the residuals add up is kept in fp32.
 //! The two upsampling convs (a 3x3 conv of the map enlarged x2 by nearest neighbour) are computed
 //! as the four 2x2 convs of the map itself that their output's pixels amount to
-//! (`Layer::phases`).
+//! (`Layer::phases`). They, `hr` and the last conv run a band of output rows at a time, each a few
+//! rows ahead of the next ([`Tail`]), so the maps at x2 and x4 are rings of a few rows: whole,
+//! they were two thirds of a tile's memory.
 //! A dense block's five convs run row by row, each a few rows behind the one before it, so the
 //! four maps the block grows are read from L2 a few rows after they are written: each thread keeps
 //! only those rows of them (`RINGS`), and the block's input and output are the only maps it
@@ -274,25 +276,79 @@ struct Scratch {
 /// A map's geometry: its width and height in pixels, its pitch, its channels a pixel.
 type Geometry = (usize, usize, usize, usize);
 
-/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, up1 (x2), up2 and hr (x4). On
+/// The output rows (x4) the convs after the trunk compute a step at a time ([`Tail`]): a multiple
+/// of 4 (FMA's rows of Winograd tiles), and enough for every thread to have a few tiles' rows.
+fn tail_band(threads: usize) -> usize {
+    16 * threads.max(4)
+}
+
+/// The rows each of the tail's three rings keeps (`up1` at x2, `up2` and `hr` at x4) for steps of
+/// `band` output rows: a step writes about `band / 2` rows of `up1` and `band` of the others, and
+/// reads 3 to 5 rows more than it writes (`Tail::step`); the margin keeps the oldest row still
+/// read out of the slots written.
+fn tail_rings(band: usize) -> [usize; 3] {
+    [band / 2 + 16, band + 16, band + 16]
+}
+
+/// The RRDB's maps at an input of `w` x `h`: the image, xa, xb, then up1 (x2), up2 and hr (x4)
+/// as rings of a few rows ([`Tail`]): whole, these three were two thirds of a tile's memory. On
 /// AMX the dense blocks' four grown maps are rings of a few rows, each thread its own
 /// ([`Rrdb::run`]); on FMA they are four more whole maps, since its convs run four rows at a time.
-fn rrdb_geometry(w: usize, h: usize, backend: Backend) -> Vec<Geometry> {
+fn rrdb_geometry(w: usize, h: usize, backend: Backend, threads: usize) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
-    let (one, two, four) = ((w, h, p1), (2 * w, 2 * h, p2), (4 * w, 4 * h, p4));
-    let map = |(w, h, p): (usize, usize, usize), c| (w, h, p, c);
+    let [r1, r2, r4] = tail_rings(tail_band(threads));
+    // A ring of `r` rows is a map `r - 2` rows high (its border rows counted).
+    let ring = |w: usize, p: usize, r: usize| (w, r - 2, p, 64);
     let grown = if backend == Backend::Fma { 4 } else { 0 };
     [
-        map(one, BLOCK),
-        map(one, 64),
-        map(one, 64),
-        map(two, 64),
-        map(four, 64),
-        map(four, 64),
+        (w, h, p1, BLOCK),
+        (w, h, p1, 64),
+        (w, h, p1, 64),
+        ring(2 * w, p2, r1),
+        ring(4 * w, p4, r2),
+        ring(4 * w, p4, r4),
     ]
     .into_iter()
-    .chain(std::iter::repeat_n(map(one, BLOCK), grown))
+    .chain(std::iter::repeat_n((w, h, p1, BLOCK), grown))
     .collect()
+}
+
+/// The convs after the trunk (the two upsampling convs, `hr` and the last), computed a band of
+/// output rows at a time, each a few rows ahead of the one after it, so that their maps are rings
+/// of a few rows ([`tail_rings`]) and not whole maps at x2 and x4. At step `s` (frontier
+/// `f = s band` output rows) the last conv has computed rows `..f`, `hr` rows `..f + 4` (its
+/// rows are read from `f - 1` to `f + 4`), `up2` the rows that `hr`'s need (`up1`'s rows
+/// `..(f + 4) / 2 + 1`, each two of `up2`'s), and `up1` those that `up2`'s need. Every band
+/// starts at a multiple of 4, so FMA's Winograd rows are those of the whole maps: the output is
+/// the same bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tail {
+    /// The input rows of `up1` (x1), of `up2` (`up1`'s rows, x2), and the output rows of `hr` and
+    /// of the last conv (x4), computed so far.
+    up1: usize,
+    up2: usize,
+    hr: usize,
+    last: usize,
+}
+
+impl Tail {
+    /// The rows computed once the last conv has its rows up to `frontier`, for an input `h` rows
+    /// high.
+    fn at(frontier: usize, h: usize) -> Self {
+        let (h2, h4) = (2 * h, 4 * h);
+        let hr = (frontier + 4).min(h4);
+        // `hr`'s rows `..hr` read `up2`'s rows up to `hr` (its border past the last), which
+        // are phases of `up1`'s rows up to `hr / 2`; those read `up1`'s rows one further, phases
+        // of the input's rows up to half that.
+        let up2 = (hr / 2 + 1).min(h2);
+        let up1 = (up2 / 2 + 1).min(h);
+        Self {
+            up1,
+            up2,
+            hr,
+            last: frontier.min(h4),
+        }
+    }
 }
 
 /// Thread `t`'s rows of `rows` among `threads`: on FMA each band starts at a multiple of 4, so
@@ -634,7 +690,8 @@ impl Rrdb {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let sc = Scratch::take(&mut scratch, w, h, &rrdb_geometry(w, h, self.backend), 3);
+        let geometry = rrdb_geometry(w, h, self.backend, self.threads);
+        let sc = Scratch::take(&mut scratch, w, h, &geometry, 3);
         sc.load_image(input, w, h);
         let mut out = vec![0f32; 3 * w4 * h4];
         let map = |v: &Aligned, stride, pitch| Map {
@@ -643,11 +700,24 @@ impl Rrdb {
             pitch,
             ring: 0,
         };
+        // The rings' first rows are the maps' top border: a run of the same size left rows there.
+        for (ring, p) in sc.maps[3..6].iter_mut().zip([p2, p4, p4]) {
+            ring.u16s()[..p * 64].fill(0);
+        }
         let m = &sc.maps;
         let image = map(&m[0], BLOCK, p1);
         let (xa, xb) = (map(&m[1], 64, p1), map(&m[2], 64, p1));
-        let up1 = map(&m[3], 64, p2);
-        let (up2, hr) = (map(&m[4], 64, p4), map(&m[5], 64, p4));
+        let band_rows = tail_band(self.threads);
+        let [r1, r2, r4] = tail_rings(band_rows);
+        let ring = |v: &Aligned, pitch, ring| Map {
+            ring,
+            ..map(v, 64, pitch)
+        };
+        let (up1, up2, hr) = (
+            ring(&m[3], p2, r1),
+            ring(&m[4], p4, r2),
+            ring(&m[5], p4, r4),
+        );
         let trunk = Trunk {
             x: sc.trunk[0].ptr(),
             rrdb: sc.trunk[1].ptr(),
@@ -793,10 +863,67 @@ impl Rrdb {
                 std::mem::swap(&mut x, &mut next);
             }
             conv(&[x.at(0), x.at(32)], h, w, p1, Post::Body, next);
-            conv(&[next.at(0), next.at(32)], h, w, p1, Post::LRelu, up1);
-            conv(&[up1.at(0), up1.at(32)], h2, w2, p2, Post::LRelu, up2);
-            conv(&[up2.at(0), up2.at(32)], h4, w4, p4, Post::LRelu, hr);
-            conv(&[hr.at(0), hr.at(32)], h4, w4, p4, Post::Last, up2);
+
+            // The tail, a band of output rows a step ([`Tail`]): each conv's rows of the step,
+            // shared among the threads, then the barrier before the next conv reads them.
+            let tail: Vec<&Layer> = layers.collect();
+            let stage = |layers: &[&Layer],
+                         srcs: &[Src],
+                         rows: std::ops::Range<usize>,
+                         geometry: (usize, usize),
+                         post: Post,
+                         out: Map,
+                         border: usize| {
+                let (cols, pitch) = geometry;
+                let (a, b) = part(rows.len());
+                for layer in layers {
+                    // SAFETY: as for `conv`; the rings hold the rows these read and write
+                    // (`tail_rings`), and the barrier orders a conv's rows before their reads.
+                    unsafe {
+                        let rows = rows.start + a..rows.start + b;
+                        convolve(
+                            self.backend,
+                            layer,
+                            srcs,
+                            rows,
+                            cols,
+                            pitch,
+                            post,
+                            out,
+                            trunk,
+                        );
+                    }
+                }
+                // The ring's row past its map's last is the bottom border: zeros once the conv
+                // has written its last row (its slot held a row no longer read).
+                if t == 0 && post != Post::Last && !rows.is_empty() && rows.end == border {
+                    let last = layers[0].phase.map_or(rows.end, |_| 2 * rows.end);
+                    // SAFETY: a ring's row is `out.pitch` pixels of `out.stride` channels, and no
+                    // other thread writes this slot or reads this map now.
+                    unsafe { std::ptr::write_bytes(out.row(last + 1), 0, out.pitch * out.stride) };
+                }
+                barrier.wait();
+            };
+            let mut done = Tail::default();
+            let mut frontier = 0;
+            while done.last < h4 {
+                frontier += band_rows;
+                let to = Tail::at(frontier, h);
+                let (x1, x2, x4, lrelu) = ((w, p1), (w2, p2), (w4, p4), Post::LRelu);
+                // Each conv: its layers, the map it reads, its rows (of that map), that map's
+                // geometry, its epilogue, the ring it writes, the rows of the map it reads.
+                let stages = [
+                    (&tail[..4], next, done.up1..to.up1, x1, lrelu, up1, h),
+                    (&tail[4..8], up1, done.up2..to.up2, x2, lrelu, up2, h2),
+                    (&tail[8..9], up2, done.hr..to.hr, x4, lrelu, hr, h4),
+                    (&tail[9..], hr, done.last..to.last, x4, Post::Last, hr, h4),
+                ];
+                for (layers, from, rows, geometry, post, out, border) in stages {
+                    let srcs = [from.at(0), from.at(32)];
+                    stage(layers, &srcs, rows, geometry, post, out, border);
+                }
+                done = to;
+            }
         });
         drop(scratch);
         out
@@ -1773,6 +1900,86 @@ mod tests {
                 out.iter().all(|v| (v - 0.25).abs() < 1e-6),
                 "x{factor}: {out:?}"
             );
+        }
+    }
+
+    /// The tail's steps ([`Tail`]), simulated slot by slot in its rings: every row a conv reads
+    /// is still in its slot (the borders' zeros included), every row is computed once, and the
+    /// 3x3 convs' rows start at multiples of 4 (FMA's Winograd rows, so the bits of whole maps).
+    #[test]
+    fn the_tails_rings_hold_every_row_until_it_is_read() {
+        for threads in [1, 2, 3, 6, 16] {
+            let band = tail_band(threads);
+            assert_eq!(band % 4, 0);
+            let sizes = tail_rings(band);
+            for h in [1, 2, 3, 4, 5, 17, 37, 64, 100, 255, 532] {
+                // Each ring's slots: the map row (border counted) each holds; row 0, the top
+                // border, is zeroed before the run.
+                let mut rings: Vec<Vec<Option<usize>>> = sizes
+                    .iter()
+                    .map(|&r| (0..r).map(|s| (s == 0).then_some(0)).collect())
+                    .collect();
+                let write = |rings: &mut Vec<Vec<Option<usize>>>, ring: usize, row: usize| {
+                    let len = rings[ring].len();
+                    rings[ring][row % len] = Some(row);
+                };
+                let read = |rings: &Vec<Vec<Option<usize>>>, ring: usize, row: usize| {
+                    let len = rings[ring].len();
+                    let held = rings[ring][row % len];
+                    assert_eq!(held, Some(row), "threads {threads}, h {h}, ring {ring}");
+                };
+                let (mut done, mut frontier) = (Tail::default(), 0);
+                while done.last < 4 * h {
+                    frontier += band;
+                    let to = Tail::at(frontier, h);
+                    assert!(to.last > done.last, "h {h}: no progress");
+                    assert!(done.up1 <= to.up1 && done.up2 <= to.up2 && done.hr <= to.hr);
+                    for start in [done.hr, done.last] {
+                        assert!(start % 4 == 0 || start == 4 * h, "h {h}: a band at {start}");
+                    }
+                    // up1: the input's rows, two rows of the x2 ring each, then its border.
+                    for i in done.up1..to.up1 {
+                        write(&mut rings, 0, 2 * i + 1);
+                        write(&mut rings, 0, 2 * i + 2);
+                    }
+                    if to.up1 == h && done.up1 < h {
+                        write(&mut rings, 0, 2 * h + 1);
+                    }
+                    // up2: up1's row `j` reads its map's rows `j..=j + 2`, writes two rows.
+                    for j in done.up2..to.up2 {
+                        (j..=j + 2).for_each(|r| read(&rings, 0, r));
+                    }
+                    for j in done.up2..to.up2 {
+                        write(&mut rings, 1, 2 * j + 1);
+                        write(&mut rings, 1, 2 * j + 2);
+                    }
+                    if to.up2 == 2 * h && done.up2 < 2 * h {
+                        write(&mut rings, 1, 4 * h + 1);
+                    }
+                    // hr: row `y` reads up2's rows `y..=y + 2`, writes row `y + 1`.
+                    for y in done.hr..to.hr {
+                        (y..=y + 2).for_each(|r| read(&rings, 1, r));
+                    }
+                    for y in done.hr..to.hr {
+                        write(&mut rings, 2, y + 1);
+                    }
+                    if to.hr == 4 * h && done.hr < 4 * h {
+                        write(&mut rings, 2, 4 * h + 1);
+                    }
+                    // The last conv reads hr's rows.
+                    for y in done.last..to.last {
+                        (y..=y + 2).for_each(|r| read(&rings, 2, r));
+                    }
+                    done = to;
+                }
+                let all = Tail {
+                    up1: h,
+                    up2: 2 * h,
+                    hr: 4 * h,
+                    last: 4 * h,
+                };
+                assert_eq!(done, all, "threads {threads}, h {h}");
+            }
         }
     }
 

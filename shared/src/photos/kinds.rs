@@ -33,7 +33,8 @@ pub struct UpscaleSettings {
     pub model: Option<String>,
     /// Final scale relative to the input (a Lanczos resize after the model), 1 to 8.
     pub outscale: Option<f32>,
-    /// Tile side in input pixels (32 to 512); default from the deployment (256).
+    /// Tile side in input pixels (32 to 512); default the deployment's (`UPSCALE_TILE`), else 512
+    /// where the model runs on Lambent's own engine on FMA (CPUs with no bf16) and 256 elsewhere.
     pub tile: Option<u32>,
     /// Context where a tile meets another, in input pixels (0 to 64); default the model's own:
     /// 24 for `realesrgan-x4plus`, 16 for its anime variant, 10 for the animevideov3 models. The

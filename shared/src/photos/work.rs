@@ -188,7 +188,10 @@ async fn upscale_image(
         JobError::permanent("invalid_input", format!("{model} is not deployed here"))
     })?;
     let options = Options {
-        tile: settings.tile.unwrap_or(state.config.upscale.tile),
+        tile: settings
+            .tile
+            .or(state.config.upscale.tile)
+            .unwrap_or_else(|| upscaler.default_tile(&model)),
         tile_pad: settings.tile_pad,
         outscale: settings.outscale,
         pre_shrink: settings.pre_shrink,
