@@ -322,3 +322,98 @@ async fn the_worker_reaper_and_dead_letter_events_reach_their_handlers() {
     let response = lambent::conversations::stream::handle(state, request).await;
     assert_eq!(response.status(), 401);
 }
+
+/// A record the Lambda worker fails comes back in its queue after the worker's backoff (10 s at
+/// its first receive), not after the queue's visibility timeout (90 min for the jobs queue; 10 min
+/// for this one): the worker asks SQS for the queue's URL by the record's ARN and sets the
+/// message's visibility.
+#[tokio::test]
+async fn a_record_the_worker_fails_comes_back_after_its_backoff_not_the_queues_timeout() {
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+    use lambent::jobs::worker::{self, Consumer, Disposition};
+
+    let app = TestApp::spawn().await;
+    let state = &app.running.gateway.state;
+    let sqs = &state.sqs;
+    let name = format!("backoff-{}", uuid::Uuid::now_v7().simple());
+    let url = sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "600")
+        .send()
+        .await
+        .expect("a queue")
+        .queue_url
+        .expect("its URL");
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("its attributes")
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("its ARN");
+    sqs.send_message()
+        .queue_url(&url)
+        .message_body(r#"{"job_id": "x"}"#)
+        .send()
+        .await
+        .expect("sent");
+    let receive = || async {
+        sqs.receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(10)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .customize()
+            // A long poll, past the clients' attempt timeout.
+            .config_override(
+                aws_sdk_sqs::config::Builder::default().timeout_config(
+                    aws_sdk_sqs::config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(std::time::Duration::from_secs(15))
+                        .operation_timeout(std::time::Duration::from_secs(20))
+                        .build(),
+                ),
+            )
+            .send()
+            .await
+            .expect("received")
+            .messages
+            .unwrap_or_default()
+    };
+    let message = receive().await.pop().expect("the message");
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [{
+        "messageId": message.message_id,
+        "receiptHandle": message.receipt_handle,
+        "body": message.body,
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": "us-east-1",
+    }]}))
+    .expect("an SQS event");
+    const FAILS: Consumer = Consumer {
+        name: "fails",
+        handle: |_, _| Box::pin(async { Ok(Disposition::Retry) }),
+    };
+    let started = std::time::Instant::now();
+    let response = worker::handle_batch(state, FAILS, event).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    // Long polls until it is back: within a few seconds of its 10, where the queue's timeout
+    // would keep it away for 10 minutes.
+    let again = loop {
+        if let Some(again) = receive().await.pop() {
+            break again;
+        }
+        assert!(started.elapsed().as_secs() < 60, "not back after a minute");
+    };
+    assert_eq!(again.message_id, message.message_id);
+    let waited = started.elapsed().as_secs_f64();
+    assert!((8.0..40.0).contains(&waited), "back after {waited:.1} s");
+    let schedule: Vec<i32> = (0..=9).map(worker::retry_after).collect();
+    assert_eq!(schedule, [10, 10, 20, 40, 80, 160, 320, 640, 900, 900]);
+    assert_eq!(worker::retry_after(u32::MAX), 900);
+}

@@ -194,3 +194,59 @@ fn roles_hold_what_their_functions_use_and_no_more() {
         }
     }
 }
+
+/// Every function an SQS queue triggers may set its failed messages' visibility (the worker's
+/// backoff, `worker::retry_after`) and look up its queue's URL by its ARN, on its own queues only.
+#[test]
+fn queue_consumers_may_back_off_their_own_messages_only() {
+    let template = template();
+    let mut consumers = 0;
+    for (function, resource) in template.resources("AWS::Serverless::Function") {
+        let property = |name: &str| resource.get("Properties")?.get(name).cloned();
+        let events = property("Events").and_then(|e| e.as_mapping().cloned());
+        let queues: Vec<serde_yaml::Value> = events
+            .unwrap_or_default()
+            .values()
+            .filter(|e| e.get("Type").and_then(|t| t.as_str()) == Some("SQS"))
+            .filter_map(|e| e.get("Properties")?.get("Queue").cloned())
+            .collect();
+        let policies = property("Policies").and_then(|p| p.as_sequence().cloned());
+        let granted: Vec<serde_yaml::Value> = policies
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p.get("Statement")?.as_sequence().cloned())
+            .flatten()
+            .filter(|s| {
+                s.get("Action")
+                    .and_then(|a| a.as_sequence())
+                    .is_some_and(|a| {
+                        a.iter()
+                            .any(|a| a.as_str() == Some("sqs:ChangeMessageVisibility"))
+                    })
+            })
+            .collect();
+        if queues.is_empty() {
+            assert!(granted.is_empty(), "{function} consumes no queue");
+            continue;
+        }
+        consumers += 1;
+        assert_eq!(granted.len(), 1, "{function}");
+        let actions = granted[0].get("Action").and_then(|a| a.as_sequence());
+        let actions: Vec<&str> = actions
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        assert_eq!(
+            actions,
+            ["sqs:GetQueueUrl", "sqs:ChangeMessageVisibility"],
+            "{function}"
+        );
+        let resources = granted[0]
+            .get("Resource")
+            .and_then(|r| r.as_sequence().cloned())
+            .unwrap_or_default();
+        assert_eq!(resources, queues, "{function}: its own queues");
+    }
+    assert_eq!(consumers, 8, "the functions SQS triggers");
+}

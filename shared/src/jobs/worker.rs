@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
@@ -236,17 +237,13 @@ async fn consume(state: &State, consumer: Consumer, body: &str) -> anyhow::Resul
     (consumer.handle)(state, body).await
 }
 
-/// The Lambda mode: every record of the batch concurrently; failures reported item by item.
+/// The Lambda mode: every record of the batch concurrently; failures reported item by item, each
+/// back in its queue after [`retry_after`] rather than the queue's visibility timeout.
 pub async fn handle_batch(state: &State, consumer: Consumer, event: SqsEvent) -> SqsBatchResponse {
     let results = futures::future::join_all(event.records.iter().map(|record| async move {
         let body = record.body.as_deref().unwrap_or_default();
-        let result = consume(state, consumer, body).await;
-        (record.message_id.clone().unwrap_or_default(), result)
-    }))
-    .await;
-    let mut response = SqsBatchResponse::default();
-    for (message_id, result) in results {
-        let failed = match result {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let failed = match consume(state, consumer, body).await {
             Ok(Disposition::Done) => false,
             Ok(Disposition::Retry) => true,
             Err(err) => {
@@ -255,12 +252,97 @@ pub async fn handle_batch(state: &State, consumer: Consumer, event: SqsEvent) ->
             }
         };
         if failed {
+            back_off(state, record).await;
+        }
+        (message_id, failed)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (message_id, failed) in results {
+        if failed {
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = message_id;
             response.batch_item_failures.push(failure);
         }
     }
     response
+}
+
+/// How long a message whose handling failed stays invisible before its next delivery: 10 s after
+/// its first receive, doubling with each receive up to 15 min, so the queues' five receives span
+/// 2.5 min before the dead letters. Left alone, Lambda's failed records wait out their queue's
+/// visibility timeout: 90 min for the jobs queue (6 times the worker's timeout), by when the
+/// reaper has failed a requeued job at its deadline, so its retry never ran.
+pub fn retry_after(receives: u32) -> i32 {
+    (10i32 << receives.saturating_sub(1).min(7)).min(900)
+}
+
+/// Makes a failed record visible again after [`retry_after`] its receives. Best effort: where
+/// SQS cannot be asked, the queue's visibility timeout stands.
+async fn back_off(state: &State, record: &SqsMessage) {
+    let (Some(arn), Some(receipt)) = (
+        record.event_source_arn.as_deref(),
+        record.receipt_handle.as_deref(),
+    ) else {
+        return;
+    };
+    let receives = record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    let changed = async {
+        let url = queue_url(state, arn).await?;
+        state
+            .sqs
+            .change_message_visibility()
+            .queue_url(url)
+            .receipt_handle(receipt)
+            .visibility_timeout(retry_after(receives))
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        anyhow::Ok(())
+    };
+    if let Err(err) = changed.await {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            "a failed message keeps its queue's visibility timeout"
+        );
+    }
+}
+
+/// A queue's URL from its ARN (`arn:partition:sqs:region:account:name`), asked of SQS once a
+/// process.
+async fn queue_url(state: &State, arn: &str) -> anyhow::Result<String> {
+    static URLS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let known = |urls: &std::sync::Mutex<std::collections::HashMap<String, String>>| {
+        urls.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(arn)
+            .cloned()
+    };
+    if let Some(url) = known(&URLS) {
+        return Ok(url);
+    }
+    let [_, _, "sqs", _, account, name] = arn.split(':').collect::<Vec<_>>()[..] else {
+        anyhow::bail!("{arn} is not an SQS queue's ARN");
+    };
+    let url = state
+        .sqs
+        .get_queue_url()
+        .queue_name(name)
+        .queue_owner_aws_account_id(account)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?
+        .queue_url
+        .ok_or_else(|| anyhow::anyhow!("SQS gave no URL for {arn}"))?;
+    URLS.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(arn.to_owned(), url.clone());
+    Ok(url)
 }
 
 /// How long a received message stays invisible; renewed while its job runs.
@@ -287,6 +369,7 @@ pub async fn poll(state: Arc<State>, consumer: Consumer, queue_url: String, conc
             .max_number_of_messages(i32::try_from(available).unwrap_or(1))
             .wait_time_seconds(20)
             .visibility_timeout(i32::try_from(VISIBILITY.as_secs()).unwrap_or(60))
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .customize()
             // A long poll waits up to 20 s by design: past the calls' usual attempt timeout.
             .config_override(
@@ -366,13 +449,19 @@ async fn handle_message(
             .map(|_| ())
             .map_err(anyhow::Error::new)
     } else {
-        // Back off a little before the redelivery.
+        // Back off before the redelivery, longer each time.
+        let receives = message
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
         state
             .sqs
             .change_message_visibility()
             .queue_url(queue_url)
             .receipt_handle(&receipt)
-            .visibility_timeout(5)
+            .visibility_timeout(retry_after(receives))
             .send()
             .await
             .map(|_| ())
