@@ -269,8 +269,9 @@ pub async fn handle_batch(state: &State, consumer: Consumer, event: SqsEvent) ->
 }
 
 /// How long a message whose handling failed stays invisible before its next delivery: 10 s after
-/// its first receive, doubling with each receive up to 15 min, so the queues' five receives span
-/// 2.5 min before the dead letters. Left alone, Lambda's failed records wait out their queue's
+/// its first receive, doubling with each receive up to 15 min: the five receives a queue allows
+/// come within 2.5 min, and a message that fails them all reaches the dead letters about 5 min
+/// after its first. Left alone, Lambda's failed records wait out their queue's
 /// visibility timeout: 90 min for the jobs queue (6 times the worker's timeout), by when the
 /// reaper has failed a requeued job at its deadline, so its retry never ran.
 pub fn retry_after(receives: u32) -> i32 {
