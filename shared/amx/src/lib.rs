@@ -284,7 +284,7 @@ fn tail_band(threads: usize) -> usize {
 
 /// The rows each of the tail's three rings keeps (`up1` at x2, `up2` and `hr` at x4) for steps of
 /// `band` output rows: a step writes about `band / 2` rows of `up1` and `band` of the others, and
-/// reads 3 to 5 rows more than it writes (`Tail::step`); the margin keeps the oldest row still
+/// reads 3 to 5 rows more than it writes ([`Tail::at`]); the margin keeps the oldest row still
 /// read out of the slots written.
 fn tail_rings(band: usize) -> [usize; 3] {
     [band / 2 + 16, band + 16, band + 16]
@@ -294,9 +294,9 @@ fn tail_rings(band: usize) -> [usize; 3] {
 /// as rings of a few rows ([`Tail`]): whole, these three were two thirds of a tile's memory. On
 /// AMX the dense blocks' four grown maps are rings of a few rows, each thread its own
 /// ([`Rrdb::run`]); on FMA they are four more whole maps, since its convs run four rows at a time.
-fn rrdb_geometry(w: usize, h: usize, backend: Backend, threads: usize) -> Vec<Geometry> {
+fn rrdb_geometry(w: usize, h: usize, backend: Backend, rings: [usize; 3]) -> Vec<Geometry> {
     let (p1, p2, p4) = (pitch(w), pitch(2 * w), pitch(4 * w));
-    let [r1, r2, r4] = tail_rings(tail_band(threads));
+    let [r1, r2, r4] = rings;
     // A ring of `r` rows is a map `r - 2` rows high (its border rows counted).
     let ring = |w: usize, p: usize, r: usize| (w, r - 2, p, 64);
     let grown = if backend == Backend::Fma { 4 } else { 0 };
@@ -690,7 +690,9 @@ impl Rrdb {
             .scratch
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let geometry = rrdb_geometry(w, h, self.backend, self.threads);
+        let band_rows = tail_band(self.threads);
+        let rings = tail_rings(band_rows);
+        let geometry = rrdb_geometry(w, h, self.backend, rings);
         let sc = Scratch::take(&mut scratch, w, h, &geometry, 3);
         sc.load_image(input, w, h);
         let mut out = vec![0f32; 3 * w4 * h4];
@@ -707,8 +709,7 @@ impl Rrdb {
         let m = &sc.maps;
         let image = map(&m[0], BLOCK, p1);
         let (xa, xb) = (map(&m[1], 64, p1), map(&m[2], 64, p1));
-        let band_rows = tail_band(self.threads);
-        let [r1, r2, r4] = tail_rings(band_rows);
+        let [r1, r2, r4] = rings;
         let ring = |v: &Aligned, pitch, ring| Map {
             ring,
             ..map(v, 64, pitch)
@@ -904,12 +905,12 @@ impl Rrdb {
                 }
                 barrier.wait();
             };
+            let (x1, x2, x4, lrelu) = ((w, p1), (w2, p2), (w4, p4), Post::LRelu);
             let mut done = Tail::default();
             let mut frontier = 0;
             while done.last < h4 {
                 frontier += band_rows;
                 let to = Tail::at(frontier, h);
-                let (x1, x2, x4, lrelu) = ((w, p1), (w2, p2), (w4, p4), Post::LRelu);
                 // Each conv: its layers, the map it reads, its rows (of that map), that map's
                 // geometry, its epilogue, the ring it writes, the rows of the map it reads.
                 let stages = [

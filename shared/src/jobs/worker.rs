@@ -316,16 +316,14 @@ async fn back_off(state: &State, record: &SqsMessage) {
 /// A queue's URL from its ARN (`arn:partition:sqs:region:account:name`), asked of SQS once a
 /// process.
 async fn queue_url(state: &State, arn: &str) -> anyhow::Result<String> {
-    static URLS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, String>>> =
-        std::sync::LazyLock::new(Default::default);
-    let known = |urls: &std::sync::Mutex<std::collections::HashMap<String, String>>| {
-        urls.lock()
+    type Urls = std::sync::Mutex<std::collections::HashMap<String, String>>;
+    static URLS: std::sync::LazyLock<Urls> = std::sync::LazyLock::new(Default::default);
+    let urls = || {
+        URLS.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(arn)
-            .cloned()
     };
-    if let Some(url) = known(&URLS) {
-        return Ok(url);
+    if let Some(url) = urls().get(arn) {
+        return Ok(url.clone());
     }
     let [_, _, "sqs", _, account, name] = arn.split(':').collect::<Vec<_>>()[..] else {
         anyhow::bail!("{arn} is not an SQS queue's ARN");
@@ -340,9 +338,7 @@ async fn queue_url(state: &State, arn: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?
         .queue_url
         .ok_or_else(|| anyhow::anyhow!("SQS gave no URL for {arn}"))?;
-    URLS.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(arn.to_owned(), url.clone());
+    urls().insert(arn.to_owned(), url.clone());
     Ok(url)
 }
 
