@@ -205,22 +205,49 @@ def job_loop(client, deadline, answered, sleep_ms):
         client.call("GET", "/v1/credits")
 
 
-def job_statuses(stack):
-    """How many jobs the server holds, by status (a scan of the emulator's table)."""
+def dynamodb_client(stack):
     import boto3
 
-    dynamodb = boto3.client("dynamodb", endpoint_url=stack.emulator, region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
-    counts = {}
+    return boto3.client("dynamodb", endpoint_url=stack.emulator, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local")
+
+
+def job_statuses(stack):
+    """How many jobs the server holds, by status, and the keys of those not ended (one scan of
+    the emulator's tables, which holds its lock for the whole table: done once)."""
+    dynamodb = dynamodb_client(stack)
+    counts, waiting = {}, []
     for name in dynamodb.list_tables()["TableNames"]:
         for page in dynamodb.get_paginator("scan").paginate(
                 TableName=name, FilterExpression="begins_with(pk, :job)",
-                ExpressionAttributeValues={":job": {"S": "JOB#"}}, ProjectionExpression="#s",
+                ExpressionAttributeValues={":job": {"S": "JOB#"}}, ProjectionExpression="pk, sk, #s",
                 ExpressionAttributeNames={"#s": "status"}):
             for item in page["Items"]:
                 status = item.get("status", {}).get("S", "?")
                 counts[status] = counts.get(status, 0) + 1
-    return counts
+                if status in ("IN_QUEUE", "IN_PROGRESS"):
+                    waiting.append((name, {"pk": item["pk"], "sk": item["sk"]}))
+    return counts, waiting
+
+
+def still_waiting(stack, waiting):
+    """Those of `waiting` (table, key) not ended yet, read by key, 100 to a request."""
+    dynamodb = dynamodb_client(stack)
+    left = []
+    for start in range(0, len(waiting), 100):
+        batch = waiting[start:start + 100]
+        requests = {}
+        for name, key in batch:
+            requests.setdefault(name, {"Keys": [], "ProjectionExpression": "pk, sk, #s",
+                                       "ExpressionAttributeNames": {"#s": "status"}})["Keys"].append(key)
+        while requests:
+            out = dynamodb.batch_get_item(RequestItems=requests)
+            for name, items in out["Responses"].items():
+                for item in items:
+                    if item.get("status", {}).get("S") in ("IN_QUEUE", "IN_PROGRESS"):
+                        left.append((name, {"pk": item["pk"], "sk": item["sk"]}))
+            requests = out.get("UnprocessedKeys") or {}
+    return left
 
 
 def load(plain, clients, seconds):
@@ -254,14 +281,16 @@ def load(plain, clients, seconds):
         # bound how long a lost message may take.
         # The peer is only timed: its emulator, busy copying tables, would take many minutes to
         # answer the scans (and its memory keeps growing meanwhile).
+        # The jobs are found by one scan, then followed by key: a scan every few seconds held the
+        # emulator's lock long enough to slow the very jobs it waited for.
         settle_deadline = time.time() + SETTLE_SECONDS
         statuses, waiting = {}, None
-        while not plain:
-            statuses = job_statuses(stack)
-            waiting = sum(n for status, n in statuses.items() if status in ("IN_QUEUE", "IN_PROGRESS"))
-            if not waiting or time.time() > settle_deadline:
-                break
-            time.sleep(2)
+        if not plain:
+            statuses, left = job_statuses(stack)
+            while left and time.time() < settle_deadline:
+                time.sleep(2)
+                left = still_waiting(stack, left)
+            waiting = len(left)
         figures.update(
             clients=len(users),
             seconds=elapsed,

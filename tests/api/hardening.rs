@@ -566,3 +566,48 @@ async fn the_emulator_applies_ttl_as_dynamodb_does() {
     names.sort_unstable();
     assert_eq!(names, ["ancient", "future", "text"]);
 }
+
+/// Under overload the gateway's timed-out attempts leave connections open at the emulator until
+/// their turn comes. waitress watched its connections with select(), which cannot take a
+/// descriptor past 1023: its loop died of it ("filedescriptor out of range in select()"), and
+/// with it the emulator, mid-way through a load run of 200 clients on 2 cores. 1,100 idle
+/// connections at once, then requests that need the emulator.
+#[tokio::test]
+async fn the_emulator_outlives_more_connections_than_select_can_watch() {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn_without_worker(&[]).await;
+    // Python opens them: it may raise its own limit on open files, which the soft limit of 1024
+    // that many machines give a process would otherwise stop short of.
+    let hold = r#"
+import resource, socket, sys
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if soft != resource.RLIM_INFINITY and soft < 2048:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (2048 if hard == resource.RLIM_INFINITY else min(2048, hard), hard))
+host, port = sys.argv[1].rsplit(":", 1)
+held = [socket.create_connection((host, int(port))) for _ in range(1100)]
+print("held", flush=True)
+sys.stdin.read()
+"#;
+    let mut holder =
+        tokio::process::Command::new(lambent_local::repo_root().join(".venv/bin/python"))
+            .args(["-c", hold, app.endpoint.trim_start_matches("http://")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python");
+    let mut line = String::new();
+    tokio::io::BufReader::new(holder.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .await
+        .expect("read");
+    assert_eq!(line.trim(), "held", "the connections were not all opened");
+    // Accepted after the 1,100 (the listening socket's queue is first come, first served), this
+    // account's writes find the emulator alive.
+    app.register("crowd@example.com", "crowd").await;
+    let mut stdin = holder.stdin.take().expect("stdin");
+    stdin.shutdown().await.expect("close");
+    drop(stdin);
+    holder.wait().await.expect("python exits");
+    app.register("after@example.com", "after").await;
+}
