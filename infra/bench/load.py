@@ -212,10 +212,9 @@ def dynamodb_client(stack):
                         aws_access_key_id="local", aws_secret_access_key="local")
 
 
-def job_statuses(stack):
+def job_statuses(dynamodb):
     """How many jobs the server holds, by status, and the keys of those not ended (one scan of
     the emulator's tables, which holds its lock for the whole table: done once)."""
-    dynamodb = dynamodb_client(stack)
     counts, waiting = {}, []
     for name in dynamodb.list_tables()["TableNames"]:
         for page in dynamodb.get_paginator("scan").paginate(
@@ -230,9 +229,8 @@ def job_statuses(stack):
     return counts, waiting
 
 
-def still_waiting(stack, waiting):
+def still_waiting(dynamodb, waiting):
     """Those of `waiting` (table, key) not ended yet, read by key, 100 to a request."""
-    dynamodb = dynamodb_client(stack)
     left = []
     for start in range(0, len(waiting), 100):
         batch = waiting[start:start + 100]
@@ -286,10 +284,11 @@ def load(plain, clients, seconds):
         settle_deadline = time.time() + SETTLE_SECONDS
         statuses, waiting = {}, None
         if not plain:
-            statuses, left = job_statuses(stack)
+            dynamodb = dynamodb_client(stack)
+            statuses, left = job_statuses(dynamodb)
             while left and time.time() < settle_deadline:
                 time.sleep(2)
-                left = still_waiting(stack, left)
+                left = still_waiting(dynamodb, left)
             waiting = len(left)
         figures.update(
             clients=len(users),

@@ -823,8 +823,6 @@ class Dispatcher(DomainDispatcherApplication):
         self.backends = {}
 
     def get_backend_for_host(self, host):
-        if host is None:
-            return None
         try:
             return self.backends[host]
         except KeyError:
