@@ -53,9 +53,31 @@ impl State {
     /// variables), with [`State::sdk_timeouts`]: loaded once per cold start.
     pub async fn sdk_from_env() -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())
+            .http_client(Self::sdk_http_client())
             .timeout_config(Self::sdk_timeouts())
             .load()
             .await
+    }
+
+    /// The HTTPS client of every AWS service client in the process, built as the SDK builds its
+    /// default one (rustls on aws-lc, a proxy from the standard environment variables) but shared.
+    /// The SDK's default is a client per service client, each building its own connector, and
+    /// with it a rustls root store parsed from the platform's certificates, on its first call:
+    /// a cold create-job built three (STS's, at loading, then DynamoDB's and SQS's). Shared, the
+    /// clients with the same timeouts share one connector and its connection pool.
+    fn sdk_http_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+        use aws_smithy_http_client::{ConnectorBuilder, proxy::ProxyConfig, tls};
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+            let mut connector = ConnectorBuilder::default().tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ));
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        })
     }
 
     /// Timeouts of every DynamoDB, SQS and Secrets Manager call: an operation, retries included,
