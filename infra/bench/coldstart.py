@@ -11,6 +11,11 @@ answered by the emulator (`lambent-stack` bootstraps template.yaml's resources i
   a 64 × 48 photo read from S3, upscaled ×2, stored, the job released.
 The peer: FastAPI + uvicorn (fastapi_routes.py) doing the same work with boto3 against the same
 emulator; its clock stops at its first answer to that route.
+
+Both name an SDK app id (AWS_SDK_UA_APP_ID), by which the emulator keeps the time it spent serving
+their calls (GET /_lambent/busy): each run's share at the emulator is printed beside its total, and
+the total less that share, the time the route's own process took, which is what a faster or slower
+emulator (or DynamoDB itself) does not change.
 """
 
 import base64
@@ -27,6 +32,7 @@ from pathlib import Path
 
 from run import ROOT, free_port, lambent_cold_start, summary
 
+APP_ID = "lambent-cold-bench"
 RUNS = int(os.environ.get("BENCH_COLD_RUNS", os.environ.get("BENCH_RUNS", "15")))
 PASSWORD = "correct horse battery"
 PHOTO = ROOT / "tests" / "fixtures" / "images" / "scene.png"
@@ -69,6 +75,30 @@ def api_status(expected):
 def batch_ok(response):
     if response.get("batchItemFailures"):
         raise RuntimeError(f"the job failed: {response}")
+
+
+def emulator_seconds(stack):
+    """Seconds the emulator has spent serving the calls of clients named APP_ID."""
+    with urllib.request.urlopen(f"{stack.endpoint}/_lambent/busy", timeout=10) as response:
+        return json.loads(response.read()).get(APP_ID, {}).get("ms", 0.0) / 1000
+
+
+class Timed:
+    """Each route's cold starts and, run by run, the emulator's share of each."""
+
+    def __init__(self, stack, routes):
+        self.stack = stack
+        self.total = {route: [] for route in routes}
+        self.emulator = {route: [] for route in routes}
+
+    def add(self, route, cold_start):
+        before = emulator_seconds(self.stack)
+        total = cold_start()
+        self.total[route].append(total)
+        self.emulator[route].append(emulator_seconds(self.stack) - before)
+
+    def own(self, route):
+        return [t - e for t, e in zip(self.total[route], self.emulator[route])]
 
 
 class Stack:
@@ -121,16 +151,16 @@ def upload_photo(stack, token):
 
 
 def lambent_rows(binary, stack):
-    env = dict(stack.env, **aws_env(stack), RUST_LOG="warn")
+    env = dict(stack.env, **aws_env(stack), RUST_LOG="warn", AWS_SDK_UA_APP_ID=APP_ID)
     email = f"cold_{uuid.uuid4().hex[:8]}@example.com"
     registered = call(stack.base, "POST", "/v1/auth/register", {"email": email, "username": email.split("@")[0], "password": PASSWORD})
     token, user = registered["access_token"], registered["user"]
     claims = {"sub": user["id"], "username": user["username"]}
     job = call(stack.base, "POST", "/v1/jobs", {"kind": "sleep", "input": {"ms": 1}}, token)["id"]
-    times = {"login": [], "create-job": [], "get-job": [], "run-job": [], "run-job, ORT CPU provider": []}
+    times = Timed(stack, ("login", "create-job", "get-job", "run-job", "run-job, ORT CPU provider"))
     for _ in range(RUNS):
-        times["login"].append(
-            lambent_cold_start(binary, "login", event("login", {"email": email, "password": PASSWORD}), env, api_status(200))
+        times.add(
+            "login", lambda: lambent_cold_start(binary, "login", event("login", {"email": email, "password": PASSWORD}), env, api_status(200))
         )
         created = {}
 
@@ -141,21 +171,23 @@ def lambent_rows(binary, stack):
                 body = base64.b64decode(body)
             created["id"] = json.loads(body)["id"]
 
-        times["create-job"].append(
-            lambent_cold_start(binary, "create-job", event("create-job", {"kind": "sleep", "input": {"ms": 1}}, claims), env, accepted)
+        times.add(
+            "create-job",
+            lambda: lambent_cold_start(binary, "create-job", event("create-job", {"kind": "sleep", "input": {"ms": 1}}, claims), env, accepted),
         )
         # Its cap slot back before the next run.
         call(stack.base, "POST", f"/v1/jobs/{created['id']}/cancel", token=token)
-        times["get-job"].append(
-            lambent_cold_start(
+        times.add(
+            "get-job",
+            lambda: lambent_cold_start(
                 binary, "get-job", event("get-job", claims=claims, path_params={"id": job}, raw_path=f"/v1/jobs/{job}"), env, api_status(200)
-            )
+            ),
         )
         key = upload_photo(stack, token)
         photo = call(stack.base, "POST", "/v1/photos/upscale", {"upload_key": key, "model": "realesr-animevideov3-x2"}, token)["id"]
         sqs = json.loads((ROOT / "events" / "run-job.json").read_text())
         sqs["Records"][0]["body"] = json.dumps({"job_id": photo})
-        times["run-job"].append(lambent_cold_start(binary, "run-job", json.dumps(sqs).encode(), env, batch_ok))
+        times.add("run-job", lambda: lambent_cold_start(binary, "run-job", json.dumps(sqs).encode(), env, batch_ok))
         status = call(stack.base, "GET", f"/v1/photos/{photo}", token=token)["status"]
         if status != "COMPLETED":
             raise RuntimeError(f"the upscale ended {status}")
@@ -164,7 +196,7 @@ def lambent_rows(binary, stack):
         photo = call(stack.base, "POST", "/v1/photos/upscale", {"upload_key": key, "model": "realesr-animevideov3-x2"}, token)["id"]
         sqs["Records"][0]["body"] = json.dumps({"job_id": photo})
         cpu_env = dict(env, UPSCALE_PROVIDER="cpu", ORT_DYLIB_PATH=str(onnxruntime_library()))
-        times["run-job, ORT CPU provider"].append(lambent_cold_start(binary, "run-job", json.dumps(sqs).encode(), cpu_env, batch_ok))
+        times.add("run-job, ORT CPU provider", lambda: lambent_cold_start(binary, "run-job", json.dumps(sqs).encode(), cpu_env, batch_ok))
     return times
 
 
@@ -216,7 +248,7 @@ def peer_setup(stack):
         )
 
     env = dict(os.environ)
-    env.update(aws_env(stack))
+    env.update(aws_env(stack), AWS_SDK_UA_APP_ID=APP_ID)
     env.update(
         {
             "PEER_TABLE": table,
@@ -263,13 +295,13 @@ def peer_cold_start(python, env, method, path, body):
 def peer_rows(python, stack):
     email, env, reset = peer_setup(stack)
     job = "run"
-    times = {"login": [], "create-job": [], "get-job": [], "run-job": []}
+    times = Timed(stack, ("login", "create-job", "get-job", "run-job"))
     for _ in range(RUNS):
-        times["login"].append(peer_cold_start(python, env, "POST", "/login", {"email": email, "password": PASSWORD}))
-        times["create-job"].append(peer_cold_start(python, env, "POST", "/jobs", {"email": email, "kind": "sleep", "input": {"ms": 1}}))
+        times.add("login", lambda: peer_cold_start(python, env, "POST", "/login", {"email": email, "password": PASSWORD}))
+        times.add("create-job", lambda: peer_cold_start(python, env, "POST", "/jobs", {"email": email, "kind": "sleep", "input": {"ms": 1}}))
         reset()
-        times["get-job"].append(peer_cold_start(python, env, "GET", f"/jobs/{job}", None))
-        times["run-job"].append(peer_cold_start(python, env, "POST", "/run", {"key": "peer/scene.png"}))
+        times.add("get-job", lambda: peer_cold_start(python, env, "GET", f"/jobs/{job}", None))
+        times.add("run-job", lambda: peer_cold_start(python, env, "POST", "/run", {"key": "peer/scene.png"}))
     return times
 
 
@@ -284,12 +316,19 @@ def main(binary=None):
     finally:
         stack.close()
     print(f"Cold start of real routes, exec to first response, every AWS call answered by the emulator; median of {RUNS} runs each.")
+    print("'at the emulator': the time the emulator spent serving that run's AWS calls; 'own': the total less it, run by run.")
     print()
-    print("| route | Lambent median ms | p90 ms | FastAPI + uvicorn median ms | p90 ms | FastAPI / Lambent |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| route | Lambent median ms | p90 ms | at the emulator | own | "
+        "FastAPI + uvicorn median ms | p90 ms | at the emulator | own | FastAPI / Lambent |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for route in ("login", "create-job", "get-job", "run-job", "run-job, ORT CPU provider"):
-        a, b = summary(ours[route]), summary(peers["run-job" if route.startswith("run-job") else route])
-        print(f"| {route} | {a['median']:.1f} | {a['p90']:.1f} | {b['median']:.1f} | {b['p90']:.1f} | {b['median'] / a['median']:.1f}x |")
+        peer = "run-job" if route.startswith("run-job") else route
+        a, b = summary(ours.total[route]), summary(peers.total[peer])
+        cells = [f"{a['median']:.1f}", f"{a['p90']:.1f}", f"{summary(ours.emulator[route])['median']:.1f}", f"{summary(ours.own(route))['median']:.1f}"]
+        cells += [f"{b['median']:.1f}", f"{b['p90']:.1f}", f"{summary(peers.emulator[peer])['median']:.1f}", f"{summary(peers.own(peer))['median']:.1f}"]
+        print(f"| {route} | {' | '.join(cells)} | {b['median'] / a['median']:.1f}x |")
     print()
 
 

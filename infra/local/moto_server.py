@@ -36,6 +36,15 @@ they touch, DynamoDB's key-size limits on reads, and a fault-injection switch fo
 - Connections. Served by waitress with keep-alive, not by werkzeug's development server, which closed
   every connection after its answer (a TCP connect and a new thread per AWS call; under load its
   accept queue overflowed and connects waited a second for TCP's retry, past the SDK's timeout).
+- Speed. moto writes every DynamoDB AttributeValue of an answer member by member through its shape
+  model (most of a GetItem's time, more with every item a Query returns): here they are written
+  directly, the same JSON (LAMBENT_MOTO_CHECK_WIRE=1 writes both and fails a request whose two
+  differ). A condition parsed once is not parsed again for the same expression, names and values
+  (moto parses a transaction's conditions three times each), and a handler's list of methods is
+  made once, not on every request.
+- Busy time. An SDK client that names an app id (AWS_SDK_UA_APP_ID, sent as `app/NAME` in its user
+  agent) has its requests counted and the time spent serving them summed: GET /_lambent/busy gives
+  {app: {"requests": N, "ms": T}} (make bench's cold starts subtract it from theirs).
 - Faults. POST /_lambent/faults with a JSON object {"target": "DynamoDB_20120810.TransactWriteItems",
   "contains": "<text in the request body>" (or a list of texts, all in it), "times": N,
   "error": "TransactionConflict" | "<exception>", "delay_ms": M, "answer_delay_ms": A, "drop": false}
@@ -53,18 +62,25 @@ With --port 0 a free port is chosen and written to --port-file once the server l
 """
 
 import argparse
+import base64
+import collections
 import copy
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 import weakref
+from enum import Enum
 
+import moto.core.responses as moto_responses
 from moto.core.common_models import BaseModel
-from moto.dynamodb.comparisons import get_filter_expression
+from moto.core.serialize import BaseJSONSerializer
+from moto.dynamodb.comparisons import ConditionExpressionParser, get_filter_expression
 from moto.dynamodb.exceptions import (
     ConditionalCheckFailed,
     MockValidationException,
@@ -324,6 +340,125 @@ if not os.environ.get("MOTO_PLAIN"):
     DynamoDBBackend.create_table = _table_lifecycle(DynamoDBBackend.create_table)
     DynamoDBBackend.delete_table = _table_lifecycle(DynamoDBBackend.delete_table)
     Table.query = query
+
+
+_MOTO_JSON_STRUCTURE = BaseJSONSerializer._serialize_type_structure
+# AttributeValue's members in the order of its shape.
+_ATTRIBUTE_MEMBERS = ("S", "N", "B", "SS", "NS", "BS", "M", "L", "NULL", "BOOL")
+_ATTRIBUTE_MEMBER_SET = frozenset(_ATTRIBUTE_MEMBERS)
+
+
+def _wire_string(value):
+    """moto's JSON serializer's string: an Enum's value, else `str`, but None, {} and [] as they are."""
+    if isinstance(value, Enum):
+        value = value.value
+    return str(value) if value not in [None, {}, []] else value
+
+
+def _wire_blob(value):
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return base64.b64encode(value).strip().decode("utf-8")
+
+
+def _wire_attribute(value):
+    """A DynamoDB AttributeValue in its JSON wire form, as moto's shape-driven serializer writes it:
+    the members the shape names, in its order, None ones left out."""
+    out = {}
+    for member in _ATTRIBUTE_MEMBERS:
+        if member not in value:
+            continue
+        v = value[member]
+        if v is None:
+            continue
+        if member == "S" or member == "N":
+            out[member] = _wire_string(v)
+        elif member == "B":
+            out[member] = _wire_blob(v)
+        elif member == "SS" or member == "NS":
+            out[member] = [_wire_string(x) for x in v]
+        elif member == "BS":
+            out[member] = [_wire_blob(x) for x in v]
+        elif member == "M":
+            out[member] = {k: _wire_attribute(x) for k, x in v.items() if x is not None}
+        elif member == "L":
+            out[member] = [None if x is None else _wire_attribute(x) for x in v]
+        else:  # NULL, BOOL
+            out[member] = v
+    return out
+
+
+def _serialize_structure(self, serialized, value, shape, key):
+    """moto's JSON serializer, with DynamoDB's AttributeValue written directly: moto walks each one
+    member by member through its shape model (ten lookups, each trying several aliases), which was
+    most of a GetItem's time (about 2.5 of 4.5 ms for a job's item on a 2-core EPYC) and grew with
+    every item a Query returned. LAMBENT_MOTO_CHECK_WIRE=1 serializes both ways and fails the request
+    when they differ (the test suite ran so once)."""
+    if shape.name != "AttributeValue" or not key or not isinstance(value, dict):
+        return _MOTO_JSON_STRUCTURE(self, serialized, value, shape, key)
+    if not _ATTRIBUTE_MEMBER_SET.issuperset(value):
+        return _MOTO_JSON_STRUCTURE(self, serialized, value, shape, key)
+    wire = _wire_attribute(value)
+    if _CHECK_WIRE:
+        expected = {}
+        _MOTO_JSON_STRUCTURE(self, expected, value, shape, key)
+        got = {}
+        self._default_serialize(got, wire, shape, key)
+        if json.dumps(got) != json.dumps(expected):
+            message = f"AttributeValue written as {got!r}, moto writes {expected!r}"
+            print(message, file=sys.stderr, flush=True)
+            raise AssertionError(message)
+    self._default_serialize(serialized, wire, shape, key)
+
+
+_CHECK_WIRE = os.environ.get("LAMBENT_MOTO_CHECK_WIRE") == "1"
+if not os.environ.get("MOTO_PLAIN"):
+    BaseJSONSerializer._serialize_type_structure = _serialize_structure
+    # moto lists a handler class's methods (inspect.getmembers) on every request to find the
+    # action's; a class's methods do not change while the server runs.
+    moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(
+        moto_responses.method_names_from_class
+    )
+
+
+_MOTO_CONDITION_PARSE = ConditionExpressionParser.parse
+# Parsed conditions by (expression, names, values); a transaction's few are parsed three times each.
+_PARSED_CONDITIONS = collections.OrderedDict()
+MAX_PARSED_CONDITIONS = 256
+
+
+def _parse_condition(self):
+    """moto's condition-expression parser, remembering its last few answers. moto parses each
+    condition of a TransactWriteItems three times (the request's validation, the transaction's
+    check, then the write it calls with the same condition): lexing and parsing conditions were
+    a third of an admission's time in the emulator. The tree is the same for the same expression,
+    names and values, and its evaluation changes nothing in it. (Update expressions, parsed twice,
+    are left alone: moto's validator rewrites their tree.)"""
+    try:
+        key = (
+            self.condition_expression,
+            json.dumps(self.expression_attribute_names, sort_keys=True),
+            json.dumps(self.expression_attribute_values, sort_keys=True),
+        )
+    except (TypeError, ValueError):  # values moto holds as bytes (binary attributes)
+        return _MOTO_CONDITION_PARSE(self)
+    found = _PARSED_CONDITIONS.get(key)
+    if found is None:
+        op = _MOTO_CONDITION_PARSE(self)
+        _PARSED_CONDITIONS[key] = (op, list(self.expr_attr_names_found), list(self.expr_attr_values_found))
+        if len(_PARSED_CONDITIONS) > MAX_PARSED_CONDITIONS:
+            _PARSED_CONDITIONS.popitem(last=False)
+        return op
+    _PARSED_CONDITIONS.move_to_end(key)
+    op, names, values = found
+    # Fresh lists, as a parse leaves them: moto's callers extend them in place.
+    self.expr_attr_names_found.extend(names)
+    self.expr_attr_values_found.extend(values)
+    return op
+
+
+if not os.environ.get("MOTO_PLAIN"):
+    ConditionExpressionParser.parse = _parse_condition
 
 
 class WeakInstances:
@@ -645,6 +780,7 @@ class LocalAws:
         self.lock = threading.Lock()
         self.counts = {}
         self.counts_lock = threading.Lock()
+        self.busy = {}  # app id -> [requests, seconds], for the SDK clients that name one
         self.faults = Faults()
         self.tokens = None if os.environ.get("MOTO_PLAIN") else TransactionTokens()
 
@@ -654,6 +790,10 @@ class LocalAws:
             with self.counts_lock:
                 body = json.dumps(self.counts).encode()
             return _answer(start_response, "200 OK", body, "application/json")
+        if path == "/_lambent/busy":
+            with self.counts_lock:
+                body = json.dumps({app: {"requests": n, "ms": seconds * 1000} for app, (n, seconds) in self.busy.items()})
+            return _answer(start_response, "200 OK", body.encode(), "application/json")
         if path == "/_lambent/items":
             with self.lock:
                 body = json.dumps(item_counts()).encode()
@@ -690,6 +830,29 @@ class LocalAws:
     def __call__(self, environ, start_response):
         if environ.get("PATH_INFO", "").startswith("/_lambent/"):
             return self.control(environ, start_response)
+        app = _app_id(environ)
+        if app is None:
+            return self.handle(environ, start_response)
+        started = time.perf_counter()
+        try:
+            return self.handle(environ, start_response)
+        finally:
+            self.count_busy(app, time.perf_counter() - started)
+
+    def count_busy(self, app, seconds):
+        """The requests of SDK clients that name an app id, and the time spent serving them (the
+        wait for the lock included; an S3 object's body may still be on its way): make bench's cold
+        starts tell the emulator's share of theirs apart with it."""
+        with self.counts_lock:
+            entry = self.busy.get(app)
+            if entry is None:
+                if len(self.busy) >= MAX_APPS:
+                    return
+                entry = self.busy[app] = [0, 0.0]
+            entry[0] += 1
+            entry[1] += seconds
+
+    def handle(self, environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if not target:
             return self.app(environ, start_response)
@@ -776,6 +939,20 @@ def memory_report(top=30):
             lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:9d} blocks")
             lines.extend(f"    {line}" for line in stat.traceback.format()[-6:])
     return "\n".join(lines) + "\n"
+
+
+# The app ids whose busy time is kept (GET /_lambent/busy); a client chooses its own.
+MAX_APPS = 64
+_APP_ID = re.compile(r"(?:^|\s)app/([A-Za-z0-9!#$%&'*+.^_`|~-]{1,50})")
+
+
+def _app_id(environ):
+    """The app id an AWS SDK sends in its user agent (`app/NAME`, from AWS_SDK_UA_APP_ID), or None."""
+    for header in ("HTTP_X_AMZ_USER_AGENT", "HTTP_USER_AGENT"):
+        found = _APP_ID.search(environ.get(header, ""))
+        if found:
+            return found.group(1)
+    return None
 
 
 class _Replay:
