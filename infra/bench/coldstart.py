@@ -100,6 +100,12 @@ class Timed:
     def own(self, route):
         return [t - e for t, e in zip(self.total[route], self.emulator[route])]
 
+    def cells(self, route):
+        """The table's cells for one side: median, p90, median at the emulator, median own, in ms."""
+        total = summary(self.total[route])
+        return [f"{total['median']:.1f}", f"{total['p90']:.1f}",
+                f"{summary(self.emulator[route])['median']:.1f}", f"{summary(self.own(route))['median']:.1f}"]
+
 
 class Stack:
     """lambent-stack: the emulator, the stack and its gateway, until closed."""
@@ -326,8 +332,7 @@ def main(binary=None):
     for route in ("login", "create-job", "get-job", "run-job", "run-job, ORT CPU provider"):
         peer = "run-job" if route.startswith("run-job") else route
         a, b = summary(ours.total[route]), summary(peers.total[peer])
-        cells = [f"{a['median']:.1f}", f"{a['p90']:.1f}", f"{summary(ours.emulator[route])['median']:.1f}", f"{summary(ours.own(route))['median']:.1f}"]
-        cells += [f"{b['median']:.1f}", f"{b['p90']:.1f}", f"{summary(peers.emulator[peer])['median']:.1f}", f"{summary(peers.own(peer))['median']:.1f}"]
+        cells = ours.cells(route) + peers.cells(peer)
         print(f"| {route} | {' | '.join(cells)} | {b['median'] / a['median']:.1f}x |")
     print()
 
